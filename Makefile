@@ -1,0 +1,42 @@
+# medsec: `make run` starts the stack, `make test` runs every test. Both install what is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup setup-test venv system system-test nodered run test bench lint clean
+
+setup: venv system nodered
+
+setup-test: venv system-test nodered
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+system:
+	scripts/install-system-packages.sh run
+
+system-test:
+	scripts/install-system-packages.sh test
+
+nodered:
+	@if [ -f nodered/Makefile ]; then $(MAKE) -C nodered install; fi
+
+run: setup
+	$(BIN)/medsec up --demo 3
+
+test: setup-test
+	$(BIN)/pytest
+
+bench: setup-test
+	$(BIN)/python -m benchmarks.run
+
+lint: venv
+	$(BIN)/ruff check services tests benchmarks
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""medsec: secure telemetry gateway for wearable medical sensors."""

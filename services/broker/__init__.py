@@ -1,0 +1,1 @@
+"""The local Mosquitto broker: its generated config, passwords and ACL."""

@@ -1,0 +1,1 @@
+"""The `medsec` command line."""

@@ -1,0 +1,1 @@
+"""Pure codecs and small helpers shared by every medsec service."""

@@ -1,0 +1,52 @@
+"""The proxy <-> auth socket protocol, as pure functions.
+
+Each message is a 4-byte big-endian length and a UTF-8 JSON object. Requests
+carry an "id" echoed by the answer, so a proxy can pipeline many requests on
+one connection; auth answers in order.
+
+Requests (proxy -> auth):
+  {"id", "op": "v1", "conn", "src", "blocks": hex of the ciphertext, "final": bool}
+  {"id", "op": "close", "conn"}
+Answers (auth -> proxy):
+  {"id", "status": "ok", "device", "values": {field: string}, "variant"}
+  {"id", "status": "more"}        the last block is not a final block yet
+  {"id", "status": "rejected", "reason", "detail", "device": id or null}
+"""
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+MAX_MESSAGE = 1 << 20
+_LEN = struct.Struct(">I")
+
+
+class AuthWireError(ValueError):
+    pass
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    if len(body) > MAX_MESSAGE:
+        raise AuthWireError(f"message of {len(body)} bytes exceeds {MAX_MESSAGE}")
+    return _LEN.pack(len(body)) + body
+
+
+def decode(buf: bytes | bytearray) -> tuple[dict[str, Any] | None, int]:
+    """Return (message, bytes consumed), or (None, 0) when more bytes are needed."""
+    if len(buf) < _LEN.size:
+        return None, 0
+    (length,) = _LEN.unpack_from(buf)
+    if length > MAX_MESSAGE:
+        raise AuthWireError(f"message length {length} exceeds {MAX_MESSAGE}")
+    end = _LEN.size + length
+    if len(buf) < end:
+        return None, 0
+    try:
+        message = json.loads(bytes(buf[_LEN.size:end]))
+    except ValueError as exc:
+        raise AuthWireError(f"message is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise AuthWireError("message is not a JSON object")
+    return message, end

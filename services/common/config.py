@@ -1,0 +1,119 @@
+"""One Config object for every service: the state directory and the ports.
+
+Everything comes from the environment (prefix MEDSEC_) with defaults, so two
+stacks with different MEDSEC_HOME and ports run side by side.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def valid_device_id(device_id: object) -> bool:
+    return isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id) is not None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    host: str = "127.0.0.1"
+    proxy_port: int = 9998
+    admin_port: int = 8080
+    mqtt_port: int = 1883
+    nodered_port: int = 1880
+    # v1 readings are 8 blocks; 64 blocks leaves room for longer firmware builds.
+    max_reading_blocks: int = 64
+    idle_timeout: float = 60.0
+    # A reading must be complete within this many seconds of its first byte (slow-drip defence).
+    reading_timeout: float = 10.0
+    max_connections: int = 20000
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if env is None else env
+        home = Path(env.get("MEDSEC_HOME") or Path.cwd() / "var").resolve()
+        return cls(
+            home=home,
+            host=env.get("MEDSEC_HOST", "127.0.0.1"),
+            proxy_port=_int(env, "MEDSEC_PROXY_PORT", 9998),
+            admin_port=_int(env, "MEDSEC_ADMIN_PORT", 8080),
+            mqtt_port=_int(env, "MEDSEC_MQTT_PORT", 1883),
+            nodered_port=_int(env, "MEDSEC_NODERED_PORT", 1880),
+            max_reading_blocks=_int(env, "MEDSEC_MAX_READING_BLOCKS", 64),
+            idle_timeout=_float(env, "MEDSEC_IDLE_TIMEOUT", 60.0),
+            reading_timeout=_float(env, "MEDSEC_READING_TIMEOUT", 10.0),
+            max_connections=_int(env, "MEDSEC_MAX_CONNECTIONS", 20000),
+        )
+
+    # --- state directory layout (one place, so every service agrees) ---
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def auth_socket(self) -> Path:
+        return self.run_dir / "auth.sock"
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.home / "keys.db"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.secrets_dir / "master.key"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """The operator's copy of the admin token (what `medsec admin-token` prints)."""
+        return self.secrets_dir / "admin.token"
+
+    @property
+    def admin_token_hash_path(self) -> Path:
+        """What the key-admin API checks against: a SHA-256 of the token, never the token."""
+        return self.secrets_dir / "admin.token.sha256"
+
+    @property
+    def mqtt_passwords_path(self) -> Path:
+        return self.secrets_dir / "mqtt-passwords.json"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}/api/v1"

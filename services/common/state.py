@@ -1,0 +1,98 @@
+"""The state directory: created 0700, secrets written 0600, generated once.
+
+Secrets are generated here at first start and never have defaults.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+
+from services.common.accounts import ACCOUNTS
+from services.common.config import Config
+
+
+class StateError(Exception):
+    """The state directory is unusable (bad permissions, unreadable secret)."""
+
+
+def ensure_dirs(config: Config) -> None:
+    for path in (config.home, config.secrets_dir, config.run_dir, config.logs_dir, config.broker_dir):
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a file that only its owner can read, atomically (never a partial secret)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def check_private(path: Path) -> None:
+    """Refuse a secret file that group or others can read or write."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise StateError(f"{path} has permissions {mode:o}; it must be 0600 (chmod 600 {path})")
+
+
+def read_secret(path: Path) -> bytes:
+    if not path.exists():
+        raise StateError(f"{path} is missing; run `medsec up` once to initialise the state directory")
+    check_private(path)
+    return path.read_bytes()
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def set_admin_token(config: Config, token: str | None = None) -> str:
+    token = token or secrets.token_urlsafe(32)
+    write_secret(config.admin_token_path, token.encode() + b"\n")
+    write_secret(config.admin_token_hash_path, hash_token(token).encode() + b"\n")
+    return token
+
+
+def init_state(config: Config) -> None:
+    """Create everything a first start needs; keep whatever exists already."""
+    ensure_dirs(config)
+    if not config.master_key_path.exists():
+        write_secret(config.master_key_path, secrets.token_bytes(32))
+    if not config.admin_token_path.exists() or not config.admin_token_hash_path.exists():
+        set_admin_token(config)
+    passwords = load_passwords(config) if config.mqtt_passwords_path.exists() else {}
+    missing = [a for a in ACCOUNTS if a not in passwords]
+    if missing:
+        passwords.update({a: generate_password() for a in missing})
+        write_secret(config.mqtt_passwords_path, json.dumps(passwords, indent=1).encode())
+
+
+def load_passwords(config: Config) -> dict[str, str]:
+    try:
+        return dict(json.loads(read_secret(config.mqtt_passwords_path)))
+    except (ValueError, TypeError) as exc:
+        raise StateError(f"{config.mqtt_passwords_path} is not valid JSON: {exc}") from None
+
+
+def mqtt_password(config: Config, account: str) -> str:
+    passwords = load_passwords(config)
+    if account not in passwords:
+        raise StateError(f"no broker account {account!r}; accounts: {', '.join(sorted(passwords))}")
+    return passwords[account]
+
+
+def admin_token(config: Config) -> str:
+    return read_secret(config.admin_token_path).decode().strip()

@@ -1,0 +1,61 @@
+"""The generated Mosquitto config really enforces the account policy (real broker)."""
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.support.broker import Subscriber
+from tests.support.proc import wait_until
+
+
+def test_anonymous_and_wrong_password_are_refused(config, broker):
+    for user, pw in ((None, None), ("dashboard", "wrong")):
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex, protocol=mqtt.MQTTv311)
+        if user:
+            c.username_pw_set(user, pw)
+        codes = []
+        c.on_connect = lambda cl, ud, fl, rc, pr: codes.append(rc)
+        c.connect(config.host, config.mqtt_port)
+        c.loop_start()
+        wait_until(lambda: codes, 5, what="CONNACK")
+        c.loop_stop()
+        assert codes[0] != 0, f"{user} must be refused"
+
+
+def test_dashboard_reads_public_tree_only(config, broker, request):
+    topic = f"Pico/{request.node.name}/json"
+    internal = f"medsec/ingest/{request.node.name}"
+    dash = Subscriber(config, "dashboard")
+    pub = Subscriber(config, "publisher")
+    proxy = Subscriber(config, "proxy")
+    try:
+        dash.subscribe(topic)
+        dash.subscribe("medsec/#")  # Mosquitto grants it but must never deliver
+        dash.client.publish(topic, b"forged", qos=1).wait_for_publish(5)  # dropped by the ACL
+        proxy.client.publish(internal, b"internal", qos=1).wait_for_publish(5)
+        pub.client.publish(topic, b"real", qos=1).wait_for_publish(5)
+        # The publisher's message comes last: once it is here, anything leaked would be too.
+        wait_until(lambda: dash.on(topic), 5, what="publisher's message")
+        assert dash.on(topic) == [b"real"]
+        assert dash.topics() == {topic}
+    finally:
+        for c in (dash, pub, proxy):
+            c.close()
+
+
+@pytest.mark.parametrize("account", ["dashboard", "keyadmin", "dispatch"])
+def test_only_proxy_writes_ingest(config, broker, account, request):
+    topic = f"medsec/ingest/{request.node.name}"
+    mon = Subscriber(config, "monitor")
+    other = Subscriber(config, account)
+    proxy = Subscriber(config, "proxy")
+    try:
+        mon.subscribe(topic)
+        other.client.publish(topic, b"forged", qos=1).wait_for_publish(5)
+        proxy.client.publish(topic, b"real", qos=1).wait_for_publish(5)
+        wait_until(lambda: mon.on(topic), 5)
+        assert mon.on(topic) == [b"real"]
+    finally:
+        for c in (mon, other, proxy):
+            c.close()

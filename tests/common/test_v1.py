@@ -1,0 +1,138 @@
+"""The v1 codec against the independently produced vectors (tests/vectors/v1.json)."""
+import json
+import random
+from pathlib import Path
+
+import pytest
+from Crypto.Cipher import AES
+
+from services.common import v1
+
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
+
+
+def ecb(key: str):
+    return AES.new(key.encode(), AES.MODE_ECB)
+
+
+def decode_stream(stream: bytes, key: str, iv: str, variant: str, chunks: list[int]) -> list[bytes]:
+    """Feed the stream in the given chunk sizes, decoding readings as a gateway would."""
+    cipher, out, buf, pos = ecb(key), [], bytearray(), 0
+    for size in chunks:
+        buf += stream[pos:pos + size]
+        pos += size
+        while (found := v1.scan(buf)) is not None:
+            plain = v1.decrypt(cipher, iv.encode(), found.blocks, variant)
+            if not found.final and not v1.ends_with_padding(plain):
+                break  # not over yet: wait for more bytes
+            out.append(v1.strip_padding(plain))
+            del buf[:found.consumed]
+    assert not buf
+    return out
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: f"{v['variant']}-{len(v['plaintext'])}")
+def test_every_vector_decodes_to_its_plaintext(vec):
+    found = v1.scan(vec["wire"].encode())
+    assert found is not None and found.consumed == len(vec["wire"])
+    plain = v1.decrypt(ecb(vec["key"]), vec["iv"].encode(), found.blocks, vec["variant"])
+    assert v1.strip_padding(plain) == vec["plaintext"].encode()
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: f"{v['variant']}-{len(v['plaintext'])}")
+def test_encoder_reproduces_every_vector(vec):
+    wire = v1.encrypt(ecb(vec["key"]).encrypt, vec["iv"].encode(), vec["plaintext"].encode(), vec["variant"])
+    assert wire == vec["wire"].encode()
+
+
+def _streams():
+    """Per (key, iv, variant): all the vectors' readings written back to back."""
+    groups: dict[tuple, list] = {}
+    for vec in VECTORS:
+        groups.setdefault((vec["key"], vec["iv"], vec["variant"]), []).append(vec)
+    return list(groups.items())
+
+
+@pytest.mark.parametrize("group", _streams(), ids=lambda g: f"{g[0][0]}-{g[0][2]}")
+def test_byte_at_a_time_random_splits_and_one_write_agree(group):
+    (key, iv, variant), vecs = group
+    stream = b"".join(v["wire"].encode() for v in vecs)
+    expected = [v["plaintext"].encode() for v in vecs]
+    rng = random.Random(7)
+    random_chunks = []
+    while sum(random_chunks) < len(stream):
+        random_chunks.append(rng.randint(1, 300))
+    assert decode_stream(stream, key, iv, variant, [1] * len(stream)) == expected
+    assert decode_stream(stream, key, iv, variant, random_chunks) == expected
+    assert decode_stream(stream, key, iv, variant, [len(stream)]) == expected
+
+
+def test_reading_is_complete_without_the_next_one_starting():
+    vec = VECTORS[0]
+    found = v1.scan(vec["wire"].encode())
+    assert found is not None and found.final is False
+    plain = v1.decrypt(ecb(vec["key"]), vec["iv"].encode(), found.blocks, vec["variant"])
+    assert v1.ends_with_padding(plain)
+
+
+def test_partial_block_needs_more():
+    wire = VECTORS[0]["wire"].encode()
+    for cut in (1, 31, 32 + 1, 33, 40):
+        assert v1.scan(wire[:cut]) is None
+
+
+def test_block_followed_by_plus_is_not_a_candidate():
+    wire = VECTORS[0]["wire"].encode()
+    assert v1.scan(wire[:33]) is None  # "<block>+" waits for the next block
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"zz" + b"0" * 30, "not_hex"),
+        (b"0" * 31 + b"g", "not_hex"),
+        (b"0" * 20 + b"+" + b"0" * 11, "bad_block_length"),
+        (b"0" * 32 + b"++" + b"0" * 32, "bad_separator"),
+    ],
+)
+def test_malformed_input_raises_with_reason(data, reason):
+    with pytest.raises(v1.V1Error) as err:
+        v1.scan(data)
+    assert err.value.reason == reason
+
+
+def test_too_many_blocks():
+    data = b"+".join([b"00" * 16] * 5) + b"+"
+    with pytest.raises(v1.V1Error) as err:
+        v1.scan(data, max_blocks=4)
+    assert err.value.reason == "too_long"
+
+
+def test_identification_uses_first_block_for_both_variants():
+    for vec in VECTORS[:2]:
+        found = v1.scan(vec["wire"].encode())
+        assert v1.first_block_matches(ecb(vec["key"]), vec["iv"].encode(), found.blocks[0])
+        assert not v1.first_block_matches(ecb("AAAAAAAAAAAAAAAB"), vec["iv"].encode(), found.blocks[0])
+
+
+def test_detect_variant():
+    for vec in VECTORS:
+        if len(vec["plaintext"]) == 125:
+            blocks = v1.scan(vec["wire"].encode()).blocks
+            assert v1.detect_variant(ecb(vec["key"]), vec["iv"].encode(), blocks) == vec["variant"]
+
+
+def test_parse_plaintext_errors():
+    good = json.loads(VECTORS[0]["plaintext"])
+    assert v1.parse_plaintext(VECTORS[0]["plaintext"].encode()) == good
+    with pytest.raises(v1.V1Error, match="not_json"):
+        v1.parse_plaintext(b'{"Temp":')
+    with pytest.raises(v1.V1Error, match="missing_field"):
+        v1.parse_plaintext(b'{"Temp":"36.600"}')
+
+
+def test_format_reading_matches_firmware_text():
+    values = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": 0.0,
+              "Acel_z": 0.0, "TempMpu": 23.4}
+    assert v1.format_reading(values).decode() == VECTORS[0]["plaintext"]
+    assert b'"Acel_x":"-0.12"' in v1.format_reading({**values, "Acel_x": -0.12})

@@ -1,0 +1,87 @@
+"""A real Mosquitto with the project's own generated config (passwords, ACL) on a free port."""
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.broker.mosquitto import write_broker_files
+from services.common.config import Config
+from services.common.state import init_state, mqtt_password
+from tests.support.proc import Processes, port_open, wait_until
+
+
+def mosquitto_binary() -> str:
+    path = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    return path
+
+
+def start_mosquitto(config: Config, procs: Processes):
+    init_state(config)
+    conf = write_broker_files(config)
+    proc = procs.start("mosquitto", [mosquitto_binary(), "-c", str(conf)])
+    wait_until(lambda: port_open(config.mqtt_port), 10, what="mosquitto to listen")
+    return proc
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass
+class Subscriber:
+    """A test MQTT client that records what it receives."""
+
+    config: Config
+    account: str
+    password: str | None = None
+    messages: list[Received] = field(default_factory=list)
+    client: Any = None
+    denied: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._subacks: dict[int, list] = {}
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:10]}",
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set(self.account, self.password or mqtt_password(self.config, self.account))
+        c.on_connect = lambda cl, ud, fl, rc, pr: rc == 0 and self._connected.set()
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        c.connect(self.config.host, self.config.mqtt_port)
+        c.loop_start()
+        self.client = c
+        wait_until(self._connected.is_set, 10, what=f"{self.account} to connect")
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain)))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, properties: Any) -> None:
+        self._subacks[mid] = list(reason_codes)
+
+    def subscribe(self, topic: str, qos: int = 1) -> list:
+        """Subscribe and wait for the SUBACK; returns its reason codes."""
+        _, mid = self.client.subscribe(topic, qos)
+        return wait_until(lambda: self._subacks.get(mid), 5, what=f"SUBACK for {topic}")
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [m.payload for m in self.messages if m.topic == topic]
+
+    def topics(self) -> set[str]:
+        with self._lock:
+            return {m.topic for m in self.messages}
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
