@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test venv system system-test nodered run test bench lint clean
+.PHONY: setup setup-test venv system system-test nodered run test test-node bench lint clean firmware flash
 
 setup: venv system nodered
 
@@ -29,8 +29,18 @@ nodered:
 run: setup
 	$(BIN)/medsec up --demo 3
 
-test: setup-test
+# Node-RED's mocha tests first, so pytest's summary is the last line.
+test: setup-test test-node
 	$(BIN)/pytest
+
+test-node:
+	@if [ -f nodered/Makefile ]; then $(MAKE) -C nodered test; fi
+
+firmware: venv
+	$(MAKE) -C firmware build
+
+flash: firmware
+	$(MAKE) -C firmware flash PORT=$(PORT)
 
 bench: setup-test
 	$(BIN)/python -m benchmarks.run
