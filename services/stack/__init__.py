@@ -1,0 +1,1 @@
+"""Running the whole stack locally under supervisord."""

@@ -1,0 +1,149 @@
+"""Issue 2 end to end: a v1 device registered through the API, real processes, real broker."""
+import json
+from pathlib import Path
+
+import pytest
+
+from services.common import v1
+from tests.support.broker import Subscriber
+from tests.support.proc import free_port, wait_until
+from tests.support.stack import api, device_socket, kill_all, medsec, supervised_pids
+
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
+FULL = [v for v in VECTORS if v["key"] == "1234567890123456" and len(v["plaintext"]) >= 125]
+
+LEGACY = {
+    "Physiological_Data/Temperature": "Temp",
+    "Physiological_Data/Pulse_Signal": "PulseSig",
+    "Physiological_Data/Accelerometer/x": "Acel_x",
+    "Physiological_Data/Accelerometer/y": "Acel_y",
+    "Physiological_Data/Accelerometer/z": "Acel_z",
+    "Internal_Device_Data/Temperature/MCU": "TempMcu",
+    "Internal_Device_Data/Temperature/MPU": "TempMpu",
+}
+
+
+def register(config, device, key="1234567890123456", iv="AAAAAAAAAAAAAAAA"):
+    status, body = api(config, "POST", "/devices", {"id": device, "protocol": "v1", "key": key, "iv": iv})
+    assert status == 201, body
+    return body
+
+
+def test_readings_reach_every_public_topic_with_exact_values(stack, request):
+    config = stack
+    device = f"e2e-{request.node.name[:40]}"
+    register(config, device)
+    dash = Subscriber(config, "dashboard")
+    dash.subscribe(f"Pico/{device}/#")
+    readings = [v for v in FULL if v["variant"] == "chained"][:3] + [v for v in FULL if v["variant"] == "per_block"][:1]
+    chained = [v for v in readings if v["variant"] == "chained"]
+    with device_socket(config) as sock:
+        local = sock.getsockname()
+        sock.sendall(b"".join(v["wire"].encode() for v in chained))
+        wait_until(lambda: len(dash.on(f"Pico/{device}/json")) == len(chained), 10, what="json readings")
+        wait_until(lambda: dash.on(f"Pico/{device}/status") == [b"online"], 5, what="online status")
+    wait_until(lambda: dash.on(f"Pico/{device}/status")[-1:] == [b"offline"], 5, what="offline status")
+
+    expected = [json.loads(v["plaintext"]) for v in chained]
+    for suffix, field in LEGACY.items():
+        assert dash.on(f"Pico/{device}/{suffix}") == [e[field].encode() for e in expected], suffix
+    assert dash.on(f"Pico/{device}/Ip_address")[0] == local[0].encode()
+    assert dash.on(f"Pico/{device}/Port_address")[0] == str(local[1]).encode()
+    assert dash.on(f"Pico/{device}/Internal_Server/Ip_address")[0] == config.host.encode()
+    assert dash.on(f"Pico/{device}/Internal_Server/Port_address")[0] == str(config.proxy_port).encode()
+    first = json.loads(dash.on(f"Pico/{device}/json")[0])
+    assert first["device"] == device and first["protocol"] == "v1" and first["seq"] is None
+    assert isinstance(first["ts"], float)
+    assert {k: first[k] for k in v1.FIELDS} == {k: float(expected[0][k]) for k in v1.FIELDS}
+    assert len(dash.topics()) == 9 + 2 + 2  # nine legacy, json, status + Internal_Server pair
+    dash.close()
+
+
+def test_per_block_variant_is_accepted(stack, request):
+    config = stack
+    device = f"e2e-pb-{request.node.name[:30]}"
+    register(config, device)
+    dash = Subscriber(config, "dashboard")
+    dash.subscribe(f"Pico/{device}/json")
+    per_block = [v for v in FULL if v["variant"] == "per_block"]
+    with device_socket(config) as sock:
+        for vec in per_block:
+            sock.sendall(vec["wire"].encode())
+        wait_until(lambda: len(dash.on(f"Pico/{device}/json")) == len(per_block), 10)
+    got = [json.loads(p)["Temp"] for p in dash.on(f"Pico/{device}/json")]
+    assert got == [float(json.loads(v["plaintext"])["Temp"]) for v in per_block]
+    dash.close()
+
+
+def test_dashboard_account_cannot_publish_public_or_read_internal(stack, request):
+    config = stack
+    device = f"e2e-acl-{request.node.name[:30]}"
+    register(config, device)
+    dash = Subscriber(config, "dashboard")
+    dash.subscribe("medsec/#")
+    dash.subscribe(f"Pico/{device}/json")
+    dash.client.publish(f"Pico/{device}/json", b'{"forged": true}', qos=1).wait_for_publish(5)
+    with device_socket(config) as sock:
+        sock.sendall(FULL[0]["wire"].encode())
+        wait_until(lambda: dash.on(f"Pico/{device}/json"), 10)
+    assert all(b"forged" not in p for p in dash.on(f"Pico/{device}/json"))
+    assert not any(t.startswith("medsec/") for t in dash.topics())
+    dash.close()
+
+
+def test_two_stacks_side_by_side(stack, tmp_path, request):
+    first = stack
+    second_env = {
+        "MEDSEC_HOME": str(tmp_path / "second"),
+        "MEDSEC_PROXY_PORT": str(free_port()),
+        "MEDSEC_ADMIN_PORT": str(free_port()),
+        "MEDSEC_MQTT_PORT": str(free_port()),
+        "MEDSEC_NODERED_PORT": str(free_port()),
+    }
+    from services.common.config import Config
+
+    second = Config.from_env(second_env)
+    medsec(second_env, "up", "--detach", "--no-nodered")
+    pids = supervised_pids(second)
+    try:
+        for n, cfg in enumerate((first, second)):
+            device = f"side-{n}"
+            register(cfg, device)
+            dash = Subscriber(cfg, "dashboard")
+            dash.subscribe(f"Pico/{device}/json")
+            with device_socket(cfg) as sock:
+                sock.sendall(FULL[0]["wire"].encode())
+                wait_until(lambda: dash.on(f"Pico/{device}/json"), 10, what=f"stack {n}")
+            dash.close()
+        status = medsec(second_env, "status")
+        assert "proxy" in status.stdout and "RUNNING" in status.stdout
+    finally:
+        medsec(second_env, "down", check=False)
+        kill_all(pids)
+
+
+def test_down_leaves_no_process_behind(config, config_env):
+    medsec(config_env, "up", "--detach", "--no-nodered")
+    pids = supervised_pids(config)
+    assert len(pids) >= 6, pids  # supervisord + mosquitto, auth, keyadmin, proxy, publisher
+    medsec(config_env, "down")
+    try:
+        wait_until(lambda: not any(map(__import__("tests.support.stack", fromlist=["alive"]).alive, pids)), 15,
+                   what="every stack process to exit")
+    finally:
+        kill_all(pids)
+
+
+@pytest.mark.parametrize("account", ["dashboard"])
+def test_mqtt_password_and_admin_token_commands(config, config_env, account):
+    medsec(config_env, "up", "--detach", "--no-nodered")
+    pids = supervised_pids(config)
+    try:
+        assert medsec(config_env, "mqtt-password", account).stdout.strip()
+        token = medsec(config_env, "admin-token").stdout.strip()
+        assert len(token) >= 32
+        status, _ = api(config, "GET", "/devices", token="wrong-token")
+        assert status == 401
+    finally:
+        medsec(config_env, "down", check=False)
+        kill_all(pids)

@@ -1,0 +1,82 @@
+"""Drive a whole stack the way a user does: `medsec up --detach`, the HTTP API, a TCP device."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from services.common.config import Config
+from services.common.state import admin_token
+
+MEDSEC = [sys.executable, "-m", "services.cli.main"]
+
+
+def medsec(env: dict[str, str], *args: str, timeout: float = 90, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        MEDSEC + list(args), env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"medsec {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def supervised_pids(config: Config) -> list[int]:
+    """supervisord and every process it started (read from the pid file and /proc)."""
+    pid_file = config.run_dir / "supervisord.pid"
+    if not pid_file.exists():
+        return []
+    root = int(pid_file.read_text())
+    pids, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        if Path(f"/proc/{pid}").exists():
+            pids.append(pid)
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            if children.exists():
+                frontier += [int(c) for c in children.read_text().split()]
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def api(config: Config, method: str, path: str, body: Any = None, raw: bytes | None = None,
+        token: str | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(config.admin_url + path, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token or admin_token(config)}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def device_socket(config: Config) -> socket.socket:
+    return socket.create_connection((config.host, config.proxy_port), timeout=5)
