@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 
+from services.cli.errors import CliError
 from services.common.config import Config
 from services.common.state import StateError, admin_token, init_state, mqtt_password, set_admin_token
-from services.cli.errors import CliError
 from services.stack import control
 from services.stack.metrics import stack_metrics
 

@@ -15,7 +15,9 @@ from services.cli.errors import CliError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medsec", description="Secure telemetry gateway for medical sensors.")
+    parser = argparse.ArgumentParser(
+        prog="medsec", description="Secure telemetry gateway for medical sensors."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(cli_package.__path__), key=lambda i: i.name):
         if info.name.startswith("cmd_"):

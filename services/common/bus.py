@@ -58,7 +58,7 @@ class AckTracker:
         self._early: set[int] = set()
         client.on_publish = self._on_publish
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> "asyncio.Future[None]":
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
         future: asyncio.Future[None] = self._loop.create_future()
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
@@ -81,6 +81,6 @@ class AckTracker:
         self._loop.call_soon_threadsafe(_resolve, future)
 
 
-def _resolve(future: "asyncio.Future[None]") -> None:
+def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)

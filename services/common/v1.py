@@ -150,7 +150,9 @@ def parse_plaintext(text: bytes) -> dict[str, str]:
     return {f: obj[f] for f in FIELDS}
 
 
-def decode_reading(ecb: BlockCipher, iv: bytes, blocks: tuple[bytes, ...], variant: Variant) -> dict[str, str]:
+def decode_reading(
+    ecb: BlockCipher, iv: bytes, blocks: tuple[bytes, ...], variant: Variant
+) -> dict[str, str]:
     return parse_plaintext(strip_padding(decrypt(ecb, iv, blocks, variant)))
 
 

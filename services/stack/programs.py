@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import resource
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -63,6 +65,14 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
     return progs
 
 
+def _fd_limit(wanted: int = 65536) -> int:
+    """supervisord raises its limit to this; only root may go past the hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if os.geteuid() == 0 or hard == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, hard)
+
+
 def _env_line(env: dict[str, str]) -> str:
     return ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
 
@@ -81,6 +91,8 @@ def supervisord_conf(config: Config, progs: list[Program], daemon: bool) -> str:
         f"childlogdir={logs}",
         f"nodaemon={'false' if daemon else 'true'}",
         "silent=true",
+        # Each device is a socket: let the services hold tens of thousands of them.
+        f"minfds={_fd_limit()}",
         f"directory={Path.cwd()}",
         "",
         "[rpcinterface:supervisor]",

@@ -14,11 +14,11 @@ def test_anonymous_and_wrong_password_are_refused(config, broker):
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex, protocol=mqtt.MQTTv311)
         if user:
             c.username_pw_set(user, pw)
-        codes = []
-        c.on_connect = lambda cl, ud, fl, rc, pr: codes.append(rc)
+        codes: list = []
+        c.on_connect = lambda cl, ud, fl, rc, pr, codes=codes: codes.append(rc)
         c.connect(config.host, config.mqtt_port)
         c.loop_start()
-        wait_until(lambda: codes, 5, what="CONNACK")
+        wait_until(lambda codes=codes: codes, 5, what="CONNACK")
         c.loop_stop()
         assert codes[0] != 0, f"{user} must be refused"
 

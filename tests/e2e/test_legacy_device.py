@@ -7,7 +7,7 @@ import pytest
 from services.common import v1
 from tests.support.broker import Subscriber
 from tests.support.proc import free_port, wait_until
-from tests.support.stack import api, device_socket, kill_all, medsec, supervised_pids
+from tests.support.stack import alive, api, device_socket, kill_all, medsec, supervised_pids
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
 FULL = [v for v in VECTORS if v["key"] == "1234567890123456" and len(v["plaintext"]) >= 125]
@@ -35,8 +35,7 @@ def test_readings_reach_every_public_topic_with_exact_values(stack, request):
     register(config, device)
     dash = Subscriber(config, "dashboard")
     dash.subscribe(f"Pico/{device}/#")
-    readings = [v for v in FULL if v["variant"] == "chained"][:3] + [v for v in FULL if v["variant"] == "per_block"][:1]
-    chained = [v for v in readings if v["variant"] == "chained"]
+    chained = [v for v in FULL if v["variant"] == "chained"][:3]
     with device_socket(config) as sock:
         local = sock.getsockname()
         sock.sendall(b"".join(v["wire"].encode() for v in chained))
@@ -113,7 +112,8 @@ def test_two_stacks_side_by_side(stack, tmp_path, request):
             dash.subscribe(f"Pico/{device}/json")
             with device_socket(cfg) as sock:
                 sock.sendall(FULL[0]["wire"].encode())
-                wait_until(lambda: dash.on(f"Pico/{device}/json"), 10, what=f"stack {n}")
+                topic = f"Pico/{device}/json"
+                wait_until(lambda d=dash, t=topic: d.on(t), 10, what=f"stack {n}")
             dash.close()
         status = medsec(second_env, "status")
         assert "proxy" in status.stdout and "RUNNING" in status.stdout
@@ -128,8 +128,7 @@ def test_down_leaves_no_process_behind(config, config_env):
     assert len(pids) >= 6, pids  # supervisord + mosquitto, auth, keyadmin, proxy, publisher
     medsec(config_env, "down")
     try:
-        wait_until(lambda: not any(map(__import__("tests.support.stack", fromlist=["alive"]).alive, pids)), 15,
-                   what="every stack process to exit")
+        wait_until(lambda: not any(alive(pid) for pid in pids), 15, what="every stack process to exit")
     finally:
         kill_all(pids)
 

@@ -66,7 +66,7 @@ class Subscriber:
         with self._lock:
             self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain)))
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, properties: Any) -> None:
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, props: Any) -> None:
         self._subacks[mid] = list(reason_codes)
 
     def subscribe(self, topic: str, qos: int = 1) -> list:

@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 from services.common.config import Config
@@ -18,12 +19,14 @@ from services.common.state import admin_token
 MEDSEC = [sys.executable, "-m", "services.cli.main"]
 
 
-def medsec(env: dict[str, str], *args: str, timeout: float = 90, check: bool = True) -> subprocess.CompletedProcess:
+def medsec(env: dict[str, str], *args: str, timeout: float = 90, check: bool = True) -> CompletedProcess:
     result = subprocess.run(
-        MEDSEC + list(args), env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+        MEDSEC + list(args), env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"medsec {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        output = f"{result.stdout}\n{result.stderr}"
+        raise AssertionError(f"medsec {' '.join(args)} failed ({result.returncode}):\n{output}")
     return result
 
 
