@@ -1,0 +1,1 @@
+"""The auth service: the only process that reads device keys (identify, decrypt, validate)."""

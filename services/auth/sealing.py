@@ -1,0 +1,66 @@
+"""Device secrets sealed at rest: AES-256-GCM under the state dir's master key.
+
+The device id and protocol are the associated data, so a sealed blob copied
+onto another device's row (or relabelled v1 <-> v2) fails to open instead of
+silently lending one device's key to another.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from pathlib import Path
+
+from Crypto.Cipher import AES
+
+from services.common.state import read_secret
+
+NONCE = 12
+TAG = 16
+_VERSION = b"\x01"
+
+
+class SealError(ValueError):
+    """A sealed secret does not open (wrong master key, tampered row, wrong device)."""
+
+
+def _aad(device_id: str, protocol: str) -> bytes:
+    return f"medsec-device\x00{device_id}\x00{protocol}".encode()
+
+
+class Sealer:
+    def __init__(self, master_key: bytes) -> None:
+        if len(master_key) != 32:
+            raise ValueError(f"master key must be 32 bytes, got {len(master_key)}")
+        self._key = master_key
+        # A separate key for fingerprints, so the sealing key is never used for two jobs.
+        self._fp_key = hmac.new(master_key, b"medsec fingerprint v1", hashlib.sha256).digest()
+
+    @classmethod
+    def from_file(cls, path: Path) -> Sealer:
+        """Read the master key; refuses a file wider than 0600 (StateError)."""
+        return cls(read_secret(path))
+
+    def seal(self, device_id: str, protocol: str, secret: dict[str, str]) -> bytes:
+        nonce = secrets.token_bytes(NONCE)
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG)
+        cipher.update(_aad(device_id, protocol))
+        body, tag = cipher.encrypt_and_digest(json.dumps(secret, sort_keys=True).encode())
+        return _VERSION + nonce + body + tag
+
+    def unseal(self, device_id: str, protocol: str, blob: bytes) -> dict[str, str]:
+        if len(blob) < 1 + NONCE + TAG or blob[:1] != _VERSION:
+            raise SealError(f"sealed secret of device {device_id!r} is malformed")
+        nonce, body, tag = blob[1:1 + NONCE], blob[1 + NONCE:-TAG], blob[-TAG:]
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG)
+        cipher.update(_aad(device_id, protocol))
+        try:
+            plain = cipher.decrypt_and_verify(body, tag)
+        except ValueError:
+            raise SealError(f"sealed secret of device {device_id!r} does not verify") from None
+        return dict(json.loads(plain))
+
+    def fingerprint(self, protocol: str, material: bytes) -> str:
+        """A keyed digest of credentials: finds two devices sharing a key without unsealing all."""
+        return hmac.new(self._fp_key, protocol.encode() + b"\x00" + material, hashlib.sha256).hexdigest()

@@ -1,0 +1,183 @@
+"""The key store contract; runs against every backend in conftest.BACKENDS."""
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from services.auth.credentials import CredentialError, make_secret
+from services.auth.keystore import (
+    CredentialsInUse,
+    DeviceExists,
+    DeviceNotFound,
+    DeviceRevoked,
+    NewDevice,
+    Seen,
+    SQLiteKeyStore,
+    verify_chain,
+)
+from services.auth.sealing import Sealer, SealError
+from services.common.state import StateError
+
+KEY, IV = "1234567890123456", "AAAAAAAAAAAAAAAA"
+
+
+def v1(device_id: str, key: str = KEY, iv: str = IV) -> NewDevice:
+    return NewDevice(device_id, "v1", make_secret("v1", {"key": key, "iv": iv}))
+
+
+def test_add_get_list_never_expose_secrets(store):
+    device = store.add(v1("pico-1"))
+    assert device.id == "pico-1" and device.protocol == "v1" and device.state() == "active"
+    assert store.get("pico-1") == device
+    assert [d.id for d in store.list()] == ["pico-1"]
+    assert store.get("nope") is None
+    text = repr(device.to_json()) + repr(store.list())
+    assert KEY not in text and IV not in text
+
+
+def test_credentials_unsealed_for_auth(store):
+    store.add(v1("pico-1"))
+    creds = store.credentials("v1")
+    assert [(c.device_id, c.generation, c.secret) for c in creds] == [("pico-1", 1, {"key": KEY, "iv": IV})]
+    assert creds[0].valid(0)
+
+
+def test_duplicate_id_and_shared_credentials_refused(store):
+    store.add(v1("pico-1"))
+    with pytest.raises(DeviceExists):
+        store.add(v1("pico-1", key="x" * 16))
+    with pytest.raises(CredentialsInUse):
+        store.add(v1("pico-2"))
+    # Same key, other IV is a different identity (block 0 differs).
+    store.add(v1("pico-3", iv="B" * 16))
+
+
+def test_secrets_sealed_at_rest(store, state):
+    store.add(v1("pico-1"))
+    raw = b"".join(p.read_bytes() for p in state.home.glob("keys.db*"))
+    assert KEY.encode() not in raw and IV.encode() not in raw
+    for path in state.home.glob("keys.db*"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_sealed_row_moved_to_another_device_does_not_open(state):
+    sealer = Sealer(os.urandom(32))
+    blob = sealer.seal("a", "v1", {"key": KEY, "iv": IV})
+    assert sealer.unseal("a", "v1", blob) == {"key": KEY, "iv": IV}
+    with pytest.raises(SealError):
+        sealer.unseal("b", "v1", blob)
+    with pytest.raises(SealError):
+        sealer.unseal("a", "v2", blob)
+    with pytest.raises(SealError):
+        Sealer(os.urandom(32)).unseal("a", "v1", blob)
+
+
+def test_revoke(store):
+    store.add(v1("pico-1"))
+    device = store.revoke("pico-1")
+    assert device.state() == "revoked" and device.revoked_at
+    assert store.credentials("v1")[0].revoked
+    with pytest.raises(DeviceRevoked):
+        store.revoke("pico-1")
+    with pytest.raises(DeviceNotFound):
+        store.revoke("ghost")
+    # A revoked device's credentials no longer block a new registration.
+    store.add(v1("pico-2"))
+
+
+def test_import_is_all_or_nothing(store):
+    store.add(v1("old"))
+    batch = [v1("a", key="a" * 16), v1("old", key="b" * 16), v1("c", key="c" * 16)]
+    with pytest.raises(DeviceExists):
+        store.import_many(batch)
+    assert [d.id for d in store.list()] == ["old"]
+    imported = store.import_many([v1("a", key="a" * 16), v1("c", key="c" * 16)])
+    assert [d.id for d in imported] == ["a", "c"]
+
+
+def test_rotation_overlap_and_confirm(store):
+    t = [1000.0]
+    store._clock = lambda: t[0]
+    store.add(v1("pico-1"))
+    new = make_secret("v1")
+    device = store.rotate("pico-1", new, grace=3600)
+    assert device.state(t[0]) == "rotating"
+    states = [c["state"] for c in device.to_json(t[0])["credentials"]]
+    assert states == ["previous", "current"]
+    valid = {c.generation: c.valid(t[0]) for c in store.credentials("v1")}
+    assert valid == {1: True, 2: True}
+    assert {c.generation: c.valid(t[0] + 3601) for c in store.credentials("v1")} == {1: False, 2: True}
+    store.confirm("pico-1", 2)
+    assert {c.generation: c.valid(t[0] + 1) for c in store.credentials("v1")} == {1: False, 2: True}
+    assert store.get("pico-1").state(t[0] + 1) == "active"
+
+
+def test_rotate_refuses_unknown_and_revoked(store):
+    with pytest.raises(DeviceNotFound):
+        store.rotate("ghost", make_secret("v1"), 10)
+    store.add(v1("pico-1"))
+    store.revoke("pico-1")
+    with pytest.raises(DeviceRevoked):
+        store.rotate("pico-1", make_secret("v1"), 10)
+
+
+def test_record_seen_batches(store):
+    store.add(v1("pico-1"))
+    store.record_seen({"pico-1": Seen(last_seen=5.0, readings=3, rejected=1, connections=1)})
+    store.record_seen({"pico-1": Seen(last_seen=4.0, readings=2), "ghost": Seen(readings=1)})
+    device = store.get("pico-1")
+    assert (device.last_seen, device.readings, device.rejected, device.connections) == (5.0, 5, 1, 1)
+
+
+def test_generation_changes_when_another_process_writes(state, store):
+    other = SQLiteKeyStore.open(state)
+    before = store.generation()
+    assert store.generation() == before
+    other.add(v1("pico-1"))
+    assert store.generation() != before
+    other.close()
+
+
+def test_audit_chain_detects_edits(store, state):
+    store.add(v1("pico-1"))
+    store.revoke("pico-1")
+    entries = store.audit()
+    assert [e.action for e in entries] == ["added", "revoked"]
+    assert verify_chain(entries) is None
+    with pytest.raises(Exception, match="append-only"):
+        store._db.execute("UPDATE audit SET actor = 'mallory'")
+    db = sqlite3.connect(state.keystore_path)
+    db.execute("DROP TRIGGER audit_no_update")
+    db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 1")
+    db.commit()
+    db.close()
+    assert verify_chain(store.audit()).seq == 1
+
+
+def test_refuses_wide_permissions(state):
+    SQLiteKeyStore.open(state).close()
+    os.chmod(state.keystore_path, 0o644)
+    with pytest.raises(StateError, match="0600"):
+        SQLiteKeyStore.open(state)
+    os.chmod(state.keystore_path, 0o600)
+    os.chmod(state.master_key_path, 0o640)
+    with pytest.raises(StateError, match="0600"):
+        SQLiteKeyStore.open(state)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"key": "short"}, "key must be exactly 16"),
+    ({"iv": "é" * 16}, "iv must be exactly 16"),
+    ({"key": 1234567890123456}, "key must be a string"),
+])
+def test_v1_credentials_validated(fields, message):
+    with pytest.raises(CredentialError, match=message):
+        make_secret("v1", fields)
+
+
+def test_v1_credentials_generated():
+    a, b = make_secret("v1"), make_secret("v1")
+    assert len(a["key"]) == len(a["iv"]) == 16 and a != b
+    assert all(0x20 < ord(c) < 0x7F for c in a["key"] + a["iv"])
