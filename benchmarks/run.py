@@ -1,0 +1,73 @@
+"""`make bench`: run every benchmark once and print the figures (also saved as JSON).
+
+    python -m benchmarks.run [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import stackbench
+
+ORIGINAL = {  # figures of the original design, as its authors reported them
+    "cpu_ms_per_reading": 0.4,
+    "connect_to_first_publish_ms": 1000,
+    "burst_failures_from": 20,
+    "memory_mib_per_device": 24,
+}
+
+
+def report(r: dict) -> str:
+    tp, lat, raw = r["throughput"], r["latency_at_10hz"], r["raw_broker"]
+    lines = [
+        "| measure | medsec | reference |",
+        "|---|---|---|",
+        f"| v1 readings/s end to end ({r['devices']} devices as fast as they can) | "
+        f"{tp['per_second']:,.0f} ({tp['readings']}/{tp['expected']} delivered) "
+        f"| raw broker: {raw['per_second']:,.0f} msg/s; ratio {r['ratio_vs_raw_broker']:.2f} |",
+        f"| latency under saturation, device write to subscriber, p50 / p99 | {tp['p50_ms']:.1f} / "
+        f"{tp['p99_ms']:.1f} ms | |",
+        f"| latency at 10 readings/s per device, p50 / p99 | {lat['p50_ms']:.1f} / "
+        f"{lat['p99_ms']:.1f} ms | |",
+        f"| CPU per reading (proxy + auth + publisher) | {r['cpu_ms_per_reading']:.3f} ms "
+        f"| original: ~{ORIGINAL['cpu_ms_per_reading']} ms in its per-device server alone "
+        f"(ratio {r['cpu_ms_per_reading'] / ORIGINAL['cpu_ms_per_reading']:.2f}) |",
+    ]
+    c = r["connect_to_first_publish"]
+    lines.append(f"| connect to first publish, new device (median / max) | {c['median_ms']:.1f} / "
+                 f"{c['max_ms']:.1f} ms | original: ~{ORIGINAL['connect_to_first_publish_ms']} ms |")
+    b = r["burst"]
+    lines.append(f"| burst of {b['devices']} devices connecting at once | {b['served']} served in "
+                 f"{b['seconds']:.1f} s | original lost devices from {ORIGINAL['burst_failures_from']} on |")
+    if "memory_10k" in r:
+        m = r["memory_10k"]
+        per = m["total_mib"] * 1024 / max(1, m["devices"])
+        lines.append(f"| memory, {m['devices']:,} connected devices, 1 reading / 10 s | "
+                     f"{m['total_mib']:.0f} MiB "
+                     f"in all ({per:.1f} KiB per device; {m['rss_mib']}) | original: "
+                     f"{ORIGINAL['memory_mib_per_device']} MiB per device |")
+    for size, ident in r["identification"].items():
+        lines.append(f"| identify a new v1 connection, {int(size):,} devices registered (mean / p99) | "
+                     f"{ident['mean_ms']:.2f} / {ident['p99_ms']:.2f} ms | |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller fleets, for a fast check")
+    args = parser.parse_args()
+    started = time.time()
+    results = stackbench.run_all(quick=args.quick)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=1))
+    print(report(results))
+    print(f"\n(benchmark took {time.time() - started:.0f} s; raw figures in {out / 'latest.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Benchmarks of a real stack (issue 2 "Done when" 6): started with `medsec up`, driven over TCP and MQTT.
+
+Every figure comes from one run on this machine, so ratios compare like with like.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from Crypto.Cipher import AES
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.common import authwire, v1
+from services.common.config import Config
+from services.common.state import mqtt_password
+from services.stack import control
+from tests.support.proc import free_port
+from tests.support.stack import api, medsec
+
+READING = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": 0.0,
+           "Acel_z": 1.0, "TempMpu": 23.4}
+
+
+@dataclass
+class Device:
+    id: str
+    key: str
+    iv: str
+
+    def wire(self, temp: float = 36.6) -> bytes:
+        cipher = AES.new(self.key.encode(), AES.MODE_ECB)
+        text = v1.format_reading({**READING, "Temp": temp})
+        return v1.encrypt(cipher.encrypt, self.iv.encode(), text, "chained")
+
+
+def make_devices(prefix: str, n: int) -> list[Device]:
+    return [Device(f"{prefix}-{i:05d}", f"k{i:015d}", f"i{i:015d}") for i in range(n)]
+
+
+def import_devices(config: Config, devices: list[Device]) -> None:
+    for start in range(0, len(devices), 2000):
+        chunk = devices[start:start + 2000]
+        body = "\n".join(json.dumps({"id": d.id, "key": d.key, "iv": d.iv}) for d in chunk).encode()
+        status, answer = api(config, "POST", "/devices/import", raw=body)
+        if status not in (200, 201):
+            raise RuntimeError(f"import failed: {status} {answer}")
+
+
+@dataclass
+class Counter:
+    """A dashboard-account subscriber that timestamps every message per device."""
+
+    config: Config
+    topic: str = "Pico/+/json"
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
+    total: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}",
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set("dashboard", mqtt_password(self.config, "dashboard"))
+        c.on_message = self._on_message
+        c.on_subscribe = lambda *a: self._ready.set()
+        c.on_connect = lambda cl, *a: cl.subscribe(self.topic, 1)
+        c.connect(self.config.host, self.config.mqtt_port)
+        c.loop_start()
+        self.client = c
+        if not self._ready.wait(10):
+            raise RuntimeError("bench subscriber could not subscribe")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        now = time.perf_counter()
+        device = msg.topic.split("/")[1]
+        with self._lock:
+            self.arrivals.setdefault(device, []).append(now)
+            self.total += 1
+
+    def wait_total(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.total >= n:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def reset(self) -> None:
+        with self._lock:
+            self.arrivals.clear()
+            self.total = 0
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def service_pids(config: Config, names: tuple[str, ...]) -> dict[str, int]:
+    return {p.name: p.pid for p in control.processes(config) if p.name in names}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+async def _stream(config: Config, device: Device, count: int, interval: float, sent: list[float]) -> None:
+    reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
+    wire = device.wire()
+    next_at = time.perf_counter()
+    for _ in range(count):
+        if interval:
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            next_at += interval
+        sent.append(time.perf_counter())
+        writer.write(wire)
+        await writer.drain()
+    await asyncio.sleep(0)
+    writer.close()
+
+
+def stream(config: Config, counter: Counter, devices: list[Device], count: int, interval: float,
+           timeout: float) -> dict:
+    """Each device sends `count` readings (`interval` apart, 0 = as fast as it can)."""
+    counter.reset()
+    sent: dict[str, list[float]] = {d.id: [] for d in devices}
+
+    async def run() -> None:
+        await asyncio.gather(*(_stream(config, d, count, interval, sent[d.id]) for d in devices))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    expected = len(devices) * count
+    counter.wait_total(expected, timeout)
+    elapsed = max(max(v) for v in counter.arrivals.values()) - start if counter.arrivals else float("nan")
+    latencies = []
+    for device_id, times in sent.items():
+        for t_sent, t_recv in zip(times, counter.arrivals.get(device_id, []), strict=False):
+            latencies.append(t_recv - t_sent)
+    return {
+        "readings": counter.total,
+        "expected": expected,
+        "seconds": elapsed,
+        "per_second": counter.total / elapsed if elapsed else 0.0,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+def raw_broker(config: Config, counter: Counter, n: int, timeout: float) -> dict:
+    """The same number of messages published straight to the broker, counted by the same subscriber."""
+    counter.reset()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+                    protocol=mqtt.MQTTv311)
+    c.username_pw_set("publisher", mqtt_password(config, "publisher"))
+    c.max_inflight_messages_set(1000)
+    c.connect(config.host, config.mqtt_port)
+    c.loop_start()
+    payload = json.dumps({"device": "raw", **READING}).encode()
+    start = time.perf_counter()
+    for i in range(n):
+        c.publish(f"Pico/raw-{i % 100}/json", payload, qos=1)
+    counter.wait_total(n, timeout)
+    elapsed = time.perf_counter() - start
+    c.loop_stop()
+    c.disconnect()
+    return {"messages": counter.total, "seconds": elapsed, "per_second": counter.total / elapsed}
+
+
+async def _first_publish(config: Config, counter: Counter, device: Device, timeout: float) -> float | None:
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
+    writer.write(device.wire())
+    await writer.drain()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        arrivals = counter.arrivals.get(device.id)
+        if arrivals:
+            writer.close()
+            return arrivals[0] - start
+        await asyncio.sleep(0.001)
+    writer.close()
+    return None
+
+
+def connect_to_first_publish(config: Config, counter: Counter, devices: list[Device]) -> dict:
+    counter.reset()
+    times = [asyncio.run(_first_publish(config, counter, d, 10)) for d in devices]
+    ok = [t for t in times if t is not None]
+    return {"devices": len(devices), "median_ms": statistics.median(ok) * 1000 if ok else None,
+            "max_ms": max(ok) * 1000 if ok else None}
+
+
+def burst(config: Config, counter: Counter, devices: list[Device], timeout: float) -> dict:
+    counter.reset()
+
+    async def run() -> list:
+        return await asyncio.gather(*(_first_publish(config, counter, d, timeout) for d in devices),
+                                    return_exceptions=True)
+
+    start = time.perf_counter()
+    results = asyncio.run(run())
+    served = sum(1 for r in results if isinstance(r, float))
+    return {"devices": len(devices), "served": served, "seconds": time.perf_counter() - start}
+
+
+def identification_time(config: Config, devices: list[Device], samples: int = 50) -> dict:
+    """Time auth takes to identify a new connection's first reading, over the real auth socket."""
+    import random
+    import socket
+
+    rng = random.Random(1)
+    picks = rng.sample(devices, min(samples, len(devices)))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(config.auth_socket))
+    times = []
+    buf = bytearray()
+    for n, device in enumerate(picks):
+        scan = v1.scan(device.wire())
+        request = {"id": n, "op": "v1", "conn": 10_000_000 + n, "src": "127.0.0.1:1",
+                   "blocks": b"".join(scan.blocks).hex(), "final": False}
+        start = time.perf_counter()
+        sock.sendall(authwire.encode(request))
+        while True:
+            answer, used = authwire.decode(buf)
+            if answer is not None:
+                del buf[:used]
+                break
+            buf += sock.recv(65536)
+        times.append(time.perf_counter() - start)
+        if answer.get("status") != "ok":
+            raise RuntimeError(f"identification failed: {answer}")
+        sock.sendall(authwire.encode({"id": -n - 1, "op": "close", "conn": 10_000_000 + n}))
+        while True:
+            closed, used = authwire.decode(buf)
+            if closed is not None:
+                del buf[:used]
+                break
+            buf += sock.recv(65536)
+    sock.close()
+    return {"registered": len(devices), "mean_ms": statistics.mean(times) * 1000,
+            "p99_ms": percentile(times, 0.99) * 1000}
+
+
+async def _hold(config: Config, device: Device, period: float, stop: asyncio.Event) -> None:
+    reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
+    wire = device.wire()
+    while not stop.is_set():
+        writer.write(wire)
+        await writer.drain()
+        try:
+            await asyncio.wait_for(stop.wait(), period)
+        except TimeoutError:
+            pass
+    writer.close()
+
+
+def memory_with_connected(config: Config, counter: Counter, devices: list[Device], period: float,
+                          pids: dict[str, int], timeout: float = 600) -> dict:
+    """One connection per device (ramped up), each sending a reading every `period` seconds.
+
+    Memory is read once every device's first reading has been published.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    counter.reset()
+    measured: dict = {}
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        tasks = []
+        start = time.monotonic()
+        for i, d in enumerate(devices):
+            tasks.append(asyncio.create_task(_hold(config, d, period, stop)))
+            if i % 100 == 99:
+                await asyncio.sleep(0.1)  # ramp up: about 1,000 new connections a second
+        while len(counter.arrivals) < len(devices) and time.monotonic() - start < timeout:
+            await asyncio.sleep(0.5)
+        measured["connected_and_published"] = len(counter.arrivals)
+        measured["seconds_to_all_published"] = time.monotonic() - start
+        measured["rss_mib"] = {name: round(rss_mib([pid]), 1) for name, pid in pids.items()}
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
+    measured["total_mib"] = round(sum(measured["rss_mib"].values()), 1)
+    measured["devices"] = len(devices)
+    return measured
+
+
+# --- the whole run -----------------------------------------------------------------------------
+
+def start_stack() -> tuple[Config, dict[str, str]]:
+    home = Path(tempfile.mkdtemp(prefix="medsec-bench-"))
+    env = {
+        "MEDSEC_HOME": str(home),
+        "MEDSEC_PROXY_PORT": str(free_port()),
+        "MEDSEC_ADMIN_PORT": str(free_port()),
+        "MEDSEC_MQTT_PORT": str(free_port()),
+        "MEDSEC_NODERED_PORT": str(free_port()),
+    }
+    medsec(env, "up", "--detach", "--no-nodered")
+    return Config.from_env(env), env
+
+
+def run_all(quick: bool = False) -> dict:
+    config, env = start_stack()
+    results: dict = {}
+    try:
+        pids = service_pids(config, ("proxy", "auth", "publisher", "mosquitto", "keyadmin"))
+        services = [pids[n] for n in ("proxy", "auth", "publisher")]
+        counter = Counter(config)
+        sizes = (10, 1000) if quick else (10, 1000, 10000)
+        registered: list[Device] = []
+        results["identification"] = {}
+        for size in sizes:
+            more = make_devices(f"reg{size}", size - len(registered))
+            import_devices(config, more)
+            registered += more
+            results["identification"][size] = identification_time(config, registered)
+        # Everything below runs with the largest fleet registered (a big hospital's).
+        n_devices, per_device = (20, 50) if quick else (100, 200)
+        results["devices"] = n_devices
+        fleet = registered[:n_devices]
+        stream(config, counter, fleet, 2, 0, 60)  # warm-up: every device identified once
+        cpu_before = cpu_seconds(services)
+        results["throughput"] = stream(config, counter, fleet, per_device, 0, 120)
+        cpu_after = cpu_seconds(services)
+        readings = max(1, results["throughput"]["readings"])
+        results["cpu_ms_per_reading"] = (cpu_after - cpu_before) * 1000 / readings
+        results["latency_at_10hz"] = stream(config, counter, fleet, 10 if quick else 30, 0.1, 60)
+        results["raw_broker"] = raw_broker(config, counter, results["throughput"]["expected"], 120)
+        results["ratio_vs_raw_broker"] = (results["throughput"]["per_second"]
+                                          / results["raw_broker"]["per_second"])
+        results["connect_to_first_publish"] = connect_to_first_publish(
+            config, counter, registered[n_devices:n_devices + 20])
+        burst_size = 200 if quick else 1000
+        results["burst"] = burst(config, counter, registered[-burst_size:], 120)
+        if not quick:
+            results["memory_10k"] = memory_with_connected(config, counter, registered, 10.0, pids)
+        counter.close()
+    finally:
+        medsec(env, "down", check=False)
+    return results
