@@ -52,6 +52,13 @@ class Config:
     # A reading must be complete within this many seconds of its first byte (slow-drip defence).
     reading_timeout: float = 10.0
     max_connections: int = 20000
+    # Failed-identification throttling per source address (proxy): after throttle_failures unknown
+    # keys within throttle_window s, refuse the address for throttle_cooldown s, doubling per block
+    # up to throttle_max_cooldown. 0 failures switches it off.
+    throttle_failures: int = 10
+    throttle_window: float = 60.0
+    throttle_cooldown: float = 30.0
+    throttle_max_cooldown: float = 3600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -69,6 +76,10 @@ class Config:
             idle_timeout=_float(env, "MEDSEC_IDLE_TIMEOUT", 60.0),
             reading_timeout=_float(env, "MEDSEC_READING_TIMEOUT", 10.0),
             max_connections=_int(env, "MEDSEC_MAX_CONNECTIONS", 20000),
+            throttle_failures=_int(env, "MEDSEC_THROTTLE_FAILURES", 10),
+            throttle_window=_float(env, "MEDSEC_THROTTLE_WINDOW", 60.0),
+            throttle_cooldown=_float(env, "MEDSEC_THROTTLE_COOLDOWN", 30.0),
+            throttle_max_cooldown=_float(env, "MEDSEC_THROTTLE_MAX_COOLDOWN", 3600.0),
         )
 
     # --- state directory layout (one place, so every service agrees) ---
