@@ -1,0 +1,157 @@
+"""The auth socket: a thin asyncio transport around AuthService on a 0600 Unix socket.
+
+Lifecycle: start (refuse if another auth listens on the socket), serve, and on
+SIGTERM stop accepting, close client connections, flush counters, remove the
+socket, exit 0. Requests on one connection are answered in order; every
+answer of one read is written at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from services.auth.keystore import SQLiteKeyStore
+from services.auth.service import AuthService
+from services.common import authwire
+from services.common.config import Config
+from services.common.logs import kv, setup
+from services.common.state import StateError
+
+FLUSH_INTERVAL = 1.0
+READ_CHUNK = 1 << 16
+
+
+class AuthServer:
+    def __init__(self, service: AuthService, path: Path, log: logging.Logger,
+                 metrics_path: Path | None = None) -> None:
+        self._service = service
+        self._path = path
+        self._log = log
+        self._metrics_path = metrics_path
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._ids = itertools.count(1)
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        if _listening(self._path):
+            raise StateError(f"another auth service is listening on {self._path}")
+        self._path.unlink(missing_ok=True)
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._client, path=str(self._path), limit=READ_CHUNK)
+        finally:
+            os.umask(old)
+        os.chmod(self._path, 0o600)
+        self._service.refresh(force=True)
+        self._log.info(kv(event="listening", socket=self._path, v1_keys=self._service.metrics.candidates))
+
+    async def serve(self) -> None:
+        flusher = asyncio.create_task(self._flush_loop(), name="auth-flush")
+        await self._stopping.wait()
+        flusher.cancel()
+        await self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._clients):
+            writer.close()
+        self._flush()
+        self._path.unlink(missing_ok=True)
+        self._log.info(kv(event="stopped"))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self._flush()
+
+    def _flush(self) -> None:
+        self._service.flush()
+        if self._metrics_path is not None:
+            try:
+                tmp = self._metrics_path.with_name(self._metrics_path.name + ".tmp")
+                tmp.write_text(self._service.metrics.prometheus())
+                os.replace(tmp, self._metrics_path)
+            except OSError as exc:
+                self._log.warning(kv(event="metrics_write_failed", error=exc))
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = next(self._ids)
+        self._clients.add(writer)
+        buf = bytearray()
+        try:
+            while True:
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    break
+                buf += chunk
+                out = bytearray()
+                while True:
+                    message, used = authwire.decode(buf)
+                    if message is None:
+                        break
+                    del buf[:used]
+                    out += authwire.encode(self._service.handle(message, client))
+                if out:
+                    writer.write(out)
+                    await writer.drain()
+        except authwire.AuthWireError as exc:
+            self._log.warning(kv(event="bad_message", client=client, detail=str(exc)[:200]))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._service.drop_client(client)
+            self._clients.discard(writer)
+            writer.close()
+
+
+def _listening(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+async def run(config: Config, log: logging.Logger) -> None:
+    store = SQLiteKeyStore.open(config)
+    service = AuthService(store, log)
+    server = AuthServer(service, config.auth_socket, log, config.run_dir / "metrics-auth.prom")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    try:
+        await server.start()
+        await server.serve()
+    finally:
+        store.close()
+
+
+def main() -> int:
+    log = setup("auth")
+    try:
+        config = Config.from_env()
+        asyncio.run(run(config, log))
+    except (StateError, ValueError) as exc:
+        log.error(kv(event="start_failed", error=str(exc)))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The auth logic: identify a v1 connection's device, decrypt and validate its readings.
+
+No I/O of its own beyond the key store it is given: the transport
+(services/auth/server.py) decodes requests, calls `handle`, encodes answers.
+Sessions are keyed by (client, conn): each proxy numbers its own connections.
+"""
+from __future__ import annotations
+
+import binascii
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from Crypto.Cipher import AES
+
+from services.auth.keystore import Credential, KeyStore, Seen
+from services.common import v1
+from services.common.logs import kv
+from services.common.readings import ReadingError, validate
+
+Answer = dict[str, Any]
+# Block 0 decrypts to '{"Temp":"' + 7 bytes under the right key in both variants.
+_PREFIX = v1.FIRST_BLOCK_PREFIX
+_PRINTABLE = frozenset(range(0x20, 0x7F))
+
+
+@dataclass
+class Candidate:
+    """One v1 credential ready for identification: a cached AES-ECB object and the expected block-0 prefix."""
+
+    device_id: str
+    generation: int
+    ecb: Any
+    iv: bytes
+    expected: bytes  # ECB-decrypted block 0 must start with this (prefix XOR iv)
+    expires_at: float | None
+    revoked: bool
+    newest: bool
+    overlapping: bool  # an older credential of the device is still valid: first use ends the overlap
+
+    def valid(self, now: float) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass
+class Session:
+    device_id: str
+    generation: int
+    variant: v1.Variant | None = None
+    readings: int = 0
+
+
+@dataclass
+class Metrics:
+    requests: int = 0
+    accepted: int = 0
+    more: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    identified: int = 0
+    identify_seconds: float = 0.0
+    identify_max: float = 0.0
+    reloads: int = 0
+    candidates: int = 0
+    sessions: int = 0
+
+    def prometheus(self) -> str:
+        lines = [
+            "# TYPE medsec_auth_requests_total counter",
+            f"medsec_auth_requests_total {self.requests}",
+            "# TYPE medsec_auth_readings_accepted_total counter",
+            f"medsec_auth_readings_accepted_total {self.accepted}",
+            "# TYPE medsec_auth_readings_rejected_total counter",
+        ]
+        lines += [f'medsec_auth_readings_rejected_total{{reason="{r}"}} {n}'
+                  for r, n in sorted(self.rejected.items())]
+        lines += [
+            "# TYPE medsec_auth_identify_seconds summary",
+            f"medsec_auth_identify_seconds_sum {self.identify_seconds:.6f}",
+            f"medsec_auth_identify_seconds_count {self.identified}",
+            "# TYPE medsec_auth_identify_seconds_max gauge",
+            f"medsec_auth_identify_seconds_max {self.identify_max:.6f}",
+            "# TYPE medsec_auth_keystore_reloads_total counter",
+            f"medsec_auth_keystore_reloads_total {self.reloads}",
+            "# TYPE medsec_auth_v1_candidates gauge",
+            f"medsec_auth_v1_candidates {self.candidates}",
+            "# TYPE medsec_auth_sessions gauge",
+            f"medsec_auth_sessions {self.sessions}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str, device: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.device = device
+
+
+def _candidate(cred: Credential, newest: bool, overlapping: bool) -> Candidate:
+    key = cred.secret["key"].encode()
+    iv = cred.secret["iv"].encode()
+    expected = bytes(a ^ b for a, b in zip(_PREFIX, iv, strict=False))
+    return Candidate(cred.device_id, cred.generation, AES.new(key, AES.MODE_ECB), iv, expected,
+                     cred.expires_at, cred.revoked, newest, overlapping)
+
+
+class AuthService:
+    def __init__(self, store: KeyStore, log: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._log = log or logging.getLogger("medsec.auth")
+        self._clock = clock
+        self._store_generation: int | None = None
+        self._by_cred: dict[tuple[str, int], Candidate] = {}
+        self._active: list[Candidate] = []
+        self._inactive: list[Candidate] = []
+        self._sessions: dict[tuple[Any, int], Session] = {}
+        self._seen: dict[str, Seen] = {}
+        self.metrics = Metrics()
+
+    # --- key cache ---
+    def refresh(self, force: bool = False) -> None:
+        """Reload the v1 credentials when the store changed (one PRAGMA per call when it did not)."""
+        generation = self._store.generation()
+        if not force and generation == self._store_generation:
+            return
+        self._store_generation = generation
+        creds = self._store.credentials("v1")
+        newest: dict[str, int] = {}
+        for c in creds:
+            newest[c.device_id] = max(newest.get(c.device_id, 0), c.generation)
+        now = self._clock()
+        valid_count: dict[str, int] = {}
+        for c in creds:
+            if c.valid(now):
+                valid_count[c.device_id] = valid_count.get(c.device_id, 0) + 1
+        by_cred: dict[tuple[str, int], Candidate] = {}
+        for c in creds:
+            old = self._by_cred.get((c.device_id, c.generation))
+            is_newest = newest[c.device_id] == c.generation
+            overlapping = is_newest and valid_count.get(c.device_id, 0) > 1
+            if old is not None:  # keep the AES object: only the state may have changed
+                old.expires_at, old.revoked, old.newest, old.overlapping = (
+                    c.expires_at, c.revoked, is_newest, overlapping)
+                by_cred[(c.device_id, c.generation)] = old
+            else:
+                by_cred[(c.device_id, c.generation)] = _candidate(c, is_newest, overlapping)
+        self._by_cred = by_cred
+        # Newest credentials first: after a rotation the new key is the likely one.
+        ordered = sorted(by_cred.values(), key=lambda c: not c.newest)
+        self._active = [c for c in ordered if not c.revoked]
+        self._inactive = [c for c in ordered if c.revoked]
+        self.metrics.reloads += 1
+        self.metrics.candidates = len(self._active)
+
+    # --- requests ---
+    def handle(self, request: dict[str, Any], client: Any = None) -> Answer:
+        self.metrics.requests += 1
+        rid = request.get("id")
+        op = request.get("op")
+        conn = request.get("conn")
+        if op == "close":
+            self.close(client, conn)
+            return {"id": rid, "status": "closed"}
+        if op != "v1":
+            exc = Rejected("bad_request", f"unknown op {str(op)[:20]!r}")
+            return self._reject(rid, client, conn, request, exc)
+        try:
+            self.refresh()
+            return self._v1(rid, client, conn, request)
+        except Rejected as exc:
+            return self._reject(rid, client, conn, request, exc)
+
+    def close(self, client: Any, conn: Any) -> None:
+        self._sessions.pop((client, conn), None)
+        self.metrics.sessions = len(self._sessions)
+
+    def drop_client(self, client: Any) -> None:
+        """A proxy went away: forget all its connections."""
+        for key in [k for k in self._sessions if k[0] == client]:
+            del self._sessions[key]
+        self.metrics.sessions = len(self._sessions)
+
+    def _v1(self, rid: Any, client: Any, conn: Any, request: dict[str, Any]) -> Answer:
+        if not isinstance(conn, int) or isinstance(conn, bool):
+            raise Rejected("bad_request", "conn must be an integer")
+        blocks = _blocks(request.get("blocks"))
+        final = request.get("final") is True
+        now = self._clock()
+        session = self._sessions.get((client, conn))
+        if session is None:
+            cand = self._identify(blocks[0], now)
+            session = Session(cand.device_id, cand.generation)
+            self._sessions[(client, conn)] = session
+            self.metrics.sessions = len(self._sessions)
+            self._seen_for(cand.device_id).connections += 1
+            self._log.info(kv(event="identified", device=cand.device_id, conn=conn,
+                              src=request.get("src", ""), generation=cand.generation))
+        else:
+            cand = self._by_cred.get((session.device_id, session.generation))
+            if cand is None or cand.revoked:
+                raise Rejected("revoked", "the device was revoked", session.device_id)
+            if not cand.valid(now):
+                raise Rejected("key_expired", "the rotation grace period of this key is over",
+                               session.device_id)
+        variant = session.variant or _guess_variant(cand, blocks)
+        if not final and not _last_is_padding(cand, blocks, variant):
+            self.metrics.more += 1
+            return {"id": rid, "status": "more"}
+        try:
+            values = v1.decode_reading(cand.ecb, cand.iv, blocks, variant)
+        except v1.V1Error as exc:
+            other = None if session.variant else _other(variant)
+            try:
+                values = v1.decode_reading(cand.ecb, cand.iv, blocks, other) if other else None
+            except v1.V1Error:
+                values = None
+            if values is None:
+                raise Rejected(exc.reason, exc.detail, cand.device_id) from None
+            variant = other
+        try:
+            validate(values)
+        except ReadingError as exc:
+            raise Rejected(exc.reason, exc.detail, cand.device_id) from None
+        session.variant = variant
+        session.readings += 1
+        if cand.overlapping:
+            # First use of the new credentials ends the overlap of the old ones at once.
+            self._store.confirm(cand.device_id, cand.generation)
+            cand.overlapping = False
+            self._log.info(kv(event="rotation_confirmed", device=cand.device_id, generation=cand.generation))
+            self.refresh(force=True)
+        seen = self._seen_for(cand.device_id)
+        seen.readings += 1
+        seen.last_seen = now
+        self.metrics.accepted += 1
+        return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant}
+
+    def _identify(self, block0: bytes, now: float) -> Candidate:
+        started = time.perf_counter()
+        found = _match(self._active, block0, now)
+        elapsed = time.perf_counter() - started
+        self.metrics.identify_seconds += elapsed
+        self.metrics.identify_max = max(self.metrics.identify_max, elapsed)
+        self.metrics.identified += 1
+        if found is not None:
+            return found
+        # Not a current key: say why if it is a known but revoked or expired one (operators need it).
+        stale = _match(self._inactive, block0, None) or _match(self._active, block0, None)
+        if stale is not None:
+            if stale.revoked:
+                raise Rejected("revoked", "the key of a revoked device", stale.device_id)
+            raise Rejected("key_expired", "a key replaced by rotation whose grace period is over",
+                           stale.device_id)
+        raise Rejected("unknown_key", "no registered v1 key decrypts the first block")
+
+    def _reject(self, rid: Any, client: Any, conn: Any, request: dict[str, Any], exc: Rejected) -> Answer:
+        self.metrics.rejected[exc.reason] = self.metrics.rejected.get(exc.reason, 0) + 1
+        if exc.device is not None and exc.reason not in ("revoked", "key_expired"):
+            self._seen_for(exc.device).rejected += 1
+        self._sessions.pop((client, conn), None)
+        self.metrics.sessions = len(self._sessions)
+        self._log.warning(kv(event="rejected", reason=exc.reason, device=exc.device or "-", conn=conn,
+                             src=str(request.get("src", ""))[:64], detail=exc.detail[:200]))
+        return {"id": rid, "status": "rejected", "reason": exc.reason, "detail": exc.detail,
+                "device": exc.device}
+
+    def _seen_for(self, device_id: str) -> Seen:
+        seen = self._seen.get(device_id)
+        if seen is None:
+            seen = self._seen[device_id] = Seen()
+        return seen
+
+    def flush(self) -> None:
+        """Write the accumulated last_seen and counters to the store (the server calls this once a second)."""
+        if not self._seen:
+            return
+        batch, self._seen = self._seen, {}
+        try:
+            self._store.record_seen(batch)
+        except Exception as exc:  # a busy store must not lose the counters
+            for device_id, seen in batch.items():
+                self._seen_for(device_id).merge(seen)
+            self._log.warning(kv(event="flush_failed", error=type(exc).__name__))
+
+
+def _blocks(hex_text: Any) -> tuple[bytes, ...]:
+    if not isinstance(hex_text, str) or not hex_text:
+        raise Rejected("bad_request", "blocks must be a non-empty hex string")
+    try:
+        raw = binascii.unhexlify(hex_text)
+    except (binascii.Error, ValueError):
+        raise Rejected("bad_request", "blocks is not hex") from None
+    if len(raw) % v1.BLOCK:
+        raise Rejected("bad_request", "blocks is not a whole number of 16-byte blocks")
+    return tuple(raw[i:i + v1.BLOCK] for i in range(0, len(raw), v1.BLOCK))
+
+
+def _match(candidates: list[Candidate], block0: bytes, now: float | None) -> Candidate | None:
+    """The one-block identification test of v1.first_block_matches, with the XOR precomputed per key."""
+    for cand in candidates:
+        if cand.ecb.decrypt(block0).startswith(cand.expected) and (
+                now is None or cand.expires_at is None or cand.expires_at > now):
+            return cand
+    return None
+
+
+def _guess_variant(cand: Candidate, blocks: tuple[bytes, ...]) -> v1.Variant:
+    """Block 1 is printable text only under the right variant (wrong: (95/256)^16 chance)."""
+    if len(blocks) < 2:
+        return "chained"
+    raw = cand.ecb.decrypt(blocks[1])
+    if all(b in _PRINTABLE for b in v1._xor(raw, blocks[0])):
+        return "chained"
+    if all(b in _PRINTABLE for b in v1._xor(raw, cand.iv)):
+        return "per_block"
+    return "chained"
+
+
+def _last_is_padding(cand: Candidate, blocks: tuple[bytes, ...], variant: v1.Variant) -> bool:
+    """Does the last block decrypt to text ending in '&'? Decrypts that one block only."""
+    prev = blocks[-2] if variant == "chained" and len(blocks) > 1 else cand.iv
+    return cand.ecb.decrypt(blocks[-1])[-1] ^ prev[-1] == v1.PAD
+
+
+def _other(variant: v1.Variant) -> v1.Variant:
+    return "per_block" if variant == "chained" else "chained"
