@@ -1,0 +1,15 @@
+"""The device-facing TCP proxy: framing, limits, identification via auth, publishing on the bus.
+
+Layout (data flows top to bottom):
+  server.py      lifecycle (startup, serve, shutdown), accept, shared state of open connections
+  connection.py  one task per connection: deadlines, close reasons, events, pending bus acks
+  protocols.py   first byte -> protocol handler (v1 today; v2 registers here)
+  v1.py          the v1 handler: a pure session (framing, timing) driven against auth
+  authclient.py  the pipelined Unix-socket client of services/auth
+  output.py      the bus: readings and events out (QoS 1, bounded), key events in
+  throttle.py    failed-identification throttling per source address (pure)
+  metrics.py     counters rendered as Prometheus text
+"""
+from services.proxy.errors import AuthUnavailable, BusUnavailable, Reject
+
+__all__ = ["AuthUnavailable", "BusUnavailable", "Reject"]

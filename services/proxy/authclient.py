@@ -1,0 +1,129 @@
+"""The proxy's client of the auth service: one Unix-socket connection, pipelined requests.
+
+Each request gets an id and a future; a reader task completes futures as the
+answers arrive. When auth goes away every request in flight fails with
+AuthUnavailable (its connection closes, nothing is published) and the client
+reconnects on the next request, so an auth restart heals by itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+from services.common import authwire
+from services.common.logs import kv
+from services.proxy.errors import AuthUnavailable
+
+log = logging.getLogger("medsec.proxy.auth")
+
+
+class AuthClient:
+    def __init__(self, path: Path, timeout: float = 5.0, connect_timeout: float = 1.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Lock | None = None
+        self.connected_once = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its answer; AuthUnavailable if auth cannot answer."""
+        writer = await self._ensure_connected()
+        rid = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            writer.write(authwire.encode({**message, "id": rid}))
+            async with asyncio.timeout(self.timeout):
+                return await future
+        except TimeoutError:
+            raise AuthUnavailable(f"no answer from auth within {self.timeout:g} s") from None
+        except (ConnectionError, OSError) as exc:
+            raise AuthUnavailable(f"auth connection lost: {exc.__class__.__name__}") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Fire and forget (op close): its answer is read and dropped."""
+        if not self.connected:
+            return  # a new auth session knows nothing to forget
+        assert self._writer is not None
+        self._writer.write(authwire.encode({**message, "id": next(self._ids)}))
+
+    async def _ensure_connected(self) -> asyncio.StreamWriter:
+        if self.connected:
+            assert self._writer is not None
+            return self._writer
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self.connected:
+                assert self._writer is not None
+                return self._writer
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    reader, writer = await asyncio.open_unix_connection(
+                        str(self.path), limit=authwire.MAX_MESSAGE)
+            except (OSError, TimeoutError) as exc:
+                why = f"cannot reach auth at {self.path.name}: {exc.__class__.__name__}"
+                raise AuthUnavailable(why) from None
+            self._writer = writer
+            self._reader_task = asyncio.create_task(self._read_answers(reader, writer), name="auth-reader")
+            log.info(kv(event="auth_connected", reconnect=self.connected_once))
+            self.connected_once = True
+            return writer
+
+    async def _read_answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = bytearray()
+        why = "auth closed the connection"
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                buf += data
+                while True:
+                    message, used = authwire.decode(buf)
+                    if message is None:
+                        break
+                    del buf[:used]
+                    future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+                    if future is not None and not future.done():
+                        future.set_result(message)
+        except authwire.AuthWireError as exc:
+            why = f"bad answer from auth: {exc}"
+        except (ConnectionError, OSError) as exc:
+            why = f"auth connection error: {exc.__class__.__name__}"
+        except asyncio.CancelledError:
+            why = "shutting down"
+            raise
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+            self._fail_pending(why)
+            if why != "shutting down":
+                log.warning(kv(event="auth_lost", detail=why, in_flight=len(self._pending)))
+
+    def _fail_pending(self, why: str) -> None:
+        for future in list(self._pending.values()):
+            if not future.done():
+                future.set_exception(AuthUnavailable(why))
+
+    async def close(self) -> None:
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,208 @@
+"""One device connection: reads with deadlines, runs its protocol handler, closes with one reason.
+
+Every way a connection ends goes through `run()`'s single close path: one log
+line, one "rejected" event for a fault (unidentified connections on
+`medsec/events/~unidentified`), and a "disconnect" event when the last
+connection of an identified device closes in this proxy.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from services.common.logs import kv
+from services.proxy import protocols
+from services.proxy.errors import NORMAL_CLOSE, BusUnavailable, Reject
+from services.proxy.output import event_payload, ingest_payload
+from services.proxy.state import ProxyState
+
+log = logging.getLogger("medsec.proxy")
+
+FIRST_READ = 4096
+# Readings of one connection that may wait for their PUBACK before the connection stops reading.
+MAX_PENDING_ACKS = 8
+BUS_TIMEOUT = 5.0
+
+
+class Connection:
+    def __init__(self, state: ProxyState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.state = state
+        self.config = state.config
+        self.reader = reader
+        self.writer = writer
+        self.id = state.next_conn_id()
+        self.loop = asyncio.get_running_loop()
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        sock = writer.get_extra_info("sockname") or ("?", 0)
+        self.src: tuple[str, int] = (str(peer[0]), int(peer[1]))
+        self.gw: tuple[str, int] = (str(sock[0]), int(sock[1]))
+        self.src_text = f"{self.src[0]}:{self.src[1]}"
+        self.device: str | None = None
+        self.protocol: str | None = None
+        self.readings = 0
+        self.started = self.loop.time()
+        self.task: asyncio.Task[None] | None = None
+        self._kill: tuple[str, str] | None = None
+        self._closing = False
+        self._asked_auth = False
+        self._acks: deque[asyncio.Future[None]] = deque()
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # --- what protocol handlers use ---
+    async def read(self, limit: int, deadline: float, reason: str) -> bytes:
+        """Up to `limit` bytes; b"" at end of stream; Reject(reason) if nothing came by `deadline`."""
+        timeout = deadline - self.loop.time()
+        if timeout <= 0:
+            raise Reject(reason, self._timeout_detail(reason))
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(limit)
+        except TimeoutError:
+            raise Reject(reason, self._timeout_detail(reason)) from None
+
+    def _timeout_detail(self, reason: str) -> str:
+        if reason == "reading_timeout":
+            return f"reading not complete within {self.config.reading_timeout:g} s of its first byte"
+        return f"nothing received for {self.config.idle_timeout:g} s"
+
+    async def ask_auth(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._asked_auth = True
+        started = time.perf_counter()
+        reply = await self.state.auth.request(message)
+        elapsed = time.perf_counter() - started
+        self.state.metrics.observe(self.state.metrics.auth, elapsed)
+        return reply
+
+    async def accept_reading(self, device: str, values: dict[str, str], protocol: str,
+                             seq: int | None = None) -> asyncio.Future[None]:
+        """Publish a decoded reading; returns the PUBACK future (v2 acks the device after it)."""
+        if self.device is None:
+            self._identify(device, protocol)
+        elif device != self.device:
+            raise Reject("device_changed", f"reading of {device} on a connection of {self.device}",
+                         self.device)
+        while len(self._acks) >= MAX_PENDING_ACKS:
+            await self._await_ack(self._acks.popleft())
+        payload = ingest_payload(device, values, protocol, seq, self.src, self.gw,
+                                 self.state.next_uid(), time.time())
+        future = self.state.output.publish_reading(device, payload)
+        self._acks.append(future)
+        future.add_done_callback(self._counted)
+        return future
+
+    def write(self, data: bytes) -> None:
+        """For protocols that answer the device (v2 acknowledgements)."""
+        self.writer.write(data)
+
+    # --- internals ---
+    def _identify(self, device: str, protocol: str) -> None:
+        if self.state.recently_revoked(device):
+            raise Reject("revoked", "device was revoked", device)
+        self.device = device
+        count = self.state.add_device(device, self)
+        self.state.metrics.observe(self.state.metrics.identify, self.loop.time() - self.started)
+        log.info(kv(event="connect", conn=self.id, device=device, src=self.src_text, protocol=protocol,
+                    connections=count))
+        self._event("connect", device, None, f"connections={count}")
+
+    def _counted(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.readings += 1
+            self.state.metrics.readings_accepted += 1
+
+    async def _await_ack(self, future: asyncio.Future[None]) -> None:
+        try:
+            async with asyncio.timeout(BUS_TIMEOUT):
+                await asyncio.shield(future)
+        except TimeoutError:
+            raise BusUnavailable(f"no PUBACK within {BUS_TIMEOUT:g} s") from None
+        except ConnectionError as exc:
+            raise BusUnavailable(str(exc)) from None
+
+    def _event(self, event: str, device: str | None, reason: str | None, detail: str) -> None:
+        self.state.output.publish_event(device, event_payload(
+            event, device, reason, detail, self.src, self.protocol, time.time()))
+
+    def kill(self, reason: str, detail: str) -> None:
+        """Close from outside (revocation, shutdown): the task ends through the close path."""
+        if self._closing or self._kill is not None or self.task is None:
+            return
+        self._kill = (reason, detail)
+        self.task.cancel()
+
+    async def run(self) -> None:
+        reason, detail, hint = "eof", "", None
+        try:
+            first = await self.read(FIRST_READ, self.started + self.config.idle_timeout, "idle_timeout")
+            if first:
+                handler = protocols.select(first[0])
+                if handler is None:
+                    raise Reject("unsupported_protocol",
+                                 f"first byte {first[0]:#04x} starts no known protocol")
+                self.protocol = handler.name
+                await handler.run(self, first)
+                await self._drain_acks()
+        except Reject as exc:
+            reason, detail, hint = exc.reason, exc.detail, exc.device
+        except asyncio.CancelledError:
+            if self._kill is None:
+                self._finish("shutdown", "cancelled", None)
+                raise
+            reason, detail = self._kill
+        except (ConnectionError, OSError) as exc:  # reset by peer, broken pipe
+            reason, detail = "reset", exc.__class__.__name__
+        except Exception as exc:  # a bug must cost one connection, never the server
+            log.error(kv(event="internal_error", conn=self.id, detail=repr(exc)[:200]))
+            reason, detail = "internal_error", exc.__class__.__name__
+        self._closing = True
+        if reason not in ("bus_unavailable",):
+            with contextlib.suppress(Reject):
+                await self._drain_acks()
+        self._finish(reason, detail, hint)
+
+    async def _drain_acks(self) -> None:
+        while self._acks:
+            await self._await_ack(self._acks.popleft())
+
+    def _finish(self, reason: str, detail: str, hint: str | None) -> None:
+        self._closing = True
+        self.writer.close()
+        state = self.state
+        state.connections.pop(self.id, None)
+        if self._asked_auth:
+            state.auth.send({"op": "close", "conn": self.id})
+        state.metrics.closed[reason] += 1
+        device = self.device or hint
+        if self.device is not None:
+            fault = reason not in NORMAL_CLOSE
+        else:  # never sent a reading: a timeout or a reset is a fault too
+            fault = reason not in ("eof", "shutdown")
+        fields = dict(event="close", conn=self.id, src=self.src_text, device=device or "-",
+                      protocol=self.protocol or "-", reason=reason, detail=detail or "-",
+                      readings=self.readings, seconds=f"{self.loop.time() - self.started:.3f}")
+        if reason == "eof" and self.device is None:
+            log.debug(kv(**fields))  # connected and left without a byte: a port check
+            return
+        (log.warning if fault else log.info)(kv(**fields))
+        if fault:
+            state.metrics.rejected[reason] += 1
+            self._event("rejected", device, reason, detail)
+            if reason == "unknown_key" and self.device is None:
+                block = state.throttle.failure(self.src[0], self.loop.time())
+                if block is not None:
+                    log.warning(kv(event="throttled", src=self.src[0], seconds=f"{block.seconds:g}",
+                                   strikes=block.strikes))
+                    state.output.publish_event(None, event_payload(
+                        "throttled", None, "too_many_failures",
+                        f"{state.throttle.failures} failed identifications; refused for {block.seconds:g} s",
+                        self.src, self.protocol, time.time()))
+        if self.device is not None:
+            left = state.remove_device(self.device, self)
+            if left == 0:
+                self._event("disconnect", self.device, reason, detail)

@@ -1,0 +1,134 @@
+"""The proxy's side of the internal bus: readings and events out (QoS 1), key events in.
+
+Bounded both ways: at most `max_readings` readings may wait for a PUBACK (then
+new readings are refused with bus_unavailable rather than queued without end),
+and at most `max_events` events (then events are dropped and counted).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.common import bus
+from services.common.config import Config
+from services.common.logs import kv
+from services.proxy.errors import BusUnavailable
+from services.proxy.metrics import Metrics
+
+log = logging.getLogger("medsec.proxy.bus")
+
+
+def ingest_payload(device: str, values: dict[str, str], protocol: str, seq: int | None,
+                   src: tuple[str, int], gw: tuple[str, int], uid: str, ts: float) -> bytes:
+    """medsec/ingest/<device> (docs/architecture.md): values exactly as the device sent them."""
+    return json.dumps({
+        "device": device, "ts": ts, "seq": seq, "protocol": protocol, "values": values,
+        "src": list(src), "gw": list(gw), "uid": uid,
+    }, separators=(",", ":")).encode()
+
+
+def event_payload(event: str, device: str | None, reason: str | None, detail: str,
+                  src: tuple[str, int] | None, protocol: str | None, ts: float) -> bytes:
+    return json.dumps({
+        "event": event, "device": device, "reason": reason, "detail": detail[:200], "ts": ts,
+        "src": list(src) if src else None, "protocol": protocol,
+    }, separators=(",", ":")).encode()
+
+
+class Output:
+    def __init__(self, config: Config, client_id: str, loop: asyncio.AbstractEventLoop, metrics: Metrics,
+                 on_key_event: Callable[[dict[str, Any]], None],
+                 max_readings: int = 10_000, max_events: int = 10_000) -> None:
+        self.loop = loop
+        self.metrics = metrics
+        self.max_readings = max_readings
+        self.max_events = max_events
+        self.readings_waiting = 0
+        self.events_waiting = 0
+        self.subscribed = asyncio.Event()
+        self._on_key_event = on_key_event
+        self.client = bus.make_client(config, "proxy", client_id)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.acks = bus.AckTracker(self.client, loop)
+        self._config = config
+
+    def start(self) -> None:
+        bus.start(self.client, self._config)
+
+    # --- out ---
+    def publish_reading(self, device: str, payload: bytes) -> asyncio.Future[None]:
+        if self.readings_waiting >= self.max_readings:
+            raise BusUnavailable(f"{self.readings_waiting} readings already wait for the broker")
+        future = self.acks.publish(bus.INGEST.format(device=device), payload, qos=1)
+        self.readings_waiting += 1
+        started = time.perf_counter()
+
+        def done(f: asyncio.Future[None]) -> None:
+            self.readings_waiting -= 1
+            if not f.cancelled() and f.exception() is None:
+                self.metrics.observe(self.metrics.publish, time.perf_counter() - started)
+
+        future.add_done_callback(done)
+        return future
+
+    def publish_event(self, device: str | None, payload: bytes) -> None:
+        if self.events_waiting >= self.max_events:
+            self.metrics.events_dropped += 1
+            return
+        future = self.acks.publish(bus.EVENTS.format(device=device or bus.UNIDENTIFIED), payload, qos=1)
+        self.events_waiting += 1
+
+        def done(f: asyncio.Future[None]) -> None:
+            self.events_waiting -= 1
+            if not f.cancelled():
+                f.exception()  # retrieved, so asyncio does not warn
+
+        future.add_done_callback(done)
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the broker acknowledged everything sent (shutdown)."""
+        deadline = self.loop.time() + timeout
+        while self.readings_waiting or self.events_waiting:
+            if self.loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- paho callbacks (paho's thread) ---
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.warning(kv(event="bus_refused", detail=str(reason_code)))
+            return
+        client.subscribe(bus.KEY_EVENTS, qos=1)
+        log.info(kv(event="bus_connected"))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        self.loop.call_soon_threadsafe(self.subscribed.clear)
+        log.warning(kv(event="bus_lost", detail=str(reason_code)))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, props: Any) -> None:
+        if all(not rc.is_failure for rc in reason_codes):
+            self.loop.call_soon_threadsafe(self.subscribed.set)
+            log.info(kv(event="subscribed", topic=bus.KEY_EVENTS))
+        else:
+            log.error(kv(event="subscribe_denied", topic=bus.KEY_EVENTS))
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            event = json.loads(message.payload)
+        except ValueError:
+            log.warning(kv(event="bad_key_event", detail="not JSON"))
+            return
+        if isinstance(event, dict):
+            self.loop.call_soon_threadsafe(self._on_key_event, event)

@@ -1,0 +1,148 @@
+"""The proxy server: startup, serve, shutdown (stop accepting, drain with a deadline, cancel)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import time
+from typing import Any
+
+from services.common.config import Config
+from services.common.logs import kv
+from services.proxy.authclient import AuthClient
+from services.proxy.connection import Connection
+from services.proxy.metrics import Metrics, write_atomic
+from services.proxy.output import Output, event_payload
+from services.proxy.state import ProxyState
+from services.proxy.throttle import Throttle
+
+log = logging.getLogger("medsec.proxy")
+
+METRICS_INTERVAL = 2.0
+
+
+class ProxyServer:
+    def __init__(self, config: Config, shutdown_timeout: float = 5.0) -> None:
+        self.config = config
+        self.shutdown_timeout = shutdown_timeout
+        self.instance = secrets.token_hex(4)
+        self.should_exit = asyncio.Event()
+        self.state: ProxyState | None = None
+        self._server: asyncio.Server | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+        self.metrics_path = config.run_dir / "metrics-proxy.prom"
+
+    # --- lifecycle ---
+    async def serve(self) -> None:
+        await self.startup()
+        await self.should_exit.wait()
+        await self.shutdown()
+
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        metrics = Metrics()
+        output = Output(cfg, f"proxy-{self.instance}", loop, metrics, self.on_key_event)
+        throttle = Throttle(cfg.throttle_failures, cfg.throttle_window, cfg.throttle_cooldown,
+                            cfg.throttle_max_cooldown)
+        self.state = ProxyState(cfg, AuthClient(cfg.auth_socket), output, metrics, throttle, self.instance)
+        output.start()
+        self._server = await asyncio.start_server(
+            self._accept, cfg.host, cfg.proxy_port, backlog=4096, limit=65536)
+        self._metrics_task = asyncio.create_task(self._write_metrics(), name="metrics")
+        log.info(kv(event="listening", host=cfg.host, port=cfg.proxy_port, instance=self.instance,
+                    max_connections=cfg.max_connections, idle_timeout=cfg.idle_timeout,
+                    reading_timeout=cfg.reading_timeout))
+
+    async def shutdown(self) -> None:
+        state = self.state
+        assert state is not None and self._server is not None
+        log.info(kv(event="shutting_down", connections=len(state.connections)))
+        self._server.close()  # stop accepting
+        for conn in list(state.connections.values()):
+            conn.kill("shutdown", "proxy stopping")
+        tasks = [c.task for c in state.connections.values() if c.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        flushed = await state.output.flush(self.shutdown_timeout)
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metrics_task
+        await state.auth.close()
+        state.output.stop()
+        with contextlib.suppress(OSError):
+            self.metrics_path.unlink()
+        log.info(kv(event="stopped", flushed=flushed, readings=state.metrics.readings_accepted))
+
+    # --- accept ---
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state = self.state
+        assert state is not None
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        now = asyncio.get_running_loop().time()
+        if self.should_exit.is_set():
+            writer.close()
+            return
+        if state.throttle.blocked(str(peer[0]), now):
+            state.metrics.refused["throttled"] += 1
+            log.debug(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="throttled"))
+            writer.close()
+            return
+        if len(state.connections) >= self.config.max_connections:
+            state.metrics.refused["too_many_connections"] += 1
+            log.warning(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="too_many_connections",
+                           detail=f"limit {self.config.max_connections}"))
+            state.output.publish_event(None, event_payload(
+                "rejected", None, "too_many_connections", f"limit {self.config.max_connections}",
+                (str(peer[0]), int(peer[1])), None, time.time()))
+            writer.close()
+            return
+        conn = Connection(state, reader, writer)
+        state.connections[conn.id] = conn
+        state.metrics.connections_total += 1
+        conn.task = asyncio.current_task()
+        if conn.task is not None:
+            conn.task.set_name(f"conn-{conn.id}")
+        await conn.run()
+
+    # --- key events (revocation) ---
+    def on_key_event(self, event: dict[str, Any]) -> None:
+        state = self.state
+        if state is None:
+            return
+        kind, device = event.get("event"), event.get("device")
+        if not isinstance(device, str):
+            return
+        if kind == "revoked":
+            state.revoked[device] = time.monotonic()
+            conns = list(state.devices.get(device, ()))
+            log.info(kv(event="revoked", device=device, connections=len(conns)))
+            for conn in conns:
+                conn.kill("revoked", "device key revoked")
+        elif kind in ("added", "imported"):
+            state.revoked.pop(device, None)
+
+    async def _write_metrics(self) -> None:
+        state = self.state
+        assert state is not None
+        while True:
+            state.metrics.tick()
+            try:
+                text = state.metrics.render(len(state.connections), len(state.devices))
+                write_atomic(self.metrics_path, text)
+            except OSError as exc:
+                log.warning(kv(event="metrics_write_failed", detail=exc.__class__.__name__))
+            await asyncio.sleep(METRICS_INTERVAL)
+
+
+def install_signals(server: ProxyServer) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.should_exit.set)

@@ -1,0 +1,129 @@
+"""The v1 protocol handler: a pure session (framing and timing) driven against the auth service.
+
+A v1 stream names no device and has no delimiter after a reading, so the
+session asks auth about each complete run of blocks: "more" means the last
+block was not the padding block yet (wait for bytes), "ok" means a reading is
+complete and decoded, "rejected" ends the connection.
+"""
+from __future__ import annotations
+
+import binascii
+from typing import TYPE_CHECKING
+
+from services.common import v1 as codec
+from services.proxy.errors import Reject
+
+if TYPE_CHECKING:
+    from services.proxy.connection import Connection
+
+READ_CHUNK = 4096
+
+
+class V1Session:
+    """Bytes in, requests for auth out; no I/O. Times are the caller's clock (loop.time()).
+
+    The buffer is bounded by construction: bytes are only read while the first
+    reading is incomplete, and `codec.scan` refuses a reading of more than
+    `max_blocks` blocks, so it never holds more than one maximal reading plus one read.
+    """
+
+    def __init__(self, max_blocks: int, idle_timeout: float, reading_timeout: float, now: float) -> None:
+        self.max_blocks = max_blocks
+        self.idle_timeout = idle_timeout
+        self.reading_timeout = reading_timeout
+        self.max_buffer = max_blocks * (codec.BLOCK_HEX + 1) + READ_CHUNK
+        self.buffer = bytearray()
+        self.last_data = now
+        self.reading_started: float | None = None
+        self._more_at: int | None = None  # buffer length when auth last answered "more"
+
+    def feed(self, data: bytes, now: float) -> None:
+        if not self.buffer:
+            self.reading_started = now
+        self.buffer += data
+        self.last_data = now
+        if len(self.buffer) > self.max_buffer:
+            raise Reject("too_long", f"more than {len(self.buffer)} bytes without a complete reading")
+
+    def next_request(self) -> codec.Scan | None:
+        """The run of blocks to ask auth about, or None when more bytes are needed."""
+        if self._more_at is not None and len(self.buffer) == self._more_at:
+            return None
+        try:
+            return codec.scan(self.buffer, self.max_blocks)
+        except codec.V1Error as exc:
+            raise Reject(exc.reason, exc.detail) from None
+
+    def more(self) -> None:
+        """Auth saw no padding in the last block: the reading goes on."""
+        self._more_at = len(self.buffer)
+
+    def accepted(self, found: codec.Scan) -> None:
+        del self.buffer[:found.consumed]
+        self._more_at = None
+        # Whatever is left arrived with the last read: the next reading started then.
+        self.reading_started = self.last_data if self.buffer else None
+
+    def deadline(self) -> tuple[float, str]:
+        """When the connection must have sent more, and the reason if it has not."""
+        idle = self.last_data + self.idle_timeout
+        if self.reading_started is not None:
+            slow = self.reading_started + self.reading_timeout
+            if slow < idle:
+                return slow, "reading_timeout"
+        return idle, "idle_timeout"
+
+
+def check_values(values: object) -> dict[str, str]:
+    """Auth's decoded values: the seven fields as strings, else the answer is unusable."""
+    if not isinstance(values, dict) or set(values) != set(codec.FIELDS):
+        raise Reject("auth_protocol", "auth answered ok without the seven fields")
+    if not all(isinstance(v, str) for v in values.values()):
+        raise Reject("auth_protocol", "auth answered ok with non-string values")
+    return {f: values[f] for f in codec.FIELDS}
+
+
+class V1Handler:
+    """Legacy devices (protocol/v1.md): every first byte that is a hex digit."""
+
+    name = "v1"
+
+    @staticmethod
+    def claims(first_byte: int) -> bool:
+        return codec.is_v1_start(first_byte)
+
+    async def run(self, conn: Connection, first: bytes) -> None:
+        cfg = conn.config
+        session = V1Session(cfg.max_reading_blocks, cfg.idle_timeout, cfg.reading_timeout, conn.now())
+        session.feed(first, conn.now())
+        while True:
+            found = session.next_request()
+            if found is None:
+                when, reason = session.deadline()
+                data = await conn.read(READ_CHUNK, when, reason)
+                if not data:
+                    if session.buffer:
+                        raise Reject("truncated",
+                                     f"connection closed inside a reading ({len(session.buffer)} bytes)")
+                    return
+                session.feed(data, conn.now())
+                continue
+            reply = await conn.ask_auth({
+                "op": "v1", "conn": conn.id, "src": conn.src_text,
+                "blocks": binascii.hexlify(b"".join(found.blocks)).decode(), "final": found.final,
+            })
+            status = reply.get("status")
+            if status == "more" and not found.final:
+                session.more()
+            elif status == "ok":
+                device = reply.get("device")
+                if not isinstance(device, str):
+                    raise Reject("auth_protocol", "auth answered ok without a device")
+                await conn.accept_reading(device, check_values(reply.get("values")), "v1")
+                session.accepted(found)
+            elif status == "rejected":
+                device = reply.get("device")
+                raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
+                             device if isinstance(device, str) else None)
+            else:
+                raise Reject("auth_protocol", f"unexpected auth status {str(status)[:20]!r}")

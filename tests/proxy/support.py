@@ -1,0 +1,150 @@
+"""A running proxy with the real auth service and broker, and v1 devices to talk to it."""
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import string
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from Crypto.Cipher import AES
+
+from services.auth.keystore import NewDevice, SQLiteKeyStore
+from services.common import v1
+from services.common.config import Config
+from tests.support.broker import Subscriber
+from tests.support.proc import Processes, port_open, wait_until
+
+# Short limits so the timeout tests take about a second.
+FAST_ENV = {"MEDSEC_IDLE_TIMEOUT": "1.5", "MEDSEC_READING_TIMEOUT": "1.0"}
+GOOD = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": -0.5,
+        "Acel_z": 1.0, "TempMpu": 23.4}
+
+
+def credentials() -> tuple[str, str]:
+    alphabet = string.ascii_letters + string.digits
+    return ("".join(secrets.choice(alphabet) for _ in range(16)),
+            "".join(secrets.choice(alphabet) for _ in range(16)))
+
+
+def encode(key: str, iv: str, plaintext: bytes, variant: str = "chained") -> bytes:
+    return v1.encrypt(AES.new(key.encode(), AES.MODE_ECB).encrypt, iv.encode(), plaintext, variant)
+
+
+def reading(key: str, iv: str, n: int = 0, variant: str = "chained") -> bytes:
+    values = dict(GOOD, Temp=36.0 + (n % 100) / 100)
+    return encode(key, iv, v1.format_reading(values), variant)
+
+
+@dataclass
+class Stack:
+    config: Config
+    env: dict[str, str]
+    procs: Processes
+    log_dir: Path
+    monitor: Subscriber
+    proxies: list = field(default_factory=list)
+
+    def register(self, device: str, key: str | None = None, iv: str | None = None) -> tuple[str, str]:
+        if key is None or iv is None:
+            key, iv = credentials()
+        store = SQLiteKeyStore.open(self.config)
+        try:
+            store.add(NewDevice(device, "v1", {"key": key, "iv": iv}))
+        finally:
+            store.close()
+        return key, iv
+
+    def revoke(self, device: str) -> None:
+        store = SQLiteKeyStore.open(self.config)
+        try:
+            store.revoke(device)
+        finally:
+            store.close()
+        announcer = Subscriber(self.config, "keyadmin")
+        info = announcer.client.publish("medsec/keys/events",
+                                        json.dumps({"event": "revoked", "device": device, "ts": time.time()}),
+                                        qos=1)
+        info.wait_for_publish(5)
+        announcer.close()
+
+    def start_proxy(self, name: str = "proxy", port: int | None = None, **env: str):
+        port = port or self.config.proxy_port
+        proc = self.procs.start(name, [sys.executable, "-m", "services.proxy"],
+                                env={**self.env, **FAST_ENV, "MEDSEC_PROXY_PORT": str(port), **env})
+        log = self.log_dir / f"{name}.log"
+        wait_until(lambda: port_open(port) and "event=subscribed" in log.read_text(), 10,
+                   what=f"{name} to listen and follow key events")
+        self.proxies.append(proc)
+        return proc
+
+    def log(self, name: str = "proxy") -> str:
+        return (self.log_dir / f"{name}.log").read_text()
+
+    def close_lines(self, reason: str, name: str = "proxy") -> list[str]:
+        return [ln for ln in self.log(name).splitlines() if "event=close" in ln and f"reason={reason} " in ln]
+
+    def events(self, device: str = "~unidentified") -> list[dict]:
+        return [json.loads(p) for p in self.monitor.on(f"medsec/events/{device}")]
+
+    def rejected(self, reason: str, device: str = "~unidentified") -> list[dict]:
+        return [e for e in self.events(device) if e["event"] == "rejected" and e["reason"] == reason]
+
+    def ingest(self, device: str) -> list[dict]:
+        return [json.loads(p) for p in self.monitor.on(f"medsec/ingest/{device}")]
+
+    def ingest_topics(self) -> set[str]:
+        return {t for t in self.monitor.topics() if t.startswith("medsec/ingest/")}
+
+
+def connect(port: int, source: str | None = None, timeout: float = 5.0) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(timeout)
+    if source:
+        sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """True when the proxy closed the connection (EOF or reset) within `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+class Streamer(threading.Thread):
+    """A well-behaved device sending a reading every `interval` seconds until stopped."""
+
+    def __init__(self, port: int, key: str, iv: str, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.sock = connect(port)
+        self.key, self.iv, self.interval = key, iv, interval
+        self.sent = 0
+        self.error: Exception | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                self.sock.sendall(reading(self.key, self.iv, self.sent))
+                self.sent += 1
+                self._stop_event.wait(self.interval)
+        except OSError as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+        self.sock.close()
