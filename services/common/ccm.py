@@ -1,0 +1,160 @@
+"""AES-128-CCM (RFC 3610) and HKDF-SHA256 (RFC 5869) from an AES block cipher and SHA-256 only.
+
+Why this exists: MicroPython on the RP2040 offers `cryptolib.aes` in ECB (mode 1) and
+CBC (mode 2) and `hashlib.sha256`, but no CTR, CCM or `hmac`. CCM is CTR + CBC-MAC,
+so it is built here from exactly those two modes, and HMAC is written out by hand.
+The gateway uses pycryptodome's own CCM (services/common/v2.py); tests show both agree
+on RFC 3610's vectors and on each other's frames.
+
+This file runs unchanged on CPython and on MicroPython (copy it to the device as
+/lib/ccm.py): no dataclasses, no f-strings, no keyword arguments to int methods,
+no bytes-to-hex method, no typing imports, annotations use builtin names only.
+
+API (everything is bytes in, bytes out; no I/O):
+    encrypt(key, nonce, aad, plaintext, tag_len=8) -> ciphertext || tag
+    decrypt(key, nonce, aad, data, tag_len=8) -> plaintext   (raises CcmError)
+    hkdf_sha256(ikm, salt, info, length) -> okm
+    hmac_sha256(key, msg) -> 32-byte MAC
+"""
+import hashlib
+
+try:  # MicroPython
+    from cryptolib import aes as _mp_aes
+
+    def _ecb_encrypt(key, data):
+        return _mp_aes(key, 1).encrypt(data)
+
+    def _cbc_encrypt(key, iv, data):
+        return _mp_aes(key, 2, iv).encrypt(data)
+
+except ImportError:  # CPython: pycryptodome gives the same two primitives
+    from Crypto.Cipher import AES as _AES
+
+    def _ecb_encrypt(key, data):
+        return _AES.new(key, _AES.MODE_ECB).encrypt(data)
+
+    def _cbc_encrypt(key, iv, data):
+        return _AES.new(key, _AES.MODE_CBC, iv=iv).encrypt(data)
+
+
+BLOCK = 16
+_ZERO_BLOCK = bytes(16)
+
+
+class CcmError(ValueError):
+    """Bad parameters, or a tag that does not verify (`reason` is "bad_tag" then)."""
+
+    def __init__(self, reason, detail):
+        ValueError.__init__(self, reason + ": " + detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _xor(a, b):
+    """XOR two byte strings of the same length (big ints: fast on both Pythons)."""
+    n = len(a)
+    if n == 0:
+        return b""
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b[:n], "big")).to_bytes(n, "big")
+
+
+def _pad16(data):
+    rest = len(data) % BLOCK
+    if rest:
+        return data + bytes(BLOCK - rest)
+    return data
+
+
+def _check(key, nonce, tag_len):
+    if len(key) not in (16, 24, 32):
+        raise CcmError("bad_key", "AES key must be 16, 24 or 32 bytes")
+    if not 7 <= len(nonce) <= 13:
+        raise CcmError("bad_nonce", "CCM nonce must be 7 to 13 bytes")
+    if tag_len not in (4, 6, 8, 10, 12, 14, 16):
+        raise CcmError("bad_tag_length", "CCM tag length must be even, 4 to 16")
+
+
+def _mac(key, nonce, aad, plaintext, tag_len):
+    """CBC-MAC over B0 || encoded aad || plaintext (RFC 3610 section 2.2), one CBC call."""
+    q = 15 - len(nonce)  # L: bytes of the length field
+    if len(plaintext) >= (1 << (8 * q)):
+        raise CcmError("too_long", "message too long for this nonce size")
+    flags = (64 if aad else 0) | (((tag_len - 2) // 2) << 3) | (q - 1)
+    b0 = bytes([flags]) + nonce + len(plaintext).to_bytes(q, "big")
+    if aad:
+        la = len(aad)
+        if la < 0xFF00:
+            head = la.to_bytes(2, "big")
+        else:
+            head = b"\xff\xfe" + la.to_bytes(4, "big")
+        blocks = b0 + _pad16(head + aad) + _pad16(plaintext)
+    else:
+        blocks = b0 + _pad16(plaintext)
+    return _cbc_encrypt(key, _ZERO_BLOCK, blocks)[-BLOCK:][:tag_len]
+
+
+def _keystream(key, nonce, nblocks):
+    """S_0 .. S_nblocks: ECB of the counter blocks A_i (RFC 3610 section 2.3), one ECB call."""
+    q = 15 - len(nonce)
+    prefix = bytes([q - 1]) + nonce
+    counters = b"".join(prefix + i.to_bytes(q, "big") for i in range(nblocks + 1))
+    return _ecb_encrypt(key, counters)
+
+
+def encrypt(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes, tag_len: int = 8) -> bytes:
+    """AES-CCM: ciphertext followed by the tag."""
+    _check(key, nonce, tag_len)
+    tag = _mac(key, nonce, aad, plaintext, tag_len)
+    stream = _keystream(key, nonce, (len(plaintext) + BLOCK - 1) // BLOCK)
+    return _xor(plaintext, stream[BLOCK:]) + _xor(tag, stream[:tag_len])
+
+
+def decrypt(key: bytes, nonce: bytes, aad: bytes, data: bytes, tag_len: int = 8) -> bytes:
+    """Verify and decrypt ciphertext || tag; raises CcmError("bad_tag") and returns nothing on failure."""
+    _check(key, nonce, tag_len)
+    if len(data) < tag_len:
+        raise CcmError("bad_tag", "data shorter than the tag")
+    body = data[:len(data) - tag_len]
+    stream = _keystream(key, nonce, (len(body) + BLOCK - 1) // BLOCK)
+    plaintext = _xor(body, stream[BLOCK:])
+    expected = _xor(_mac(key, nonce, aad, plaintext, tag_len), stream[:tag_len])
+    if not equal(expected, data[len(data) - tag_len:]):
+        raise CcmError("bad_tag", "authentication tag does not verify")
+    return plaintext
+
+
+def equal(a: bytes, b: bytes) -> bool:
+    """Compare without an early exit (the time does not tell how many bytes matched)."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for x, y in zip(a, b):  # noqa: B905 (MicroPython's zip takes no strict flag)
+        diff |= x ^ y
+    return diff == 0
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    """HMAC (RFC 2104) with SHA-256, written out: MicroPython has no hmac module with SHA-256."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key + bytes(64 - len(key))
+    inner = hashlib.sha256(bytes(k ^ 0x36 for k in key))
+    inner.update(msg)
+    outer = hashlib.sha256(bytes(k ^ 0x5C for k in key))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF (RFC 5869): extract then expand to `length` bytes (at most 255 * 32)."""
+    if length > 255 * 32:
+        raise CcmError("too_long", "HKDF output at most 8160 bytes")
+    prk = hmac_sha256(salt if salt else bytes(32), ikm)
+    out = b""
+    block = b""
+    i = 1
+    while len(out) < length:
+        block = hmac_sha256(prk, block + info + bytes([i]))
+        out += block
+        i += 1
+    return out[:length]

@@ -1,0 +1,203 @@
+"""Protocol v2 codec (services/common/v2.py) and the device-side module (firmware/lib/v2codec.py)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.common import v1, v2
+
+ROOT = Path(__file__).parents[2]
+VECTORS = json.loads((ROOT / "tests" / "vectors" / "v2.json").read_text())["frames"]
+H = bytes.fromhex
+sys.path.insert(0, str(ROOT / "firmware" / "lib"))
+import v2codec  # noqa: E402  (the device's module, as the firmware imports it)
+
+
+def keys_of(vec) -> v2.Keys:
+    return v2.derive_keys(H(vec["master_key"]), H(vec["kid"]))
+
+
+def device(vec, start=None):
+    return v2codec.Session(H(vec["master_key"]), H(vec["kid"]), v2codec.MemoryCounter(start or vec["seq"]))
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
+def test_key_derivation_and_nonce_match_vectors_on_both_sides(vec):
+    keys = keys_of(vec)
+    derived = (keys.d2g.hex(), keys.g2d.hex(), keys.common_iv.hex())
+    assert derived == (vec["key_d2g"], vec["key_g2d"], vec["common_iv"])
+    assert v2.nonce(keys.common_iv, keys.kid, vec["seq"]).hex() == vec["nonce"]
+    d2g, g2d, iv = v2codec.derive(H(vec["master_key"]), H(vec["kid"]))
+    assert (d2g, g2d, iv) == (keys.d2g, keys.g2d, keys.common_iv)
+    assert v2codec.nonce(iv, H(vec["kid"]), vec["seq"]).hex() == vec["nonce"]
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
+def test_device_frame_equals_vector_and_gateway_opens_it(vec):
+    seq, frame = device(vec).seal(vec["plaintext"].encode())
+    assert seq == vec["seq"] and frame.hex() == vec["frame"]
+    assert v2.seal_data(keys_of(vec), vec["seq"], vec["plaintext"].encode()).hex() == vec["frame"]
+    parsed, used = v2.read(frame)
+    assert used == len(frame) and parsed.kid == H(vec["kid"]) and parsed.seq == vec["seq"]
+    plain = v2.open_data(keys_of(vec), parsed)
+    assert plain == vec["plaintext"].encode()
+    assert v2.parse_reading(plain)["Temp"] == json.loads(vec["plaintext"])["Temp"]
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
+def test_gateway_ack_equals_vector_and_device_verifies_it(vec):
+    ack = v2.seal_ack(keys_of(vec), vec["seq"])
+    assert ack.hex() == vec["ack"]
+    assert device(vec).read_ack(ack) == (vec["seq"], len(ack))
+    frame, _ = v2.read(ack, expect="ack")
+    assert v2.open_ack(keys_of(vec), frame) == vec["seq"]
+
+
+def test_ack_is_deterministic_and_direction_bound():
+    vec = VECTORS[1]
+    keys = keys_of(vec)
+    assert v2.seal_ack(keys, 7) == v2.seal_ack(keys, 7)
+    # a reading frame reflected back at the device is not an ack; an ack sent to the gateway is not a reading
+    with pytest.raises(v2codec.V2Error):
+        device(vec).read_ack(H(vec["frame"]))
+    with pytest.raises(v2.V2Error, match="bad_type"):
+        v2.read(H(vec["ack"]))
+    # another device's ack does not verify
+    other = VECTORS[0]
+    with pytest.raises(v2codec.V2Error):
+        device(vec).read_ack(v2.seal_ack(keys_of(other), 7))
+
+
+def test_device_reads_acks_split_anywhere():
+    vec = VECTORS[1]
+    stream = b"".join(v2.seal_ack(keys_of(vec), s) for s in (5, 6, 9))
+    dev, buf, got = device(vec), bytearray(), []
+    for byte in stream:
+        buf.append(byte)
+        seq, used = dev.read_ack(buf)
+        if seq is not None:
+            got.append(seq)
+            del buf[:used]
+    assert got == [5, 6, 9] and not buf
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
+def test_every_single_bit_flip_is_rejected(vec):
+    frame, keys = H(vec["frame"]), keys_of(vec)
+    for i in range(len(frame) * 8):
+        bad = bytearray(frame)
+        bad[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(v2.V2Error) as err:
+            parsed, used = v2.read(bytes(bad))
+            if parsed is None:
+                raise v2.V2Error("truncated", "length grew past the buffer")
+            if parsed.kid != keys.kid:
+                raise v2.V2Error("unknown_kid", "key id changed")
+            v2.open_data(keys, parsed)
+        assert err.value.reason in {
+            "bad_type", "bad_version", "bad_flags", "bad_kid_length", "bad_seq", "too_long", "too_short",
+            "truncated", "unknown_kid", "bad_tag",
+        }
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
+def test_every_single_bit_flip_of_an_ack_is_rejected_by_the_device(vec):
+    ack = H(vec["ack"])
+    for i in range(len(ack) * 8):
+        bad = bytearray(ack)
+        bad[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(v2codec.V2Error):
+            seq, _ = device(vec).read_ack(bytes(bad))
+            if seq is None:
+                raise v2codec.V2Error("truncated", "")
+
+
+def test_truncated_frames_need_more_at_every_length():
+    frame = H(VECTORS[1]["frame"])
+    for n in range(len(frame)):
+        assert v2.read(frame[:n]) == (None, 0)
+    two = frame + frame
+    parsed, used = v2.read(two)
+    assert used == len(frame) and parsed.raw == frame
+
+
+def test_header_errors_have_their_own_reasons_before_the_body_arrives():
+    vec = VECTORS[1]
+    frame = bytearray(H(vec["frame"]))
+    kid_len = frame[3]
+    at_len = 4 + kid_len + v2.SEQ_BYTES
+    cases = {
+        "bad_type": (0, 0x7B),
+        "bad_version": (1, 1),
+        "bad_flags": (2, 0x80),
+        "bad_kid_length": (3, 0),
+    }
+    for reason, (pos, value) in cases.items():
+        bad = bytearray(frame)
+        bad[pos] = value
+        with pytest.raises(v2.V2Error) as err:
+            v2.read(bytes(bad[:pos + 1]) if reason != "bad_kid_length" else bytes(bad[:4]))
+        assert err.value.reason == reason
+    oversize = bytearray(frame[:at_len + 2])
+    oversize[at_len:at_len + 2] = (v2.MAX_BODY + 1).to_bytes(2, "big")
+    with pytest.raises(v2.V2Error) as err:
+        v2.read(bytes(oversize))  # only the header: refused without waiting for a body
+    assert err.value.reason == "too_long"
+    short = bytearray(oversize)
+    short[at_len:at_len + 2] = v2.TAG.to_bytes(2, "big")
+    with pytest.raises(v2.V2Error, match="too_short"):
+        v2.read(bytes(short))
+    zero = bytearray(frame)
+    zero[4 + kid_len:at_len] = bytes(5)
+    with pytest.raises(v2.V2Error, match="bad_seq"):
+        v2.read(bytes(zero))
+
+
+def test_first_byte_tells_v1_from_v2():
+    for b in range(256):
+        assert not (v1.is_v1_start(b) and v2.is_v2_start(b))
+    assert v2.is_v2_start(H(VECTORS[0]["frame"])[0])
+
+
+def test_wrong_key_and_bad_reading_text():
+    vec = VECTORS[0]
+    frame, _ = v2.read(H(vec["frame"]))
+    other = v2.derive_keys(bytes(16), H(vec["kid"]))
+    with pytest.raises(v2.V2Error, match="bad_tag"):
+        v2.open_data(other, frame)
+    keys = keys_of(vec)
+    junk, _ = v2.read(v2.seal_data(keys, 2, b"not json"))
+    with pytest.raises(v2.V2Error) as err:
+        v2.parse_reading(v2.open_data(keys, junk))
+    assert err.value.reason == "not_json"
+
+
+def test_file_counter_never_reuses_a_seq_across_reboots(tmp_path):
+    path = str(tmp_path / "v2seq")
+    used = []
+    for boot in range(4):
+        counter = v2codec.FileCounter(path, step=10)
+        used += [counter.take() for _ in range(7 + boot * 5)]  # crash after a varying number
+    assert used == sorted(used) and len(set(used)) == len(used) and used[0] == 1
+    # at most `step` numbers are skipped per boot
+    assert used[-1] - len(used) <= 4 * 10
+    assert int(Path(path).read_text()) > used[-1]
+
+
+def test_replay_window_classifies_and_survives_a_restart():
+    w = v2.ReplayWindow()
+    assert w.classify(1) == "new"
+    w.accept(1)
+    w.accept(2)
+    w.accept(5)  # 3 and 4 skipped (a device reboot)
+    assert w.ack(1) and w.ack(5)
+    assert not w.ack(3) and not w.ack(9)
+    assert [w.classify(s) for s in (1, 2, 3, 4, 5, 6)] == [
+        "duplicate", "redelivery", "old_seq", "old_seq", "duplicate", "new"]
+    restored = v2.ReplayWindow.from_text(w.to_text())
+    assert [restored.classify(s) for s in range(1, 7)] == [w.classify(s) for s in range(1, 7)]
+    restored.accept(5 + v2.ReplayWindow.WINDOW)
+    assert restored.classify(5) == "old_seq" and restored.classify(6 + v2.ReplayWindow.WINDOW) == "new"
+    with pytest.raises(ValueError):
+        restored.accept(3)
