@@ -1,0 +1,54 @@
+// medsec devices: list, show, add, rotate and revoke devices through the key-admin API.
+// msg.action (or the node's setting) picks the operation; msg.payload carries the device.
+"use strict";
+
+const { request } = require("./lib/adminapi");
+
+module.exports = function (RED) {
+    function MedsecDevicesNode(config) {
+        RED.nodes.createNode(this, config);
+        const node = this;
+        const gateway = RED.nodes.getNode(config.gateway);
+        const defaultAction = config.action || "list";
+        if (!gateway) {
+            node.status({ fill: "red", shape: "ring", text: "no gateway" });
+        }
+
+        node.on("input", async function (msg, send, done) {
+            if (!gateway) {
+                done(new Error("no medsec-gateway configured"));
+                return;
+            }
+            const action = msg.action || defaultAction;
+            let req;
+            try {
+                req = request(action, msg.payload);
+            } catch (err) {
+                node.status({ fill: "red", shape: "ring", text: `${action}: bad input` });
+                done(err);
+                return;
+            }
+            node.status({ fill: "blue", shape: "dot", text: `${action}...` });
+            try {
+                const res = await gateway.admin(req.method, req.path, req.body);
+                msg.action = action;
+                msg.statusCode = res.status;
+                msg.payload = res.body;
+                node.status({ fill: "green", shape: "dot", text: `${action}: ${res.status}` });
+                send(msg);
+                done();
+            } catch (err) {
+                msg.statusCode = err.statusCode;
+                node.status({ fill: "red", shape: "ring", text: `${action}: ${err.statusCode || "failed"}` });
+                done(err);
+            }
+        });
+
+        node.on("close", function (removed, done) {
+            node.status({});
+            done();
+        });
+    }
+
+    RED.nodes.registerType("medsec-devices", MedsecDevicesNode);
+};

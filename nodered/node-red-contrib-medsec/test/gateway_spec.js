@@ -1,0 +1,73 @@
+"use strict";
+
+const assert = require("assert");
+const { helper, load } = require("./support/flow");
+const { startBroker, waitUntil, deviceId, publish, reading } = require("./support/broker");
+const { record } = require("./support/spy");
+
+helper.init(require.resolve("node-red"));
+
+describe("medsec-gateway", function () {
+    let broker;
+    before(async function () { broker = await startBroker(); });
+    after(async function () { await broker.stop(); });
+    afterEach(async function () { await helper.unload(); });
+
+    it("connects with the dashboard account and shares one connection", async function () {
+        const { gateway } = await load(broker, { type: "medsec-vitals" });
+        await waitUntil(() => gateway.connected, 5000, "gateway to connect");
+        assert.ok(gateway.client.connected);
+    });
+
+    it("reads a credential given as ${ENV_VAR} from the environment", async function () {
+        process.env.MEDSEC_TEST_DASHBOARD_PW = broker.passwords.dashboard;
+        try {
+            const { gateway, messages } = await load(broker, { type: "medsec-vitals" }, {
+                credentials: { gw: { password: "${MEDSEC_TEST_DASHBOARD_PW}", token: "${MEDSEC_TEST_NO_SUCH_VAR}" } },
+            });
+            await waitUntil(() => gateway.subscribed.has("Pico/+/json"), 5000, "subscription");
+            assert.strictEqual(gateway.token(), "", "an unset variable resolves to nothing");
+            const dev = deviceId("env");
+            const pub = await broker.client("publisher");
+            await publish(pub, `Pico/${dev}/json`, reading(dev));
+            await waitUntil(() => messages.some((m) => m.topic === dev), 5000, "a reading");
+            pub.end();
+        } finally {
+            delete process.env.MEDSEC_TEST_DASHBOARD_PW;
+        }
+    });
+
+    it("refused by the broker with a wrong password: nodes show the error, nothing crashes", async function () {
+        const { node, gateway } = await load(broker, { type: "medsec-vitals" }, {
+            credentials: { gw: { password: "wrong-password", token: "" } },
+        });
+        const seen = record(node);
+        await waitUntil(() => seen.statuses.some((s) => s.fill === "red" && /error|disconnected/.test(s.text)),
+            5000, "a red status");
+        assert.strictEqual(gateway.connected, false);
+    });
+
+    it("never puts the password or the token in the exported flow", async function () {
+        const password = broker.passwords.dashboard;
+        const token = "tok-" + "x".repeat(30);
+        const { gateway } = await load(broker, { type: "medsec-devices" }, {
+            credentials: { gw: { password, token } },
+        });
+        await waitUntil(() => gateway.connected, 5000, "gateway to connect");
+        const exported = JSON.stringify(helper._redNodes.getFlows().flows);
+        assert.ok(exported.includes("medsec-gateway"));
+        assert.ok(!exported.includes(password), "password in the flow");
+        assert.ok(!exported.includes(token), "token in the flow");
+        // The credentials are there, just not in the flow.
+        assert.strictEqual(helper._redNodes.getCredentials("gw").token, token);
+    });
+
+    it("releases the connection when the flow stops", async function () {
+        const { gateway } = await load(broker, { type: "medsec-vitals" });
+        await waitUntil(() => gateway.connected, 5000, "gateway to connect");
+        const client = gateway.client;
+        await helper.unload();
+        assert.strictEqual(client.connected, false);
+        assert.ok(client.disconnected);
+    });
+});
