@@ -54,8 +54,8 @@ class Throttle:
         if entry is None:
             self._make_room()
             entry = self._table[address] = _Entry()
-        elif now - entry.last_seen > self.max_cooldown and now >= entry.blocked_until:
-            entry.strikes = 0
+        elif now - max(entry.last_seen, entry.blocked_until) > self.max_cooldown:
+            entry.strikes = 0  # quiet for a long while after its last block: start over
         entry.last_seen = now
         if now < entry.blocked_until:
             return None  # already refused; a connection accepted just before the block
