@@ -59,6 +59,12 @@ class Config:
     throttle_window: float = 60.0
     throttle_cooldown: float = 30.0
     throttle_max_cooldown: float = 3600.0
+    # Where the MQTT broker is, when it is not on `host` (compose: the EMQX service name).
+    mqtt_host: str = ""
+    # The auth socket, when not run/auth.sock (compose: a shared volume; scale-out: one per auth).
+    auth_socket_override: str = ""
+    # Key store: "" is the SQLite file in the state dir; postgresql://... selects PostgreSQL.
+    keystore_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +86,9 @@ class Config:
             throttle_window=_float(env, "MEDSEC_THROTTLE_WINDOW", 60.0),
             throttle_cooldown=_float(env, "MEDSEC_THROTTLE_COOLDOWN", 30.0),
             throttle_max_cooldown=_float(env, "MEDSEC_THROTTLE_MAX_COOLDOWN", 3600.0),
+            mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
+            auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
+            keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
         )
 
     # --- state directory layout (one place, so every service agrees) ---
@@ -101,7 +110,12 @@ class Config:
 
     @property
     def auth_socket(self) -> Path:
-        return self.run_dir / "auth.sock"
+        return Path(self.auth_socket_override) if self.auth_socket_override else self.run_dir / "auth.sock"
+
+    @property
+    def broker_host(self) -> str:
+        """Where services connect for MQTT: MEDSEC_MQTT_HOST, else `host`."""
+        return self.mqtt_host or self.host
 
     @property
     def keystore_path(self) -> Path:
