@@ -1,0 +1,1 @@
+"""Publisher: internal bus (medsec/ingest/+, medsec/events/+) -> public topic tree (Pico/#)."""

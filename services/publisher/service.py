@@ -1,0 +1,136 @@
+"""The publisher's logic, without any MQTT: bus message in, messages to publish out.
+
+The transport (`transport.py`) feeds it what arrives on the internal bus and
+publishes what it returns; tests can drive it directly.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from services.common.bus import EVENTS, UNIDENTIFIED
+from services.common.config import valid_device_id
+from services.common.logs import kv
+from services.common.readings import ReadingError
+from services.publisher.dedup import RecentWindow
+from services.publisher.topics import (
+    EVENTS_PREFIX,
+    INGEST_PREFIX,
+    MAX_BUS_MESSAGE,
+    PROTOCOLS,
+    BusMessageError,
+    Publish,
+    device_from_topic,
+    parse_ingest,
+    public_messages,
+    status_message,
+)
+
+
+class Counters:
+    """What the metrics file reports. Updated on the MQTT thread, read by the metrics writer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.duplicates = 0
+        self.status_updates = 0
+        self.published = 0
+        self.rejected: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def reject(self, reason: str) -> None:
+        with self._lock:
+            self.rejected[reason] += 1
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                "accepted": self.accepted,
+                "duplicates": self.duplicates,
+                "status_updates": self.status_updates,
+                "published": self.published,
+                "rejected": dict(self.rejected),
+            }
+
+
+class PublisherService:
+    def __init__(
+        self,
+        log: logging.Logger,
+        dedup: RecentWindow | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.log = log
+        self.dedup = dedup or RecentWindow()
+        self.clock = clock
+        self.counters = Counters()
+
+    def handle(self, topic: str, payload: bytes) -> list[Publish]:
+        """Everything to publish for one bus message (possibly nothing). Never raises for bad input."""
+        if topic.startswith(INGEST_PREFIX):
+            out = self.on_ingest(topic, payload)
+        elif topic.startswith(EVENTS_PREFIX):
+            out = self.on_event(topic, payload)
+        else:
+            out = []
+        self.counters.add("published", len(out))
+        return out
+
+    def on_ingest(self, topic: str, payload: bytes) -> list[Publish]:
+        try:
+            reading = parse_ingest(topic, payload)
+        except (BusMessageError, ReadingError) as exc:
+            return [self._reject(topic, payload, exc.reason, exc.detail)]
+        if self.dedup.seen(reading.device, reading.dedup_key):
+            self.counters.add("duplicates")
+            return []
+        self.counters.add("accepted")
+        return public_messages(reading)
+
+    def on_event(self, topic: str, payload: bytes) -> list[Publish]:
+        message = status_message(topic, payload)
+        if message is None:
+            return []
+        self.counters.add("status_updates")
+        return [message]
+
+    def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> Publish:
+        """One log line, one counter, and a `rejected` event; never the reading itself."""
+        device = device_from_topic(topic, INGEST_PREFIX)
+        if device is None or not valid_device_id(device):
+            device = None
+        src, protocol = _context(payload)
+        self.counters.reject(reason)
+        self.log.warning(kv(event="rejected", device=device or UNIDENTIFIED, reason=reason, detail=detail))
+        event = {
+            "event": "rejected", "device": device, "reason": reason, "detail": detail,
+            "ts": self.clock(), "src": src, "protocol": protocol,
+        }
+        topic_out = EVENTS.format(device=device or UNIDENTIFIED)
+        return topic_out, json.dumps(event, separators=(",", ":")).encode(), False
+
+
+def _context(payload: bytes) -> tuple[list | None, str | None]:
+    """The source address and protocol of a rejected message, when it has sane ones (for the event)."""
+    if len(payload) > MAX_BUS_MESSAGE:
+        return None, None
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    src = obj.get("src")
+    if not (isinstance(src, list) and len(src) == 2 and isinstance(src[0], str) and len(src[0]) <= 64
+            and isinstance(src[1], int)):
+        src = None
+    protocol = obj.get("protocol")
+    return src, protocol if protocol in PROTOCOLS else None

@@ -1,0 +1,190 @@
+"""Pure mapping from internal bus messages to the public topic tree (no I/O).
+
+`parse_ingest` checks a `medsec/ingest/<device>` payload's shape and values and
+returns an `Ingest`; `public_messages` turns it into every (topic, payload,
+retain) the public tree gets. Everything is checked before anything is
+returned, so a caller that publishes the list never publishes half a reading.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from services.common.config import valid_device_id
+from services.common.readings import ReadingError, validate
+from services.common.v1 import FIELDS
+
+INGEST_PREFIX = "medsec/ingest/"
+EVENTS_PREFIX = "medsec/events/"
+# A bus message is ~400 bytes; anything far larger is not from our proxy.
+MAX_BUS_MESSAGE = 16 * 1024
+
+# The legacy topics (protocol v1, "Public topics"), relative to Pico/<id>/, and the field each carries.
+VALUE_TOPICS: tuple[tuple[str, str], ...] = (
+    ("Physiological_Data/Temperature", "Temp"),
+    ("Physiological_Data/Pulse_Signal", "PulseSig"),
+    ("Physiological_Data/Accelerometer/x", "Acel_x"),
+    ("Physiological_Data/Accelerometer/y", "Acel_y"),
+    ("Physiological_Data/Accelerometer/z", "Acel_z"),
+    ("Internal_Device_Data/Temperature/MCU", "TempMcu"),
+    ("Internal_Device_Data/Temperature/MPU", "TempMpu"),
+)
+PROTOCOLS = ("v1", "v2")
+STATUS_EVENTS = {"connect": "online", "disconnect": "offline"}
+
+Publish = tuple[str, bytes, bool]  # (topic, payload, retain)
+
+
+class BusMessageError(ValueError):
+    """A bus message the publisher refuses. `reason` is a short stable code (logs, events, metrics)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """One validated reading from the internal bus."""
+
+    device: str
+    ts: float
+    seq: int | None
+    protocol: str
+    values: dict[str, str]  # the seven strings exactly as the device sent them
+    numbers: dict[str, float]  # the same values as numbers (validated)
+    src: tuple[str, int]
+    gw: tuple[str, int]
+    uid: str | None
+
+    @property
+    def dedup_key(self) -> tuple[str, object]:
+        """v2 readings carry a sequence number; v1 readings are told apart by the proxy's uid."""
+        return ("seq", self.seq) if self.seq is not None else ("uid", self.uid)
+
+
+def device_from_topic(topic: str, prefix: str) -> str | None:
+    """The device level of `<prefix><device>`, or None when the topic is not of that form."""
+    if not topic.startswith(prefix):
+        return None
+    device = topic[len(prefix):]
+    return device if device and "/" not in device else None
+
+
+def _bad(detail: str) -> BusMessageError:
+    return BusMessageError("bad_bus_message", detail)
+
+
+def _load_object(payload: bytes) -> dict:
+    if len(payload) > MAX_BUS_MESSAGE:
+        raise _bad(f"payload of {len(payload)} bytes exceeds {MAX_BUS_MESSAGE}")
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        raise _bad("payload is not JSON") from None
+    if not isinstance(obj, dict):
+        raise _bad("payload is not a JSON object")
+    return obj
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _address(obj: dict, name: str) -> tuple[str, int]:
+    value = obj.get(name)
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], str)
+        or not 0 < len(value[0]) <= 64
+        or not isinstance(value[1], int)
+        or isinstance(value[1], bool)
+        or not 0 <= value[1] <= 65535
+    ):
+        raise _bad(f"{name} must be [host, port]")
+    return value[0], value[1]
+
+
+def parse_ingest(topic: str, payload: bytes) -> Ingest:
+    """Check an ingest message completely. Raises BusMessageError (bad shape) or ReadingError (bad values)."""
+    topic_device = device_from_topic(topic, INGEST_PREFIX)
+    if topic_device is None or not valid_device_id(topic_device):
+        raise _bad(f"topic {topic[:100]!r} does not name a valid device")
+    obj = _load_object(payload)
+    device = obj.get("device")
+    if not valid_device_id(device):
+        raise _bad("device is missing or not a valid device id")
+    if device != topic_device:
+        raise BusMessageError("device_mismatch", f"payload names {device!r}, topic names {topic_device!r}")
+    ts = obj.get("ts")
+    if not _is_number(ts) or ts < 0:
+        raise _bad("ts must be a non-negative number")
+    seq = obj.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+        raise _bad("seq must be null or a non-negative integer")
+    protocol = obj.get("protocol")
+    if protocol not in PROTOCOLS:
+        raise _bad(f"protocol must be one of {', '.join(PROTOCOLS)}")
+    uid = obj.get("uid")
+    if uid is not None and (not isinstance(uid, str) or not 0 < len(uid) <= 128):
+        raise _bad("uid must be a non-empty string")
+    if seq is None and uid is None:
+        raise _bad("a reading needs a seq or a uid")
+    values = obj.get("values")
+    if not isinstance(values, dict):
+        raise _bad("values must be an object")
+    extra = [k for k in values if k not in FIELDS]
+    if extra:
+        raise ReadingError("unknown_field", f"reading has unexpected fields {', '.join(sorted(extra))[:80]}")
+    src = _address(obj, "src")
+    gw = _address(obj, "gw")
+    numbers = validate(values)  # ReadingError: missing_field, not_numeric, out_of_range
+    return Ingest(
+        device=device, ts=float(ts), seq=seq, protocol=protocol,
+        values={f: values[f] for f in FIELDS}, numbers=numbers, src=src, gw=gw, uid=uid,
+    )
+
+
+def json_payload(reading: Ingest) -> bytes:
+    """`Pico/<id>/json`: one object per reading, numbers as numbers."""
+    doc: dict[str, object] = {
+        "device": reading.device, "ts": reading.ts, "seq": reading.seq, "protocol": reading.protocol,
+    }
+    doc.update(reading.numbers)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def public_messages(reading: Ingest) -> list[Publish]:
+    """Everything one reading publishes: the nine legacy topics, then Pico/<id>/json."""
+    base = f"Pico/{reading.device}/"
+    out: list[Publish] = [(base + sub, reading.values[name].encode(), False) for sub, name in VALUE_TOPICS]
+    out.append((base + "Ip_address", reading.src[0].encode(), False))
+    out.append((base + "Port_address", str(reading.src[1]).encode(), False))
+    out.append((base + "Internal_Server/Ip_address", reading.gw[0].encode(), False))
+    out.append((base + "Internal_Server/Port_address", str(reading.gw[1]).encode(), False))
+    out.append((base + "json", json_payload(reading), False))
+    return out
+
+
+def status_message(topic: str, payload: bytes) -> Publish | None:
+    """The retained Pico/<id>/status a connect or disconnect event sets; None for any other event.
+
+    Events of unidentified connections (`~unidentified`, not a valid device id) and
+    malformed events are ignored: they must not invent a device.
+    """
+    device = device_from_topic(topic, EVENTS_PREFIX)
+    if device is None or not valid_device_id(device) or len(payload) > MAX_BUS_MESSAGE:
+        return None
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(obj, dict) or obj.get("device") != device:
+        return None
+    status = STATUS_EVENTS.get(obj.get("event"))  # type: ignore[arg-type]
+    if status is None:
+        return None
+    return f"Pico/{device}/status", status.encode(), True
