@@ -1,11 +1,27 @@
-"""Test keys come from the envelope vectors: 3072-bit RSA without paying for generation."""
+"""Fixtures of the dispatch tests.
+
+Test keys come from the envelope vectors (3072-bit RSA without paying for
+generation); `dstack` is a real Mosquitto, the stations API and, on demand,
+the dispatch service, on a fresh state dir.
+"""
 from __future__ import annotations
 
 import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from Crypto.PublicKey import RSA
+
+from services.common import envelope
+from services.common.config import Config
+from services.common.state import admin_token, write_secret
+from services.dispatch import keys as dkeys
+from tests.support.broker import Subscriber
+from tests.support.proc import port_open, wait_until
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "envelope.json"
 
@@ -18,3 +34,80 @@ def vectors() -> dict:
 @pytest.fixture(scope="session")
 def keys(vectors) -> dict[str, RSA.RsaKey]:
     return {name: RSA.import_key(pem) for name, pem in vectors["keys"].items()}
+
+STATIONS = ("s1", "s2", "s3")
+
+
+def demo_files(stations=STATIONS, fail_first=("s2",)) -> dict[str, dict]:
+    """Param files: the demo operation gives setpoint x gain; the rule wants 95..105."""
+    files = {}
+    for s in stations:
+        sets = [{"setpoint": 100, "gain": 1.0}]
+        if s in fail_first:
+            sets.insert(0, {"setpoint": 100, "gain": 1.3})
+        files[s] = {"station": s, "value_sets": sets, "accept": {"field": "result", "min": 95, "max": 105},
+                    "recipe": f"recipe-{s}"}
+    return files
+
+
+def api(config: Config, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{config.admin_url}{path}", data=data, method=method, headers={
+        "Authorization": f"Bearer {admin_token(config)}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@dataclass
+class DispatchStack:
+    config: Config
+    env: dict
+    procs: object
+    keys: dict
+    passwords: dict = field(default_factory=dict)
+    dispatch: object = None
+
+    @property
+    def params_dir(self) -> Path:
+        return dkeys.dispatch_dir(self.config) / "params"
+
+    @property
+    def state_path(self) -> Path:
+        return dkeys.dispatch_dir(self.config) / "state.json"
+
+    def write_line(self, run: str, files: dict[str, dict]) -> None:
+        self.params_dir.mkdir(parents=True, exist_ok=True)
+        for station, doc in files.items():
+            (self.params_dir / f"{station}.json").write_text(json.dumps(doc))
+        (self.params_dir / "line.json").write_text(json.dumps({"run": run, "stations": list(files)}))
+
+    def register(self, station: str, key_name: str | None = None) -> str:
+        status, body = api(self.config, "POST", "/stations",
+                           {"id": station, "public_key": envelope.public_pem(self.keys[key_name or station])})
+        assert status == 201, body
+        self.passwords[station] = body["mqtt_password"]
+        return body["mqtt_password"]
+
+    def start_dispatch(self):
+        argv = [sys.executable, "-m", "services.dispatch"]
+        self.dispatch = self.procs.start("dispatch", argv, env=self.env)
+        return self.dispatch
+
+    def status(self, monitor: Subscriber) -> dict:
+        got = monitor.on("medsec/dispatch/status")
+        return json.loads(got[-1]) if got else {}
+
+
+@pytest.fixture
+def dstack(config, config_env, procs, broker, keys) -> DispatchStack:
+    (config.run_dir / "mosquitto.pid").write_text(str(broker.pid))
+    # The server's key pair from the vectors: no 3072-bit generation in tests.
+    dkeys.dispatch_dir(config).mkdir(parents=True, exist_ok=True)
+    write_secret(dkeys.server_key_path(config), envelope.private_pem(keys["dispatch"]))
+    procs.start("stations-api", [sys.executable, "-m", "services.auth.stations_api"], env=config_env)
+    wait_until(lambda: port_open(config.admin_port), 15, what="stations API")
+    env = {**config_env, "MEDSEC_DISPATCH_KEY_TTL": "0.2"}
+    return DispatchStack(config, env, procs, keys)

@@ -1,0 +1,101 @@
+"""Keys of the dispatch workflow: the server's own pair, and station public keys from key-admin.
+
+The server's pair is generated at first start into the state dir (private 0600).
+Station public keys live in the key store, which only auth and keyadmin open;
+the server asks the key-admin API for them (GET /api/v1/stations/<id>, admin
+token) and caches each answer for a few seconds, so a revoked station is
+refused within that time.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from Crypto.PublicKey import RSA
+
+from services.common import envelope
+from services.common.config import Config
+from services.common.state import check_private, write_secret
+
+
+def dispatch_dir(config: Config) -> Path:
+    return config.home / "dispatch"
+
+
+def server_key_path(config: Config) -> Path:
+    return dispatch_dir(config) / "server_key.pem"
+
+
+def server_public_path(config: Config) -> Path:
+    return dispatch_dir(config) / "server_public.pem"
+
+
+def load_or_create_server_key(config: Config) -> RSA.RsaKey:
+    path = server_key_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists():
+        check_private(path)
+        key = RSA.import_key(path.read_bytes())
+    else:
+        key = envelope.generate_key()
+        write_secret(path, envelope.private_pem(key))
+    public = server_public_path(config)
+    pem = envelope.public_pem(key)
+    if not public.exists() or public.read_text() != pem:
+        public.write_text(pem)
+    return key
+
+
+def load_server_public(config: Config) -> RSA.RsaKey:
+    path = server_public_path(config)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: start the dispatch service once (medsec up)")
+    return RSA.import_key(path.read_text())
+
+
+class StationKeyError(Exception):
+    """The key-admin API could not be asked (down, bad token)."""
+
+
+class StationKeys:
+    """Station public keys from the key-admin API, cached for `ttl` seconds."""
+
+    def __init__(self, admin_url: str, token: str, ttl: float = 2.0, timeout: float = 3.0) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self.token = token
+        self.ttl = ttl
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, RSA.RsaKey | None]] = {}
+
+    def fetch(self, station: str) -> RSA.RsaKey | None:
+        url = f"{self.admin_url}/stations/{urllib.parse.quote(station, safe='')}"
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                doc = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise StationKeyError(f"key-admin answered {exc.code} for station {station!r}") from None
+        except (OSError, ValueError) as exc:
+            raise StationKeyError(f"key-admin unreachable: {exc}") from None
+        if doc.get("revoked_at"):
+            return None
+        return envelope.load_public_key(doc["public_key"])
+
+    def __call__(self, station: str) -> RSA.RsaKey | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(station)
+            if hit and now - hit[0] < self.ttl:
+                return hit[1]
+        key = self.fetch(station)
+        with self._lock:
+            self._cache[station] = (now, key)
+        return key
