@@ -1,0 +1,200 @@
+# The device's main loop: configuration mode or work mode, chosen by the slide switch.
+#
+#   GPIO3 high: configuration mode, open AP "Med_IoT", page on port 80
+#   GPIO4 high (or GPIO3 low): work mode, readings to the gateway
+import gc
+
+import machine
+
+import webconf
+from clock import log, sleep_ms, ticks_diff, ticks_ms
+from led import Led
+from netbase import NetError
+from settings import Settings
+
+AP_SSID = "Med_IoT"
+PIN_CONFIG = 3
+PIN_WORK = 4
+WDT_MS = 8000  # RP2040 maximum is ~8.3 s
+
+
+def make_net(settings, feed):
+    if settings.get("net") == "wlan":
+        from net_wlan import WlanNet
+        return WlanNet(feed)
+    from net_esp import EspNet
+    uart = machine.UART(0, baudrate=115200, tx=machine.Pin(0), rx=machine.Pin(1), rxbuf=4096)
+    return EspNet(uart, feed)
+
+
+def make_link(settings):
+    if settings.get("protocol") == "v2":
+        from proto_v2 import V2Link  # needs lib/v2codec.py
+        return V2Link(settings)
+    from proto_v1 import V1Link
+    return V1Link(settings)
+
+
+class App:
+    def __init__(self, root="", http_port=80, page_path=webconf.PAGE, max_readings=None):
+        self.settings = Settings(root)
+        self.http_port = http_port
+        self.page_path = page_path
+        self.running = True
+        self.max_readings = max_readings
+        self.sent = 0
+        self.wdt = None
+        self.led = Led(self.settings.get("led_pin"))
+        self.net = None
+
+    def feed(self):
+        if self.wdt is not None:
+            self.wdt.feed()
+        self.led.tick()
+
+    def stop(self):
+        self.running = False
+
+    def mode(self):
+        config = machine.Pin(PIN_CONFIG, machine.Pin.IN, machine.Pin.PULL_DOWN).value()
+        if config or not self.settings.configured():
+            return "config"
+        return "work"
+
+    def run(self):
+        self.wdt = machine.WDT(timeout=WDT_MS)
+        self.net = make_net(self.settings, self.feed)
+        mode = self.mode()
+        log("boot", mode=mode, net=self.settings.get("net"), protocol=self.settings.get("protocol"),
+            device=self.settings.get("device_id"))
+        if mode == "config":
+            if not self.config_mode():
+                return
+        self.work_mode()
+
+    def _wait(self, ms):
+        start = ticks_ms()
+        while self.running and ticks_diff(ticks_ms(), start) < ms:
+            self.feed()
+            sleep_ms(min(20, ms))
+
+    # --- configuration mode ---
+    def config_mode(self):
+        self.led.set("config")
+        key1 = self.settings.secret_bytes("config_key")
+        self.net.start_ap(AP_SSID, self.http_port)
+        log("config_mode", ssid=AP_SSID, port=self.http_port)
+        while self.running:
+            self.feed()
+            try:
+                req = self.net.poll_request(100)
+            except NetError as e:
+                log("config_net_error", error=e)
+                continue
+            if req is None:
+                continue
+            link, raw = req
+            if len(key1) != 16:
+                answer, values = webconf.response("503 Service Unavailable", "device has no Key 1\n"), None
+            else:
+                answer, values = webconf.handle(raw, key1, self.page_path)
+            try:
+                self.net.respond(link, answer)
+            except NetError as e:
+                log("config_net_error", error=e)
+            if values:
+                self.settings.store_page(values)
+                self.net.stop_ap()
+                return True
+            gc.collect()
+        return False
+
+    # --- work mode ---
+    def work_mode(self):
+        s = self.settings
+        link = make_link(s)
+        interval = s.get("interval_ms")
+        backoff_min = s.get("backoff_min_ms")
+        backoff_max = s.get("backoff_max_ms")
+        backoff = backoff_min
+        from sensors import SensorError, Sensors
+        sensors = Sensors(self.feed)
+        host, port = s.get("server_ip"), int(s.get("server_port"))
+        log("work_mode", server=host, port=port, protocol=link.name)
+        now = ticks_ms()
+        next_reading = now
+        next_attempt = now
+        # Readings go on at their own pace while the network is away: v2 keeps them
+        # in its ring until acknowledged; v1 has no acknowledgement and drops them.
+        while self.running:
+            self.feed()
+            now = ticks_ms()
+            if not self.net.connected() and ticks_diff(now, next_attempt) >= 0:
+                try:
+                    self._connect(link, host, port)
+                    backoff = backoff_min
+                except NetError as e:
+                    self.led.set("error")
+                    log("net_error", error=e, retry_ms=backoff, pending=link.pending())
+                    self.net.close()
+                    next_attempt = ticks_ms() + backoff
+                    backoff = min(backoff * 2, backoff_max)
+            if ticks_diff(now, next_reading) >= 0:
+                next_reading = now + interval
+                self._reading(link, sensors, SensorError)
+                if self.max_readings and self.sent >= self.max_readings and not link.pending():
+                    break
+            if self.net.connected():
+                self._listen(link, 20)
+            else:
+                sleep_ms(20)
+            gc.collect()
+
+    def _connect(self, link, host, port):
+        s = self.settings
+        if not self.net.joined():
+            self.led.set("joining")
+            self.net.join(s.get("wifi_ssid"), s.get("wifi_password") or "")
+            log("wifi_joined", ssid=s.get("wifi_ssid"))
+        self.led.set("joining")
+        self.net.connect(host, port)
+        log("gateway_connected", server=host, port=port)
+        for frame in link.connected():
+            self.net.send(frame)
+        self.led.set("online")
+
+    def _reading(self, link, sensors, sensor_error):
+        try:
+            values = sensors.read()
+        except sensor_error as e:
+            self.led.set("error")
+            log("sensor_error", error=e)
+            return
+        frames = link.reading(values)
+        self.sent += 1
+        if not self.net.connected():
+            if link.name == "v1":
+                log("reading_dropped", reason="offline")
+            return
+        try:
+            for frame in frames:
+                self.net.send(frame)
+            self.led.set("online")
+        except NetError as e:
+            self.led.set("error")
+            log("send_failed", error=e, pending=link.pending())
+            self.net.close()
+
+    def _listen(self, link, ms):
+        # v2 acknowledgements arrive between readings; a closed link shows here too.
+        try:
+            data = self.net.recv(ms)
+            if data:
+                link.received(data)
+        except NetError as e:
+            log("link_lost", error=e, pending=link.pending())
+            self.net.close()
+
+
+def main(**kwargs):
+    App(**kwargs).run()

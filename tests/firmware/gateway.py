@@ -1,0 +1,63 @@
+"""A real medsec gateway for the firmware tests: Mosquitto, auth, proxy and publisher processes."""
+from __future__ import annotations
+
+import secrets
+import string
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.auth.keystore import NewDevice, SQLiteKeyStore
+from services.common.config import Config
+from tests.support.broker import Subscriber
+from tests.support.proc import Processes, port_open, wait_until
+
+
+def text16() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+@dataclass
+class Gateway:
+    config: Config
+    env: dict[str, str]
+    procs: Processes
+    log_dir: Path
+    proxy: object = None
+
+    def start(self) -> "Gateway":
+        self.procs.start("auth", [sys.executable, "-m", "services.auth"], env=self.env)
+        wait_until(lambda: self.config.auth_socket.exists(), 10, what="auth socket")
+        self.procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=self.env)
+        wait_until(lambda: "bus_subscribed" in self._log("publisher"), 10, what="publisher to subscribe")
+        self.start_proxy()
+        return self
+
+    def _log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def start_proxy(self) -> None:
+        before = self._log("proxy").count("event=subscribed")
+        self.proxy = self.procs.start("proxy", [sys.executable, "-m", "services.proxy"], env=self.env)
+        wait_until(lambda: port_open(self.config.proxy_port)
+                   and self._log("proxy").count("event=subscribed") > before, 10, what="proxy to listen")
+
+    def stop_proxy(self) -> None:
+        self.procs.stop(self.proxy)
+        wait_until(lambda: not port_open(self.config.proxy_port), 5, what="proxy to stop listening")
+
+    def register_v1(self, device: str) -> tuple[str, str]:
+        key, iv = text16(), text16()
+        store = SQLiteKeyStore.open(self.config)
+        try:
+            store.add(NewDevice(device, "v1", {"key": key, "iv": iv}))
+        finally:
+            store.close()
+        return key, iv
+
+    def dashboard(self, device: str) -> Subscriber:
+        sub = Subscriber(self.config, "dashboard")
+        sub.subscribe(f"Pico/{device}/#")
+        return sub
