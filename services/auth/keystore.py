@@ -200,6 +200,8 @@ class KeyStore(Protocol):
     def credentials(self, protocol: str) -> list[Credential]: ...
     def record_seen(self, batch: dict[str, Seen]) -> None: ...
     def generation(self) -> int: ...
+    def v2_window(self, key_id: str) -> str | None: ...
+    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None: ...
     def append_audit(
         self, actor: str, action: str, device: str | None, detail: dict[str, Any]
     ) -> AuditEntry: ...
@@ -241,6 +243,11 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL,
     prev TEXT NOT NULL,
     hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS v2_windows (
+    key_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    window TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -439,6 +446,19 @@ class SQLiteKeyStore:
                 "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?), readings = readings + ?,"
                 " rejected = rejected + ?, connections = connections + ? WHERE id = ?",
                 [(s.last_seen, s.readings, s.rejected, s.connections, d) for d, s in batch.items()])
+
+    # --- protocol v2 replay windows (services/common/v2.py ReplayWindow, as text) ---
+    def v2_window(self, key_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT window FROM v2_windows WHERE key_id = ?", (key_id,)).fetchone()
+        return row[0] if row else None
+
+    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
+        """Written before auth answers: a restarted auth never accepts a seq twice."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO v2_windows(key_id, device_id, window) VALUES (?, ?, ?)"
+                " ON CONFLICT(key_id) DO UPDATE SET window = excluded.window", (key_id, device_id, window))
 
     # --- audit ---
     def _append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any],

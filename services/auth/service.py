@@ -16,6 +16,7 @@ from typing import Any
 from Crypto.Cipher import AES
 
 from services.auth.keystore import Credential, KeyStore, Seen
+from services.auth.v2 import V2Auth, V2Rejected
 from services.common import v1
 from services.common.logs import kv
 from services.common.readings import ReadingError, validate
@@ -120,6 +121,7 @@ class AuthService:
         self._sessions: dict[tuple[Any, int], Session] = {}
         self._seen: dict[str, Seen] = {}
         self.metrics = Metrics()
+        self._v2 = V2Auth(store, self._log, clock)
 
     # --- key cache ---
     def refresh(self, force: bool = False) -> None:
@@ -153,6 +155,7 @@ class AuthService:
         ordered = sorted(by_cred.values(), key=lambda c: not c.newest)
         self._active = [c for c in ordered if not c.revoked]
         self._inactive = [c for c in ordered if c.revoked]
+        self._v2.load(self._store.credentials("v2"))
         self.metrics.reloads += 1
         self.metrics.candidates = len(self._active)
 
@@ -165,6 +168,8 @@ class AuthService:
         if op == "close":
             self.close(client, conn)
             return {"id": rid, "status": "closed"}
+        if op in ("v2", "v2ack"):
+            return self._v2_op(rid, client, conn, request)
         if op != "v1":
             exc = Rejected("bad_request", f"unknown op {str(op)[:20]!r}")
             return self._reject(rid, client, conn, request, exc)
@@ -173,6 +178,20 @@ class AuthService:
             return self._v1(rid, client, conn, request)
         except Rejected as exc:
             return self._reject(rid, client, conn, request, exc)
+
+    def _v2_op(self, rid: Any, client: Any, conn: Any, request: dict[str, Any]) -> Answer:
+        """Protocol v2 (services/auth/v2.py): frames are self-identifying, so no session is kept."""
+        try:
+            self.refresh()
+            answer = self._v2.frame(request) if request.get("op") == "v2" else self._v2.ack(request)
+        except V2Rejected as exc:
+            return self._reject(rid, client, conn, request, Rejected(exc.reason, exc.detail, exc.device))
+        if answer["status"] == "ok" and request.get("op") == "v2":
+            seen = self._seen_for(answer["device"])
+            seen.readings += 1
+            seen.last_seen = self._clock()
+            self.metrics.accepted += 1
+        return {"id": rid, **answer}
 
     def close(self, client: Any, conn: Any) -> None:
         self._sessions.pop((client, conn), None)

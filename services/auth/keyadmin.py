@@ -1,0 +1,123 @@
+"""The key-admin API: a Flask app on the key store (`python -m services.auth.keyadmin` serves it).
+
+`create_app(config, overrides)` builds the very app production runs; tests
+pass overrides (TESTING, STORE, EVENTS). Errors become `{"error": ...}`
+answers in one place. More endpoints: add a blueprint factory to BLUEPRINTS.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from services.auth import devices_api, openapi, ops_api
+from services.auth.api_common import ApiError
+from services.auth.credentials import CredentialError
+from services.auth.events import BusKeyEvents
+from services.auth.keystore import (
+    CredentialsInUse,
+    DeviceExists,
+    DeviceNotFound,
+    DeviceRevoked,
+    KeyStoreError,
+    SQLiteKeyStore,
+)
+from services.common.config import Config
+from services.common.logs import kv, setup
+from services.common.state import StateError
+
+log = logging.getLogger("medsec.keyadmin")
+MAX_BODY = 8 << 20
+
+# The registration point: each factory takes the Config and returns a blueprint mounted at /api/v1.
+# A factory's module may define OPENAPI_PATHS (OpenAPI 3 path items) to document its routes.
+BLUEPRINTS: list[Callable[[Config], Blueprint]] = [
+    devices_api.create_blueprint,
+    ops_api.create_blueprint,
+]
+
+_STORE_ERRORS: dict[type[KeyStoreError], int] = {
+    DeviceNotFound: 404,
+    DeviceExists: 409,
+    DeviceRevoked: 409,
+    CredentialsInUse: 409,
+}
+
+
+def _error(status: int, message: str, **extra: Any) -> Any:
+    return jsonify({"error": message, **extra}), status
+
+
+def _handle(exc: Exception) -> Any:
+    """The one place errors become answers; never a traceback or a secret in the body."""
+    if isinstance(exc, ApiError):
+        return _error(exc.status, exc.message, **exc.extra)
+    if isinstance(exc, KeyStoreError):
+        return _error(_STORE_ERRORS.get(type(exc), 409), str(exc))
+    if isinstance(exc, CredentialError):
+        return _error(400, str(exc))
+    if isinstance(exc, HTTPException):
+        return _error(exc.code or 500, exc.description or exc.name)
+    log.exception(kv(event="internal_error", path=request.path, error=type(exc).__name__))
+    return _error(500, "internal error; see the keyadmin log")
+
+
+def create_app(config: Config | None = None, overrides: dict[str, Any] | None = None) -> Flask:
+    config = config or Config.from_env()
+    overrides = dict(overrides or {})
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, JSON_SORT_KEYS=False)
+    store = overrides.pop("STORE", None) or SQLiteKeyStore.open(config)
+    events = overrides.pop("EVENTS", None) or BusKeyEvents(config)
+    app.config.update(overrides)
+    app.extensions["medsec.config"] = config
+    app.extensions["medsec.store"] = store
+    app.extensions["medsec.events"] = events
+    app.extensions["medsec.request_counts"] = {}
+    app.extensions["medsec.openapi"] = openapi.spec(BLUEPRINTS)
+    counts_lock = threading.Lock()
+
+    for factory in BLUEPRINTS:
+        app.register_blueprint(factory(config), url_prefix="/api/v1")
+    app.register_error_handler(Exception, _handle)
+
+    @app.after_request
+    def _count(response: Any) -> Any:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        key = (rule, request.method, response.status_code)
+        with counts_lock:
+            counts = current_app.extensions["medsec.request_counts"]
+            counts[key] = counts.get(key, 0) + 1
+        return response
+
+    return app
+
+
+def main() -> int:
+    setup("keyadmin")
+    try:
+        config = Config.from_env()
+        app = create_app(config)
+    except (StateError, ValueError) as exc:
+        log.error(kv(event="start_failed", error=str(exc)))
+        return 1
+    from waitress import serve
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    log.info(kv(event="listening", url=config.admin_url))
+    try:
+        serve(app, host=config.host, port=config.admin_port, threads=8, ident="medsec")
+    finally:
+        app.extensions["medsec.events"].close()
+        app.extensions["medsec.store"].close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

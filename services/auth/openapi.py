@@ -1,0 +1,169 @@
+"""The OpenAPI 3 document of the key-admin API (served at /api/v1/openapi.json).
+
+Written by hand next to the code; tests/auth/test_openapi.py checks that it
+names exactly the app's routes, and schemathesis checks the answers against it.
+Blueprints added to keyadmin.BLUEPRINTS document themselves with OPENAPI_PATHS.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from services.common.config import DEVICE_ID_RE
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+
+SECURE = [{"bearerAuth": []}]
+DEVICE_ID = {"name": "device_id", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": DEVICE_ID_RE.pattern}}
+
+PATHS: dict[str, Any] = {
+    "/devices": {
+        "get": {"summary": "List devices (never secrets)", "operationId": "listDevices", "security": SECURE,
+                "responses": {"200": _json(_ref("DeviceList"), "The devices"), **_errors(401)}},
+        "post": {"summary": "Register a device; the answer is the only time its credentials are shown",
+                 "operationId": "addDevice", "security": SECURE,
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": _ref("NewDevice")}}},
+                 "responses": {"201": _json(_ref("DeviceWithCredentials"), "Registered"),
+                               **_errors(400, 401, 409, 413, 415)}},
+    },
+    "/devices/import": {
+        "post": {"summary": "Import a legacy key file (JSON lines {id, key, iv}); all or nothing",
+                 "operationId": "importDevices", "security": SECURE,
+                 "requestBody": {"required": True, "content": {
+                     "application/x-ndjson": {"schema": {"type": "string"}},
+                     "text/plain": {"schema": {"type": "string"}}}},
+                 "responses": {"201": _json(_ref("ImportResult"), "Imported"),
+                               **_errors(400, 401, 409, 413)}},
+    },
+    "/devices/{device_id}": {
+        "parameters": [DEVICE_ID],
+        "get": {"summary": "A device: state, last seen, counters, credential generations",
+                "operationId": "showDevice", "security": SECURE,
+                "responses": {"200": _json(_ref("Device"), "The device"), **_errors(400, 401, 404)}},
+        "delete": {"summary": "Revoke a device: its live connections close within 1 s",
+                   "operationId": "revokeDevice", "security": SECURE,
+                   "responses": {"200": _json(_ref("Device"), "Revoked"), **_errors(400, 401, 404, 409)}},
+    },
+    "/devices/{device_id}/rotate": {
+        "parameters": [DEVICE_ID],
+        "post": {"summary": "New credentials; the old ones stay valid until first use of the new ones"
+                            " or the end of the grace period",
+                 "operationId": "rotateDevice", "security": SECURE,
+                 "requestBody": {"required": False,
+                                 "content": {"application/json": {"schema": _ref("RotateRequest")}}},
+                 "responses": {"201": _json(_ref("DeviceWithCredentials"), "Rotated"),
+                               **_errors(400, 401, 404, 409, 415)}},
+    },
+    "/audit": {
+        "get": {"summary": "The audit log (append-only, hash-chained)", "operationId": "audit",
+                "security": SECURE,
+                "parameters": [
+                    {"name": "after", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": {"200": _json(_ref("AuditPage"), "Entries after `after`, oldest first"),
+                              **_errors(400, 401)}},
+    },
+    "/healthz": {
+        "get": {"summary": "Liveness (no token)", "operationId": "healthz", "security": [],
+                "responses": {"200": _json({"type": "object", "required": ["status"],
+                                            "properties": {"status": {"type": "string"}}}, "Alive")}},
+    },
+    "/metrics": {
+        "get": {"summary": "Prometheus text (no token)", "operationId": "metrics", "security": [],
+                "responses": {"200": {"description": "Metrics",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+    },
+    "/openapi.json": {
+        "get": {"summary": "This document (no token)", "operationId": "openapi", "security": [],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")}},
+    },
+}
+
+_NUM_OR_NULL = {"type": "number", "nullable": True}
+_PRINTABLE16 = {"type": "string", "minLength": 16, "maxLength": 16, "pattern": "^[ -~]{16}$"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "string"},
+        "lines": {"type": "array", "items": {"type": "object", "properties": {
+            "line": {"type": "integer"}, "error": {"type": "string"}}}}}},
+    "Credential": {"type": "object", "required": ["generation", "state", "created_at"], "properties": {
+        "generation": {"type": "integer", "minimum": 1},
+        "state": {"type": "string", "enum": ["current", "previous", "expired"]},
+        "created_at": {"type": "number"}, "expires_at": _NUM_OR_NULL, "confirmed_at": _NUM_OR_NULL}},
+    "Device": {"type": "object",
+               "required": ["id", "protocol", "state", "created_at", "readings", "rejected", "credentials"],
+               "properties": {
+                   "id": {"type": "string", "pattern": DEVICE_ID_RE.pattern},
+                   "protocol": {"type": "string", "enum": ["v1", "v2"]},
+                   "state": {"type": "string", "enum": ["active", "rotating", "revoked"]},
+                   "created_at": {"type": "number"}, "revoked_at": _NUM_OR_NULL, "last_seen": _NUM_OR_NULL,
+                   "readings": {"type": "integer"}, "rejected": {"type": "integer"},
+                   "connections": {"type": "integer"},
+                   "credentials": {"type": "array", "items": _ref("Credential")}}},
+    "DeviceWithCredentials": {"allOf": [_ref("Device"), {"type": "object", "properties": {
+        "key": {**_PRINTABLE16, "description": "v1 AES-128 key (16 ASCII characters)"},
+        "iv": {**_PRINTABLE16, "description": "v1 CBC IV (16 ASCII characters)"},
+        "master_key": {"type": "string", "description": "v2 master key, hex"},
+        "key_id": {"type": "string", "description": "v2 key id, hex"}}}]},
+    "DeviceList": {"type": "object", "required": ["devices"],
+                   "properties": {"devices": {"type": "array", "items": _ref("Device")}}},
+    "NewDevice": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {
+        "id": {"type": "string", "pattern": DEVICE_ID_RE.pattern},
+        "protocol": {"type": "string", "enum": ["v1", "v2"], "default": "v1"},
+        "key": {**_PRINTABLE16, "description": "v1 only; generated when absent"},
+        "iv": {**_PRINTABLE16, "description": "v1 only; generated when absent"}}},
+    "RotateRequest": {"type": "object", "additionalProperties": False, "properties": {
+        "grace": {"type": "number", "minimum": 0, "maximum": 90 * 24 * 3600, "default": 86400,
+                  "description": "seconds the old credentials stay valid (until first use of the new)"},
+        "key": _PRINTABLE16, "iv": _PRINTABLE16}},
+    "ImportResult": {"type": "object", "required": ["imported", "devices"], "properties": {
+        "imported": {"type": "integer"}, "devices": {"type": "array", "items": {"type": "string"}}}},
+    "AuditEntry": {"type": "object", "required": ["seq", "ts", "actor", "action", "prev", "hash"],
+                   "properties": {
+                       "seq": {"type": "integer"}, "ts": {"type": "number"}, "actor": {"type": "string"},
+                       "action": {"type": "string"}, "device": {"type": "string", "nullable": True},
+                       "detail": {"type": "object"}, "prev": {"type": "string"}, "hash": {"type": "string"}}},
+    "AuditPage": {"type": "object", "required": ["entries"], "properties": {
+        "entries": {"type": "array", "items": _ref("AuditEntry")},
+        "next": {"type": "integer", "nullable": True}}},
+}
+
+_ERROR_TEXT = {400: "Bad input", 401: "Missing or wrong admin token", 404: "Not found",
+               409: "Conflict (exists, revoked, or credentials in use)", 413: "Body too large",
+               415: "Unsupported media type (send JSON)"}
+
+
+def spec(factories: Iterable[Callable[..., Any]] = ()) -> dict[str, Any]:
+    paths = dict(PATHS)
+    for factory in factories:
+        paths.update(getattr(sys.modules.get(factory.__module__), "OPENAPI_PATHS", {}))
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "medsec key administration", "version": "1.0.0",
+                 "description": "Register, rotate and revoke the devices of a medsec gateway."},
+        "servers": [{"url": "/api/v1"}],
+        "security": SECURE,
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+            "responses": {f"E{code}": _json(_ref("Error"), text) for code, text in _ERROR_TEXT.items()},
+        },
+    }
