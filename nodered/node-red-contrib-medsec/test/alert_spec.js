@@ -1,0 +1,112 @@
+"use strict";
+
+const assert = require("assert");
+const { helper, load } = require("./support/flow");
+const { startBroker, waitUntil, deviceId, publish, reading } = require("./support/broker");
+const { record } = require("./support/spy");
+
+helper.init(require.resolve("node-red"));
+
+const events = (messages, device) => messages.filter((m) => m.topic === device).map((m) => `${m.payload.rule}:${m.payload.state}`);
+
+describe("medsec alert", function () {
+    let broker;
+    let pub;
+    before(async function () {
+        broker = await startBroker();
+        pub = await broker.client("publisher");
+    });
+    after(async function () {
+        pub.end();
+        await broker.stop();
+    });
+    afterEach(async function () { await helper.unload(); });
+
+    async function alertNode(device, rules) {
+        const loaded = await load(broker, {
+            type: "medsec-alert", device, tempHigh: "", tempLow: "", flatSeconds: "", silentSeconds: "",
+            offline: false, requireV2: false, ...rules,
+        });
+        await waitUntil(() => loaded.gateway.subscribed.has(`Pico/${device}/json`)
+            && loaded.gateway.subscribed.has(`Pico/${device}/status`), 5000, "subscriptions");
+        return loaded;
+    }
+
+    it("a fever episode: one alert, then one clear", async function () {
+        const d = deviceId("fever");
+        const { node, messages } = await alertNode(d, { tempHigh: "38", hysteresis: "0.2" });
+        const seen = record(node);
+        for (const temp of [37.0, 38.4, 39.1, 38.6, 37.9, 37.5]) {
+            await publish(pub, `Pico/${d}/json`, reading(d, { Temp: temp }));
+        }
+        await waitUntil(() => messages.length === 2, 5000, "alert and clear");
+        assert.deepStrictEqual(events(messages, d), ["temp_high:alert", "temp_high:clear"]);
+        assert.strictEqual(messages[0].payload.value, 38.4);
+        assert.strictEqual(messages[0].payload.threshold, 38);
+        assert.match(messages[0].payload.text, /above 38/);
+        assert.strictEqual(messages[1].payload.value, 37.5, "37.9 is inside the 0.2 hysteresis");
+        await waitUntil(() => seen.lastStatus().text === "no alerts", 5000, "status back to no alerts");
+    });
+
+    it("device offline, then back online", async function () {
+        const d = deviceId("off");
+        const { node, messages } = await alertNode(d, { offline: true });
+        const seen = record(node);
+        await publish(pub, `Pico/${d}/status`, "online", { retain: true });
+        await publish(pub, `Pico/${d}/status`, "offline", { retain: true });
+        await waitUntil(() => messages.length === 1, 5000, "the offline alert");
+        await waitUntil(() => seen.lastStatus().text === "1 active alert", 5000, "status 1 active alert");
+        node.receive({});
+        await waitUntil(() => messages.some((m) => m.topic === "active"), 5000, "the active list");
+        const active = messages.find((m) => m.topic === "active").payload;
+        assert.deepStrictEqual(active.map((e) => [e.device, e.rule]), [[d, "offline"]]);
+        await publish(pub, `Pico/${d}/status`, "online", { retain: true });
+        await waitUntil(() => events(messages, d).length === 2, 5000, "the clear");
+        assert.deepStrictEqual(events(messages, d), ["offline:alert", "offline:clear"]);
+    });
+
+    it("no reading for N seconds, cleared by the next reading", async function () {
+        const d = deviceId("quiet");
+        const { messages } = await alertNode(d, { silentSeconds: "0.3" });
+        const t0 = Date.now();
+        await publish(pub, `Pico/${d}/json`, reading(d));
+        await waitUntil(() => messages.length === 1, 5000, "the silence alert");
+        assert.ok(Date.now() - t0 >= 300, "not before the silence lasted 0.3 s");
+        assert.deepStrictEqual(events(messages, d), ["silent:alert"]);
+        await publish(pub, `Pico/${d}/json`, reading(d));
+        await waitUntil(() => messages.length === 2, 5000, "the clear");
+        assert.deepStrictEqual(events(messages, d), ["silent:alert", "silent:clear"]);
+    });
+
+    it("pulse signal flat for N seconds, cleared when it moves", async function () {
+        const d = deviceId("flat");
+        const { messages } = await alertNode(d, { flatSeconds: "0.3", flatDelta: "0.05" });
+        // A device keeps sending the same value; the alert comes once 0.3 s are covered.
+        await waitUntil(async () => {
+            await publish(pub, `Pico/${d}/json`, reading(d, { PulseSig: 1.2 }));
+            return messages.length === 1;
+        }, 5000, "the flat-pulse alert");
+        assert.deepStrictEqual(events(messages, d), ["pulse_flat:alert"]);
+        await publish(pub, `Pico/${d}/json`, reading(d, { PulseSig: 2.4 }));
+        await waitUntil(() => messages.length === 2, 5000, "the clear");
+        assert.deepStrictEqual(events(messages, d), ["pulse_flat:alert", "pulse_flat:clear"]);
+    });
+
+    it("a v1 device in a v2 fleet", async function () {
+        const d = deviceId("legacy");
+        const { messages } = await alertNode(d, { requireV2: true });
+        await publish(pub, `Pico/${d}/json`, reading(d, { protocol: "v1" }));
+        await publish(pub, `Pico/${d}/json`, reading(d, { protocol: "v1" }));
+        await publish(pub, `Pico/${d}/json`, reading(d, { protocol: "v2" }));
+        await waitUntil(() => messages.length === 2, 5000, "alert and clear");
+        assert.deepStrictEqual(events(messages, d), ["protocol_v1:alert", "protocol_v1:clear"]);
+    });
+
+    it("bad settings are reported and subscribe nothing", async function () {
+        const d = deviceId("cfg");
+        const { gateway } = await load(broker, { type: "medsec-alert", device: d, tempHigh: "35", tempLow: "38" });
+        assert.strictEqual(gateway.handlers.size, 0);
+        const logged = helper.log().args.map((a) => JSON.stringify(a[0]));
+        assert.ok(logged.some((l) => /tempLow must be below tempHigh/.test(l)), logged.join("\n"));
+    });
+});
