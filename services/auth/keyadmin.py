@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from services.auth import devices_api, openapi, ops_api
+from services.auth import devices_api, openapi, ops_api, stations_api
 from services.auth.api_common import ApiError
 from services.auth.credentials import CredentialError
 from services.auth.events import BusKeyEvents
@@ -40,6 +40,7 @@ MAX_BODY = 8 << 20
 BLUEPRINTS: list[Callable[[Config], Blueprint]] = [
     devices_api.create_blueprint,
     ops_api.create_blueprint,
+    stations_api.create_blueprint,
 ]
 
 _STORE_ERRORS: dict[type[KeyStoreError], int] = {

@@ -1,20 +1,20 @@
 """Station public keys of the dispatch workflow, on the key-admin API (a Flask blueprint).
 
     POST   /api/v1/stations        {"id", "public_key": PEM (RSA >= 3072 bits)}
-                                   -> 201 {"id", "fingerprint", "mqtt_account", "mqtt_password"}
+                                   -> 201 {"id", "fingerprint", ..., "mqtt_account", "mqtt_password"}
                                    (the broker password is shown this once)
-    GET    /api/v1/stations        [{"id", "fingerprint", "public_key", "created_at"}]
+    GET    /api/v1/stations        {"stations": [{"id", "fingerprint", "public_key", "created_at"}]}
     GET    /api/v1/stations/<id>   one station (public keys are public; no secret is ever listed)
-    DELETE /api/v1/stations/<id>   revoke: key refused by dispatch, broker account removed
-    GET    /api/v1/stations/server-key   the dispatch server's public key
+    DELETE /api/v1/stations/<id>   revoke: dispatch refuses its envelopes, its broker account goes
+    GET    /api/v1/dispatch/key    the dispatch server's public key (what stations seal for)
 
 Stored in its own table, `dispatch_stations`, in the key store file (auth and
-keyadmin are the only processes that open it). Every route needs the admin token.
+keyadmin are the only processes that open it); changes go to the audit log.
+Registered in services/auth/keyadmin.py BLUEPRINTS.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
 import sqlite3
@@ -23,12 +23,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, Flask, g, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
+from services.auth import api_common as api
+from services.auth.api_common import ApiError
 from services.common import envelope
 from services.common.config import Config
 from services.common.logs import kv
-from services.common.state import read_secret
 from services.dispatch import station_accounts
 from services.dispatch.keys import server_public_path
 from services.dispatch.topics import SERVER_ID, account, valid_station_id
@@ -44,13 +45,6 @@ CREATE TABLE IF NOT EXISTS dispatch_stations (
     revoked_at REAL
 )
 """
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def fingerprint(pem: str) -> str:
@@ -121,29 +115,23 @@ class StationStore:
         return self.get(station)
 
 
+def _audit(action: str, station: str, detail: dict[str, Any]) -> None:
+    store = current_app.extensions.get("medsec.store")
+    if store is not None:
+        store.append_audit(api.actor(), action, f"station:{station}", detail)
+
+
 def create_blueprint(config: Config) -> Blueprint:
     bp = Blueprint("stations", __name__)
     store = StationStore(config.keystore_path)
 
     @bp.before_request
     def _authorise() -> None:
-        # Checked here too, so the routes are safe whatever the host app does.
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
-        expected = read_secret(config.admin_token_hash_path).decode().strip()
-        if not token or not hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), expected):
-            raise ApiError(401, "missing or wrong admin token")
-        g.stations_actor = "admin"
-
-    @bp.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Any:
-        return jsonify({"error": exc.message}), exc.status
+        api.require_token()
 
     @bp.post("/stations")
     def add_station() -> Any:
-        doc = request.get_json(silent=True)
-        if not isinstance(doc, dict):
-            raise ApiError(400, 'body must be JSON: {"id": ..., "public_key": PEM}')
+        doc = api.json_body({"id", "public_key"})
         station, pem = doc.get("id"), doc.get("public_key")
         if not valid_station_id(station):
             raise ApiError(400, f"id must be 1-64 of [A-Za-z0-9_.-] and not {SERVER_ID!r}")
@@ -155,20 +143,13 @@ def create_blueprint(config: Config) -> Blueprint:
             raise ApiError(400, f"public_key: {exc}") from None
         info = store.add(station, pem)
         password, _ = station_accounts.provision(config, station)
+        _audit("station_added", station, {"fingerprint": info["fingerprint"]})
         log.info(kv(event="station_added", station=station, fingerprint=info["fingerprint"]))
-        body = {**info, "mqtt_account": account(station), "mqtt_password": password}
-        return jsonify(body), 201
+        return jsonify({**info, "mqtt_account": account(station), "mqtt_password": password}), 201
 
     @bp.get("/stations")
     def list_stations() -> Any:
-        return jsonify(store.list())
-
-    @bp.get("/stations/server-key")
-    def server_key() -> Any:
-        path = server_public_path(config)
-        if not path.exists():
-            raise ApiError(404, "the dispatch service has not generated its key yet")
-        return jsonify({"id": SERVER_ID, "public_key": path.read_text()})
+        return jsonify({"stations": store.list()})
 
     @bp.get("/stations/<station>")
     def get_station(station: str) -> Any:
@@ -178,29 +159,64 @@ def create_blueprint(config: Config) -> Blueprint:
     def revoke_station(station: str) -> Any:
         info = store.revoke(station)
         station_accounts.deprovision(config, station)
+        _audit("station_revoked", station, {})
         log.info(kv(event="station_revoked", station=station))
         return jsonify(info)
+
+    @bp.get("/dispatch/key")
+    def server_key() -> Any:
+        path = server_public_path(config)
+        if not path.exists():
+            raise ApiError(404, "the dispatch service has not generated its key yet")
+        return jsonify({"id": SERVER_ID, "public_key": path.read_text()})
 
     return bp
 
 
-def create_app(config: Config | None = None) -> Flask:
-    """A key-admin app with only the stations routes (tests; stacks without services.auth.keyadmin)."""
-    config = config or Config.from_env()
-    app = Flask("medsec-stations")
-    app.register_blueprint(create_blueprint(config), url_prefix="/api/v1")
-    return app
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def main() -> None:
-    from waitress import serve
-
-    from services.common.logs import setup
-
-    setup("keyadmin")
-    config = Config.from_env()
-    serve(create_app(config), host=config.host, port=config.admin_port, threads=4)
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
 
 
-if __name__ == "__main__":
-    main()
+_SECURE = [{"bearerAuth": []}]
+_NUM_OR_NULL = {"type": "number", "nullable": True}
+_STATION = {"type": "object", "required": ["id", "fingerprint", "public_key", "created_at"], "properties": {
+    "id": {"type": "string"}, "fingerprint": {"type": "string"}, "public_key": {"type": "string"},
+    "created_at": {"type": "number"}, "revoked_at": _NUM_OR_NULL}}
+_STATION_ID = {"name": "station_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/stations": {
+        "get": {"summary": "List dispatch stations and their public keys", "operationId": "listStations",
+                "security": _SECURE, "responses": {"200": _json({"type": "object", "required": ["stations"],
+                "properties": {"stations": {"type": "array", "items": _STATION}}}, "The stations"),
+                **_errors(401)}},
+        "post": {"summary": "Register a station's RSA public key (>= 3072 bits); creates its broker"
+                            " account, whose password the answer shows this once",
+                 "operationId": "addStation", "security": _SECURE,
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["id", "public_key"], "additionalProperties": False,
+                     "properties": {"id": {"type": "string"}, "public_key": {"type": "string"}}}}}},
+                 "responses": {"201": _json({"allOf": [_STATION, {"type": "object", "properties": {
+                     "mqtt_account": {"type": "string"}, "mqtt_password": {"type": "string"}}}]},
+                     "Registered"),
+                     **_errors(400, 401, 409, 415)}},
+    },
+    "/stations/{station_id}": {
+        "parameters": [_STATION_ID],
+        "get": {"summary": "One station", "operationId": "showStation", "security": _SECURE,
+                "responses": {"200": _json(_STATION, "The station"), **_errors(401, 404)}},
+        "delete": {"summary": "Revoke a station: its key and broker account stop working",
+                   "operationId": "revokeStation", "security": _SECURE,
+                   "responses": {"200": _json(_STATION, "Revoked"), **_errors(401, 404)}},
+    },
+    "/dispatch/key": {
+        "get": {"summary": "The dispatch server's public key", "operationId": "dispatchKey",
+                "security": _SECURE, "responses": {"200": _json({"type": "object", "properties": {
+                    "id": {"type": "string"}, "public_key": {"type": "string"}}}, "The key"),
+                    **_errors(401, 404)}},
+    },
+}

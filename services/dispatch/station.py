@@ -86,7 +86,7 @@ class StationClient:
         c.on_connect = self._on_connect
         c.on_subscribe = lambda *a: self._subscribed.set()
         c.on_message = self._on_message
-        c.connect(self.config.host, self.config.mqtt_port, keepalive=15)
+        c.connect(self.config.broker_host, self.config.mqtt_port, keepalive=15)
         c.loop_start()
         self.client = c
         if not self._subscribed.wait(timeout):

@@ -107,7 +107,7 @@ def dstack(config, config_env, procs, broker, keys) -> DispatchStack:
     # The server's key pair from the vectors: no 3072-bit generation in tests.
     dkeys.dispatch_dir(config).mkdir(parents=True, exist_ok=True)
     write_secret(dkeys.server_key_path(config), envelope.private_pem(keys["dispatch"]))
-    procs.start("stations-api", [sys.executable, "-m", "services.auth.stations_api"], env=config_env)
-    wait_until(lambda: port_open(config.admin_port), 15, what="stations API")
+    procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    wait_until(lambda: port_open(config.admin_port), 15, what="key-admin API")
     env = {**config_env, "MEDSEC_DISPATCH_KEY_TTL": "0.2"}
     return DispatchStack(config, env, procs, keys)
