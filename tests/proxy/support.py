@@ -59,18 +59,22 @@ class Stack:
             store.close()
         return key, iv
 
-    def revoke(self, device: str) -> None:
+    def revoke(self, device: str) -> float:
+        """Revoke in the store and announce it as keyadmin does; returns when the announcement left."""
         store = SQLiteKeyStore.open(self.config)
         try:
             store.revoke(device)
         finally:
             store.close()
         announcer = Subscriber(self.config, "keyadmin")
+        sent = time.monotonic()
         info = announcer.client.publish("medsec/keys/events",
                                         json.dumps({"event": "revoked", "device": device, "ts": time.time()}),
                                         qos=1)
         info.wait_for_publish(5)
-        announcer.close()
+        announcer.client.disconnect()  # first, so the network thread wakes up and ends at once
+        announcer.client.loop_stop()
+        return sent
 
     def start_proxy(self, name: str = "proxy", port: int | None = None, **env: str):
         port = port or self.config.proxy_port

@@ -1,0 +1,99 @@
+"""The proxy process's lifecycle: SIGTERM, auth restarts, live revocation on two instances, metrics."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from services.stack.metrics import parse_prometheus
+from tests.proxy.support import closed_by_peer, connect, reading
+from tests.support.proc import free_port, wait_until
+
+
+def test_sigterm_closes_connections_with_disconnect_events_and_exits_0(proxy):
+    key, iv = proxy.register("term")
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(reading(key, iv))
+    wait_until(lambda: proxy.ingest("term"), 5)
+    proc = proxy.proxies[0]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert closed_by_peer(sock, timeout=1)
+    sock.close()
+    events = wait_until(lambda: [e for e in proxy.events("term") if e["event"] == "disconnect"], 5)
+    assert events[0]["reason"] == "shutdown"
+    assert "event=stopped flushed=True readings=1" in proxy.log()
+    assert not (proxy.config.run_dir / "metrics-proxy.prom").exists()
+
+
+def test_auth_restart_fails_in_flight_work_cleanly_then_heals(proxy):
+    key, iv = proxy.register("survivor")
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(reading(key, iv, 1))
+    wait_until(lambda: proxy.ingest("survivor"), 5)
+    [auth] = [p for p in proxy.procs.started if p.args[-1] == "services.auth"]
+    proxy.procs.stop(auth)
+    sock.sendall(reading(key, iv, 2))
+    assert closed_by_peer(sock)
+    sock.close()
+    wait_until(lambda: proxy.rejected("auth_unavailable", "survivor"), 5)
+    assert len(proxy.ingest("survivor")) == 1  # nothing published without auth
+    proxy.procs.start("auth", [sys.executable, "-m", "services.auth"], env=proxy.env)
+    wait_until(lambda: proxy.config.auth_socket.exists(), 10, what="auth to come back")
+    again = connect(proxy.config.proxy_port)
+    again.sendall(reading(key, iv, 3))
+    wait_until(lambda: len(proxy.ingest("survivor")) == 2, 5, what="readings after auth restarted")
+    again.close()
+    assert "Traceback" not in proxy.log()
+
+
+def test_revocation_closes_the_device_on_every_proxy_within_a_second(stack):
+    """Issue 3 "Done when" 2: two proxy instances, one connection of the device on each."""
+    ports = [stack.config.proxy_port, free_port()]
+    stack.start_proxy("proxy")
+    stack.start_proxy("proxy2", port=ports[1])
+    key, iv = stack.register("lost-device")
+    other_key, other_iv = stack.register("kept-device")
+    socks = [connect(p) for p in ports]
+    for n, sock in enumerate(socks):
+        sock.sendall(reading(key, iv, n))
+    kept = connect(ports[0])
+    kept.sendall(reading(other_key, other_iv))
+    wait_until(lambda: len(stack.ingest("lost-device")) == 2 and stack.ingest("kept-device"), 5)
+    started = stack.revoke("lost-device")
+    for sock in socks:
+        assert closed_by_peer(sock, timeout=max(0.05, started + 1.0 - time.monotonic()))
+        sock.close()
+    assert time.monotonic() - started < 1.0
+    for name in ("proxy", "proxy2"):
+        wait_until(lambda n=name: stack.close_lines("revoked", n), 2)
+    wait_until(lambda: len(stack.rejected("revoked", "lost-device")) == 2, 5)
+    # A reconnect with the revoked key is refused; the other device streams on.
+    retry = connect(ports[1])
+    retry.sendall(reading(key, iv, 9))
+    assert closed_by_peer(retry)
+    retry.close()
+    wait_until(lambda: len(stack.rejected("revoked", "lost-device")) == 3, 5)
+    assert len(stack.ingest("lost-device")) == 2
+    kept.sendall(reading(other_key, other_iv, 1))
+    wait_until(lambda: len(stack.ingest("kept-device")) == 2, 5)
+    kept.close()
+
+
+def test_metrics_file_counts_connections_and_readings(stack):
+    proxy = stack
+    proxy.start_proxy(MEDSEC_IDLE_TIMEOUT="30")  # the file is rewritten every 2 s
+    key, iv = proxy.register("counted")
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(reading(key, iv, 1) + reading(key, iv, 2))
+    wait_until(lambda: len(proxy.ingest("counted")) == 2, 5)
+    path = proxy.config.run_dir / "metrics-proxy.prom"
+
+    def values():
+        return parse_prometheus(path.read_text())
+
+    got = wait_until(lambda: values()["medsec_proxy_readings_accepted_total"] == 2 and values(), 5)
+    assert got["medsec_proxy_devices_connected"] == 1
+    assert got["medsec_proxy_identify_seconds_count"] == 1
+    assert got["medsec_proxy_publish_seconds_count"] == 2
+    sock.close()

@@ -1,0 +1,104 @@
+"""v1 readings through a real proxy, auth and broker: exact values, any TCP split, no waiting."""
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from services.common import v1
+from services.common.readings import ReadingError, validate
+from tests.proxy.support import closed_by_peer, connect, reading
+from tests.support.proc import wait_until
+
+ALL = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
+
+
+def publishable(vec: dict) -> bool:
+    """The vectors also hold codec edge cases that are not valid readings; keep the real ones."""
+    try:
+        validate(v1.parse_plaintext(vec["plaintext"].encode()))
+        return True
+    except (v1.V1Error, ReadingError):
+        return False
+
+
+VECTORS = [v for v in ALL if publishable(v)]
+assert len(VECTORS) >= 12, "the vectors file lost its readings"
+
+
+def by_credentials() -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for vec in VECTORS:
+        out.setdefault((vec["key"], vec["iv"]), []).append(vec)
+    return out
+
+
+def test_every_vector_is_published_with_its_exact_values_in_one_write_and_byte_by_byte(proxy):
+    expected: dict[str, list[dict]] = {}
+    socks = []
+    for n, ((key, iv), vecs) in enumerate(by_credentials().items()):
+        device = f"vec-{n}"
+        proxy.register(device, key, iv)
+        for variant in ("chained", "per_block"):
+            stream = b"".join(v["wire"].encode() for v in vecs if v["variant"] == variant)
+            if not stream:
+                continue
+            sock = connect(proxy.config.proxy_port)
+            if variant == "chained":
+                sock.sendall(stream)
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(len(stream)):
+                    sock.send(stream[i:i + 1])
+            socks.append(sock)
+        expected[device] = [json.loads(v["plaintext"]) for v in vecs]
+    for device, values in expected.items():
+        count = len(values)
+        got = wait_until(lambda d=device, n=count: len(proxy.ingest(d)) >= n and proxy.ingest(d), 10,
+                         what=f"readings of {device}")
+        assert sorted(json.dumps(r["values"], sort_keys=True) for r in got) == \
+            sorted(json.dumps(v, sort_keys=True) for v in values)
+    for sock in socks:
+        sock.close()
+
+
+def test_a_reading_is_published_before_the_next_one_starts(proxy):
+    key, iv = proxy.register("eager")
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(reading(key, iv, 5))  # and then nothing: no delimiter follows a reading
+    [msg] = wait_until(lambda: proxy.ingest("eager"), 3, what="the reading without a follower")
+    assert msg["device"] == "eager" and msg["protocol"] == "v1" and msg["seq"] is None
+    assert msg["values"]["Temp"] == "36.050" and msg["values"]["Acel_y"] == "-0.50"
+    assert msg["src"] == list(sock.getsockname())
+    assert msg["gw"] == ["127.0.0.1", proxy.config.proxy_port]
+    sock.sendall(reading(key, iv, 6))
+    msgs = wait_until(lambda: len(proxy.ingest("eager")) == 2 and proxy.ingest("eager"), 3)
+    assert msgs[0]["uid"] != msgs[1]["uid"]
+    sock.close()
+
+
+def test_connect_once_and_disconnect_only_when_the_last_connection_closes(proxy):
+    key, iv = proxy.register("twice")
+    first, second = connect(proxy.config.proxy_port), connect(proxy.config.proxy_port)
+    first.sendall(reading(key, iv, 1))
+    second.sendall(reading(key, iv, 2, variant="per_block"))
+    wait_until(lambda: len(proxy.ingest("twice")) == 2, 5)
+    first.close()
+    wait_until(lambda: proxy.close_lines("eof"), 5, what="the first close")
+    second.sendall(reading(key, iv, 3, variant="per_block"))
+    wait_until(lambda: len(proxy.ingest("twice")) == 3, 5, what="the second connection to go on")
+    assert [e["event"] for e in proxy.events("twice")] == ["connect", "connect"]
+    second.close()
+    wait_until(lambda: [e["event"] for e in proxy.events("twice")].count("disconnect") == 1, 5)
+    assert [e["event"] for e in proxy.events("twice")][-1] == "disconnect"
+
+
+def test_an_identified_device_that_goes_quiet_disconnects_without_a_rejection(proxy):
+    key, iv = proxy.register("quiet")
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(reading(key, iv))
+    wait_until(lambda: proxy.ingest("quiet"), 3)
+    assert closed_by_peer(sock, timeout=5)  # MEDSEC_IDLE_TIMEOUT=1.5
+    sock.close()
+    events = wait_until(lambda: len(proxy.events("quiet")) == 2 and proxy.events("quiet"), 3)
+    assert [(e["event"], e["reason"]) for e in events] == [("connect", None), ("disconnect", "idle_timeout")]
