@@ -59,6 +59,9 @@ class Config:
     throttle_window: float = 60.0
     throttle_cooldown: float = 30.0
     throttle_max_cooldown: float = 3600.0
+    # A reading the broker has not acknowledged within this many seconds closes its connection
+    # (bus_unavailable) instead of queueing without bound while the broker is down.
+    bus_timeout: float = 5.0
     # Where the MQTT broker is, when it is not on `host` (compose: the EMQX service name).
     mqtt_host: str = ""
     # The auth socket, when not run/auth.sock (compose: a shared volume; scale-out: one per auth).
@@ -86,6 +89,7 @@ class Config:
             throttle_window=_float(env, "MEDSEC_THROTTLE_WINDOW", 60.0),
             throttle_cooldown=_float(env, "MEDSEC_THROTTLE_COOLDOWN", 30.0),
             throttle_max_cooldown=_float(env, "MEDSEC_THROTTLE_MAX_COOLDOWN", 3600.0),
+            bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
             auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
