@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from services.proxy.v1 import V1Handler
+from services.proxy.v2 import V2Handler
 
 if TYPE_CHECKING:
     from services.proxy.connection import Connection
@@ -23,7 +24,7 @@ class ProtocolHandler(Protocol):
         """Serve the connection; return on a clean end of stream, raise Reject to close it."""
 
 
-HANDLERS: list[ProtocolHandler] = [V1Handler()]
+HANDLERS: list[ProtocolHandler] = [V1Handler(), V2Handler()]
 
 
 def select(first_byte: int) -> ProtocolHandler | None:

@@ -1,0 +1,161 @@
+"""Protocol v2 in the auth service: find the device by key id, check the counter, verify, acknowledge.
+
+Ops on the auth socket (docs/architecture.md):
+  {"op": "v2", "conn", "src", "frame": base64 of one whole frame}
+     -> {"status": "ok", "device", "seq", "values", "redelivery": bool}
+        {"status": "duplicate", "device", "seq", "ack": base64}   acknowledged before: re-ack, no publish
+        {"status": "rejected", "reason", "detail", "device"}
+  {"op": "v2ack", "conn", "kid": hex, "seq"}   after the broker's PUBACK of that reading
+     -> {"status": "ok", "device", "seq", "ack": base64}
+
+Order of checks (docs/protocol-v2.md): framing, key id (one dict lookup),
+counter (before any decryption), tag, reading. The device's replay window is
+advanced only after the tag verifies, and written to the key store before the
+answer leaves, so an auth restart neither forgets a counter nor an ack.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.auth.keystore import Credential
+from services.common import v2
+from services.common.logs import kv
+from services.common.readings import ReadingError, validate
+
+Answer = dict[str, Any]
+
+
+class V2Rejected(Exception):
+    def __init__(self, reason: str, detail: str, device: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.device = device
+
+
+@dataclass
+class Entry:
+    device_id: str
+    generation: int
+    keys: v2.Keys
+    expires_at: float | None
+    revoked: bool
+
+
+class V2Auth:
+    def __init__(self, store: Any, log: logging.Logger, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._log = log
+        self._clock = clock
+        self._by_kid: dict[bytes, Entry] = {}
+        self._windows: dict[bytes, v2.ReplayWindow] = {}
+
+    @property
+    def devices(self) -> int:
+        return len(self._by_kid)
+
+    def load(self, creds: list[Credential]) -> None:
+        """(Re)build the key id index; derived keys are kept for credentials already known."""
+        by_kid: dict[bytes, Entry] = {}
+        for cred in creds:
+            try:
+                kid = bytes.fromhex(cred.secret["key_id"])
+                master = bytes.fromhex(cred.secret["master_key"])
+            except (KeyError, ValueError):
+                self._log.error(kv(event="bad_v2_credential", device=cred.device_id,
+                                   generation=cred.generation))
+                continue
+            old = self._by_kid.get(kid)
+            same = old is not None and old.device_id == cred.device_id
+            keys = old.keys if old is not None and same else v2.derive_keys(master, kid)
+            by_kid[kid] = Entry(cred.device_id, cred.generation, keys, cred.expires_at, cred.revoked)
+        self._by_kid = by_kid
+        self._windows = {k: w for k, w in self._windows.items() if k in by_kid}
+
+    # --- ops ---
+    def frame(self, request: dict[str, Any]) -> Answer:
+        raw = _b64(request.get("frame"), "frame")
+        try:
+            frame, used = v2.read(raw)
+        except v2.V2Error as exc:
+            raise V2Rejected(exc.reason, exc.detail) from None
+        if frame is None or used != len(raw):
+            raise V2Rejected("bad_request", "frame must be exactly one whole v2 frame")
+        entry = self._entry(frame.kid)
+        window = self._window(frame.kid)
+        verdict = window.classify(frame.seq)
+        if verdict == "old_seq":
+            raise V2Rejected("old_seq", f"seq {frame.seq} is at or below {window.last}, never accepted",
+                             entry.device_id)
+        try:
+            plaintext = v2.open_data(entry.keys, frame)
+        except v2.V2Error as exc:
+            raise V2Rejected(exc.reason, exc.detail, entry.device_id) from None
+        if verdict == "duplicate":
+            return {"status": "duplicate", "device": entry.device_id, "seq": frame.seq,
+                    "ack": _ack(entry, frame.seq)}
+        if verdict == "new":
+            window.accept(frame.seq)  # the genuine device spent this seq, whatever the reading says
+            self._save(frame.kid, entry, window)
+        try:
+            values = v2.parse_reading(plaintext)
+            validate(values)
+        except (v2.V2Error, ReadingError) as exc:
+            raise V2Rejected(exc.reason, exc.detail, entry.device_id) from None
+        return {"status": "ok", "device": entry.device_id, "seq": frame.seq, "values": values,
+                "redelivery": verdict == "redelivery"}
+
+    def ack(self, request: dict[str, Any]) -> Answer:
+        kid_text, seq = request.get("kid"), request.get("seq")
+        if not isinstance(kid_text, str) or not isinstance(seq, int) or isinstance(seq, bool):
+            raise V2Rejected("bad_request", "v2ack needs kid (hex) and seq (int)")
+        try:
+            kid = bytes.fromhex(kid_text)
+        except ValueError:
+            raise V2Rejected("bad_request", "kid is not hex") from None
+        entry = self._entry(kid)
+        window = self._window(kid)
+        if not window.ack(seq):
+            raise V2Rejected("not_verified", f"seq {seq} was never accepted: no ack", entry.device_id)
+        self._save(kid, entry, window)
+        return {"status": "ok", "device": entry.device_id, "seq": seq, "ack": _ack(entry, seq)}
+
+    # --- internals ---
+    def _entry(self, kid: bytes) -> Entry:
+        entry = self._by_kid.get(kid)
+        if entry is None:
+            raise V2Rejected("unknown_kid", f"no v2 device has key id {kid.hex()}")
+        if entry.revoked:
+            raise V2Rejected("revoked", "the key of a revoked device", entry.device_id)
+        if entry.expires_at is not None and entry.expires_at <= self._clock():
+            raise V2Rejected("key_expired", "a key replaced by rotation whose grace period is over",
+                             entry.device_id)
+        return entry
+
+    def _window(self, kid: bytes) -> v2.ReplayWindow:
+        window = self._windows.get(kid)
+        if window is None:
+            window = v2.ReplayWindow.from_text(self._store.v2_window(kid.hex()))
+            self._windows[kid] = window
+        return window
+
+    def _save(self, kid: bytes, entry: Entry, window: v2.ReplayWindow) -> None:
+        self._store.save_v2_window(kid.hex(), entry.device_id, window.to_text())
+
+
+def _ack(entry: Entry, seq: int) -> str:
+    return base64.b64encode(v2.seal_ack(entry.keys, seq)).decode()
+
+
+def _b64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise V2Rejected("bad_request", f"{name} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise V2Rejected("bad_request", f"{name} is not base64") from None

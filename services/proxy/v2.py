@@ -1,0 +1,161 @@
+"""The v2 protocol handler (docs/protocol-v2.md): frames in, readings to the bus, acks back.
+
+Per frame: `v2.read` checks the header and refuses an oversize length before
+any body byte is read; auth (the only process with keys) checks the counter,
+verifies and decrypts; the reading is published with its seq; once the
+broker's PUBACK arrives, auth builds the ack (op v2ack) and it is written to
+the device. Frames are pipelined: reading the next frame does not wait for the
+previous frame's PUBACK. A duplicate of an acknowledged reading is acked
+again at once and nothing is published (reason `replay`, connection kept).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from services.common import v2 as codec
+from services.common.logs import kv
+from services.proxy.errors import BusUnavailable, Reject
+from services.proxy.output import event_payload
+from services.proxy.v1 import check_values
+
+if TYPE_CHECKING:
+    from services.proxy.connection import Connection
+
+log = logging.getLogger("medsec.proxy.v2")
+
+READ_CHUNK = 4096
+ACK_TIMEOUT = 5.0  # a PUBACK later than this: the connection closes without that ack
+
+
+class V2Session:
+    """Bytes in, whole frames out; no I/O. The buffer never exceeds one maximal frame plus one read."""
+
+    def __init__(self, idle_timeout: float, reading_timeout: float, now: float) -> None:
+        self.idle_timeout = idle_timeout
+        self.reading_timeout = reading_timeout
+        self.buffer = bytearray()
+        self.last_data = now
+        self.frame_started: float | None = None
+
+    def feed(self, data: bytes, now: float) -> None:
+        if not self.buffer:
+            self.frame_started = now
+        self.buffer += data
+        self.last_data = now
+
+    def next_frame(self) -> codec.Frame | None:
+        try:
+            frame, used = codec.read(self.buffer)
+        except codec.V2Error as exc:
+            raise Reject(exc.reason, exc.detail) from None
+        if frame is not None:
+            del self.buffer[:used]
+            self.frame_started = self.last_data if self.buffer else None
+        return frame
+
+    def deadline(self) -> tuple[float, str]:
+        idle = self.last_data + self.idle_timeout
+        if self.frame_started is not None and self.frame_started + self.reading_timeout < idle:
+            return self.frame_started + self.reading_timeout, "reading_timeout"
+        return idle, "idle_timeout"
+
+
+class V2Handler:
+    name = "v2"
+
+    @staticmethod
+    def claims(first_byte: int) -> bool:
+        return codec.is_v2_start(first_byte)
+
+    async def run(self, conn: Connection, first: bytes) -> None:
+        session = V2Session(conn.config.idle_timeout, conn.config.reading_timeout, conn.now())
+        session.feed(first, conn.now())
+        acks: set[asyncio.Task[None]] = set()
+        try:
+            await self._serve(conn, session, acks)
+        finally:
+            # Readings accepted before the end still get their acks (a PUBACK may be on its way).
+            if acks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait(acks, timeout=ACK_TIMEOUT)
+
+    async def _serve(self, conn: Connection, session: V2Session, acks: set[asyncio.Task[None]]) -> None:
+        while True:
+            frame = session.next_frame()
+            if frame is None:
+                when, reason = session.deadline()
+                data = await conn.read(READ_CHUNK, when, reason)
+                if not data:
+                    if session.buffer:
+                        detail = f"connection closed inside a frame ({len(session.buffer)} bytes)"
+                        raise Reject("truncated", detail, conn.device)
+                    return
+                session.feed(data, conn.now())
+                continue
+            reply = await conn.ask_auth({
+                "op": "v2", "conn": conn.id, "src": conn.src_text,
+                "frame": base64.b64encode(frame.raw).decode(),
+            })
+            status = reply.get("status")
+            device = reply.get("device")
+            answered = isinstance(device, str) and reply.get("seq") == frame.seq
+            if status in ("ok", "duplicate") and not answered:
+                raise Reject("auth_protocol", "auth answered without the device or the frame's seq")
+            if status == "ok":
+                puback = await conn.accept_reading(device, check_values(reply.get("values")), "v2", frame.seq)
+                task = asyncio.create_task(self._ack_after(conn, frame, puback), name=f"v2-ack-{conn.id}")
+                acks.add(task)
+                task.add_done_callback(acks.discard)
+            elif status == "duplicate":
+                if conn.device is not None and device != conn.device:
+                    raise Reject("device_changed", f"frame of {device} on a connection of {conn.device}",
+                                 conn.device)
+                self._replayed(conn, device, frame.seq)
+                conn.write(_ack_bytes(reply))
+            elif status == "rejected":
+                raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
+                             device if isinstance(device, str) else None)
+            else:
+                raise Reject("auth_protocol", f"unexpected auth status {str(status)[:20]!r}")
+
+    async def _ack_after(self, conn: Connection, frame: codec.Frame, puback: asyncio.Future[None]) -> None:
+        """Ack only after the broker has the reading; without a PUBACK the device will send it again."""
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT):
+                await asyncio.shield(puback)
+            reply = await conn.ask_auth(
+                {"op": "v2ack", "conn": conn.id, "kid": frame.kid.hex(), "seq": frame.seq})
+            if reply.get("status") != "ok":
+                raise Reject(str(reply.get("reason") or "auth_protocol"), str(reply.get("detail") or ""))
+            conn.write(_ack_bytes(reply))
+        except (TimeoutError, ConnectionError, BusUnavailable) as exc:
+            log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-", seq=frame.seq,
+                           detail=exc.__class__.__name__))
+        except Reject as exc:
+            log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-", seq=frame.seq,
+                           reason=exc.reason, detail=exc.detail[:100]))
+
+    @staticmethod
+    def _replayed(conn: Connection, device: str, seq: int) -> None:
+        """An already acknowledged reading came again: one log line, one event, nothing published."""
+        conn.state.metrics.rejected["replay"] += 1
+        log.info(kv(event="replay", conn=conn.id, device=device, seq=seq, src=conn.src_text))
+        detail = f"seq {seq} was already acknowledged: acked again, not published"
+        conn.state.output.publish_event(device, event_payload(
+            "rejected", device, "replay", detail, conn.src, "v2", time.time()))
+
+
+def _ack_bytes(reply: dict[str, Any]) -> bytes:
+    ack = reply.get("ack")
+    try:
+        data = base64.b64decode(ack, validate=True) if isinstance(ack, str) else b""
+    except ValueError:
+        data = b""
+    if not data:
+        raise Reject("auth_protocol", "auth answered without an ack frame")
+    return data

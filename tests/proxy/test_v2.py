@@ -1,0 +1,214 @@
+"""Protocol v2 end to end through the real proxy, auth and broker (issue 4, "Done when" 1-3).
+
+Devices are the firmware's own module (firmware/lib/v2codec.py) over real TCP.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from Crypto.Cipher import AES
+
+from services.auth.credentials import make_secret
+from services.auth.keystore import NewDevice, SQLiteKeyStore
+from services.common import v1, v2
+from tests.proxy.support import GOOD, closed_by_peer, connect
+from tests.support.proc import wait_until
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "firmware" / "lib"))
+import v2codec  # noqa: E402
+
+ACK_SIZE = v2.header_size(4) + v2.TAG
+
+
+def register_v2(stack, device: str) -> dict[str, str]:
+    secret = make_secret("v2")
+    store = SQLiteKeyStore.open(stack.config)
+    try:
+        store.add(NewDevice(device, "v2", secret))
+    finally:
+        store.close()
+    return secret
+
+
+def session(secret: dict[str, str], start: int = 1) -> v2codec.Session:
+    return v2codec.Session(bytes.fromhex(secret["master_key"]), bytes.fromhex(secret["key_id"]),
+                           v2codec.MemoryCounter(start))
+
+
+def reading(n: int) -> bytes:
+    return v1.format_reading(dict(GOOD, Temp=36.0 + n / 100))
+
+
+def read_acks(sock: socket.socket, dev: v2codec.Session, count: int,
+              timeout: float = 5.0) -> list[tuple[int, bytes]]:
+    sock.settimeout(timeout)
+    buf, out = bytearray(), []
+    while len(out) < count:
+        data = sock.recv(4096)
+        if not data:
+            raise AssertionError(f"connection closed after {len(out)} acks")
+        buf += data
+        while True:
+            seq, used = dev.read_ack(buf)
+            if seq is None:
+                break
+            out.append((seq, bytes(buf[:used])))
+            del buf[:used]
+    return out
+
+
+def seqs(stack, device: str) -> list[int]:
+    return [m["seq"] for m in stack.ingest(device)]
+
+
+def test_readings_are_published_then_acked_and_replays_are_reacked_not_republished(proxy):
+    secret = register_v2(proxy, "v2-happy")
+    dev = session(secret)
+    frames = [dev.seal(reading(n))[1] for n in range(3)]
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(b"".join(frames))
+    acks = read_acks(sock, dev, 3)
+    assert sorted(s for s, _ in acks) == [1, 2, 3]
+    wait_until(lambda: len(seqs(proxy, "v2-happy")) == 3, 5, what="three readings on the bus")
+    msg = proxy.ingest("v2-happy")[0]
+    assert msg["protocol"] == "v2" and msg["values"]["Temp"] == "36.000"
+    # the same frame again, on the same connection and on a new one: the same ack, nothing published
+    sock.sendall(frames[1])
+    (seq, again), = read_acks(sock, dev, 1)
+    assert seq == 2 and again == dict(acks)[2]
+    other = connect(proxy.config.proxy_port)
+    other.sendall(frames[0])
+    assert read_acks(other, dev, 1)[0][0] == 1
+    wait_until(lambda: len(proxy.rejected("replay", "v2-happy")) == 2, 5, what="two replay events")
+    assert seqs(proxy, "v2-happy") == [1, 2, 3]
+    # the connection stays usable after a replay
+    sock.sendall(dev.seal(reading(4))[1])
+    assert read_acks(sock, dev, 1)[0][0] == 4
+    sock.close()
+    other.close()
+
+
+def _refused(stack, sock: socket.socket, payload: bytes, reason: str, device: str) -> None:
+    sock.sendall(payload)
+    assert closed_by_peer(sock), reason
+    wait_until(lambda: stack.rejected(reason, device), 5, what=f"rejected event {reason}")
+
+
+def test_each_bad_frame_has_its_own_reason_and_nothing_is_published(proxy):
+    secret = register_v2(proxy, "v2-victim")
+    bystander = register_v2(proxy, "v2-bystander")
+    dev = session(secret)
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(dev.seal(reading(0))[1])
+    read_acks(sock, dev, 1)
+    sock.close()
+    port = proxy.config.proxy_port
+
+    # lower counter: a genuine frame with a seq below one already accepted, never seen before
+    dev.counter.next_seq = 10
+    _, ten = dev.seal(reading(10))
+    s = connect(port)
+    s.sendall(ten)
+    read_acks(s, dev, 1)
+    s.close()
+    dev.counter.next_seq = 5
+    _, five = dev.seal(reading(5))
+    _refused(proxy, connect(port), five, "old_seq", "v2-victim")
+
+    dev.counter.next_seq = 11
+    _, good = dev.seal(reading(11))
+    header = v2.header_size(4)
+    flipped_tag = bytearray(good)
+    flipped_tag[-1] ^= 0x01
+    _refused(proxy, connect(port), bytes(flipped_tag), "bad_tag", "v2-victim")
+    flipped_ct = bytearray(good)
+    flipped_ct[header + 3] ^= 0x40
+    _refused(proxy, connect(port), bytes(flipped_ct), "bad_tag", "v2-victim")
+    flipped_seq = bytearray(good)
+    flipped_seq[header - 3] ^= 0x01  # seq 11 -> 10: already accepted, so the tag must prove it
+    _refused(proxy, connect(port), bytes(flipped_seq), "bad_tag", "v2-victim")
+
+    oversize = bytearray(good[:header])
+    oversize[header - 2:header] = (60000).to_bytes(2, "big")
+    _refused(proxy, connect(port), bytes(oversize), "too_long", "~unidentified")
+
+    stranger = v2codec.Session(bytes(16), b"\xde\xad\xbe\xef", v2codec.MemoryCounter())
+    _refused(proxy, connect(port), stranger.seal(reading(1))[1], "unknown_kid", "~unidentified")
+
+    s = connect(port)
+    s.sendall(good[:40])
+    s.shutdown(socket.SHUT_WR)
+    assert closed_by_peer(s)
+    wait_until(lambda: proxy.rejected("truncated", "~unidentified"), 5, what="truncated event")
+
+    assert seqs(proxy, "v2-victim") == [1, 10]
+    # the counter did not move for any refused frame: the genuine seq 11 is still accepted
+    s = connect(port)
+    s.sendall(good)
+    assert read_acks(s, dev, 1)[0][0] == 11
+    # and another device was never affected
+    other = session(bystander)
+    b = connect(port)
+    b.sendall(other.seal(reading(1))[1])
+    assert read_acks(b, other, 1)[0][0] == 1
+    wait_until(lambda: seqs(proxy, "v2-victim") == [1, 10, 11] and seqs(proxy, "v2-bystander") == [1], 5,
+               what="only the good readings on the bus")
+    s.close()
+    b.close()
+
+
+@pytest.mark.parametrize("region", ["header", "ciphertext", "tag"])
+def test_every_bit_flip_in_a_region_is_refused_through_the_gateway(proxy, region):
+    secret = register_v2(proxy, f"v2-flip-{region}")
+    dev = session(secret)
+    _, good = dev.seal(reading(1))
+    header = v2.header_size(4)
+    bits = {"header": range(header * 8), "ciphertext": range(header * 8, (len(good) - 8) * 8, 37),
+            "tag": range((len(good) - 8) * 8, len(good) * 8)}[region]
+    for bit in bits:
+        bad = bytearray(good)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        s = connect(proxy.config.proxy_port)
+        s.sendall(bytes(bad))
+        s.shutdown(socket.SHUT_WR)  # a length grown by the flip shows up as truncated
+        s.settimeout(5)
+        assert s.recv(4096) == b"", f"bit {bit} was acknowledged"
+        s.close()
+    assert seqs(proxy, f"v2-flip-{region}") == []
+    s = connect(proxy.config.proxy_port)
+    s.sendall(good)
+    assert read_acks(s, dev, 1)[0][0] == 1
+    s.close()
+
+
+def test_a_v2_device_talking_v1_with_its_key_is_refused(proxy):
+    secret = register_v2(proxy, "v2-downgrade")
+    master = bytes.fromhex(secret["master_key"])
+    as_text = (secret["master_key"][:16].encode(), secret["master_key"][16:].encode())
+    for key, iv in ((master, master), as_text):
+        wire = v1.encrypt(AES.new(key, AES.MODE_ECB).encrypt, iv, reading(1), "chained")
+        s = connect(proxy.config.proxy_port)
+        s.sendall(wire)
+        assert closed_by_peer(s)
+    wait_until(lambda: len(proxy.rejected("unknown_key")) >= 2, 5, what="two unknown_key refusals")
+    assert proxy.ingest("v2-downgrade") == []
+
+
+def test_ack_waits_for_the_broker(proxy, procs, broker):
+    """With the broker down nothing is acknowledged; once it is back the reading reaches it and is acked."""
+    from tests.support.broker import start_mosquitto
+
+    secret = register_v2(proxy, "v2-puback")
+    dev = session(secret)
+    procs.stop(broker)
+    s = connect(proxy.config.proxy_port)
+    s.sendall(dev.seal(reading(1))[1])
+    s.settimeout(1.0)
+    with pytest.raises(TimeoutError):
+        s.recv(4096)
+    start_mosquitto(proxy.config, procs)
+    assert read_acks(s, dev, 1, timeout=10)[0][0] == 1
+    s.close()
