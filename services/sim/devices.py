@@ -1,0 +1,111 @@
+"""Simulated devices, one class per protocol: readings in, wire bytes out.
+
+A protocol plugs in by providing a `SimDevice` subclass and an entry in
+PROTOCOLS (module:Class, imported on first use). The runner only calls:
+
+- `greeting()`: bytes to write right after connecting (a v2 handshake; v1: none);
+- `encode(values)`: one reading as it goes on the wire;
+- `on_data(data)`: bytes the gateway sent; returns how many readings that acknowledged;
+- `unacked()`: frames to send again after a reconnect (v1: none, nothing is acknowledged).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from Crypto.Cipher import AES
+
+from services.common import v1
+
+# protocol -> "module:Class". v2 (issue 4) adds services/sim/v2.py with a SimDevice subclass.
+PROTOCOLS: dict[str, str] = {
+    "v1": "services.sim.devices:V1Device",
+    "v2": "services.sim.v2:V2Device",
+}
+
+
+class ProtocolUnavailable(Exception):
+    """The protocol is known but its simulated device is not in this build."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the key-admin API returned when the device was registered (secrets included)."""
+
+    id: str
+    protocol: str
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, str]:
+        return {**self.secrets, "id": self.id, "protocol": self.protocol}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Credentials:
+        secrets = {k: str(v) for k, v in obj.items() if k not in ("id", "protocol")}
+        return cls(id=str(obj["id"]), protocol=str(obj["protocol"]), secrets=secrets)
+
+
+class SimDevice:
+    """Base class: a protocol's simulated device. Subclasses override encode (and acks if any)."""
+
+    protocol = ""
+    acknowledged = False  # does the gateway acknowledge readings of this protocol?
+
+    def __init__(self, creds: Credentials, variant: str = "chained") -> None:
+        self.creds = creds
+        self.id = creds.id
+        self.variant = variant
+
+    def greeting(self) -> bytes:
+        return b""
+
+    def encode(self, values: dict[str, float]) -> bytes:
+        raise NotImplementedError
+
+    def on_data(self, data: bytes) -> int:
+        return 0
+
+    def unacked(self) -> list[bytes]:
+        return []
+
+
+class V1Device(SimDevice):
+    """The legacy protocol: AES-128-CBC with the device's static key and IV, hex blocks joined by '+'."""
+
+    protocol = "v1"
+
+    def __init__(self, creds: Credentials, variant: str = "chained") -> None:
+        super().__init__(creds, variant)
+        if variant not in v1.VARIANTS:
+            raise ValueError(f"v1 variant must be one of {', '.join(v1.VARIANTS)}, not {variant!r}")
+        key = creds.secrets.get("key", "").encode()
+        iv = creds.secrets.get("iv", "").encode()
+        if len(key) != 16 or len(iv) != 16:
+            raise ValueError(f"device {creds.id}: v1 key and iv must be 16 characters each")
+        self._ecb = AES.new(key, AES.MODE_ECB)
+        self._iv = iv
+
+    def encode(self, values: dict[str, float]) -> bytes:
+        return self.encrypt(v1.format_reading(values))
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        return v1.encrypt(self._ecb.encrypt, self._iv, plaintext, self.variant)  # type: ignore[arg-type]
+
+
+def device_class(protocol: str) -> type[SimDevice]:
+    """The SimDevice class of a protocol. Raises ProtocolUnavailable if it is not built yet."""
+    target = PROTOCOLS.get(protocol)
+    if target is None:
+        raise ProtocolUnavailable(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ProtocolUnavailable(f"protocol {protocol} is not available in the simulator yet") from None
+    return getattr(module, class_name)
+
+
+def make_device(creds: Credentials, variant: str = "chained") -> SimDevice:
+    return device_class(creds.protocol)(creds, variant)

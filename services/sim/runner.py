@@ -1,0 +1,201 @@
+"""The simulator's engine: N devices, each its own TCP connection, on one asyncio loop.
+
+Each device task connects, writes readings at its rate (or as fast as the
+connection takes them with rate 0), feeds whatever the gateway sends back to
+its device object (v2 acknowledgements), and reconnects with exponential
+back-off when the connection fails or the gateway closes it. Stopping cancels
+the tasks, which close their connections.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from services.sim.devices import SimDevice
+from services.sim.vitals import Vitals
+
+OnSend = Callable[[str, bytes, float], None]  # (device id, frame, wall-clock time of the write)
+
+
+@dataclass
+class SimOptions:
+    host: str = "127.0.0.1"
+    port: int = 9998
+    rate: float = 1.0  # readings per second per device; 0 = as fast as the connection takes them
+    duration: float | None = None  # seconds; None = until stopped
+    connect_timeout: float = 5.0
+    min_backoff: float = 0.1
+    max_backoff: float = 5.0
+    seed: int | None = None  # same seed, same vitals (tests)
+
+
+@dataclass
+class SimStats:
+    devices: int = 0
+    sent: int = 0  # readings written to the gateway
+    acked: int = 0  # readings the gateway acknowledged (protocols with acknowledgements)
+    errors: int = 0  # failed connects, connections closed by the gateway, write failures
+    reconnects: int = 0
+    connected: int = 0  # devices connected right now
+    elapsed: float = 0.0
+    acknowledging: bool = False  # does this protocol acknowledge readings at all?
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Many devices need many sockets: lift the soft limit towards the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class Simulation:
+    def __init__(self, devices: list[SimDevice], options: SimOptions, on_send: OnSend | None = None) -> None:
+        self.devices = devices
+        self.options = options
+        self.on_send = on_send
+        self.stats = SimStats(devices=len(devices), acknowledging=any(d.acknowledged for d in devices))
+        self._stop: asyncio.Event | None = None
+        self._started = 0.0
+
+    def stop(self) -> None:
+        """Ask the simulation to end (safe from signal handlers on the loop)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started if self._started else 0.0
+
+    async def run(self, progress: Callable[[SimStats], None] | None = None,
+                  progress_interval: float = 1.0) -> SimStats:
+        self._stop = asyncio.Event()
+        self._started = time.monotonic()
+        raise_fd_limit(len(self.devices) + 256)
+        tasks = [asyncio.create_task(self._device(device, self._rng(device)), name=f"sim-{device.id}")
+                 for device in self.devices]
+        reporter = asyncio.create_task(self._report(progress, progress_interval)) if progress else None
+        try:
+            if self.options.duration is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.options.duration)
+            else:
+                await self._stop.wait()
+        finally:
+            for task in tasks + ([reporter] if reporter else []):
+                task.cancel()
+            await asyncio.gather(*tasks, *([reporter] if reporter else []), return_exceptions=True)
+            self.stats.elapsed = self.elapsed()
+            self.stats.connected = 0
+        return self.stats
+
+    def _rng(self, device: SimDevice) -> random.Random:
+        seed = self.options.seed
+        return random.Random(f"{seed}:{device.id}") if seed is not None else random.Random()
+
+    async def _report(self, progress: Callable[[SimStats], None], interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.stats.elapsed = self.elapsed()
+            progress(self.stats)
+
+    async def _device(self, device: SimDevice, rng: random.Random) -> None:
+        options, stats = self.options, self.stats
+        vitals = Vitals(rng)
+        backoff = options.min_backoff
+        connected_before = False
+        while True:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(options.host, options.port), options.connect_timeout)
+            except (OSError, TimeoutError):
+                stats.errors += 1
+                await asyncio.sleep(backoff * rng.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, options.max_backoff)
+                continue
+            if connected_before:
+                stats.reconnects += 1
+            connected_before = True
+            stats.connected += 1
+            began = time.monotonic()
+            try:
+                await self._session(device, vitals, rng, reader, writer)
+            except (OSError, ConnectionError):
+                pass  # the gateway went away mid-write: counted below, then reconnect
+            finally:
+                stats.connected -= 1
+                writer.close()
+            stats.errors += 1  # a session only ends on its own when the connection failed or was closed
+            if time.monotonic() - began > 5 * backoff:
+                backoff = options.min_backoff  # it worked for a while: start over quickly
+            await asyncio.sleep(backoff * rng.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, options.max_backoff)
+
+    async def _session(self, device: SimDevice, vitals: Vitals, rng: random.Random,
+                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Write readings until the connection fails or is closed. Returns when it is over."""
+        stats, on_send = self.stats, self.on_send
+        read_task = asyncio.create_task(self._read(device, reader), name=f"sim-{device.id}-read")
+        try:
+            first = device.greeting() + b"".join(device.unacked())
+            if first:
+                writer.write(first)
+            rate = self.options.rate
+            period = 1.0 / rate if rate > 0 else 0.0
+            loop = asyncio.get_running_loop()
+            # Devices start at random points of their period, so N devices do not write in lockstep.
+            next_at = loop.time() + rng.uniform(0.0, period)
+            count = 0
+            while not read_task.done():
+                if period:
+                    delay = next_at - loop.time()
+                    if delay > 0:
+                        await asyncio.wait([read_task], timeout=delay)
+                        if read_task.done():
+                            break
+                    next_at = max(next_at + period, loop.time() - period)  # no burst after a stall
+                frame = device.encode(vitals.sample(time.time()))
+                writer.write(frame)
+                stats.sent += 1
+                if on_send is not None:
+                    on_send(device.id, frame, time.time())
+                await writer.drain()  # waits only when the gateway is not keeping up
+                count += 1
+                if not period and count % 32 == 0:
+                    await asyncio.sleep(0)  # fair to the other devices when writing flat out
+        finally:
+            # Not awaited: awaiting here could swallow the cancellation that stops the simulation.
+            read_task.cancel()
+
+    async def _read(self, device: SimDevice, reader: asyncio.StreamReader) -> None:
+        """Feed the gateway's bytes to the device until it closes the connection."""
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                self.stats.acked += device.on_data(data)
+        except (OSError, ConnectionError):
+            return
+        except ValueError:
+            return  # the device refused what the gateway sent (e.g. a forged acknowledgement): reconnect
+
+
+async def simulate(devices: list[SimDevice], options: SimOptions, on_send: OnSend | None = None,
+                   progress: Callable[[SimStats], None] | None = None) -> SimStats:
+    return await Simulation(devices, options, on_send).run(progress)
+
+
+def run(devices: list[SimDevice], options: SimOptions, on_send: OnSend | None = None) -> SimStats:
+    """Run the devices for options.duration seconds on a fresh event loop; returns the counts."""
+    if options.duration is None:
+        raise ValueError("run() needs a duration; use Simulation.run() to run until stopped")
+    return asyncio.run(simulate(devices, options, on_send))
