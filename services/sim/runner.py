@@ -39,6 +39,7 @@ class SimStats:
     devices: int = 0
     sent: int = 0  # readings written to the gateway
     acked: int = 0  # readings the gateway acknowledged (protocols with acknowledgements)
+    resent: int = 0  # unacknowledged readings sent again after a reconnect
     errors: int = 0  # failed connects, connections closed by the gateway, write failures
     reconnects: int = 0
     connected: int = 0  # devices connected right now
@@ -145,7 +146,9 @@ class Simulation:
         stats, on_send = self.stats, self.on_send
         read_task = asyncio.create_task(self._read(device, reader), name=f"sim-{device.id}-read")
         try:
-            first = device.greeting() + b"".join(device.unacked())
+            resend = device.unacked()
+            stats.resent += len(resend)
+            first = device.greeting() + b"".join(resend)
             if first:
                 writer.write(first)
             rate = self.options.rate

@@ -11,7 +11,7 @@ def _clock(seconds: float) -> str:
 
 def status_line(stats: SimStats, rate: float) -> str:
     """One line: devices, readings sent (and the current rate), acknowledged, errors, reconnects."""
-    acked = str(stats.acked) if stats.acknowledging else "n/a"
+    acked = f"{stats.acked} | resent {stats.resent}" if stats.acknowledging else "n/a"
     return (f"{_clock(stats.elapsed)} devices {stats.connected}/{stats.devices} connected | "
             f"sent {stats.sent} ({rate:.1f}/s) | acked {acked} | errors {stats.errors} | "
             f"reconnects {stats.reconnects}")
@@ -25,6 +25,7 @@ def summary(stats: SimStats) -> str:
     ]
     if stats.acknowledging:
         lines.append(f"  acknowledged     {stats.acked}")
+        lines.append(f"  resent           {stats.resent}")
     lines += [f"  errors           {stats.errors}", f"  reconnects       {stats.reconnects}"]
     return "\n".join(lines)
 
