@@ -68,6 +68,6 @@ KINDS: dict[str, CredentialKind] = {
 
 def make_secret(protocol: str, fields: dict[str, Any] | None = None) -> dict[str, str]:
     """Validate the given credentials of `protocol`, generating what is absent."""
-    if protocol not in KINDS:
+    if not isinstance(protocol, str) or protocol not in KINDS:
         raise CredentialError(f"protocol must be one of {', '.join(KINDS)}")
     return KINDS[protocol].make(fields or {})

@@ -64,7 +64,12 @@ def _handle(exc: Exception) -> Any:
     if isinstance(exc, CredentialError):
         return _error(400, str(exc))
     if isinstance(exc, HTTPException):
-        return _error(exc.code or 500, exc.description or exc.name)
+        body, status = _error(exc.code or 500, exc.description or exc.name)
+        # Keep the headers HTTP requires with some errors (Allow on 405, WWW-Authenticate on 401).
+        for name, value in exc.get_headers():
+            if name.lower() in ("allow", "www-authenticate", "retry-after"):
+                body.headers[name] = value
+        return body, status
     log.exception(kv(event="internal_error", path=request.path, error=type(exc).__name__))
     return _error(500, "internal error; see the keyadmin log")
 

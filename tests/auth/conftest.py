@@ -10,7 +10,7 @@ import pytest
 
 from services.auth.keystore import SQLiteKeyStore
 from services.common.state import init_state
-from tests.support.proc import wait_until
+from tests.support.proc import port_open, wait_until
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "v1.json"
 # Add "postgres" here once that backend exists (issue 8); every store test runs against each.
@@ -48,4 +48,13 @@ def auth_proc(state, config_env, procs):
     wait_until(lambda: state.auth_socket.exists() or proc.poll() is not None, 10, what="auth socket")
     assert proc.poll() is None, "auth exited at start"
     assert os.stat(state.auth_socket).st_mode & 0o777 == 0o600
+    return proc
+
+
+@pytest.fixture
+def keyadmin(state, broker, config_env, procs):
+    """The real `python -m services.auth.keyadmin` (waitress) with the real broker."""
+    proc = procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    wait_until(lambda: port_open(state.admin_port) or proc.poll() is not None, 15, what="keyadmin to listen")
+    assert proc.poll() is None
     return proc

@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import urllib.error
 import urllib.request
-
-import pytest
 
 from services.common.state import admin_token
 from tests.auth.wire import AuthClient, encrypt
 from tests.support.broker import Subscriber
-from tests.support.proc import port_open, wait_until
+from tests.support.proc import wait_until
 
 GOOD = '{"Temp":"36.600","TempMcu":"23.700","PulseSig":"2.123","Acel_x":"0.000","Acel_y":"0.000",' \
        '"Acel_z":"0.000","TempMpu":"23.400"}'
@@ -29,14 +26,6 @@ def call(config, method: str, path: str, body: dict | None = None, token: str | 
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-@pytest.fixture
-def keyadmin(state, broker, config_env, procs):
-    proc = procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
-    wait_until(lambda: port_open(state.admin_port) or proc.poll() is not None, 15, what="keyadmin to listen")
-    assert proc.poll() is None
-    return proc
 
 
 def test_api_events_and_auth_end_to_end(state, keyadmin, auth_proc, procs):
