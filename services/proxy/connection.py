@@ -25,7 +25,6 @@ log = logging.getLogger("medsec.proxy")
 FIRST_READ = 4096
 # Readings of one connection that may wait for their PUBACK before the connection stops reading.
 MAX_PENDING_ACKS = 8
-BUS_TIMEOUT = 5.0
 
 
 class Connection:
@@ -93,8 +92,14 @@ class Connection:
                                  self.state.next_uid(), time.time())
         future = self.state.output.publish_reading(device, payload)
         self._acks.append(future)
-        future.add_done_callback(self._counted)
+        # A device may send nothing more for a while: the broker's silence must close it anyway.
+        watchdog = self.loop.call_later(self.config.bus_timeout, self._ack_overdue, future)
+        future.add_done_callback(lambda f: (watchdog.cancel(), self._counted(f)))
         return future
+
+    def _ack_overdue(self, future: asyncio.Future[None]) -> None:
+        if not future.done():
+            self.kill("bus_unavailable", f"no PUBACK within {self.config.bus_timeout:g} s")
 
     def write(self, data: bytes) -> None:
         """For protocols that answer the device (v2 acknowledgements)."""
@@ -118,10 +123,10 @@ class Connection:
 
     async def _await_ack(self, future: asyncio.Future[None]) -> None:
         try:
-            async with asyncio.timeout(BUS_TIMEOUT):
+            async with asyncio.timeout(self.config.bus_timeout):
                 await asyncio.shield(future)
         except TimeoutError:
-            raise BusUnavailable(f"no PUBACK within {BUS_TIMEOUT:g} s") from None
+            raise BusUnavailable(f"no PUBACK within {self.config.bus_timeout:g} s") from None
         except ConnectionError as exc:
             raise BusUnavailable(str(exc)) from None
 

@@ -17,7 +17,7 @@ from services.auth.keystore import NewDevice, SQLiteKeyStore
 from services.common import v1
 from services.common.config import Config
 from tests.support.broker import Subscriber
-from tests.support.proc import Processes, port_open, wait_until
+from tests.support.proc import Processes, wait_until
 
 # Short limits so the timeout tests take about a second.
 FAST_ENV = {"MEDSEC_IDLE_TIMEOUT": "1.5", "MEDSEC_READING_TIMEOUT": "1.0"}
@@ -81,7 +81,8 @@ class Stack:
         proc = self.procs.start(name, [sys.executable, "-m", "services.proxy"],
                                 env={**self.env, **FAST_ENV, "MEDSEC_PROXY_PORT": str(port), **env})
         log = self.log_dir / f"{name}.log"
-        wait_until(lambda: port_open(port) and "event=subscribed" in log.read_text(), 10,
+        # From its log, not by probing the port: a probe would hold a connection slot for a moment.
+        wait_until(lambda: all(f"event={e}" in log.read_text() for e in ("listening", "subscribed")), 10,
                    what=f"{name} to listen and follow key events")
         self.proxies.append(proc)
         return proc

@@ -7,6 +7,7 @@ import time
 
 from services.stack.metrics import parse_prometheus
 from tests.proxy.support import closed_by_peer, connect, reading
+from tests.support.broker import Subscriber, start_mosquitto
 from tests.support.proc import free_port, wait_until
 
 
@@ -97,3 +98,29 @@ def test_metrics_file_counts_connections_and_readings(stack):
     assert got["medsec_proxy_identify_seconds_count"] == 1
     assert got["medsec_proxy_publish_seconds_count"] == 2
     sock.close()
+
+
+def test_broker_down_closes_with_bus_unavailable_then_recovers(stack):
+    stack.start_proxy(MEDSEC_BUS_TIMEOUT="0.5", MEDSEC_IDLE_TIMEOUT="30")
+    key, iv = stack.register("patient")
+    sock = connect(stack.config.proxy_port)
+    sock.sendall(reading(key, iv, 1))
+    wait_until(lambda: stack.ingest("patient"), 5)
+    [mosquitto] = [p for p in stack.procs.started if "mosquitto" in p.args[0]]
+    stack.procs.stop(mosquitto)
+    sock.sendall(reading(key, iv, 2))
+    assert closed_by_peer(sock, timeout=3)  # not held open, not queued without end
+    sock.close()
+    wait_until(lambda: stack.close_lines("bus_unavailable"), 3)
+    # The broker comes back (same config, persistence on): the proxy reconnects by itself.
+    stack.monitor.close()
+    start_mosquitto(stack.config, stack.procs)
+    wait_until(lambda: stack.log().count("event=subscribed") == 2, 10, what="the proxy to reconnect")
+    stack.monitor = Subscriber(stack.config, "monitor")
+    stack.monitor.subscribe("medsec/#")
+    again = connect(stack.config.proxy_port)
+    again.sendall(reading(key, iv, 3))
+    msgs = wait_until(lambda: [m for m in stack.ingest("patient") if m["values"]["Temp"] == "36.030"], 5)
+    assert len(msgs) == 1
+    again.close()
+    assert "Traceback" not in stack.log()
