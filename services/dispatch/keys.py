@@ -3,8 +3,8 @@
 The server's pair is generated at first start into the state dir (private 0600).
 Station public keys live in the key store, which only auth and keyadmin open;
 the server asks the key-admin API for them (GET /api/v1/stations/<id>, admin
-token) and caches each answer for a few seconds, so a revoked station is
-refused within that time.
+token) for every envelope by default, so a revoked station is refused as soon
+as the DELETE has answered; MEDSEC_DISPATCH_KEY_TTL > 0 caches answers that long.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class StationKeyError(Exception):
 class StationKeys:
     """Station public keys from the key-admin API, cached for `ttl` seconds."""
 
-    def __init__(self, admin_url: str, token: str, ttl: float = 2.0, timeout: float = 3.0) -> None:
+    def __init__(self, admin_url: str, token: str, ttl: float = 0.0, timeout: float = 3.0) -> None:
         self.admin_url = admin_url.rstrip("/")
         self.token = token
         self.ttl = ttl
@@ -91,6 +91,8 @@ class StationKeys:
 
     def __call__(self, station: str) -> RSA.RsaKey | None:
         now = time.monotonic()
+        if self.ttl <= 0:
+            return self.fetch(station)
         with self._lock:
             hit = self._cache.get(station)
             if hit and now - hit[0] < self.ttl:

@@ -38,7 +38,7 @@ class DispatchConfig:
     state_path: Path
     line_env: str | None = None
     window: float = envelope.DEFAULT_WINDOW
-    key_ttl: float = 2.0
+    key_ttl: float = 0.0
 
     @classmethod
     def from_env(cls, config: Config, env: Mapping[str, str] | None = None) -> DispatchConfig:
@@ -49,7 +49,7 @@ class DispatchConfig:
             state_path=dispatch_dir(config) / "state.json",
             line_env=env.get("MEDSEC_DISPATCH_LINE") or None,
             window=float(env.get("MEDSEC_DISPATCH_WINDOW") or envelope.DEFAULT_WINDOW),
-            key_ttl=float(env.get("MEDSEC_DISPATCH_KEY_TTL") or 2.0),
+            key_ttl=float(env.get("MEDSEC_DISPATCH_KEY_TTL") or 0.0),
         )
 
 

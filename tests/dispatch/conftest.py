@@ -109,5 +109,69 @@ def dstack(config, config_env, procs, broker, keys) -> DispatchStack:
     write_secret(dkeys.server_key_path(config), envelope.private_pem(keys["dispatch"]))
     procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
     wait_until(lambda: port_open(config.admin_port), 15, what="key-admin API")
-    env = {**config_env, "MEDSEC_DISPATCH_KEY_TTL": "0.2"}
+    env = dict(config_env)
     return DispatchStack(config, env, procs, keys)
+
+
+class Probe:
+    """A hand-driven station: logs in as station-<id>, seals whatever a test wants, sees the answers."""
+
+    def __init__(self, dstack: DispatchStack, station: str, password: str | None = None) -> None:
+        self.dstack = dstack
+        self.station = station
+        self.server = dstack.keys["dispatch"].public_key()
+        self.sub = Subscriber(dstack.config, f"station-{station}", password or dstack.passwords[station])
+        for leaf in ("params", "verdict", "go"):
+            self.sub.subscribe(f"medsec/dispatch/station-{station}/{leaf}")
+        self.opener = envelope.Opener(station, dstack.keys[station],
+                                      lambda s: self.server if s == "dispatch" else None)
+        self.seen = 0
+
+    def seal(self, kind: str, body: dict, *, signer: str | None = None, sender: str | None = None,
+             recipient: str = "dispatch", now: float | None = None) -> bytes:
+        recipient_key = self.server if recipient == "dispatch" else self.dstack.keys[recipient]
+        return envelope.seal(json.dumps(body).encode(), kind=kind, sender=sender or self.station,
+                             recipient=recipient, sender_key=self.dstack.keys[signer or self.station],
+                             recipient_key=recipient_key, now=now)
+
+    def publish(self, leaf: str, data: bytes, station: str | None = None) -> None:
+        topic = f"medsec/dispatch/station-{station or self.station}/{leaf}"
+        self.sub.client.publish(topic, data, qos=1).wait_for_publish(5)
+
+    def send(self, leaf: str, kind: str, body: dict, **kw) -> bytes:
+        data = self.seal(kind, body, **kw)
+        self.publish(leaf, data)
+        return data
+
+    def answers(self) -> list[tuple[str, dict]]:
+        out = []
+        for m in list(self.sub.messages):
+            env = envelope.parse(m.payload)
+            out.append((env.kind, json.loads(envelope.decrypt(env, self.dstack.keys[self.station]))))
+        return out
+
+    def next(self, timeout: float = 10) -> tuple[str, dict]:
+        """The next answer the server sealed for this station."""
+        wait_until(lambda: len(self.sub.messages) > self.seen, timeout, what=f"an answer for {self.station}")
+        self.seen += 1
+        m = self.sub.messages[self.seen - 1]
+        _, plain = self.opener.open(m.payload)
+        return envelope.parse(m.payload).kind, json.loads(plain)
+
+    def close(self) -> None:
+        self.sub.close()
+
+
+@pytest.fixture
+def running(dstack, request):
+    """A line s1, s2, s3 (s2 fails its first set), all registered, dispatch up; a monitor on the tree."""
+    dstack.write_line(request.node.name, demo_files())
+    for s in STATIONS:
+        dstack.register(s)
+    monitor = Subscriber(dstack.config, "monitor")
+    monitor.subscribe("medsec/dispatch/#")
+    dstack.start_dispatch()
+    wait_until(lambda: dstack.status(monitor), 15, what="dispatch status")
+    dstack.monitor = monitor
+    yield dstack
+    monitor.close()
