@@ -44,6 +44,7 @@ class Connection:
         self.protocol: str | None = None
         self.readings = 0
         self.started = self.loop.time()
+        self.first_byte_at = self.started
         self.task: asyncio.Task[None] | None = None
         self._kill: tuple[str, str] | None = None
         self._closing = False
@@ -111,7 +112,7 @@ class Connection:
             raise Reject("revoked", "device was revoked", device)
         self.device = device
         count = self.state.add_device(device, self)
-        self.state.metrics.observe(self.state.metrics.identify, self.loop.time() - self.started)
+        self.state.metrics.observe(self.state.metrics.identify, self.loop.time() - self.first_byte_at)
         log.info(kv(event="connect", conn=self.id, device=device, src=self.src_text, protocol=protocol,
                     connections=count))
         self._event("connect", device, None, f"connections={count}")
@@ -146,6 +147,7 @@ class Connection:
         try:
             first = await self.read(FIRST_READ, self.started + self.config.idle_timeout, "idle_timeout")
             if first:
+                self.first_byte_at = self.loop.time()
                 handler = protocols.select(first[0])
                 if handler is None:
                     raise Reject("unsupported_protocol",
