@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from services.sim.devices import SimDevice
 from services.sim.vitals import Vitals
 
+# A device writing flat out gives the loop back after this long, so N devices starve no timer.
+YIELD_EVERY = 0.001
 OnSend = Callable[[str, bytes, float], None]  # (device id, frame, wall-clock time of the write)
 
 
@@ -67,6 +69,7 @@ class Simulation:
         self.stats = SimStats(devices=len(devices), acknowledging=any(d.acknowledged for d in devices))
         self._stop: asyncio.Event | None = None
         self._started = 0.0
+        self._deadline: float | None = None
 
     def stop(self) -> None:
         """Ask the simulation to end (safe from signal handlers on the loop)."""
@@ -80,6 +83,8 @@ class Simulation:
                   progress_interval: float = 1.0) -> SimStats:
         self._stop = asyncio.Event()
         self._started = time.monotonic()
+        if self.options.duration is not None:
+            self._deadline = asyncio.get_running_loop().time() + self.options.duration
         raise_fd_limit(len(self.devices) + 256)
         tasks = [asyncio.create_task(self._device(device, self._rng(device)), name=f"sim-{device.id}")
                  for device in self.devices]
@@ -156,7 +161,7 @@ class Simulation:
             loop = asyncio.get_running_loop()
             # Devices start at random points of their period, so N devices do not write in lockstep.
             next_at = loop.time() + rng.uniform(0.0, period)
-            count = 0
+            last_yield = loop.time()
             while not read_task.done():
                 if period:
                     delay = next_at - loop.time()
@@ -171,9 +176,14 @@ class Simulation:
                 if on_send is not None:
                     on_send(device.id, frame, time.time())
                 await writer.drain()  # waits only when the gateway is not keeping up
-                count += 1
-                if not period and count % 32 == 0:
-                    await asyncio.sleep(0)  # fair to the other devices when writing flat out
+                if not period and loop.time() - last_yield > YIELD_EVERY:
+                    if self._deadline is not None and loop.time() >= self._deadline:
+                        # A busy loop runs timers late; flat-out writers end the run on time themselves.
+                        self.stop()
+                    await asyncio.sleep(0)  # writing flat out: let the other devices and timers run
+                    last_yield = loop.time()
+                    if self._stop is not None and self._stop.is_set():
+                        await asyncio.Event().wait()  # idle until run() cancels us: no more writes
         finally:
             # Not awaited: awaiting here could swallow the cancellation that stops the simulation.
             read_task.cancel()

@@ -47,6 +47,16 @@ def test_matches_the_independently_encoded_vectors() -> None:
     assert {case["variant"] for case in vectors} == {"chained", "per_block"}
 
 
+@pytest.mark.parametrize("variant", ["chained", "per_block"])
+def test_fast_encryption_equals_the_reference_codec(variant: str) -> None:
+    device = V1Device(CREDS, variant)
+    ecb = AES.new(b"1234567890123456", AES.MODE_ECB)
+    rng = random.Random(5)
+    for length in range(0, 200):  # every padding length, 0-15, several block counts
+        plaintext = bytes(rng.randrange(32, 127) for _ in range(length))
+        assert device.encrypt(plaintext) == v1.encrypt(ecb.encrypt, b"AAAAAAAAAAAAAAAA", plaintext, variant)
+
+
 def test_bad_credentials_and_unknown_protocols_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="16 characters"):
         V1Device(Credentials("d", "v1", {"key": "short", "iv": "AAAAAAAAAAAAAAAA"}))
