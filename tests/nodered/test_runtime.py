@@ -1,0 +1,120 @@
+"""prepare(): the files it writes, the credentials format Node-RED reads, the shipped flows."""
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+
+import pytest
+
+from services.common.state import init_state, load_passwords
+from services.nodered import credentials, runtime
+from services.nodered.runtime import ADMIN_ACCOUNT, install_flows, prepare
+
+from .support import needs_nodered
+
+FLOWS = json.loads(runtime.SHIPPED_FLOWS.read_text())
+
+
+def test_credentials_round_trip():
+    plain = {"gw": {"password": "p4ssw0rd", "token": "t0ken"}}
+    blob = credentials.encrypt(plain, "secret")
+    assert set(blob) == {"$"}
+    assert "p4ssw0rd" not in blob["$"] and "t0ken" not in blob["$"]
+    assert credentials.decrypt(blob, "secret") == plain
+    with pytest.raises(ValueError):  # another secret yields garbage, never the credentials
+        credentials.decrypt(blob, "another secret")
+
+
+@needs_nodered
+def test_node_red_decrypts_what_we_write():
+    """The exact algorithm of @node-red/runtime/lib/nodes/credentials.js, run by node."""
+    blob = credentials.encrypt({"medsec.gateway": {"token": "${MEDSEC_NR_ADMIN_TOKEN}"}}, "s3cret")
+    script = (
+        "const c=require('crypto');const b=JSON.parse(process.argv[1]);const k=c.createHash('sha256')"
+        ".update('s3cret').digest();const iv=Buffer.from(b.$.substring(0,32),'hex');"
+        "const d=c.createDecipheriv('aes-256-ctr',k,iv);"
+        "process.stdout.write(d.update(b.$.substring(32),'base64','utf8')+d.final('utf8'))"
+    )
+    out = subprocess.run(["node", "-e", script, json.dumps(blob)], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"medsec.gateway": {"token": "${MEDSEC_NR_ADMIN_TOKEN}"}}
+
+
+def test_prepare_writes_private_files_without_secrets(config):
+    init_state(config)
+    argv, env = prepare(config)
+    user_dir = config.home / "nodered"
+    assert stat.S_IMODE(user_dir.stat().st_mode) == 0o700
+    for name in ("settings.js", "flows.json", "flows_cred.json"):
+        assert stat.S_IMODE((user_dir / name).stat().st_mode) == 0o600, name
+    assert argv[-4:] == ["--settings", str(user_dir / "settings.js"), "--userDir", str(user_dir)]
+    passwords = load_passwords(config)
+    assert ADMIN_ACCOUNT in passwords
+    secrets_written = [
+        passwords["dashboard"],
+        passwords[ADMIN_ACCOUNT],
+        (config.secrets_dir / "admin.token").read_text().strip(),
+        (config.secrets_dir / "nodered-credential.secret").read_text().strip(),
+    ]
+    generated = "".join((user_dir / n).read_text() for n in ("settings.js", "flows.json", "flows_cred.json"))
+    generated += " ".join(argv) + json.dumps(env)
+    for secret in secrets_written:
+        assert secret not in generated
+    settings = (user_dir / "settings.js").read_text()
+    assert f"uiPort: {config.nodered_port}" in settings
+    assert 'uiHost: "127.0.0.1"' in settings
+    # The gateway credentials are environment references, encrypted with the credential secret.
+    creds = credentials.decrypt(json.loads((user_dir / "flows_cred.json").read_text()), secrets_written[3])
+    assert creds == {"medsec.gateway": runtime.GATEWAY_CREDENTIALS}
+    assert runtime.GATEWAY_CREDENTIALS == {
+        "password": "${MEDSEC_NR_MQTT_PASSWORD}", "token": "${MEDSEC_NR_ADMIN_TOKEN}"}
+
+
+def test_prepare_again_keeps_secrets_and_editor_changes(config, tmp_path):
+    init_state(config)
+    prepare(config)
+    first = load_passwords(config)[ADMIN_ACCOUNT]
+    secret = (config.secrets_dir / "nodered-credential.secret").read_text()
+    flows = config.home / "nodered" / "flows.json"
+    flows.write_text('[{"id": "edited-in-the-editor", "type": "tab"}]')
+    prepare(config)
+    assert load_passwords(config)[ADMIN_ACCOUNT] == first
+    assert (config.secrets_dir / "nodered-credential.secret").read_text() == secret
+    assert "edited-in-the-editor" in flows.read_text(), "a restart must not undo the operator's edits"
+    # A new version of the shipped flows replaces them.
+    shipped = tmp_path / "flows.json"
+    shipped.write_text(json.dumps(FLOWS[:3]))
+    assert install_flows(config, config.home / "nodered", shipped) is True
+    assert json.loads(flows.read_text()) == FLOWS[:3]
+    assert install_flows(config, config.home / "nodered", shipped) is False
+
+
+def test_bad_shipped_flows_are_a_clear_error(config, tmp_path):
+    init_state(config)
+    (config.home / "nodered").mkdir()
+    shipped = tmp_path / "flows.json"
+    shipped.write_text("[{oops")
+    with pytest.raises(runtime.StateError, match="not valid JSON"):
+        install_flows(config, config.home / "nodered", shipped)
+
+
+def test_shipped_flows_name_no_device_and_hold_no_secret():
+    """Devices appear by themselves: no node is tied to a device id; no credentials in the file."""
+    types = {n["type"] for n in FLOWS}
+    assert {"medsec-gateway", "medsec-vitals", "medsec-status", "medsec-alert", "medsec-devices"} <= types
+    assert {"ui-base", "ui-page", "ui-chart", "ui-template", "ui-table"} <= types
+    assert {n["name"] for n in FLOWS if n["type"] == "ui-page"} == {"Fleet", "Device", "Alerts", "Devices"}
+    for node in FLOWS:
+        assert not node.get("device"), f"{node['id']} is tied to device {node.get('device')}"
+        assert "credentials" not in node
+    text = runtime.SHIPPED_FLOWS.read_text()
+    assert "Pico/" not in text, "topics come from the medsec nodes, not hand-written per device"
+    gateway = next(n for n in FLOWS if n["type"] == "medsec-gateway")
+    assert gateway["broker"] == "${MEDSEC_NR_MQTT_URL}"
+    assert gateway["adminUrl"] == "${MEDSEC_NR_ADMIN_URL}"
+    # Every wire points at a node that exists.
+    ids = {n["id"] for n in FLOWS}
+    for node in FLOWS:
+        for output in node.get("wires", []):
+            for target in output:
+                assert target in ids, f"{node['id']} wired to missing {target}"
