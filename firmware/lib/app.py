@@ -35,6 +35,10 @@ def make_link(settings):
     return V1Link(settings)
 
 
+class Stopped(Exception):
+    """Raised from feed() once stop() was called, so even long waits inside a back end end promptly."""
+
+
 class App:
     def __init__(self, root="", http_port=80, page_path=webconf.PAGE, max_readings=None):
         self.settings = Settings(root)
@@ -48,6 +52,8 @@ class App:
         self.net = None
 
     def feed(self):
+        if not self.running:
+            raise Stopped()
         if self.wdt is not None:
             self.wdt.feed()
         self.led.tick()
@@ -67,10 +73,12 @@ class App:
         mode = self.mode()
         log("boot", mode=mode, net=self.settings.get("net"), protocol=self.settings.get("protocol"),
             device=self.settings.get("device_id"))
-        if mode == "config":
-            if not self.config_mode():
+        try:
+            if mode == "config" and not self.config_mode():
                 return
-        self.work_mode()
+            self.work_mode()
+        except Stopped:
+            log("stopped", sent=self.sent)
 
     def _wait(self, ms):
         start = ticks_ms()

@@ -21,6 +21,7 @@ class Esp8266:
         self.lines = []
         self.rx = {}
         self.open = set()
+        self.closed = set()  # links that closed since the last clear (ids are reused at once)
         self.prompt = False
 
     # --- input parsing ---
@@ -79,6 +80,7 @@ class Esp8266:
                 return
             if event in (b"CLOSED", b"CONNECT FAIL"):
                 self.open.discard(link)
+                self.closed.add(link)
                 return
         self.lines.append(line)
 
@@ -174,10 +176,14 @@ class EspNet:
         return None
 
     def respond(self, link, data):
+        self.at.closed.discard(link)
         try:
             self.at.send(link, data)
         finally:
-            self._close_link(link)
+            # A browser that has the whole answer may close first and connect again at once,
+            # getting the same link id: closing then would cut its next request.
+            if link not in self.at.closed:
+                self._close_link(link)
 
     def _close_link(self, link):
         try:

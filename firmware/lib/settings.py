@@ -84,8 +84,9 @@ class Settings:
                 secrets[name] = values[name]
             else:
                 site[name] = values[name]
-        _write(_join(self.root, SETTINGS), site)
+        # secrets first: settings.json with a server and an SSID is what marks the device configured
         _write(_join(self.root, SECRETS), secrets)
+        _write(_join(self.root, SETTINGS), site)
         self.load()
 
     def save_site(self, name, value):

@@ -67,7 +67,9 @@ class Device:
         import app as firmware_app
 
         page = FIRMWARE / "build" / "web" / "config.html.gz"
-        self.app = firmware_app.App(root=str(self.root), http_port=self.http_port, page_path=str(page), **kwargs)
+        # The ESP8266 listens on port 80 as on the board; the simulator maps it to http_port on this machine.
+        port = 80 if self.sim is not None else self.http_port
+        self.app = firmware_app.App(root=str(self.root), http_port=port, page_path=str(page), **kwargs)
 
         def run() -> None:
             try:

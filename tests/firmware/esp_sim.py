@@ -263,7 +263,7 @@ class Esp8266Sim:
         except OSError:
             return
         free = [i for i in range(MAX_LINKS) if i not in self.links]
-        if not free or (self.ap and len(self.links) >= self.ap["max_conn"] + 1):
+        if not free:  # (CWSAP's max conn limits Wi-Fi stations, not TCP links)
             conn.close()
             return
         link = free[0]
