@@ -1,0 +1,64 @@
+"""`medsec line run` and `medsec station run|list|revoke` against a running stack (real processes)."""
+from __future__ import annotations
+
+import json
+import sys
+
+from services.common import envelope
+from services.common.state import write_secret
+from services.dispatch.provisioning import station_dir
+from tests.dispatch.conftest import api
+
+
+def medsec(dstack, name: str, *args: str) -> tuple[int, str]:
+    proc = dstack.procs.start(name, [sys.executable, "-m", "services.cli.main", *args], env=dstack.env)
+    proc.wait(90)
+    return proc.returncode, (dstack.procs.log_dir / f"{name}.log").read_text()
+
+
+def seed_keys(dstack, stations) -> None:
+    """Station keys from the vectors, where `medsec station` keeps them: no key generation in this test."""
+    for s in stations:
+        station_dir(dstack.config, s).mkdir(parents=True, exist_ok=True)
+        write_secret(station_dir(dstack.config, s) / "key.pem", envelope.private_pem(dstack.keys[s]))
+
+
+def test_line_run_drives_three_stations_to_completion(dstack):
+    seed_keys(dstack, ["s1", "s2", "s3"])
+    dstack.start_dispatch()
+    code, out = medsec(dstack, "line-run", "line", "run", "--stations", "3")
+    assert code == 0, out
+    assert "s1 -> s2 -> s3" in out
+    assert "[s2] verdict: fail" in out and "[s2] verdict: pass" in out
+    assert "s2: passed with value set 2 after 2 attempt(s)" in out
+    assert "s1: passed with value set 1 after 1 attempt(s)" in out
+    assert "line complete" in out
+    # The order is the line's: s1's done before s2's go, s2's done before s3's go.
+    lines = out.splitlines()
+    order = ["[s1] done recorded", "[s2] go received", "[s2] done recorded", "[s3] go received"]
+    positions = [next(i for i, line in enumerate(lines) if text in line) for text in order]
+    assert positions == sorted(positions)
+    state = json.loads(dstack.state_path.read_text())
+    assert state["done"] == ["s1", "s2", "s3"]
+
+
+def test_station_run_generates_registers_and_revokes(dstack):
+    dstack.write_line("single", {"solo": {"station": "solo", "value_sets": [{"setpoint": 100}],
+                                          "accept": {"field": "result", "min": 99, "max": 101}}})
+    dstack.start_dispatch()
+    code, out = medsec(dstack, "station-run", "station", "run", "solo", "--timeout", "30")
+    assert code == 0, out
+    assert "generated a 3072-bit RSA key pair" in out and "registered its public key" in out
+    assert "passed with value set 1" in out
+    key_file = station_dir(dstack.config, "solo") / "key.pem"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    code, out = medsec(dstack, "station-list", "station", "list")
+    assert code == 0 and "solo" in out and "SHA256:" in out
+    assert "PRIVATE" not in out
+    code, out = medsec(dstack, "station-revoke", "station", "revoke", "solo")
+    assert code == 0, out
+    status, doc = api(dstack.config, "GET", "/stations")
+    assert status == 200 and doc["stations"] == []
+    # A second run of a revoked station re-registers the same key and is refused: the line is complete.
+    code, out = medsec(dstack, "station-rerun", "station", "run", "solo", "--timeout", "15")
+    assert code == 1 and "line_complete" in out
