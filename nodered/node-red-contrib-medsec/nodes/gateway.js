@@ -52,9 +52,9 @@ module.exports = function (RED) {
                 clientId: `medsec-nodered-${crypto.randomBytes(5).toString("hex")}`,
                 protocolVersion: 4,
                 clean: true,
-                reconnectPeriod: 2000,
+                reconnectPeriod: 1000,
                 connectTimeout: 5000,
-                resubscribe: true,
+                resubscribe: false,
             });
         } catch (err) {
             node.error(`cannot connect to ${node.broker}: ${err.message}`);
@@ -62,8 +62,19 @@ module.exports = function (RED) {
         }
         node.client = client;
         if (client) {
-            client.on("connect", () => notify("connected"));
-            client.on("close", () => notify("disconnected"));
+            // A clean session every time: (re)subscribe whatever the nodes follow, including
+            // after the broker was down when Node-RED started.
+            client.on("connect", () => {
+                node.subscribed.clear();
+                for (const filter of node.handlers.keys()) {
+                    brokerSubscribe(filter);
+                }
+                notify("connected");
+            });
+            client.on("close", () => {
+                node.subscribed.clear();
+                notify("disconnected");
+            });
             client.on("offline", () => notify("disconnected"));
             client.on("error", (err) => {
                 // The broker's reason (e.g. "Not authorized"), never the password.
@@ -102,20 +113,29 @@ module.exports = function (RED) {
 
         // Subscribe fn(topic, payload, packet) to filter; one broker subscription per filter,
         // however many nodes share it. Returns the function that undoes it.
+        function brokerSubscribe(filter) {
+            client.subscribe(filter, { qos: 1 }, (err, granted) => {
+                if (err) {
+                    return; // the connection dropped first; "connect" subscribes again
+                }
+                if (granted && granted.some((g) => g.qos === 128)) {
+                    node.error(`subscription to ${filter} refused by the broker`);
+                } else if (node.handlers.has(filter)) {
+                    node.subscribed.add(filter);
+                }
+            });
+        }
+
+        // Subscribe fn(topic, payload, packet) to filter; one broker subscription per filter,
+        // however many nodes share it. Returns the function that undoes it.
         node.subscribe = function (filter, fn) {
             const entry = { fn };
             let entries = node.handlers.get(filter);
             if (!entries) {
                 entries = new Set();
                 node.handlers.set(filter, entries);
-                if (client) {
-                    client.subscribe(filter, { qos: 1 }, (err, granted) => {
-                        if (err || (granted && granted.some((g) => g.qos === 128))) {
-                            node.error(`subscription to ${filter} refused by the broker`);
-                        } else {
-                            node.subscribed.add(filter);
-                        }
-                    });
+                if (client && client.connected) {
+                    brokerSubscribe(filter);
                 }
             } else {
                 const replay = [...node.retained].filter(([topic]) => topicMatches(filter, topic));

@@ -62,6 +62,29 @@ describe("medsec-gateway", function () {
         assert.strictEqual(helper._redNodes.getCredentials("gw").token, token);
     });
 
+    it("subscribes again after the broker restarts, and when it was down at start", async function () {
+        const dev = deviceId("restart");
+        await broker.halt();
+        const { node, gateway, messages } = await load(broker, { type: "medsec-vitals", device: dev });
+        const seen = record(node);
+        await waitUntil(() => seen.statuses.some((s) => s.fill === "red"), 5000, "a red status while the broker is down");
+        await broker.start();
+        await waitUntil(() => gateway.subscribed.has(`Pico/${dev}/json`), 10000, "subscription once the broker is up");
+        const pub = await broker.client("publisher");
+        await publish(pub, `Pico/${dev}/json`, reading(dev, { Temp: 36.1 }));
+        await waitUntil(() => messages.length === 1, 5000, "a reading");
+        pub.end();
+        await broker.halt();
+        await waitUntil(() => !gateway.connected, 5000, "the gateway to notice");
+        await broker.start();
+        await waitUntil(() => gateway.subscribed.has(`Pico/${dev}/json`), 10000, "subscription after the restart");
+        const pub2 = await broker.client("publisher");
+        await publish(pub2, `Pico/${dev}/json`, reading(dev, { Temp: 36.2 }));
+        await waitUntil(() => messages.length === 2, 5000, "a reading after the restart");
+        assert.deepStrictEqual(messages.map((m) => m.payload.Temp), [36.1, 36.2]);
+        pub2.end();
+    });
+
     it("releases the connection when the flow stops", async function () {
         const { gateway } = await load(broker, { type: "medsec-vitals" });
         await waitUntil(() => gateway.connected, 5000, "gateway to connect");

@@ -64,13 +64,24 @@ async function startBroker() {
     const env = { ...process.env, MEDSEC_HOME: home, MEDSEC_MQTT_PORT: String(port) };
     const out = execFileSync(PYTHON, ["-c", GENERATE], { cwd: ROOT, env, encoding: "utf8" });
     const { conf, passwords } = JSON.parse(out);
-    const proc = spawn(MOSQUITTO, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
-    let log = "";
-    proc.stderr.on("data", (d) => { log += d; });
-    await waitUntil(() => portOpen(port) || proc.exitCode !== null, 10000, "mosquitto to listen");
-    if (proc.exitCode !== null) {
-        throw new Error(`mosquitto exited: ${log}`);
+    let proc = null;
+    async function launch() {
+        proc = spawn(MOSQUITTO, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
+        let log = "";
+        proc.stderr.on("data", (d) => { log += d; });
+        await waitUntil(() => portOpen(port) || proc.exitCode !== null, 10000, "mosquitto to listen");
+        if (proc.exitCode !== null) {
+            throw new Error(`mosquitto exited: ${log}`);
+        }
     }
+    async function halt() {
+        if (proc && proc.exitCode === null) {
+            const exited = new Promise((r) => proc.once("exit", r));
+            proc.kill("SIGTERM");
+            await exited;
+        }
+    }
+    await launch();
     const url = `mqtt://127.0.0.1:${port}`;
     return {
         url,
@@ -82,12 +93,11 @@ async function startBroker() {
             await new Promise((resolve, reject) => { c.once("connect", resolve); c.once("error", reject); });
             return c;
         },
+        // Stop the broker, keeping its files: start() brings it back on the same port.
+        halt,
+        start: launch,
         async stop() {
-            if (proc.exitCode === null) {
-                const exited = new Promise((r) => proc.once("exit", r));
-                proc.kill("SIGTERM");
-                await exited;
-            }
+            await halt();
             fs.rmSync(home, { recursive: true, force: true });
         },
     };
