@@ -75,8 +75,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StateError as exc:
         raise CliError(str(exc)) from None
     nodered = "[program:nodered]" in conf.read_text()
-    proc = control.start_supervisord(conf, daemon=args.detach)
     try:
+        proc = control.start_supervisord(conf, daemon=args.detach)
         control.wait_ready(config, timeout=60 if nodered else 30, nodered=nodered)
         if args.demo:
             control.start_program(config, "demo")

@@ -63,7 +63,10 @@ def prepare(config: Config, demo: int, nodered: bool, daemon: bool) -> Path:
 def start_supervisord(conf: Path, daemon: bool) -> subprocess.Popen:
     argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
     if daemon:
-        subprocess.run(argv, check=True)
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            first = (result.stderr or result.stdout).strip().splitlines()[:1]
+            raise StackError(f"supervisord did not start: {first[0] if first else result.returncode}")
         return None  # type: ignore[return-value]
     return subprocess.Popen(argv, start_new_session=True)
 

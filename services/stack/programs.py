@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import resource
 import shutil
 import sys
@@ -66,11 +65,9 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
 
 
 def _fd_limit(wanted: int = 65536) -> int:
-    """supervisord raises its limit to this; only root may go past the hard limit."""
+    """supervisord raises its soft limit to this, and refuses to start if it cannot."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if os.geteuid() == 0 or hard == resource.RLIM_INFINITY:
-        return wanted
-    return min(wanted, hard)
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 
 def _env_line(env: dict[str, str]) -> str:
