@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("medsec.proxy.v2")
 
 READ_CHUNK = 4096
-ACK_TIMEOUT = 5.0  # a PUBACK later than this: the connection closes without that ack
 
 
 class V2Session:
@@ -78,11 +77,16 @@ class V2Handler:
         acks: set[asyncio.Task[None]] = set()
         try:
             await self._serve(conn, session, acks)
+        except asyncio.CancelledError:  # killed (revocation, broker silent, shutdown): no more acks
+            for task in acks:
+                task.cancel()
+            raise
         finally:
-            # Readings accepted before the end still get their acks (a PUBACK may be on its way).
-            if acks:
+            # On a clean end or a refused frame, readings accepted before still get their acks.
+            pending = [t for t in acks if not t.done()]
+            if pending:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait(acks, timeout=ACK_TIMEOUT)
+                    await asyncio.wait(pending, timeout=conn.config.bus_timeout)
 
     async def _serve(self, conn: Connection, session: V2Session, acks: set[asyncio.Task[None]]) -> None:
         while True:
@@ -126,7 +130,7 @@ class V2Handler:
     async def _ack_after(self, conn: Connection, frame: codec.Frame, puback: asyncio.Future[None]) -> None:
         """Ack only after the broker has the reading; without a PUBACK the device will send it again."""
         try:
-            async with asyncio.timeout(ACK_TIMEOUT):
+            async with asyncio.timeout(conn.config.bus_timeout):
                 await asyncio.shield(puback)
             reply = await conn.ask_auth(
                 {"op": "v2ack", "conn": conn.id, "kid": frame.kid.hex(), "seq": frame.seq})

@@ -1,0 +1,137 @@
+"""Issue 4, "Done when" 4: kill the publisher, then the broker, while 20 v2 devices stream; restart them.
+
+Every reading a device saw acknowledged arrives on Pico/<id>/json (checked by
+seq), exactly once except those the publisher was handling at the instant it
+was killed (at most twice: see the publisher's at-least-once note), and the
+devices send again what was not acknowledged.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import threading
+import uuid
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.auth.credentials import make_secret
+from services.auth.keystore import NewDevice, SQLiteKeyStore
+from services.common.state import mqtt_password
+from services.sim.devices import Credentials
+from services.sim.runner import SimOptions, Simulation
+from services.sim.v2 import SeqCounter, V2Device
+from tests.support.broker import start_mosquitto
+from tests.support.proc import port_open, wait_until
+
+DEVICES = 20
+RATE = 10.0
+
+
+class Dashboard:
+    """A dashboard with a persistent session: the broker keeps its messages across the broker restart."""
+
+    def __init__(self, config) -> None:
+        self.lock = threading.Lock()
+        self.seqs: dict[str, Counter] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set("dashboard", mqtt_password(config, "dashboard"))
+        self.client.reconnect_delay_set(0.05, 0.5)
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("Pico/+/json", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(config.host, config.mqtt_port)
+        self.client.loop_start()
+        wait_until(self.subscribed.is_set, 10, what="dashboard subscription")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        body = json.loads(msg.payload)
+        with self.lock:
+            self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
+
+    def counts(self, device: str) -> Counter:
+        with self.lock:
+            return Counter(self.seqs.get(device, Counter()))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def start(procs, name: str, env: dict[str, str], tmp_path, ready: str):
+    proc = procs.start(name, [sys.executable, "-m", f"services.{name}"], env=env)
+    log = tmp_path / "proclogs" / f"{name}.log"
+    before = log.read_text().count(ready) if log.exists() else 0
+    wait_until(lambda: log.read_text().count(ready) > before, 15, what=f"{name}: {ready}")
+    return proc
+
+
+def test_acknowledged_readings_survive_publisher_and_broker_restarts(config, config_env, procs, broker,
+                                                                    tmp_path):
+    env = {**config_env, "MEDSEC_BUS_TIMEOUT": "1.5"}
+    store = SQLiteKeyStore.open(config)
+    creds = []
+    prefix = f"rv{uuid.uuid4().hex[:6]}"
+    for i in range(DEVICES):
+        secret = make_secret("v2")
+        store.add(NewDevice(f"{prefix}-{i:02d}", "v2", secret))
+        creds.append(Credentials(f"{prefix}-{i:02d}", "v2", secret))
+    store.close()
+    procs.start("auth", [sys.executable, "-m", "services.auth"], env=env)
+    wait_until(lambda: config.auth_socket.exists(), 10, what="auth socket")
+    proxy = start(procs, "proxy", env, tmp_path, "event=subscribed")
+    publisher = start(procs, "publisher", env, tmp_path, "bus_subscribed")
+    dashboard = Dashboard(config)
+
+    devices = [V2Device(c, counter=SeqCounter(None)) for c in creds]
+    options = SimOptions(port=config.proxy_port, rate=RATE, min_backoff=0.05, max_backoff=0.5)
+    sim = Simulation(devices, options)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=lambda: loop.run_until_complete(sim.run()), daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: sim.stats.acked >= DEVICES * 5, 10, what="readings acknowledged")
+        procs.stop(publisher, signal.SIGKILL)
+        # Everything the dead publisher may have handled was acknowledged by now (a superset on purpose).
+        before_kill = {d.id: set(d.acked_seqs) for d in devices}
+        acked_before = sim.stats.acked
+        wait_until(lambda: sim.stats.acked >= acked_before + DEVICES * 3, 10,
+                   what="acks while the publisher is down (the broker queues for it)")
+        procs.stop(broker)  # the broker saves its persistent sessions as it stops
+        wait_until(lambda: sim.stats.errors >= DEVICES, 10, what="devices cut off without acks")
+        broker_again = start_mosquitto(config, procs)
+        assert broker_again.poll() is None
+        start(procs, "publisher", env, tmp_path, "bus_subscribed")
+        wait_until(lambda: sim.stats.resent > 0, 15, what="devices sending unacknowledged readings again")
+        resumed = sim.stats.acked
+        wait_until(lambda: sim.stats.acked >= resumed + DEVICES * 5, 15, what="acks after the restarts")
+    finally:
+        loop.call_soon_threadsafe(sim.stop)
+        runner.join(15)
+        procs.stop(proxy)  # before the broker goes: nothing left to flush
+    assert port_open(config.mqtt_port)
+    acked = {d.id: d.acked_seqs for d in devices}
+    assert sum(len(s) for s in acked.values()) == sim.stats.acked > DEVICES * 13
+
+    def all_arrived() -> bool:
+        return all(set(seqs) <= set(dashboard.counts(dev)) for dev, seqs in acked.items())
+
+    wait_until(all_arrived, 20, what="every acknowledged reading on Pico/<id>/json")
+    twice = {}
+    for dev, seqs in acked.items():
+        assert len(set(seqs)) == len(seqs)
+        counts = dashboard.counts(dev)
+        twice.update({(dev, s): n for s, n in counts.items() if n > 1})
+        # Everything acknowledged after the kill (sent while the publisher was down, through the broker
+        # restart, and resent by the devices) arrives exactly once: v2 redeliveries are dropped by seq.
+        assert not {s: n for s, n in counts.items() if n > 1 and s not in before_kill[dev]}, dev
+    dashboard.close()
+    # Readings the publisher was handling when it was killed may come twice (at least once, never
+    # lost: it forgets what it published but had not yet confirmed to the broker); never more.
+    assert all(n == 2 for n in twice.values()) and len(twice) <= 3 * DEVICES, twice
+    assert sim.stats.resent > 0
