@@ -12,7 +12,8 @@ import json
 import secrets
 from pathlib import Path
 
-from Crypto.Cipher import AES
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.common.state import read_secret
 
@@ -33,7 +34,7 @@ class Sealer:
     def __init__(self, master_key: bytes) -> None:
         if len(master_key) != 32:
             raise ValueError(f"master key must be 32 bytes, got {len(master_key)}")
-        self._key = master_key
+        self._aead = AESGCM(master_key)
         # A separate key for fingerprints, so the sealing key is never used for two jobs.
         self._fp_key = hmac.new(master_key, b"medsec fingerprint v1", hashlib.sha256).digest()
 
@@ -44,20 +45,16 @@ class Sealer:
 
     def seal(self, device_id: str, protocol: str, secret: dict[str, str]) -> bytes:
         nonce = secrets.token_bytes(NONCE)
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG)
-        cipher.update(_aad(device_id, protocol))
-        body, tag = cipher.encrypt_and_digest(json.dumps(secret, sort_keys=True).encode())
-        return _VERSION + nonce + body + tag
+        plain = json.dumps(secret, sort_keys=True).encode()
+        body = self._aead.encrypt(nonce, plain, _aad(device_id, protocol))
+        return _VERSION + nonce + body  # body ends with the 16-byte tag
 
     def unseal(self, device_id: str, protocol: str, blob: bytes) -> dict[str, str]:
         if len(blob) < 1 + NONCE + TAG or blob[:1] != _VERSION:
             raise SealError(f"sealed secret of device {device_id!r} is malformed")
-        nonce, body, tag = blob[1:1 + NONCE], blob[1 + NONCE:-TAG], blob[-TAG:]
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG)
-        cipher.update(_aad(device_id, protocol))
         try:
-            plain = cipher.decrypt_and_verify(body, tag)
-        except ValueError:
+            plain = self._aead.decrypt(blob[1:1 + NONCE], blob[1 + NONCE:], _aad(device_id, protocol))
+        except InvalidTag:
             raise SealError(f"sealed secret of device {device_id!r} does not verify") from None
         return dict(json.loads(plain))
 
