@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 
@@ -17,6 +16,7 @@ from services.auth.keystore import (
     SQLiteKeyStore,
     verify_chain,
 )
+from services.auth.keystore_pg import open_store
 from services.auth.sealing import Sealer, SealError
 from services.common.state import StateError
 
@@ -131,8 +131,8 @@ def test_record_seen_batches(store):
     assert (device.last_seen, device.readings, device.rejected, device.connections) == (5.0, 5, 1, 1)
 
 
-def test_generation_changes_when_another_process_writes(state, store):
-    other = SQLiteKeyStore.open(state)
+def test_generation_changes_when_another_process_writes(store_config, store):
+    other = open_store(store_config)
     before = store.generation()
     assert store.generation() == before
     other.add(v1("pico-1"))
@@ -140,7 +140,7 @@ def test_generation_changes_when_another_process_writes(state, store):
     other.close()
 
 
-def test_audit_chain_detects_edits(store, state):
+def test_audit_chain_detects_edits(store, tamper):
     store.add(v1("pico-1"))
     store.revoke("pico-1")
     entries = store.audit()
@@ -148,11 +148,7 @@ def test_audit_chain_detects_edits(store, state):
     assert verify_chain(entries) is None
     with pytest.raises(Exception, match="append-only"):
         store._db.execute("UPDATE audit SET actor = 'mallory'")
-    db = sqlite3.connect(state.keystore_path)
-    db.execute("DROP TRIGGER audit_no_update")
-    db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 1")
-    db.commit()
-    db.close()
+    tamper("UPDATE audit SET actor = 'mallory' WHERE seq = 1")
     assert verify_chain(store.audit()).seq == 1
 
 
