@@ -16,6 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
+from services.auth.bursts import BurstDetector
 from services.auth.keystore import SQLiteKeyStore
 from services.auth.service import AuthService
 from services.common import authwire
@@ -130,7 +131,8 @@ def _listening(path: Path) -> bool:
 
 async def run(config: Config, log: logging.Logger) -> None:
     store = SQLiteKeyStore.open(config)
-    service = AuthService(store, log)
+    bursts = BurstDetector(config.throttle_failures or 10, config.throttle_window)
+    service = AuthService(store, log, bursts=bursts)
     server = AuthServer(service, config.auth_socket, log, config.run_dir / "metrics-auth.prom")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from services.auth.bursts import BurstDetector, source_address
 from services.auth.keystore import Credential, KeyStore, Seen
 from services.auth.v2 import V2Auth, V2Rejected
 from services.common import v1
@@ -22,6 +23,8 @@ from services.common.logs import kv
 from services.common.readings import ReadingError, validate
 
 Answer = dict[str, Any]
+# Reasons that mean "this source does not hold a valid key" (counted per address for the audit log).
+IDENTIFICATION_FAILURES = frozenset({"unknown_key", "unknown_kid", "revoked", "key_expired"})
 # Block 0 decrypts to '{"Temp":"' + 7 bytes under the right key in both variants.
 _PREFIX = v1.FIRST_BLOCK_PREFIX
 _PRINTABLE = frozenset(range(0x20, 0x7F))
@@ -120,7 +123,7 @@ def _candidate(cred: Credential, newest: bool, overlapping: bool) -> Candidate:
 
 class AuthService:
     def __init__(self, store: KeyStore, log: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bursts: BurstDetector | None = None) -> None:
         self._store = store
         self._log = log or logging.getLogger("medsec.auth")
         self._clock = clock
@@ -131,6 +134,7 @@ class AuthService:
         self._sessions: dict[tuple[Any, int], Session] = {}
         self._seen: dict[str, Seen] = {}
         self.metrics = Metrics()
+        self._bursts = bursts or BurstDetector()
         self._v2 = V2Auth(store, self._log, clock)
 
     # --- key cache ---
@@ -294,8 +298,21 @@ class AuthService:
         self.metrics.sessions = len(self._sessions)
         self._log.warning(kv(event="rejected", reason=exc.reason, device=exc.device or "-", conn=conn,
                              src=str(request.get("src", ""))[:64], detail=exc.detail[:200]))
+        if exc.reason in IDENTIFICATION_FAILURES:
+            self._identification_failed(request, exc.reason)
         return {"id": rid, "status": "rejected", "reason": exc.reason, "detail": exc.detail,
                 "device": exc.device}
+
+    def _identification_failed(self, request: dict[str, Any], reason: str) -> None:
+        burst = self._bursts.failure(source_address(request.get("src", "")), reason, self._clock())
+        if burst is None:
+            return
+        self._log.warning(kv(event="identification_burst", src=burst["src"], failures=burst["failures"],
+                             window=burst["window"]))
+        try:
+            self._store.append_audit("auth", "identification_failures", None, burst)
+        except Exception as exc:  # the audit entry is best effort; the proxy throttles regardless
+            self._log.warning(kv(event="audit_failed", error=type(exc).__name__))
 
     def _seen_for(self, device_id: str) -> Seen:
         seen = self._seen.get(device_id)
