@@ -104,7 +104,7 @@ class AuthServer:
                     if message is None:
                         break
                     del buf[:used]
-                    out += authwire.encode(self._service.handle(message, client))
+                    out += authwire.encode(self._answer(message, client))
                 if out:
                     writer.write(out)
                     await writer.drain()
@@ -116,6 +116,16 @@ class AuthServer:
             self._service.drop_client(client)
             self._clients.discard(writer)
             writer.close()
+
+
+    def _answer(self, message: dict, client: int) -> dict:
+        """Every request gets its answer, in order, even if the service fails on it."""
+        try:
+            return self._service.handle(message, client)
+        except Exception as exc:  # a bug must cost one reading, not every connection of the proxy
+            self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
+            return {"id": message.get("id"), "status": "rejected", "reason": "internal_error",
+                    "detail": "auth failed on this request; see its log", "device": None}
 
 
 def _listening(path: Path) -> bool:

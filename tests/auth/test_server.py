@@ -1,0 +1,55 @@
+"""The transport alone: a failing service costs one answer, never the connection."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.auth.server import AuthServer
+from services.common import authwire
+
+
+class Exploding:
+    def handle(self, message, client):
+        if message.get("boom"):
+            raise RuntimeError("bug")
+        return {"id": message["id"], "status": "ok"}
+
+    def refresh(self, force=False):
+        pass
+
+    def drop_client(self, client):
+        pass
+
+    def flush(self):
+        pass
+
+    class metrics:  # noqa: N801 - stands in for the Metrics instance
+        candidates = 0
+
+        @staticmethod
+        def prometheus():
+            return ""
+
+
+def test_internal_error_is_answered_in_order(tmp_path):
+    async def scenario():
+        server = AuthServer(Exploding(), tmp_path / "a.sock", logging.getLogger("test"))
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "a.sock"))
+        writer.write(authwire.encode({"id": 1}) + authwire.encode({"id": 2, "boom": True})
+                     + authwire.encode({"id": 3}))
+        answers, buf = [], bytearray()
+        while len(answers) < 3:
+            buf += await asyncio.wait_for(reader.read(65536), 5)
+            while (decoded := authwire.decode(buf))[0] is not None:
+                answers.append(decoded[0])
+                del buf[:decoded[1]]
+        writer.close()
+        server.stop()
+        await server.serve()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [a["id"] for a in answers] == [1, 2, 3]
+    assert answers[1]["reason"] == "internal_error" and answers[2]["status"] == "ok"
+    assert not (tmp_path / "a.sock").exists()
