@@ -1,9 +1,10 @@
 """`python -m services.publisher`: internal bus -> public topic tree."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import sys
-import threading
 
 from services.common import logs
 from services.common.config import Config
@@ -16,36 +17,52 @@ from services.publisher.transport import BusTransport
 METRICS_INTERVAL = 2.0
 
 
-def main() -> int:
-    log = logs.setup("publisher")
+async def serve(config: Config, log) -> int:
     try:
-        config = Config.from_env()
         service = PublisherService(log)
         transport = BusTransport(config, service, log)
     except (ValueError, StateError) as exc:
         log.error(kv(event="startup_failed", error=exc))
         return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     metrics_path = config.run_dir / "metrics-publisher.prom"
-    transport.start()
-    log.info(kv(event="started", broker=f"{config.host}:{config.mqtt_port}"))
 
     def write_metrics() -> None:
         try:
-            text = metrics.render(service.counters.snapshot(), transport.connected.is_set())
-            metrics.write(metrics_path, text)
+            metrics.write(metrics_path, metrics.render(service.counters.snapshot(), transport.connected))
         except OSError as exc:
             log.warning(kv(event="metrics_write_failed", error=exc))
 
-    while not stop.wait(METRICS_INTERVAL):
-        write_metrics()
-    drained = transport.stop()
+    async def metrics_loop() -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL)
+            write_metrics()
+
+    log.info(kv(event="started", broker=f"{getattr(config, 'broker_host', config.host)}:{config.mqtt_port}"))
+    writer = asyncio.create_task(metrics_loop())
+    try:
+        await transport.run(stop)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
     write_metrics()
-    log.info(kv(event="stopped", drained=int(drained), **{k: v for k, v in service.counters.snapshot().items()
-                                                           if k != "rejected"}))
+    counts = {k: v for k, v in service.counters.snapshot().items() if k != "rejected"}
+    log.info(kv(event="stopped", drained=int(transport.drained), **counts))
     return 0
+
+
+def main() -> int:
+    log = logs.setup("publisher")
+    try:
+        config = Config.from_env()
+    except ValueError as exc:
+        log.error(kv(event="startup_failed", error=exc))
+        return 1
+    return asyncio.run(serve(config, log))
 
 
 if __name__ == "__main__":

@@ -1,118 +1,228 @@
-"""The MQTT side of the publisher: a persistent session on the internal bus.
+"""The MQTT side of the publisher: a persistent session on the internal bus (asyncio, mqttwire).
 
 Delivery guarantee: an incoming QoS 1 message is acknowledged to the broker
 (PUBACK) only after the broker has acknowledged every message published for
-it (paho's manual_ack). A crash at any moment therefore leaves the reading
-unacknowledged in the broker's session queue, which redelivers it to the next
-run: at least once, never lost.
+it. A crash at any moment therefore leaves the reading unacknowledged in the
+broker's session queue (fixed client id, clean session off), which
+redelivers it to the next run: at least once, never lost. Unacknowledged
+publishes are kept across reconnects and sent again (DUP) on the next
+connection, oldest first.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
-from typing import Any
+import random
 
-import paho.mqtt.client as mqtt
-
-from services.common import bus
 from services.common.config import Config
 from services.common.logs import kv
+from services.common.state import mqtt_password
+from services.publisher import mqttwire as wire
 from services.publisher.service import PublisherService
 
 CLIENT_ID = "medsec-publisher"
 SUBSCRIPTIONS = [("medsec/ingest/+", 1), ("medsec/events/+", 1)]
+KEEPALIVE = 15
 
 
 class BusTransport:
-    def __init__(self, config: Config, service: PublisherService, log: logging.Logger) -> None:
+    def __init__(self, config: Config, service: PublisherService, log: logging.Logger,
+                 client_id: str = CLIENT_ID) -> None:
         self.config = config
         self.service = service
         self.log = log
-        self.connected = threading.Event()
+        self.client_id = client_id
+        self.connected = False
         self.stopping = False
-        # Both maps are touched only on paho's network thread (on_message, on_publish).
-        self._waiting: dict[int, int] = {}  # outgoing mid -> incoming mid it was published for
-        self._remaining: dict[int, int] = {}  # incoming mid -> outgoing messages not yet acknowledged
-        self._idle = threading.Event()
+        self._password = mqtt_password(config, "publisher")
+        self._next_mid = 0
+        # Outgoing publishes the broker has not acknowledged: mid -> (topic, payload, retain, incoming mid).
+        self._outgoing: dict[int, tuple[str, bytes, bool, int | None]] = {}
+        self._remaining: dict[int, int] = {}  # incoming mid -> its outgoing publishes not yet acknowledged
+        self._idle = asyncio.Event()
         self._idle.set()
-        client = bus.make_client(config, "publisher", CLIENT_ID, persistent=True)
-        client.manual_ack_set(True)
-        # No client-side inflight cap: a message parked in paho's queue must not let the PUBACK overtake it.
-        client.max_inflight_messages_set(0)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        client.on_publish = self._on_publish
-        self.client = client
+        self._out = bytearray()  # packets to write after the current batch of input
 
-    def start(self) -> None:
-        bus.start(self.client, self.config)
+    # --- lifecycle ---
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, serve, reconnect with back-off, until `stop` is set; then drain and disconnect."""
+        backoff = 0.05
+        host = getattr(self.config, "broker_host", self.config.host)
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, self.config.mqtt_port), 5)
+            except (OSError, TimeoutError) as exc:
+                self.log.warning(kv(event="bus_connect_failed", error=exc))
+                await _wait(stop, backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, 2.0)
+                continue
+            session = asyncio.create_task(self._session(reader, writer, stop))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done() and not session.done():
+                await self._drain(session, writer)
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await session
+            if session.done() and not session.cancelled() and session.exception() is None and \
+                    session.result():
+                backoff = 0.05  # the session was up: reconnect quickly
+            writer.close()
+            self.connected = False
+            if not stop.is_set():
+                self.log.warning(kv(event="bus_disconnected"))
+                await _wait(stop, backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, 2.0)
 
-    def stop(self, drain_timeout: float = 5.0) -> bool:
-        """Stop taking messages, wait for outstanding acknowledgements, disconnect. True if fully drained."""
+    async def _drain(self, session: asyncio.Task, writer: asyncio.StreamWriter, timeout: float = 5.0) -> None:
+        """SIGTERM: take no new messages, wait for the broker to acknowledge what is in flight, disconnect."""
         self.stopping = True
-        drained = self._idle.wait(drain_timeout)
-        self.client.disconnect()
-        self.client.loop_stop()
-        return drained
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        with contextlib.suppress(OSError, ConnectionError):
+            writer.write(wire.DISCONNECT_PACKET)
+            await writer.drain()
+        session.cancel()
 
-    # --- paho callbacks (network thread) ---
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
-        if reason_code.is_failure:
-            self.log.error(kv(event="bus_connect_failed", reason=reason_code))
-            return
-        client.subscribe(SUBSCRIPTIONS)
-        self.connected.set()
-        self.log.info(kv(event="bus_connected", session_present=int(bool(flags.session_present))))
+    @property
+    def drained(self) -> bool:
+        return not self._remaining
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
-                      properties: Any) -> None:
-        if any(rc.is_failure for rc in reason_codes):
-            self.log.error(kv(event="bus_subscribe_failed", codes=",".join(str(rc) for rc in reason_codes)))
+    # --- one connection ---
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       stop: asyncio.Event) -> bool:
+        """Returns True if the connection was established (for the back-off), False if refused."""
+        writer.write(wire.connect(self.client_id, "publisher", self._password, clean_session=False,
+                                  keepalive=KEEPALIVE))
+        buf = bytearray()
+        try:
+            packet = await asyncio.wait_for(self._next_packet(reader, buf), 10)
+        except (TimeoutError, OSError, ConnectionError, wire.WireError) as exc:
+            self.log.warning(kv(event="bus_connect_failed", error=exc or type(exc).__name__))
+            return False
+        if packet is None or packet.kind != wire.CONNACK:
+            self.log.warning(kv(event="bus_connect_failed", error="no CONNACK"))
+            return False
+        session_present, code = wire.parse_connack(packet)
+        if code != 0:
+            self.log.error(kv(event="bus_connect_failed", reason=f"CONNACK code {code}"))
+            return False
+        self.connected = True
+        self.log.info(kv(event="bus_connected", session_present=int(session_present)))
+        if not session_present:
+            # The broker has forgotten our session: its old packet ids mean nothing any more.
+            self._remaining.clear()
+            self._outgoing = {mid: (t, p, r, None) for mid, (t, p, r, _) in self._outgoing.items()}
+        for mid, (topic, payload, retain, _) in self._outgoing.items():
+            self._out += wire.publish(topic, payload, 1, retain, mid, dup=True)
+        self._check_idle()
+        self._out += wire.subscribe(self._mid(), SUBSCRIPTIONS)
+        await self._flush(writer)
+        pinger = asyncio.create_task(self._ping(writer))
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), KEEPALIVE * 2)
+                if not data:
+                    return True
+                buf += data
+                while (found := wire.read_packet(buf)) is not None:
+                    packet, used = found
+                    del buf[:used]
+                    self._handle(packet)
+                await self._flush(writer)
+        except (TimeoutError, OSError, ConnectionError, wire.WireError) as exc:
+            self.log.warning(kv(event="bus_connection_lost", error=exc or type(exc).__name__))
+            return True
+        finally:
+            pinger.cancel()
+
+    async def _next_packet(self, reader: asyncio.StreamReader, buf: bytearray) -> wire.Packet | None:
+        while (found := wire.read_packet(buf)) is None:
+            data = await reader.read(65536)
+            if not data:
+                return None
+            buf += data
+        packet, used = found
+        del buf[:used]
+        return packet
+
+    async def _flush(self, writer: asyncio.StreamWriter) -> None:
+        if self._out:
+            writer.write(bytes(self._out))
+            self._out.clear()
+            await writer.drain()
+
+    async def _ping(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while True:
+                await asyncio.sleep(KEEPALIVE / 2)
+                writer.write(wire.PINGREQ_PACKET)
+
+    def _mid(self) -> int:
+        for _ in range(65535):
+            self._next_mid = self._next_mid % 65535 + 1
+            if self._next_mid not in self._outgoing:
+                return self._next_mid
+        raise RuntimeError("65535 publishes unacknowledged")
+
+    def _check_idle(self) -> None:
+        if self._remaining:
+            self._idle.clear()
         else:
-            self.log.info(kv(event="bus_subscribed", topics=",".join(t for t, _ in SUBSCRIPTIONS)))
+            self._idle.set()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
-        self.connected.clear()
-        if not self.stopping:
-            self.log.warning(kv(event="bus_disconnected", reason=reason_code))
+    # --- packets from the broker ---
+    def _handle(self, packet: wire.Packet) -> None:
+        if packet.kind == wire.PUBLISH:
+            self._on_publish(wire.parse_publish(packet))
+        elif packet.kind == wire.PUBACK:
+            self._on_puback(wire.parse_mid(packet))
+        elif packet.kind == wire.SUBACK:
+            _, codes = wire.parse_suback(packet)
+            if any(code >= 0x80 for code in codes):
+                self.log.error(kv(event="bus_subscribe_failed", codes=",".join(map(str, codes))))
+            else:
+                self.log.info(kv(event="bus_subscribed", topics=",".join(t for t, _ in SUBSCRIPTIONS)))
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_publish(self, msg: wire.Publish) -> None:
         if self.stopping:
             return  # left unacknowledged: the broker redelivers it to the next run
         try:
             out = self.service.handle(msg.topic, msg.payload)
-        except Exception:  # a bug must not kill the network thread; the reading stays unacknowledged
+        except Exception:  # a bug must not kill the connection; the reading stays unacknowledged
             self.log.exception(kv(event="handler_error", topic=msg.topic[:100]))
             return
-        if msg.qos == 0:
-            for topic, payload, retain in out:
-                client.publish(topic, payload, qos=1, retain=retain)
-            return
+        incoming = msg.mid if msg.qos else None
         if not out:
-            # A duplicate of a message whose publishes are still unacknowledged is acked with it.
-            if msg.mid not in self._remaining:
-                client.ack(msg.mid, msg.qos)
+            # A duplicate of a message whose publishes are still unacknowledged is acked with them.
+            if incoming is not None and incoming not in self._remaining:
+                self._out += wire.puback(incoming)
             return
-        self._idle.clear()
-        self._remaining[msg.mid] = self._remaining.get(msg.mid, 0) + len(out)
+        if incoming is not None:
+            self._remaining[incoming] = self._remaining.get(incoming, 0) + len(out)
+            self._idle.clear()
         for topic, payload, retain in out:
-            info = client.publish(topic, payload, qos=1, retain=retain)
-            self._waiting[info.mid] = msg.mid
+            mid = self._mid()
+            self._outgoing[mid] = (topic, payload, retain, incoming)
+            self._out += wire.publish(topic, payload, 1, retain, mid)
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
-                    properties: Any) -> None:
-        incoming = self._waiting.pop(mid, None)
-        if incoming is None:
+    def _on_puback(self, mid: int) -> None:
+        entry = self._outgoing.pop(mid, None)
+        if entry is None or entry[3] is None:
             return
-        left = self._remaining[incoming] - 1
-        if left:
+        incoming = entry[3]
+        left = self._remaining.get(incoming, 0) - 1
+        if left > 0:
             self._remaining[incoming] = left
             return
-        del self._remaining[incoming]
-        client.ack(incoming, 1)
+        self._remaining.pop(incoming, None)
+        self._out += wire.puback(incoming)
         if not self._remaining:
             self._idle.set()
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

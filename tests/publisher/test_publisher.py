@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.support.broker import Subscriber
+from tests.support.broker import Subscriber, start_mosquitto
 from tests.support.proc import wait_until
 
 VALUES = {"Temp": "36.600", "TempMcu": "23.700", "PulseSig": "2.123", "Acel_x": "-0.01",
@@ -188,3 +188,19 @@ def test_sigterm_exits_cleanly_and_metrics_count(publisher, proxy, dashboard, pr
     text = (config.run_dir / "metrics-publisher.prom").read_text()
     assert "medsec_publisher_accepted_total 2\n" in text
     assert 'medsec_publisher_rejected_total{reason="not_numeric"} 1\n' in text
+
+
+def test_reconnects_by_itself_when_the_broker_restarts(publisher, broker, procs, config, tmp_path) -> None:
+    log = tmp_path / "proclogs" / "publisher.log"
+    procs.stop(broker)  # SIGTERM: Mosquitto saves its store, the publisher's session included
+    start_mosquitto(config, procs)
+    wait_until(lambda: log.read_text().count("bus_subscribed") >= 2, 10, what="the publisher to come back")
+    assert "session_present=1" in log.read_text().split("bus_disconnected")[-1]
+    device = new_device()
+    proxy, dashboard = Subscriber(config, "proxy"), Subscriber(config, "dashboard")
+    dashboard.subscribe(f"Pico/{device}/json")
+    send(proxy, f"medsec/ingest/{device}", reading(device, 1))
+    wait_until(lambda: jsons(dashboard, device), 5, what="a reading after the broker restart")
+    assert publisher.poll() is None
+    close(proxy)
+    close(dashboard)

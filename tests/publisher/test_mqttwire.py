@@ -1,0 +1,71 @@
+"""The publisher's MQTT 3.1.1 codec: exact bytes out, packets back, incomplete and malformed input."""
+from __future__ import annotations
+
+import pytest
+
+from services.publisher import mqttwire as wire
+
+
+def test_publish_bytes_and_round_trip() -> None:
+    packet = wire.publish("a/b", b"xyz", qos=1, retain=True, mid=0x1234)
+    assert packet == b"\x33\x0a\x00\x03a/b\x12\x34xyz"
+    dup = wire.publish("a/b", b"", qos=1, mid=7, dup=True)
+    assert dup[0] == 0x3A
+    parsed, used = wire.read_packet(packet + b"\xff")
+    assert used == len(packet)
+    msg = wire.parse_publish(parsed)
+    assert (msg.topic, msg.payload, msg.qos, msg.retain, msg.dup, msg.mid) == (
+        "a/b", b"xyz", 1, True, False, 0x1234)
+
+
+def test_qos0_publish_has_no_packet_id() -> None:
+    msg = wire.parse_publish(wire.read_packet(wire.publish("t", b"p", qos=0))[0])
+    assert (msg.mid, msg.payload, msg.qos) == (None, b"p", 0)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 2097151, 2097152])
+def test_remaining_length_boundaries(size: int) -> None:
+    packet = wire.publish("t", b"x" * size, qos=0)
+    parsed, used = wire.read_packet(packet, max_size=1 << 22)
+    assert used == len(packet) and wire.parse_publish(parsed).payload == b"x" * size
+    assert wire.read_packet(packet[:-1], max_size=1 << 22) is None  # one byte short: need more
+
+
+def test_every_prefix_of_a_stream_is_incomplete_not_an_error() -> None:
+    stream = wire.puback(1) + wire.publish("x/y", b"12345", 1, False, 9)
+    first, used = wire.read_packet(stream)
+    assert (first.kind, wire.parse_mid(first)) == (wire.PUBACK, 1)
+    rest = stream[used:]
+    for cut in range(len(rest)):
+        assert wire.read_packet(rest[:cut]) is None
+
+
+def test_connect_subscribe_and_acks() -> None:
+    packet = wire.connect("medsec-publisher", "publisher", "pw", clean_session=False, keepalive=15)
+    assert packet[0] == 0x10 and packet[2:10] == b"\x00\x04MQTT\x04\xc0" and packet[10:12] == b"\x00\x0f"
+    assert wire.connect("c", "u", "p", clean_session=True, keepalive=1)[9] == 0xC2
+    assert wire.subscribe(5, [("a/+", 1)]) == b"\x82\x08\x00\x05\x00\x03a/+\x01"
+    assert wire.puback(0xABCD) == b"\x40\x02\xab\xcd"
+    assert wire.parse_connack(wire.read_packet(b"\x20\x02\x01\x00")[0]) == (True, 0)
+    assert wire.parse_connack(wire.read_packet(b"\x20\x02\x00\x05")[0]) == (False, 5)
+    assert wire.parse_suback(wire.read_packet(b"\x90\x04\x00\x05\x01\x80")[0]) == (5, [1, 0x80])
+
+
+@pytest.mark.parametrize("data", [
+    b"\x30\xff\xff\xff\xff\x01",  # remaining length of 5 bytes
+    b"\x30\xff\xff\xff\x7f",  # 256 MB: over the limit
+])
+def test_malformed_headers_raise(data: bytes) -> None:
+    with pytest.raises(wire.WireError):
+        wire.read_packet(data)
+
+
+def test_malformed_bodies_raise() -> None:
+    with pytest.raises(wire.WireError):
+        wire.parse_publish(wire.Packet(wire.PUBLISH, 0x02, b"\x00\x05ab"))  # topic runs past the end
+    with pytest.raises(wire.WireError):
+        wire.parse_publish(wire.Packet(wire.PUBLISH, 0x06, b"\x00\x00"))  # QoS 3
+    with pytest.raises(wire.WireError):
+        wire.parse_mid(wire.Packet(wire.PUBACK, 0, b"\x01"))
+    with pytest.raises(wire.WireError):
+        wire.parse_connack(wire.Packet(wire.CONNACK, 0, b"\x00"))
