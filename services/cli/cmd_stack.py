@@ -101,8 +101,11 @@ def _wait_foreground(config: Config, proc: subprocess.Popen) -> int:
         return proc.returncode or 0
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
-        control.stop(config)
-        proc.wait(30)
+        try:
+            control.stop(config)
+            proc.wait(30)
+        except (control.StackError, subprocess.TimeoutExpired) as exc:
+            raise CliError(f"could not stop cleanly: {exc}") from None
         print("stopped.")
         return 0
 

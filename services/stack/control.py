@@ -113,6 +113,15 @@ def start_program(config: Config, name: str) -> None:
     rpc(config).supervisor.startProcess(name, False)
 
 
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (our own child awaiting wait())."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def stop(config: Config, timeout: float = 30.0) -> bool:
     """Shut supervisord (and so every service) down; True if one was running."""
     pid_file = config.run_dir / "supervisord.pid"
@@ -126,9 +135,7 @@ def stop(config: Config, timeout: float = 30.0) -> bool:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while pid and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return True
         time.sleep(0.1)
     if pid:

@@ -49,7 +49,7 @@ def test_up_with_demo_devices_then_ctrl_c_leaves_nothing(config, config_env):
         pids = supervised_pids(config)
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
-        assert proc.wait(60) == 0
+        assert proc.wait(60) == 0, "".join(output)
         wait_until(lambda: not any(alive(p) for p in pids), 20, what="every process to exit after Ctrl-C")
     finally:
         if proc.poll() is None:
