@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import urllib.error
 import urllib.request
 
@@ -60,3 +62,14 @@ def test_wrong_token_401_and_sigterm(state, keyadmin):
     assert (status, body) == (401, {"error": "missing or wrong admin token"})
     keyadmin.send_signal(signal.SIGTERM)
     assert keyadmin.wait(10) == 0
+
+
+def test_refuses_to_start_with_a_wide_key_store(state, config_env, procs):
+    from services.auth.keystore import SQLiteKeyStore
+
+    SQLiteKeyStore.open(state).close()
+    os.chmod(state.keystore_path, 0o644)
+    proc = procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    assert proc.wait(15) == 1
+    log = (procs.log_dir / "keyadmin.log").read_text()
+    assert "0600" in log and "Traceback" not in log
