@@ -16,6 +16,7 @@ from typing import Any
 from services.common import bus
 from services.common.config import Config
 from services.common.logs import kv
+from services.proxy.busloop import AsyncioBusLoop
 from services.proxy.errors import BusUnavailable
 from services.proxy.metrics import Metrics
 
@@ -57,10 +58,10 @@ class Output:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.acks = bus.AckTracker(self.client, loop)
-        self._config = config
+        self.driver = AsyncioBusLoop(self.client, loop, config.host, config.mqtt_port)
 
     def start(self) -> None:
-        bus.start(self.client, self._config)
+        self.driver.start()
 
     # --- out ---
     def publish_reading(self, device: str, payload: bytes) -> asyncio.Future[None]:
@@ -101,11 +102,10 @@ class Output:
             await asyncio.sleep(0.02)
         return True
 
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    async def stop(self) -> None:
+        await self.driver.stop()
 
-    # --- paho callbacks (paho's thread) ---
+    # --- paho callbacks (in the loop, from AsyncioBusLoop) ---
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             log.warning(kv(event="bus_refused", detail=str(reason_code)))

@@ -76,7 +76,7 @@ class ProxyServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._metrics_task
         await state.auth.close()
-        state.output.stop()
+        await state.output.stop()
         with contextlib.suppress(OSError):
             self.metrics_path.unlink()
         log.info(kv(event="stopped", flushed=flushed, readings=state.metrics.readings_accepted))

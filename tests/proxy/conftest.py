@@ -5,24 +5,56 @@ import sys
 
 import pytest
 
+from services.common.config import Config
 from tests.proxy.support import Stack
-from tests.support.broker import Subscriber
-from tests.support.proc import wait_until
+from tests.support.broker import Subscriber, start_mosquitto
+from tests.support.proc import Processes, free_port, wait_until
+
+
+def _start(config: Config, env: dict[str, str], procs: Processes, log_dir) -> Stack:
+    procs.start("auth", [sys.executable, "-m", "services.auth"], env=env)
+    wait_until(lambda: config.auth_socket.exists(), 10, what="auth socket")
+    monitor = Subscriber(config, "monitor")
+    monitor.subscribe("medsec/#")
+    return Stack(config, env, procs, log_dir, monitor)
 
 
 @pytest.fixture
 def stack(config, config_env, procs, broker, tmp_path):
     """Broker + auth + monitor subscribed to medsec/#; call stack.start_proxy() to add a proxy."""
-    procs.start("auth", [sys.executable, "-m", "services.auth"], env=config_env)
-    wait_until(lambda: config.auth_socket.exists(), 10, what="auth socket")
-    monitor = Subscriber(config, "monitor")
-    monitor.subscribe("medsec/#")
-    s = Stack(config, config_env, procs, tmp_path / "proclogs", monitor)
+    s = _start(config, config_env, procs, tmp_path / "proclogs")
     yield s
-    monitor.close()
+    s.monitor.close()
 
 
 @pytest.fixture
 def proxy(stack):
     stack.start_proxy()
     return stack
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory):
+    """One broker + auth + proxy for a whole module of tests that use unique device ids."""
+    tmp = tmp_path_factory.mktemp("shared-proxy")
+    config = Config(home=tmp / "home", proxy_port=free_port(), admin_port=free_port(),
+                    mqtt_port=free_port(), nodered_port=free_port())
+    env = {"MEDSEC_HOME": str(config.home), "MEDSEC_PROXY_PORT": str(config.proxy_port),
+           "MEDSEC_MQTT_PORT": str(config.mqtt_port), "MEDSEC_ADMIN_PORT": str(config.admin_port)}
+    (tmp / "proclogs").mkdir()
+    procs = Processes(tmp / "proclogs")
+    try:
+        start_mosquitto(config, procs)
+        s = _start(config, env, procs, tmp / "proclogs")
+        s.start_proxy()
+        yield s
+        s.monitor.close()
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture
+def shared_proxy(shared_stack):
+    """The module's stack, with a fresh monitor and log view for this test."""
+    shared_stack.fresh()
+    return shared_stack

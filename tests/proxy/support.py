@@ -48,6 +48,14 @@ class Stack:
     log_dir: Path
     monitor: Subscriber
     proxies: list = field(default_factory=list)
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def fresh(self) -> None:
+        """For a stack shared by several tests: a new monitor, and logs read from here on."""
+        self.monitor.close()
+        self.monitor = Subscriber(self.config, "monitor")
+        self.monitor.subscribe("medsec/#")
+        self.offsets = {p.name[:-4]: p.stat().st_size for p in self.log_dir.glob("*.log")}
 
     def register(self, device: str, key: str | None = None, iv: str | None = None) -> tuple[str, str]:
         if key is None or iv is None:
@@ -88,7 +96,9 @@ class Stack:
         return proc
 
     def log(self, name: str = "proxy") -> str:
-        return (self.log_dir / f"{name}.log").read_text()
+        with open(self.log_dir / f"{name}.log", "rb") as f:
+            f.seek(self.offsets.get(name, 0))
+            return f.read().decode(errors="replace")
 
     def close_lines(self, reason: str, name: str = "proxy") -> list[str]:
         return [ln for ln in self.log(name).splitlines() if "event=close" in ln and f"reason={reason} " in ln]
@@ -132,8 +142,9 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
 class Streamer(threading.Thread):
     """A well-behaved device sending a reading every `interval` seconds until stopped."""
 
-    def __init__(self, port: int, key: str, iv: str, interval: float = 0.05) -> None:
+    def __init__(self, port: int, key: str, iv: str, interval: float = 0.05, device: str = "") -> None:
         super().__init__(daemon=True)
+        self.device = device
         self.sock = connect(port)
         self.key, self.iv, self.interval = key, iv, interval
         self.sent = 0

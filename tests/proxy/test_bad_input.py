@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import uuid
 
 import pytest
 
@@ -42,7 +43,8 @@ CASES = {
 }
 
 
-def assert_only_good_device_affected(proxy, good: Streamer, good_id: str, reason: str, device: str) -> None:
+def assert_only_good_device_affected(proxy, good: Streamer, reason: str, device: str) -> None:
+    good_id = good.device
     wait_until(lambda: proxy.rejected(reason, device), 5, what=f"a rejected event {reason}")
     # One event naming the reason, on the device's topic or ~unidentified, none anywhere else.
     named = [e for t in proxy.monitor.topics() if t.startswith("medsec/events/")
@@ -61,11 +63,19 @@ def assert_only_good_device_affected(proxy, good: Streamer, good_id: str, reason
 
 
 @pytest.fixture
+def proxy(shared_proxy):
+    """One stack for the module (unique device ids per test), fresh monitor and log view per test."""
+    return shared_proxy
+
+
+@pytest.fixture
 def good(proxy):
-    key, iv = proxy.register("good-dev")
-    streamer = Streamer(proxy.config.proxy_port, key, iv)
+    """A well-behaved device streaming through the whole test."""
+    device = f"good-{uuid.uuid4().hex[:8]}"
+    key, iv = proxy.register(device)
+    streamer = Streamer(proxy.config.proxy_port, key, iv, device=device)
     streamer.start()
-    wait_until(lambda: proxy.ingest("good-dev"), 5, what="the good device's first reading")
+    wait_until(lambda: proxy.ingest(device), 5, what="the good device's first reading")
     yield streamer
     streamer.stop()
 
@@ -73,25 +83,25 @@ def good(proxy):
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_closes_only_that_connection(proxy, good, case):
     make, reason, registered = CASES[case]
-    device = f"bad-{case.replace('_', '-')}"
+    device = f"bad-{case.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
     key, iv = proxy.register(device) if registered else credentials()
     sock = connect(proxy.config.proxy_port)
     sock.sendall(make(key, iv))
     assert closed_by_peer(sock)
     sock.close()
     named = device if registered and reason not in ("too_long", "not_hex") else "~unidentified"
-    assert_only_good_device_affected(proxy, good, "good-dev", reason, named)
+    assert_only_good_device_affected(proxy, good, reason, named)
 
 
 def test_a_connection_that_sends_nothing(proxy, good):
     sock = connect(proxy.config.proxy_port)
     assert closed_by_peer(sock, timeout=5)  # MEDSEC_IDLE_TIMEOUT=1.5 in the test env
     sock.close()
-    assert_only_good_device_affected(proxy, good, "good-dev", "idle_timeout", "~unidentified")
+    assert_only_good_device_affected(proxy, good, "idle_timeout", "~unidentified")
 
 
 def test_a_slow_drip_of_bytes(proxy, good):
-    key, iv = proxy.register("dripper")
+    key, iv = proxy.register(f"dripper-{uuid.uuid4().hex[:6]}")
     sock = connect(proxy.config.proxy_port)
     wire = reading(key, iv)
     stop = threading.Event()
@@ -113,24 +123,24 @@ def test_a_slow_drip_of_bytes(proxy, good):
         stop.set()
         dripper.join(2)
         sock.close()
-    assert_only_good_device_affected(proxy, good, "good-dev", "reading_timeout", "~unidentified")
+    assert_only_good_device_affected(proxy, good, "reading_timeout", "~unidentified")
 
 
 def test_a_client_that_connects_and_resets(proxy, good):
-    key, iv = proxy.register("resetter")
+    key, iv = proxy.register(f"resetter-{uuid.uuid4().hex[:6]}")
     sock = connect(proxy.config.proxy_port)
     sock.sendall(reading(key, iv)[:100])
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # RST, not FIN
-    assert_only_good_device_affected(proxy, good, "good-dev", "reset", "~unidentified")
+    assert_only_good_device_affected(proxy, good, "reset", "~unidentified")
 
 
 def test_first_block_alone_decides_nothing(proxy, good):
     """A reading is published only when complete: half a reading then EOF publishes nothing."""
-    key, iv = proxy.register("halfway")
+    key, iv = proxy.register(f"halfway-{uuid.uuid4().hex[:6]}")
     sock = connect(proxy.config.proxy_port)
     sock.sendall(reading(key, iv)[:v1.BLOCK_HEX * 3 + 2])
     sock.shutdown(socket.SHUT_WR)
     assert closed_by_peer(sock)
     sock.close()
-    assert_only_good_device_affected(proxy, good, "good-dev", "truncated", "~unidentified")
+    assert_only_good_device_affected(proxy, good, "truncated", "~unidentified")

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from pathlib import Path
+
+import pytest
 
 from services.common import v1
 from services.common.readings import ReadingError, validate
@@ -26,6 +29,16 @@ VECTORS = [v for v in ALL if publishable(v)]
 assert len(VECTORS) >= 12, "the vectors file lost its readings"
 
 
+@pytest.fixture
+def proxy(shared_proxy):
+    """One stack for the module; every test uses its own device ids."""
+    return shared_proxy
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
 def by_credentials() -> dict[tuple[str, str], list[dict]]:
     out: dict[tuple[str, str], list[dict]] = {}
     for vec in VECTORS:
@@ -37,7 +50,7 @@ def test_every_vector_is_published_with_its_exact_values_in_one_write_and_byte_b
     expected: dict[str, list[dict]] = {}
     socks = []
     for n, ((key, iv), vecs) in enumerate(by_credentials().items()):
-        device = f"vec-{n}"
+        device = unique(f"vec-{n}")
         proxy.register(device, key, iv)
         for variant in ("chained", "per_block"):
             stream = b"".join(v["wire"].encode() for v in vecs if v["variant"] == variant)
@@ -63,42 +76,46 @@ def test_every_vector_is_published_with_its_exact_values_in_one_write_and_byte_b
 
 
 def test_a_reading_is_published_before_the_next_one_starts(proxy):
-    key, iv = proxy.register("eager")
+    dev = unique("eager")
+    key, iv = proxy.register(dev)
     sock = connect(proxy.config.proxy_port)
     sock.sendall(reading(key, iv, 5))  # and then nothing: no delimiter follows a reading
-    [msg] = wait_until(lambda: proxy.ingest("eager"), 3, what="the reading without a follower")
-    assert msg["device"] == "eager" and msg["protocol"] == "v1" and msg["seq"] is None
+    [msg] = wait_until(lambda: proxy.ingest(dev), 3, what="the reading without a follower")
+    assert msg["device"] == dev and msg["protocol"] == "v1" and msg["seq"] is None
     assert msg["values"]["Temp"] == "36.050" and msg["values"]["Acel_y"] == "-0.50"
     assert msg["src"] == list(sock.getsockname())
     assert msg["gw"] == ["127.0.0.1", proxy.config.proxy_port]
     sock.sendall(reading(key, iv, 6))
-    msgs = wait_until(lambda: len(proxy.ingest("eager")) == 2 and proxy.ingest("eager"), 3)
+    msgs = wait_until(lambda: len(proxy.ingest(dev)) == 2 and proxy.ingest(dev), 3)
     assert msgs[0]["uid"] != msgs[1]["uid"]
     sock.close()
 
 
 def test_connect_once_and_disconnect_only_when_the_last_connection_closes(proxy):
-    key, iv = proxy.register("twice")
+    dev = unique("twice")
+    key, iv = proxy.register(dev)
     first, second = connect(proxy.config.proxy_port), connect(proxy.config.proxy_port)
     first.sendall(reading(key, iv, 1))
     second.sendall(reading(key, iv, 2, variant="per_block"))
-    wait_until(lambda: len(proxy.ingest("twice")) == 2, 5)
+    wait_until(lambda: len(proxy.ingest(dev)) == 2, 5)
     first.close()
-    wait_until(lambda: proxy.close_lines("eof"), 5, what="the first close")
+    wait_until(lambda: [ln for ln in proxy.close_lines("eof") if f"device={dev} " in ln], 5,
+               what="the first close")
     second.sendall(reading(key, iv, 3, variant="per_block"))
-    wait_until(lambda: len(proxy.ingest("twice")) == 3, 5, what="the second connection to go on")
-    assert [e["event"] for e in proxy.events("twice")] == ["connect", "connect"]
+    wait_until(lambda: len(proxy.ingest(dev)) == 3, 5, what="the second connection to go on")
+    assert [e["event"] for e in proxy.events(dev)] == ["connect", "connect"]
     second.close()
-    wait_until(lambda: [e["event"] for e in proxy.events("twice")].count("disconnect") == 1, 5)
-    assert [e["event"] for e in proxy.events("twice")][-1] == "disconnect"
+    wait_until(lambda: [e["event"] for e in proxy.events(dev)].count("disconnect") == 1, 5)
+    assert [e["event"] for e in proxy.events(dev)][-1] == "disconnect"
 
 
 def test_an_identified_device_that_goes_quiet_disconnects_without_a_rejection(proxy):
-    key, iv = proxy.register("quiet")
+    dev = unique("quiet")
+    key, iv = proxy.register(dev)
     sock = connect(proxy.config.proxy_port)
     sock.sendall(reading(key, iv))
-    wait_until(lambda: proxy.ingest("quiet"), 3)
+    wait_until(lambda: proxy.ingest(dev), 3)
     assert closed_by_peer(sock, timeout=5)  # MEDSEC_IDLE_TIMEOUT=1.5
     sock.close()
-    events = wait_until(lambda: len(proxy.events("quiet")) == 2 and proxy.events("quiet"), 3)
+    events = wait_until(lambda: len(proxy.events(dev)) == 2 and proxy.events(dev), 3)
     assert [(e["event"], e["reason"]) for e in events] == [("connect", None), ("disconnect", "idle_timeout")]
