@@ -1,0 +1,177 @@
+"""Issue 8, "Done when" 2: HAProxy in front of two proxies, two auth instances on one PostgreSQL
+key store, 50 simulated v2 devices.
+
+- the load balancer spreads the devices over both proxies;
+- killing one auth instance (then restarting it, as supervisord does) loses no acknowledged reading;
+- killing one proxy moves its devices to the other after they reconnect;
+- every acknowledged reading arrives on Pico/<id>/json, exactly once.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import shutil
+import signal
+import socket
+import sys
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.auth.credentials import make_secret
+from services.auth.keystore import NewDevice
+from services.auth.keystore_pg import PostgresKeyStore
+from services.auth.sealing import Sealer
+from services.cli.cmd_compose import haproxy_config
+from services.common.state import mqtt_password
+from services.sim.devices import Credentials
+from services.sim.runner import SimOptions, Simulation
+from services.sim.v2 import SeqCounter, V2Device
+from tests.support.proc import free_port, port_open, wait_until
+
+DEVICES = 50
+RATE = 4.0
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
+                                reason="haproxy not installed")
+
+
+class Dashboard:
+    """Counts every (device, seq) that reaches the public tree."""
+
+    def __init__(self, config) -> None:
+        self.lock = threading.Lock()
+        self.seqs: dict[str, Counter] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv311)
+        self.client.username_pw_set("dashboard", mqtt_password(config, "dashboard"))
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("Pico/+/json", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(config.host, config.mqtt_port)
+        self.client.loop_start()
+        wait_until(subscribed.is_set, 10, what="dashboard subscription")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        body = json.loads(msg.payload)
+        with self.lock:
+            self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
+
+    def counts(self, device: str) -> Counter:
+        with self.lock:
+            return Counter(self.seqs.get(device, Counter()))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class HAProxy:
+    def __init__(self, procs, tmp_path, backends: list[int]) -> None:
+        self.port = free_port()
+        self.stats = tmp_path / "haproxy.sock"
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(haproxy_config(f"127.0.0.1:{self.port}", [f"127.0.0.1:{p}" for p in backends],
+                                      stats_socket=str(self.stats)))
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"  # root's PATH has sbin, others may not
+        self.proc = procs.start("haproxy", [binary, "-db", "-f", str(cfg)])
+        wait_until(lambda: port_open(self.port) and self.stats.exists(), 10, what="haproxy")
+
+    def sessions(self) -> dict[str, tuple[str, int]]:
+        """server -> (status, current sessions), from the stats socket."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.stats))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
+        return {r["svname"]: (r["status"], int(r["scur"] or 0)) for r in rows
+                if r["pxname"] == "proxies" and r["svname"].startswith("proxy")}
+
+
+def start_logged(procs, tmp_path, name: str, argv: list[str], env: dict[str, str], ready: str):
+    proc = procs.start(name, argv, env=env)
+    log = tmp_path / "proclogs" / f"{name}.log"
+    wait_until(lambda: log.exists() and ready in log.read_text() or proc.poll() is not None, 20,
+               what=f"{name}: {ready}")
+    assert proc.poll() is None, f"{name} exited: {log.read_text()[-2000:]}"
+    return proc
+
+
+def test_two_proxies_two_auths_one_postgres_store(config, config_env, procs, broker, pg_server, tmp_path):
+    url = pg_server.schema_url()
+    store = PostgresKeyStore(url, Sealer.from_file(config.master_key_path))
+    prefix = f"so{uuid.uuid4().hex[:6]}"
+    creds = []
+    for i in range(DEVICES):
+        secret = make_secret("v2")
+        store.add(NewDevice(f"{prefix}-{i:02d}", "v2", secret))
+        creds.append(Credentials(f"{prefix}-{i:02d}", "v2", secret))
+    store.close()
+
+    base = {**config_env, "MEDSEC_KEYSTORE_URL": url, "MEDSEC_BUS_TIMEOUT": "1.5"}
+    sockets = [config.run_dir / f"auth-{n}.sock" for n in (1, 2)]
+    ports = [free_port(), free_port()]
+    auth_argv = [sys.executable, "-m", "tests.deploy.run_auth"]
+    auth_env = [{**base, "MEDSEC_AUTH_SOCKET": str(s)} for s in sockets]
+    auths = [start_logged(procs, tmp_path, f"auth{n + 1}", auth_argv, auth_env[n], "event=listening")
+             for n in range(2)]
+    proxies = [start_logged(procs, tmp_path, f"proxy{n + 1}", [sys.executable, "-m", "services.proxy"],
+                            {**auth_env[n], "MEDSEC_PROXY_PORT": str(ports[n])}, "event=subscribed")
+               for n in range(2)]
+    start_logged(procs, tmp_path, "publisher", [sys.executable, "-m", "services.publisher"], base,
+                 "bus_subscribed")
+    lb = HAProxy(procs, tmp_path, ports)
+    dashboard = Dashboard(config)
+
+    devices = [V2Device(c, counter=SeqCounter(None)) for c in creds]
+    sim = Simulation(devices, SimOptions(port=lb.port, rate=RATE, min_backoff=0.05, max_backoff=0.5))
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=lambda: loop.run_until_complete(sim.run()), daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: sim.stats.acked >= DEVICES * 2, 20, what="every device acknowledged")
+        spread = {name: n for name, (_, n) in lb.sessions().items()}
+        assert min(spread.values()) > 0 and sum(spread.values()) == DEVICES, spread
+
+        # 1. Kill auth 1 (its proxy's devices get no acks meanwhile), restart it as supervisord would.
+        procs.stop(auths[0], signal.SIGKILL)
+        errors = sim.stats.errors
+        wait_until(lambda: sim.stats.errors > errors, 10, what="devices of proxy 1 cut off")
+        auths[0] = start_logged(procs, tmp_path, "auth1", auth_argv, auth_env[0], "event=listening")
+        acked = sim.stats.acked
+        wait_until(lambda: sim.stats.acked >= acked + DEVICES * 2, 20, what="acks after the auth restart")
+
+        # 2. Kill proxy 1: its devices reconnect through HAProxy to proxy 2.
+        procs.stop(proxies[0], signal.SIGKILL)
+        wait_until(lambda: lb.sessions()["proxy1"][0].startswith("DOWN"), 10, what="proxy1 marked down")
+        wait_until(lambda: lb.sessions()["proxy2"][1] == DEVICES, 20, what="every device on proxy 2")
+        moved = {d.id: len(d.acked_seqs) for d in devices}
+        wait_until(lambda: all(len(d.acked_seqs) >= moved[d.id] + 2 for d in devices), 20,
+                   what="every device acknowledged through proxy 2")
+    finally:
+        loop.call_soon_threadsafe(sim.stop)
+        runner.join(15)
+    acked = {d.id: list(d.acked_seqs) for d in devices}
+    total = sum(len(s) for s in acked.values())
+    assert total == sim.stats.acked >= DEVICES * 6
+
+    def all_arrived() -> bool:
+        return all(set(seqs) <= set(dashboard.counts(dev)) for dev, seqs in acked.items())
+
+    wait_until(all_arrived, 20, what="every acknowledged reading on Pico/<id>/json")
+    for dev, seqs in acked.items():
+        assert len(set(seqs)) == len(seqs), dev
+        counts = dashboard.counts(dev)
+        assert all(n == 1 for n in counts.values()), (dev, {s: n for s, n in counts.items() if n > 1})
+    dashboard.close()
+    assert sim.stats.reconnects >= DEVICES // 4
