@@ -1,0 +1,71 @@
+// Drive the medsec dashboard in headless Chromium (playwright-core, Debian's chromium).
+// Usage: node dashboard_probe.mjs <playwright-core dir>; then one JSON command per line on stdin,
+// one JSON answer per line on stdout: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
+//   {"cmd": "open", "url", "user", "password"}   log in (HTTP Basic) and open a dashboard page
+//   {"cmd": "fleet"}                             the device cards on the fleet page
+//   {"cmd": "device", "url", "id"}               the device page, with `id` chosen in the dropdown
+//   {"cmd": "screenshot", "path"}
+import { createRequire } from "node:module";
+import readline from "node:readline";
+
+const require = createRequire(process.argv[2] + "/");
+const { chromium } = require(process.argv[2]);
+
+const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+});
+let context = null;
+let page = null;
+
+const commands = {
+    async open({ url, user, password }) {
+        context = await browser.newContext({ httpCredentials: { username: user, password }, viewport: { width: 1280, height: 800 } });
+        page = await context.newPage();
+        const res = await page.goto(url);
+        await page.waitForSelector("[data-medsec]", { timeout: 20000 });
+        return { status: res.status() };
+    },
+    async fleet() {
+        return page.$$eval("[data-medsec=fleet] .card", (cards) => cards.map((c) => ({
+            device: c.dataset.device,
+            status: c.dataset.status,
+            state: c.dataset.state,
+            temp: (c.querySelector("[data-field=Temp]") || {}).textContent || null,
+            pulse: (c.querySelector("[data-field=PulseSig]") || {}).textContent || null,
+            seen: (c.querySelector(".seen") || {}).textContent || null,
+        })));
+    },
+    async device({ url, id }) {
+        await page.goto(url);
+        const select = await page.waitForSelector("[data-medsec=device-select]", { timeout: 20000 });
+        await page.waitForFunction((want) => [...document.querySelectorAll("[data-medsec=device-select] option")]
+            .some((o) => o.value === want), id, { timeout: 20000 });
+        await select.selectOption(id);
+        // Read the header in the same evaluation that finds it ready: it re-renders on every reading.
+        const info = await page.waitForFunction((want) => {
+            const h = document.querySelector("[data-medsec=device-header]");
+            const temp = h && h.dataset.device === want && h.querySelector("[data-field=Temp]");
+            return temp ? { device: want, temp: temp.textContent, charts: document.querySelectorAll("canvas").length } : null;
+        }, id, { timeout: 20000 });
+        return info.jsonValue();
+    },
+    async screenshot({ path }) {
+        await page.screenshot({ path, fullPage: true });
+        return path;
+    },
+};
+
+const lines = readline.createInterface({ input: process.stdin });
+for await (const line of lines) {
+    let answer;
+    try {
+        const cmd = JSON.parse(line);
+        answer = { ok: true, result: await commands[cmd.cmd](cmd) };
+    } catch (err) {
+        answer = { ok: false, error: String(err && err.message ? err.message : err).slice(0, 2000) };
+    }
+    process.stdout.write(JSON.stringify(answer) + "\n");
+}
+await browser.close();

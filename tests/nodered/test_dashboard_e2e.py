@@ -1,0 +1,124 @@
+"""Issue 6, done-when 2: the whole stack with Node-RED and 3 simulated devices, the dashboard in
+headless Chromium. All three devices show live values; a fourth registered through the API appears
+without any flow change; revoking one turns it offline on the page."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from services.nodered import admin_password
+from services.nodered.runtime import NODERED_DIR
+from tests.support.proc import wait_until
+from tests.support.stack import MEDSEC, api, kill_all, medsec, supervised_pids
+
+from .support import needs_nodered
+
+PLAYWRIGHT = NODERED_DIR / "node_modules" / "playwright-core"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+PROBE = Path(__file__).with_name("dashboard_probe.mjs")
+# Set to a path (e.g. docs/img/dashboard.png) to keep the fleet page's screenshot.
+SCREENSHOT = os.environ.get("MEDSEC_DASHBOARD_SCREENSHOT")
+
+pytestmark = [
+    needs_nodered,
+    pytest.mark.skipif(not PLAYWRIGHT.exists() or not shutil.which(CHROMIUM),
+                       reason="needs playwright-core (make -C nodered install) and chromium"),
+]
+
+
+class Probe:
+    """dashboard_probe.mjs: one JSON command in, one JSON answer out."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(["node", str(PROBE), str(PLAYWRIGHT)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.answers: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [self.answers.put(line) for line in self.proc.stdout],
+                         daemon=True).start()
+
+    def call(self, cmd: str, timeout: float = 40, **args):
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+        try:
+            answer = json.loads(self.answers.get(timeout=timeout))
+        except queue.Empty:
+            raise AssertionError(f"the browser did not answer {cmd} within {timeout}s") from None
+        if not answer["ok"]:
+            raise AssertionError(f"{cmd}: {answer['error']}")
+        return answer["result"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def cards(probe: Probe) -> dict[str, dict]:
+    return {c["device"]: c for c in probe.call("fleet")}
+
+
+def live(card: dict | None) -> bool:
+    return bool(card and card["status"] == "online" and card["temp"] and card["temp"] != "- °C")
+
+
+def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
+    medsec(config_env, "up", "--detach", "--demo", "3", timeout=120)
+    pids = supervised_pids(config)
+    probe = None
+    try:
+        base = f"http://{config.host}:{config.nodered_port}/dashboard"
+        probe = Probe()
+        probe.call("open", url=f"{base}/fleet", user="admin", password=admin_password(config))
+
+        # Three demo devices, with values that change: live, not a snapshot.
+        demo = ["sim-001", "sim-002", "sim-003"]
+        first = wait_until(lambda: (c := cards(probe)) and all(live(c.get(d)) for d in demo) and c, 60,
+                           what="3 demo devices online with values on the fleet page")
+        wait_until(lambda: any(cards(probe)[d]["pulse"] != first[d]["pulse"] for d in demo), 20,
+                   what="a reading to update a card")
+
+        # A fourth device, registered through the key-admin API by the simulator, appears by itself.
+        sim4 = ["sim", "--devices", "1", "--prefix", "e2e4-", "--register", "--rate", "2"]
+        procs.start("sim4", MEDSEC + sim4, env=config_env)
+        wait_until(lambda: live(cards(probe).get("e2e4-001")), 60, what="the fourth device on the page")
+        status, body = api(config, "GET", "/devices/e2e4-001")
+        assert status == 200 and body["id"] == "e2e4-001"
+
+        # The device page: choose a device in the dropdown, its charts follow.
+        page = probe.call("device", url=f"{base}/device", id="e2e4-001")
+        assert page["device"] == "e2e4-001" and page["temp"].endswith("°C")
+        assert page["charts"] >= 4
+
+        # Revoking a device turns it offline on the page (and marks it revoked).
+        probe.call("open", url=f"{base}/fleet", user="admin", password=admin_password(config))
+        status, _ = api(config, "DELETE", "/devices/sim-002")
+        assert status == 200
+        wait_until(lambda: cards(probe)["sim-002"]["status"] == "offline", 20,
+                   what="sim-002 offline on the page")
+        wait_until(lambda: cards(probe)["sim-002"]["state"] == "revoked", 20, what="sim-002 marked revoked")
+        now = cards(probe)
+        assert live(now["sim-001"]) and live(now["sim-003"]) and live(now["e2e4-001"]), now
+
+        shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "dashboard.png"
+        probe.call("screenshot", path=str(shot.resolve()))
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # Node-RED never needed a flow change: the flows file is the shipped one.
+        shipped = json.loads((NODERED_DIR / "flows.json").read_text())
+        assert json.loads((config.home / "nodered" / "flows.json").read_text()) == shipped
+    finally:
+        if probe:
+            probe.close()
+        medsec(config_env, "down", check=False)
+        kill_all(pids)
