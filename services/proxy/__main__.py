@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import sys
 
 from services.common import logs
@@ -17,6 +18,18 @@ async def _serve(config: Config) -> None:
     await server.serve()
 
 
+def raise_file_limit(connections: int) -> int:
+    """Each device is a file descriptor: lift the soft limit toward the hard one (never above it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256  # the broker, auth, logs and a margin
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    return soft
+
+
 def main() -> int:
     log = logs.setup("proxy")
     try:
@@ -24,6 +37,10 @@ def main() -> int:
     except ValueError as exc:
         log.error(kv(event="bad_config", detail=str(exc)))
         return 2
+    files = raise_file_limit(config.max_connections)
+    if files < config.max_connections:
+        log.warning(kv(event="file_limit", limit=files, max_connections=config.max_connections,
+                       detail="fewer file descriptors than MEDSEC_MAX_CONNECTIONS"))
     try:
         asyncio.run(_serve(config))
     except (OSError, StateError) as exc:  # port in use, state dir not initialised

@@ -35,6 +35,8 @@ class AsyncioBusLoop:
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # paho connects with a blocking socket call in the loop's thread: keep the worst case short.
+        client.connect_timeout = 1.0
         client.on_socket_open = self._on_open
         client.on_socket_close = self._on_close
         client.on_socket_register_write = self._on_register_write
