@@ -281,6 +281,13 @@ class SQLiteKeyStore:
                 self._db.execute(stmt)
             self._db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
+            # Change counter: every write that matters to auth stamps the device, so auth reloads
+            # only the devices changed since its last look (not 10,000 keys per added device).
+            self._db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('changes', '0')")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(devices)")}
+            if "changed" not in columns:
+                self._db.execute("ALTER TABLE devices ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("CREATE INDEX IF NOT EXISTS devices_changed ON devices(changed)")
         # WAL and SHM files are created next to the database; keep them private too.
         for suffix in ("-wal", "-shm"):
             side = path.with_name(path.name + suffix)
@@ -324,19 +331,37 @@ class SQLiteKeyStore:
 
     def credentials(self, protocol: str) -> list[Credential]:
         """Every credential of `protocol` (also revoked and expired ones, flagged), unsealed."""
+        return self.credentials_changed(protocol, -1)[0]
+
+    def credentials_changed(self, protocol: str, since: int) -> tuple[list[Credential], int]:
+        """All credentials of the devices changed after change number `since`, and the current number."""
         with self._lock:
+            (current,) = self._db.execute(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'changes'").fetchone()
             rows = self._db.execute(
                 "SELECT c.device_id, c.generation, c.sealed, c.expires_at, d.revoked_at"
-                " FROM credentials c JOIN devices d ON d.id = c.device_id WHERE d.protocol = ?",
-                (protocol,)).fetchall()
-            out = []
-            for device_id, gen, sealed, expires, revoked in rows:
-                secret = self._unsealed.get((device_id, gen))
-                if secret is None:
-                    secret = self._sealer.unseal(device_id, protocol, sealed)
-                    self._unsealed[(device_id, gen)] = secret
-                out.append(Credential(device_id, protocol, gen, secret, expires, revoked is not None))
-            return out
+                " FROM credentials c JOIN devices d ON d.id = c.device_id WHERE d.protocol = ?"
+                " AND d.changed > ?", (protocol, since)).fetchall()
+            return self._unseal_rows(protocol, rows), current
+
+    def _unseal_rows(self, protocol: str, rows: list[tuple]) -> list[Credential]:
+        out = []
+        for device_id, gen, sealed, expires, revoked in rows:
+            secret = self._unsealed.get((device_id, gen))
+            if secret is None:
+                secret = self._sealer.unseal(device_id, protocol, sealed)
+                self._unsealed[(device_id, gen)] = secret
+            out.append(Credential(device_id, protocol, gen, secret, expires, revoked is not None))
+        return out
+
+    def _next_change(self) -> int:
+        """Inside a transaction: the number that stamps the devices this write changes."""
+        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'changes'")
+        row = self._db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'changes'").fetchone()
+        return row[0]
+
+    def _stamp(self, device_id: str) -> None:
+        self._db.execute("UPDATE devices SET changed = ? WHERE id = ?", (self._next_change(), device_id))
 
     def generation(self) -> int:
         """Changes whenever another connection (process) commits: cheap change detection."""
@@ -363,19 +388,19 @@ class SQLiteKeyStore:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (device_id, generation, self._sealer.seal(device_id, protocol, secret), fingerprint, key_id, now))
 
-    def _add(self, device: NewDevice, now: float) -> None:
+    def _add(self, device: NewDevice, now: float, change: int) -> None:
         existing = self._db.execute("SELECT revoked_at FROM devices WHERE id = ?", (device.id,)).fetchone()
         if existing is not None:
             state = " (revoked)" if existing[0] is not None else ""
             raise DeviceExists(f"device {device.id} already exists{state}", device.id)
-        self._db.execute("INSERT INTO devices(id, protocol, created_at) VALUES (?, ?, ?)",
-                         (device.id, device.protocol, now))
+        self._db.execute("INSERT INTO devices(id, protocol, created_at, changed) VALUES (?, ?, ?, ?)",
+                         (device.id, device.protocol, now, change))
         self._insert_credential(device.id, device.protocol, 1, device.secret, now)
 
     def add(self, device: NewDevice, actor: str = "admin") -> Device:
         now = self._clock()
         with self._tx():
-            self._add(device, now)
+            self._add(device, now, self._next_change())
             self._append_audit(actor, "added", device.id, {"protocol": device.protocol}, now)
         return self._must_get(device.id)
 
@@ -383,8 +408,9 @@ class SQLiteKeyStore:
         """All or nothing: one clash (existing id, shared credentials) imports none."""
         now = self._clock()
         with self._tx():
+            change = self._next_change()
             for device in devices:
-                self._add(device, now)
+                self._add(device, now, change)
             self._append_audit(actor, "imported", None, {"count": len(devices),
                                                          "devices": [d.id for d in devices][:1000]}, now)
         with self._lock:
@@ -400,6 +426,7 @@ class SQLiteKeyStore:
             if row[0] is not None:
                 raise DeviceRevoked(f"device {device_id} is already revoked", device_id)
             self._db.execute("UPDATE devices SET revoked_at = ? WHERE id = ?", (now, device_id))
+            self._stamp(device_id)
             self._append_audit(actor, "revoked", device_id, {}, now)
         return self._must_get(device_id)
 
@@ -422,6 +449,7 @@ class SQLiteKeyStore:
             self._db.execute("UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation = ?",
                              (now + grace, device_id, top))
             self._insert_credential(device_id, protocol, top + 1, secret, now)
+            self._stamp(device_id)
             self._append_audit(actor, "rotated", device_id, {"generation": top + 1, "grace": grace}, now)
         return self._must_get(device_id)
 
@@ -435,6 +463,8 @@ class SQLiteKeyStore:
             ended = self._db.execute(
                 "UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation < ?"
                 " AND (expires_at IS NULL OR expires_at > ?)", (now, device_id, generation, now)).rowcount
+            if changed or ended:
+                self._stamp(device_id)
             if changed and ended:
                 self._append_audit("auth", "rotation_confirmed", device_id, {"generation": generation}, now)
 

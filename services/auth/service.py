@@ -128,6 +128,7 @@ class AuthService:
         self._log = log or logging.getLogger("medsec.auth")
         self._clock = clock
         self._store_generation: int | None = None
+        self._changes: int | None = None
         self._by_cred: dict[tuple[str, int], Candidate] = {}
         self._active: list[Candidate] = []
         self._inactive: list[Candidate] = []
@@ -139,37 +140,51 @@ class AuthService:
 
     # --- key cache ---
     def refresh(self, force: bool = False) -> None:
-        """Reload the v1 credentials when the store changed (one PRAGMA per call when it did not)."""
+        """Reload credentials when another process changed the store (one PRAGMA when it did not).
+
+        Only the devices changed since the last look are reloaded when the store can say which;
+        force reloads everything.
+        """
         generation = self._store.generation()
         if not force and generation == self._store_generation:
             return
         self._store_generation = generation
-        creds = self._store.credentials("v1")
-        newest: dict[str, int] = {}
+        self._reload(full=force)
+
+    def _reload(self, full: bool) -> None:
+        changed_since = getattr(self._store, "credentials_changed", None)
+        since = -1 if full or self._changes is None else self._changes
+        if changed_since is not None:
+            creds, current = changed_since("v1", since)
+            v2_changed = since == -1 or bool(changed_since("v2", since)[0])
+        else:
+            creds, current, v2_changed, since = self._store.credentials("v1"), None, True, -1
+        by_device: dict[str, list[Credential]] = {}
         for c in creds:
-            newest[c.device_id] = max(newest.get(c.device_id, 0), c.generation)
+            by_device.setdefault(c.device_id, []).append(c)
         now = self._clock()
-        valid_count: dict[str, int] = {}
-        for c in creds:
-            if c.valid(now):
-                valid_count[c.device_id] = valid_count.get(c.device_id, 0) + 1
-        by_cred: dict[tuple[str, int], Candidate] = {}
-        for c in creds:
-            old = self._by_cred.get((c.device_id, c.generation))
-            is_newest = newest[c.device_id] == c.generation
-            overlapping = is_newest and valid_count.get(c.device_id, 0) > 1
-            if old is not None:  # keep the AES object: only the state may have changed
-                old.expires_at, old.revoked, old.newest, old.overlapping = (
-                    c.expires_at, c.revoked, is_newest, overlapping)
-                by_cred[(c.device_id, c.generation)] = old
-            else:
-                by_cred[(c.device_id, c.generation)] = _candidate(c, is_newest, overlapping)
+        by_cred = {} if since == -1 else dict(self._by_cred)
+        for device_creds in by_device.values():
+            newest = max(c.generation for c in device_creds)
+            overlapping = sum(1 for c in device_creds if c.valid(now)) > 1
+            for c in device_creds:
+                key = (c.device_id, c.generation)
+                is_newest = c.generation == newest
+                old = self._by_cred.get(key)
+                if old is not None:  # keep the AES context: only the state may have changed
+                    old.expires_at, old.revoked, old.newest = c.expires_at, c.revoked, is_newest
+                    old.overlapping = is_newest and overlapping
+                    by_cred[key] = old
+                else:
+                    by_cred[key] = _candidate(c, is_newest, is_newest and overlapping)
         self._by_cred = by_cred
         # Newest credentials first: after a rotation the new key is the likely one.
-        ordered = sorted(by_cred.values(), key=lambda c: not c.newest)
-        self._active = [c for c in ordered if not c.revoked]
-        self._inactive = [c for c in ordered if c.revoked]
-        self._v2.load(self._store.credentials("v2"))
+        self._active = [c for c in by_cred.values() if c.newest and not c.revoked]
+        self._active += [c for c in by_cred.values() if not c.newest and not c.revoked]
+        self._inactive = [c for c in by_cred.values() if c.revoked]
+        self._changes = current
+        if v2_changed:
+            self._v2.load(self._store.credentials("v2"))
         self.metrics.reloads += 1
         self.metrics.candidates = len(self._active)
 
@@ -265,7 +280,7 @@ class AuthService:
             self._store.confirm(cand.device_id, cand.generation)
             cand.overlapping = False
             self._log.info(kv(event="rotation_confirmed", device=cand.device_id, generation=cand.generation))
-            self.refresh(force=True)
+            self._reload(full=False)  # our own write: data_version does not move for this connection
         seen = self._seen_for(cand.device_id)
         seen.readings += 1
         seen.last_seen = now

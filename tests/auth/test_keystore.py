@@ -177,3 +177,22 @@ def test_v1_credentials_generated():
     a, b = make_secret("v1"), make_secret("v1")
     assert len(a["key"]) == len(a["iv"]) == 16 and a != b
     assert all(0x20 < ord(c) < 0x7F for c in a["key"] + a["iv"])
+
+
+def test_credentials_changed_names_only_changed_devices(store):
+    if not hasattr(store, "credentials_changed"):
+        pytest.skip("this backend reloads everything")
+    store.add(v1("a", key="a" * 16))
+    store.add(v1("b", key="b" * 16))
+    everything, mark = store.credentials_changed("v1", -1)
+    assert {c.device_id for c in everything} == {"a", "b"}
+    assert store.credentials_changed("v1", mark) == ([], mark)
+    store.rotate("a", make_secret("v1"), grace=60)
+    changed, mark2 = store.credentials_changed("v1", mark)
+    assert mark2 > mark and sorted((c.device_id, c.generation) for c in changed) == [("a", 1), ("a", 2)]
+    store.revoke("b")
+    changed, mark3 = store.credentials_changed("v1", mark2)
+    assert [(c.device_id, c.revoked) for c in changed] == [("b", True)]
+    store.confirm("a", 2)
+    changed, _ = store.credentials_changed("v1", mark3)
+    assert {c.device_id for c in changed} == {"a"}
