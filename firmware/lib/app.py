@@ -50,6 +50,7 @@ class App:
         self.wdt = None
         self.led = Led(self.settings.get("led_pin"))
         self.net = None
+        self.link = None
 
     def feed(self):
         if not self.running:
@@ -120,7 +121,7 @@ class App:
     # --- work mode ---
     def work_mode(self):
         s = self.settings
-        link = make_link(s)
+        link = self.link = make_link(s)
         interval = s.get("interval_ms")
         backoff_min = s.get("backoff_min_ms")
         backoff_max = s.get("backoff_max_ms")
@@ -150,13 +151,13 @@ class App:
             if ticks_diff(now, next_reading) >= 0:
                 next_reading = now + interval
                 self._reading(link, sensors, SensorError)
+                gc.collect()
                 if self.max_readings and self.sent >= self.max_readings and not link.pending():
                     break
             if self.net.connected():
                 self._listen(link, 20)
             else:
                 sleep_ms(20)
-            gc.collect()
 
     def _connect(self, link, host, port):
         s = self.settings

@@ -57,6 +57,15 @@ class Gateway:
             store.close()
         return key, iv
 
+    def register_v2(self, device: str) -> tuple[str, str]:
+        master, kid = secrets.token_hex(16), secrets.token_hex(4)
+        store = SQLiteKeyStore.open(self.config)
+        try:
+            store.add(NewDevice(device, "v2", {"master_key": master, "key_id": kid}))
+        finally:
+            store.close()
+        return master, kid
+
     def dashboard(self, device: str) -> Subscriber:
         sub = Subscriber(self.config, "dashboard")
         sub.subscribe(f"Pico/{device}/#")
