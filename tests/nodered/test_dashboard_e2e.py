@@ -74,12 +74,12 @@ def live(card: dict | None) -> bool:
 
 
 def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
-    medsec(config_env, "up", "--detach", "--demo", "3", timeout=120)
-    pids = supervised_pids(config)
-    probe = None
+    probe = Probe()  # Chromium starts while the stack does
+    pids: list[int] = []
     try:
+        medsec(config_env, "up", "--detach", "--demo", "3", timeout=120)
+        pids = supervised_pids(config)
         base = f"http://{config.host}:{config.nodered_port}/dashboard"
-        probe = Probe()
         probe.call("open", url=f"{base}/fleet", user="admin", password=admin_password(config))
 
         # Three demo devices, with values that change: live, not a snapshot.
@@ -118,7 +118,6 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         shipped = json.loads((NODERED_DIR / "flows.json").read_text())
         assert json.loads((config.home / "nodered" / "flows.json").read_text()) == shipped
     finally:
-        if probe:
-            probe.close()
+        probe.close()
         medsec(config_env, "down", check=False)
         kill_all(pids)

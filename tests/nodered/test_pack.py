@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 
+import pytest
+
 from services.nodered.runtime import NODERED_DIR
 from tests.support.proc import free_port, wait_until
 
@@ -25,8 +27,15 @@ def pack(dest) -> tuple[str, list[str]]:
     return info["filename"], [f["path"] for f in info["files"]]
 
 
-def test_tarball_holds_only_what_the_package_needs(tmp_path):
-    _, files = pack(tmp_path)
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("pack")
+    filename, files = pack(dest)
+    return dest / filename, files
+
+
+def test_tarball_holds_only_what_the_package_needs(packed):
+    _, files = packed
     for path in files:
         assert path in ("package.json", "README.md") or path.startswith(("nodes/", "examples/")), path
     assert not [p for p in files if "test" in p.split("/") or p.endswith("_spec.js") or "node_modules" in p]
@@ -61,11 +70,11 @@ def _runtime_without_workspace(root):
     return modules / "node-red" / "red.js"
 
 
-def test_tarball_installs_into_a_clean_user_dir(tmp_path, procs):
-    tarball, _ = pack(tmp_path)
+def test_tarball_installs_into_a_clean_user_dir(packed, tmp_path, procs):
+    tarball, _ = packed
     user_dir = tmp_path / "userdir"
     user_dir.mkdir()
-    subprocess.run(["npm", "install", "--prefer-offline", *NPM_FLAGS, str(tmp_path / tarball)], cwd=user_dir,
+    subprocess.run(["npm", "install", "--prefer-offline", *NPM_FLAGS, str(tarball)], cwd=user_dir,
                    check=True, capture_output=True, timeout=120)
     installed = user_dir / "node_modules" / MANIFEST["name"]
     assert installed.is_dir() and not installed.is_symlink()
