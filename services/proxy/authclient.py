@@ -21,8 +21,13 @@ from services.proxy.errors import AuthUnavailable
 log = logging.getLogger("medsec.proxy.auth")
 
 
+# A dead auth is noticed at once (its socket closes); this only bounds a hung one. It is long
+# because a burst of new devices queues identifications (each tries every registered v1 key).
+REQUEST_TIMEOUT = 30.0
+
+
 class AuthClient:
-    def __init__(self, path: Path, timeout: float = 5.0, connect_timeout: float = 1.0) -> None:
+    def __init__(self, path: Path, timeout: float = REQUEST_TIMEOUT, connect_timeout: float = 1.0) -> None:
         self.path = path
         self.timeout = timeout
         self.connect_timeout = connect_timeout
