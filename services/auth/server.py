@@ -45,14 +45,21 @@ class AuthServer:
             raise StateError(f"another auth service is listening on {self._path}")
         self._path.unlink(missing_ok=True)
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._service.refresh(force=True)  # keys loaded before anyone can connect
+        # Bind and listen on a private temporary name, then rename: the socket appears only when it
+        # accepts connections, and never with wider permissions than 0600.
+        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(
-                self._client, path=str(self._path), limit=READ_CHUNK)
+            sock.bind(str(tmp))
         finally:
             os.umask(old)
-        os.chmod(self._path, 0o600)
-        self._service.refresh(force=True)
+        os.chmod(tmp, 0o600)
+        sock.listen(1024)
+        self._server = await asyncio.start_unix_server(self._client, sock=sock, limit=READ_CHUNK)
+        os.replace(tmp, self._path)
         self._log.info(kv(event="listening", socket=self._path, v1_keys=self._service.metrics.candidates))
 
     async def serve(self) -> None:
