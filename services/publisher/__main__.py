@@ -3,24 +3,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
 
 from services.common import logs
 from services.common.config import Config
 from services.common.logs import kv
 from services.common.state import StateError
-from services.publisher import metrics
+from services.publisher import lease, metrics
 from services.publisher.service import PublisherService
-from services.publisher.transport import BusTransport
+from services.publisher.transport import CLIENT_ID, SUBSCRIPTIONS, BusTransport
 
 METRICS_INTERVAL = 2.0
 
 
 async def serve(config: Config, log) -> int:
+    # Several instances: EMQX shares the subscriptions among them (each its own session);
+    # Mosquitto gets one active instance, the others wait as standbys (services/publisher/lease.py).
+    shared = os.environ.get("MEDSEC_PUBLISHER_SHARED") == "1"
     try:
         service = PublisherService(log)
-        transport = BusTransport(config, service, log)
+        if shared:
+            transport = BusTransport(config, service, log, client_id=f"{CLIENT_ID}-{socket.gethostname()}",
+                                     subscriptions=lease.shared(SUBSCRIPTIONS))
+        else:
+            transport = BusTransport(config, service, log)
     except (ValueError, StateError) as exc:
         log.error(kv(event="startup_failed", error=exc))
         return 1
@@ -28,6 +37,13 @@ async def serve(config: Config, log) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if not shared:
+        holder = lease.FileLease(config.run_dir / "publisher.lock")
+        if not holder.try_acquire():
+            log.info(kv(event="standby", active_pid=holder.holder()))
+            if not await holder.acquire(stop):
+                return 0
+            log.info(kv(event="active", took_over=True))
     metrics_path = config.run_dir / "metrics-publisher.prom"
 
     def write_metrics() -> None:

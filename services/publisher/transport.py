@@ -1,12 +1,14 @@
 """The MQTT side of the publisher: a persistent session on the internal bus (asyncio, mqttwire).
 
-Delivery guarantee: an incoming QoS 1 message is acknowledged to the broker
-(PUBACK) only after the broker has acknowledged every message published for
-it. A crash at any moment therefore leaves the reading unacknowledged in the
+Delivery guarantee: the publishes of a reading and then the PUBACK of the
+incoming message go out in one write on one TCP connection. The broker
+handles a connection's packets in order, so it can only have seen the
+acknowledgement if it has seen every publish before it; a crash at any
+moment leaves the reading either fully handed over or unacknowledged in the
 broker's session queue (fixed client id, clean session off), which
-redelivers it to the next run: at least once, never lost. Unacknowledged
-publishes are kept across reconnects and sent again (DUP) on the next
-connection, oldest first.
+redelivers it to the next run. Publishes the broker has not acknowledged are
+kept and sent again (DUP) after a reconnect. The window in which a crash
+makes a reading appear twice is thus one write, not a broker round trip.
 """
 from __future__ import annotations
 
@@ -28,18 +30,18 @@ KEEPALIVE = 15
 
 class BusTransport:
     def __init__(self, config: Config, service: PublisherService, log: logging.Logger,
-                 client_id: str = CLIENT_ID) -> None:
+                 client_id: str = CLIENT_ID, subscriptions: list[tuple[str, int]] | None = None) -> None:
         self.config = config
         self.service = service
         self.log = log
         self.client_id = client_id
+        self.subscriptions = subscriptions or SUBSCRIPTIONS
         self.connected = False
         self.stopping = False
         self._password = mqtt_password(config, "publisher")
         self._next_mid = 0
-        # Outgoing publishes the broker has not acknowledged: mid -> (topic, payload, retain, incoming mid).
-        self._outgoing: dict[int, tuple[str, bytes, bool, int | None]] = {}
-        self._remaining: dict[int, int] = {}  # incoming mid -> its outgoing publishes not yet acknowledged
+        # Outgoing publishes the broker has not acknowledged yet: mid -> (topic, payload, retain).
+        self._outgoing: dict[int, tuple[str, bytes, bool]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._out = bytearray()  # packets to write after the current batch of input
@@ -88,7 +90,7 @@ class BusTransport:
 
     @property
     def drained(self) -> bool:
-        return not self._remaining
+        return not self._outgoing
 
     # --- one connection ---
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -111,14 +113,10 @@ class BusTransport:
             return False
         self.connected = True
         self.log.info(kv(event="bus_connected", session_present=int(session_present)))
-        if not session_present:
-            # The broker has forgotten our session: its old packet ids mean nothing any more.
-            self._remaining.clear()
-            self._outgoing = {mid: (t, p, r, None) for mid, (t, p, r, _) in self._outgoing.items()}
-        for mid, (topic, payload, retain, _) in self._outgoing.items():
+        for mid, (topic, payload, retain) in self._outgoing.items():
             self._out += wire.publish(topic, payload, 1, retain, mid, dup=True)
         self._check_idle()
-        self._out += wire.subscribe(self._mid(), SUBSCRIPTIONS)
+        self._out += wire.subscribe(self._mid(), self.subscriptions)
         await self._flush(writer)
         pinger = asyncio.create_task(self._ping(writer))
         try:
@@ -168,7 +166,7 @@ class BusTransport:
         raise RuntimeError("65535 publishes unacknowledged")
 
     def _check_idle(self) -> None:
-        if self._remaining:
+        if self._outgoing:
             self._idle.clear()
         else:
             self._idle.set()
@@ -184,7 +182,7 @@ class BusTransport:
             if any(code >= 0x80 for code in codes):
                 self.log.error(kv(event="bus_subscribe_failed", codes=",".join(map(str, codes))))
             else:
-                self.log.info(kv(event="bus_subscribed", topics=",".join(t for t, _ in SUBSCRIPTIONS)))
+                self.log.info(kv(event="bus_subscribed", topics=",".join(t for t, _ in self.subscriptions)))
 
     def _on_publish(self, msg: wire.Publish) -> None:
         if self.stopping:
@@ -194,32 +192,17 @@ class BusTransport:
         except Exception:  # a bug must not kill the connection; the reading stays unacknowledged
             self.log.exception(kv(event="handler_error", topic=msg.topic[:100]))
             return
-        incoming = msg.mid if msg.qos else None
-        if not out:
-            # A duplicate of a message whose publishes are still unacknowledged is acked with them.
-            if incoming is not None and incoming not in self._remaining:
-                self._out += wire.puback(incoming)
-            return
-        if incoming is not None:
-            self._remaining[incoming] = self._remaining.get(incoming, 0) + len(out)
-            self._idle.clear()
         for topic, payload, retain in out:
             mid = self._mid()
-            self._outgoing[mid] = (topic, payload, retain, incoming)
+            self._outgoing[mid] = (topic, payload, retain)
             self._out += wire.publish(topic, payload, 1, retain, mid)
+        if out:
+            self._idle.clear()
+        if msg.qos:
+            self._out += wire.puback(msg.mid)  # after the publishes, in the same write: see the docstring
 
     def _on_puback(self, mid: int) -> None:
-        entry = self._outgoing.pop(mid, None)
-        if entry is None or entry[3] is None:
-            return
-        incoming = entry[3]
-        left = self._remaining.get(incoming, 0) - 1
-        if left > 0:
-            self._remaining[incoming] = left
-            return
-        self._remaining.pop(incoming, None)
-        self._out += wire.puback(incoming)
-        if not self._remaining:
+        if self._outgoing.pop(mid, None) is not None and not self._outgoing:
             self._idle.set()
 
 
