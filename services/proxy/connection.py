@@ -25,6 +25,7 @@ log = logging.getLogger("medsec.proxy")
 FIRST_READ = 4096
 # Readings of one connection that may wait for their PUBACK before the connection stops reading.
 MAX_PENDING_ACKS = 8
+MAX_WRITE_BUFFER = 64 * 1024
 
 
 class Connection:
@@ -103,8 +104,13 @@ class Connection:
             self.kill("bus_unavailable", f"no PUBACK within {self.config.bus_timeout:g} s")
 
     def write(self, data: bytes) -> None:
-        """For protocols that answer the device (v2 acknowledgements)."""
+        """For protocols that answer the device (v2 acknowledgements).
+
+        A device that does not read its answers must not make the proxy buffer them without end.
+        """
         self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.kill("slow_consumer", f"device left more than {MAX_WRITE_BUFFER} bytes of answers unread")
 
     # --- internals ---
     def _identify(self, device: str, protocol: str) -> None:

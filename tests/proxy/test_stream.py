@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from Crypto.Cipher import AES
 
 from services.common import v1
 from services.common.readings import ReadingError, validate
@@ -119,3 +120,21 @@ def test_an_identified_device_that_goes_quiet_disconnects_without_a_rejection(pr
     sock.close()
     events = wait_until(lambda: len(proxy.events(dev)) == 2 and proxy.events(dev), 3)
     assert [(e["event"], e["reason"]) for e in events] == [("connect", None), ("disconnect", "idle_timeout")]
+
+
+def test_a_bad_reading_after_good_ones_closes_with_rejected_then_disconnect(proxy):
+    dev = unique("lapsed")
+    key, iv = proxy.register(dev)
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(reading(key, iv, 1) + reading(key, iv, 2))
+    wait_until(lambda: len(proxy.ingest(dev)) == 2, 5)
+    sock.sendall(v1.encrypt(AES.new(key.encode(), AES.MODE_ECB).encrypt, iv.encode(),
+                            b'{"Temp":"36.600", not json at all', "chained") + reading(key, iv, 3))
+    assert closed_by_peer(sock)
+    sock.close()
+    events = wait_until(lambda: len(proxy.events(dev)) == 3 and proxy.events(dev), 5)
+    assert [(e["event"], e["reason"]) for e in events] == [
+        ("connect", None), ("rejected", "not_json"), ("disconnect", "not_json")]
+    assert len(proxy.ingest(dev)) == 2  # neither the bad reading nor the one after it
+    [line] = [ln for ln in proxy.close_lines("not_json") if f"device={dev} " in ln]
+    assert "readings=2" in line
