@@ -34,6 +34,8 @@ from services.common.state import StateError
 
 log = logging.getLogger("medsec.keyadmin")
 MAX_BODY = 8 << 20
+# Scraped or polled often: logged only when they fail.
+QUIET_RULES = frozenset({"/api/v1/healthz", "/api/v1/metrics"})
 
 # The registration point: each factory takes the Config and returns a blueprint mounted at /api/v1.
 # A factory's module may define OPENAPI_PATHS (OpenAPI 3 path items) to document its routes.
@@ -100,6 +102,11 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
         with counts_lock:
             counts = current_app.extensions["medsec.request_counts"]
             counts[key] = counts.get(key, 0) + 1
+        # One line per request (the path holds at most a device id; bodies and tokens never logged).
+        level = logging.WARNING if response.status_code in (401, 403) else logging.INFO
+        if rule not in QUIET_RULES or response.status_code >= 400:
+            log.log(level, kv(event="request", method=request.method, path=request.path[:200],
+                              status=response.status_code, client=request.remote_addr or "-"))
         return response
 
     return app

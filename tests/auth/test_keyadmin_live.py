@@ -57,9 +57,13 @@ def test_api_events_and_auth_end_to_end(state, keyadmin, auth_proc, procs):
     assert device["key"] not in logs and device["iv"] not in logs
 
 
-def test_wrong_token_401_and_sigterm(state, keyadmin):
+def test_wrong_token_401_and_sigterm(state, keyadmin, procs):
     status, body = call(state, "GET", "/devices", token="nope")
     assert (status, body) == (401, {"error": "missing or wrong admin token"})
+    log = procs.log_dir / "keyadmin.log"
+    wait_until(lambda: "WARNING" in log.read_text() and "status=401" in log.read_text(), 5,
+               what="a log line for the refused request")
+    assert "nope" not in log.read_text()
     keyadmin.send_signal(signal.SIGTERM)
     assert keyadmin.wait(10) == 0
 
