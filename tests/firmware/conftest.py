@@ -4,6 +4,7 @@ firmware/lib and tests/firmware/fakes go on sys.path, so `import machine`,
 `network`, `onewire`, `ds18x20`, `cryptolib` resolve to the fakes and the
 firmware's modules import as they do on the board.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def expected_values() -> dict[str, str]:
     """The reading the fake board produces, as the original firmware prints it."""
     mcu_volts = machine.BOARD.adc[4] * 3.3 / 65535
     return {
-        "Temp": "%.3f" % ds18x20.SENSOR["temp"],
+        "Temp": "%.3f" % ds18x20.SENSOR["temp"],  # noqa: UP031 (as the firmware prints it)
         "TempMcu": "%.3f" % (27 - (mcu_volts - 0.706) / 0.001721),
         "PulseSig": "%.3f" % (machine.BOARD.adc[0] * 3.3 / 65535),
         "Acel_x": "%.2f" % (MPU_RAW[0] / 16384),
@@ -63,7 +64,7 @@ class Device:
     thread: threading.Thread | None = None
     error: list = field(default_factory=list)
 
-    def start(self, **kwargs) -> "Device":
+    def start(self, **kwargs) -> Device:
         import app as firmware_app
 
         page = FIRMWARE / "build" / "web" / "config.html.gz"
@@ -112,13 +113,20 @@ def board():
 def make_device(tmp_path, board):
     made: list[Device] = []
 
-    def make(net: str = "esp8266", mode: str = "work", site: dict | None = None,
-             secrets: dict | None = None, http_port: int = 0) -> Device:
+    def make(
+        net: str = "esp8266",
+        mode: str = "work",
+        site: dict | None = None,
+        secrets: dict | None = None,
+        http_port: int = 0,
+    ) -> Device:
         root = tmp_path / f"flash{len(made)}"
         root.mkdir()
-        (root / "settings.json").write_text(json.dumps({"net": net, "interval_ms": 100,
-                                                        "backoff_min_ms": 50, "backoff_max_ms": 400,
-                                                        **(site or {})}))
+        (root / "settings.json").write_text(
+            json.dumps(
+                {"net": net, "interval_ms": 100, "backoff_min_ms": 50, "backoff_max_ms": 400, **(site or {})}
+            )
+        )
         (root / "secrets.json").write_text(json.dumps({"config_key": KEY1, **(secrets or {})}))
         board.pins[3] = 1 if mode == "config" else 0
         board.pins[4] = 0 if mode == "config" else 1
@@ -138,8 +146,12 @@ def make_device(tmp_path, board):
 @pytest.fixture(scope="session")
 def built_firmware():
     """`make -C firmware build` once per session: .mpy files and the gzipped page."""
-    result = subprocess.run(["make", "-C", str(FIRMWARE), "build", f"VENV={Path(sys.executable).parent.parent}"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["make", "-C", str(FIRMWARE), "build", f"VENV={Path(sys.executable).parent.parent}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 

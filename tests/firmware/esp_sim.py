@@ -8,6 +8,7 @@ AT+CIPSEND, `Recv N bytes` / `SEND OK`, `<id>,CONNECT` / `<id>,CLOSED`, and
 sockets on this machine: AT+CIPSTART connects to host:port, AT+CIPSERVER
 listens on `http_port` (the test's stand-in for port 80).
 """
+
 from __future__ import annotations
 
 import re
@@ -45,7 +46,7 @@ def _args(text: str) -> list[str]:
 class SimUart:
     """The Pico's end of UART0."""
 
-    def __init__(self, sim: "Esp8266Sim") -> None:
+    def __init__(self, sim: Esp8266Sim) -> None:
         self.sim = sim
 
     def write(self, data: bytes) -> int:
@@ -110,7 +111,7 @@ class Esp8266Sim:
                 nl = self.inbuf.find(b"\r\n")
                 if nl < 0:
                     return
-                line, self.inbuf = self.inbuf[:nl].decode(errors="replace"), self.inbuf[nl + 2:]
+                line, self.inbuf = self.inbuf[:nl].decode(errors="replace"), self.inbuf[nl + 2 :]
                 if self.echo:
                     self._out(line + "\r\n")
                 self.commands.append(line)
@@ -139,8 +140,13 @@ class Esp8266Sim:
             ssid, pwd, chan, ecn, *more = _args(rest)
             if self.mode not in (2, 3):
                 return self._error()
-            self.ap = {"ssid": ssid, "password": pwd, "channel": int(chan), "ecn": int(ecn),
-                       "max_conn": int(more[0]) if more else 4}
+            self.ap = {
+                "ssid": ssid,
+                "password": pwd,
+                "channel": int(chan),
+                "ecn": int(ecn),
+                "max_conn": int(more[0]) if more else 4,
+            }
             return self._ok()
         if name == "AT+CIPSERVER":
             parts = _args(rest)
@@ -171,7 +177,9 @@ class Esp8266Sim:
         if name == "AT+CIPSEND":
             link, n = (int(x) for x in _args(rest))
             if link not in self.links or n > 2048:
-                return self._out("link is not valid\r\n\r\nERROR\r\n" if link not in self.links else "\r\nERROR\r\n")
+                return self._out(
+                    "link is not valid\r\n\r\nERROR\r\n" if link not in self.links else "\r\nERROR\r\n"
+                )
             self.sending = (link, n)
             return self._out("\r\nOK\r\n> ")
         if name == "AT+CIPCLOSE":

@@ -26,7 +26,7 @@ class Gateway:
     log_dir: Path
     proxy: object = None
 
-    def start(self) -> "Gateway":
+    def start(self) -> Gateway:
         self.procs.start("auth", [sys.executable, "-m", "services.auth"], env=self.env)
         wait_until(lambda: self.config.auth_socket.exists(), 10, what="auth socket")
         self.procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=self.env)

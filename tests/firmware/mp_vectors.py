@@ -1,3 +1,4 @@
+# ruff: noqa: UP031  (MicroPython subset: %-formatting)
 # Runs under real MicroPython (WebAssembly port): the device codecs against the shared vectors.
 import sys
 

@@ -1,4 +1,5 @@
 """The device's codecs (firmware/lib) against the shared vectors: under CPython and under real MicroPython."""
+
 from __future__ import annotations
 
 import json
@@ -6,38 +7,64 @@ import shutil
 import subprocess
 import sys
 
+# the firmware modules (sys.path set up by conftest)
+import cfgcodec  # noqa: E402
 import pytest
+import v1codec  # noqa: E402
 
 from tests.firmware import page_crypto
 from tests.firmware.conftest import FIRMWARE, LIB
 from tests.support.proc import ROOT
 
-# the firmware modules (sys.path set up by conftest)
-import cfgcodec  # noqa: E402
-import v1codec  # noqa: E402
-
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "v1.json").read_text())
 FULL = [v for v in VECTORS["readings"] if v["plaintext"].endswith('"}') and v["plaintext"].count(":") == 7]
 HERE = ROOT / "tests" / "firmware"
-MP = FIRMWARE / "web" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"
-GOOD = {"server_ip": "192.168.0.101", "server_port": "9998", "wifi_name": "ward 3 \"east\", ü",
-        "wifi_pass": "x" * 40}
+MP = (
+    FIRMWARE
+    / "web"
+    / "node_modules"
+    / "@micropython"
+    / "micropython-webassembly-pyscript"
+    / "micropython.mjs"
+)
+GOOD = {
+    "server_ip": "192.168.0.101",
+    "server_port": "9998",
+    "wifi_name": 'ward 3 "east", ü',
+    "wifi_pass": "x" * 40,
+}
 
 
 @pytest.mark.parametrize("vec", VECTORS["readings"], ids=lambda v: f"{v['variant']}-{v['plaintext'][9:15]}")
 def test_v1_wire_vectors(vec):
-    assert v1codec.encode(vec["key"].encode(), vec["iv"].encode(), vec["plaintext"].encode(),
-                          vec["variant"]) == vec["wire"].encode()
+    assert (
+        v1codec.encode(vec["key"].encode(), vec["iv"].encode(), vec["plaintext"].encode(), vec["variant"])
+        == vec["wire"].encode()
+    )
 
 
 def test_reading_builder_prints_like_the_original_firmware():
-    text = v1codec.format_reading({"Temp": 38.25, "TempMcu": 41.0, "PulseSig": 0.001, "Acel_x": -0.12,
-                                   "Acel_y": 0.5, "Acel_z": -1.0, "TempMpu": 40.125})
-    assert text == (b'{"Temp":"38.250","TempMcu":"41.000","PulseSig":"0.001","Acel_x":"-0.12",'
-                    b'"Acel_y":"0.500","Acel_z":"-1.00","TempMpu":"40.125"}')
-    matching = [v for v in FULL
-                if v1codec.format_reading({k: float(x) for k, x in json.loads(v["plaintext"]).items()})
-                == v["plaintext"].encode()]
+    text = v1codec.format_reading(
+        {
+            "Temp": 38.25,
+            "TempMcu": 41.0,
+            "PulseSig": 0.001,
+            "Acel_x": -0.12,
+            "Acel_y": 0.5,
+            "Acel_z": -1.0,
+            "TempMpu": 40.125,
+        }
+    )
+    assert text == (
+        b'{"Temp":"38.250","TempMcu":"41.000","PulseSig":"0.001","Acel_x":"-0.12",'
+        b'"Acel_y":"0.500","Acel_z":"-1.00","TempMpu":"40.125"}'
+    )
+    matching = [
+        v
+        for v in FULL
+        if v1codec.format_reading({k: float(x) for k, x in json.loads(v["plaintext"]).items()})
+        == v["plaintext"].encode()
+    ]
     assert len(matching) >= len(FULL) // 2
 
 
@@ -67,16 +94,28 @@ def test_new_page_format_round_trips_any_length_and_refuses_tampering():
 
 def test_legacy_submission_decodes():
     values = {"server_ip": "10.0.0.7", "server_port": "9998", "wifi_name": "IoT", "wifi_pass": "pa$$w0rd"}
-    assert cfgcodec.decode_submission(b"secretsecret1234", page_crypto.legacy("secretsecret1234", values)) == values
+    assert (
+        cfgcodec.decode_submission(b"secretsecret1234", page_crypto.legacy("secretsecret1234", values))
+        == values
+    )
 
 
-@pytest.mark.parametrize("field,value,reason", [
-    ("server_ip", "192.168.0.256", "bad_ip"), ("server_ip", "192.168.0", "bad_ip"),
-    ("server_ip", "01.2.3.4", "bad_ip"), ("server_ip", "a.b.c.d", "bad_ip"),
-    ("server_port", "1023", "bad_port"), ("server_port", "65536", "bad_port"), ("server_port", "99x", "bad_port"),
-    ("wifi_name", "", "bad_ssid"), ("wifi_name", "s" * 33, "bad_ssid"),
-    ("wifi_pass", "short", "bad_password"), ("wifi_pass", "p" * 64, "bad_password"),
-])
+@pytest.mark.parametrize(
+    "field,value,reason",
+    [
+        ("server_ip", "192.168.0.256", "bad_ip"),
+        ("server_ip", "192.168.0", "bad_ip"),
+        ("server_ip", "01.2.3.4", "bad_ip"),
+        ("server_ip", "a.b.c.d", "bad_ip"),
+        ("server_port", "1023", "bad_port"),
+        ("server_port", "65536", "bad_port"),
+        ("server_port", "99x", "bad_port"),
+        ("wifi_name", "", "bad_ssid"),
+        ("wifi_name", "s" * 33, "bad_ssid"),
+        ("wifi_pass", "short", "bad_password"),
+        ("wifi_pass", "p" * 64, "bad_password"),
+    ],
+)
 def test_device_validation(field, value, reason):
     with pytest.raises(cfgcodec.ConfigError) as err:
         cfgcodec.validate({**GOOD, field: value})
@@ -94,18 +133,26 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     """The same modules under the MicroPython WebAssembly port (npm), cryptolib from a small shim."""
     assert MP.exists(), "run make -C firmware build (npm ci) first"
     key1 = "Key1-0123456789a"
-    subs = [{"key1": key1, "values": v, "params": page_crypto.seal(key1, v)}
-            for v in (GOOD, {**GOOD, "wifi_pass": "", "wifi_name": "a"})]
+    subs = [
+        {"key1": key1, "values": v, "params": page_crypto.seal(key1, v)}
+        for v in (GOOD, {**GOOD, "wifi_pass": "", "wifi_name": "a"})
+    ]
     page = tmp_path / "page.json"
     page.write_text(json.dumps(subs))
     files = [f"/lib/{name}={LIB / name}" for name in ("v1codec.py", "cfgcodec.py", "v2codec.py")]
-    files += [f"/lib/ccm.py={ROOT / 'services' / 'common' / 'ccm.py'}",
-              f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}",
-              f"/data/v1.json={ROOT / 'tests' / 'vectors' / 'v1.json'}",
-              f"/data/v2.json={ROOT / 'tests' / 'vectors' / 'v2.json'}",
-              f"/data/page.json={page}"]
-    run = subprocess.run(["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / "mp_vectors.py"), *files],
-                         capture_output=True, text=True, timeout=120)
+    files += [
+        f"/lib/ccm.py={ROOT / 'services' / 'common' / 'ccm.py'}",
+        f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}",
+        f"/data/v1.json={ROOT / 'tests' / 'vectors' / 'v1.json'}",
+        f"/data/v2.json={ROOT / 'tests' / 'vectors' / 'v2.json'}",
+        f"/data/page.json={page}",
+    ]
+    run = subprocess.run(
+        ["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / "mp_vectors.py"), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
     assert run.returncode == 0 and line, run.stdout + run.stderr
     result = json.loads(line[0][7:])

@@ -3,19 +3,19 @@
 HTTP goes over real TCP: through the ESP8266 simulator (+IPD / CIPSEND) or the
 Pico W back end's own socket server.
 """
+
 from __future__ import annotations
 
 import gzip
 import http.client
 import urllib.parse
 
+import network  # noqa: E402  (the fake, on sys.path via conftest)
 import pytest
 
 from tests.firmware import page_crypto
 from tests.firmware.conftest import KEY1, WIFI
 from tests.support.proc import free_port, wait_until
-
-import network  # noqa: E402  (the fake, on sys.path via conftest)
 
 SSID = next(iter(WIFI))
 VALUES = {"server_ip": "127.0.0.1", "server_port": "9998", "wifi_name": SSID, "wifi_pass": WIFI[SSID]}
@@ -37,9 +37,13 @@ def query(params: dict[str, str]) -> str:
 @pytest.fixture(params=["esp8266", "wlan"])
 def config_device(request, make_device, built_firmware):
     port = free_port()
-    dev = make_device(net=request.param, mode="config", http_port=port,
-                      site={"device_id": "cfg-dev", "protocol": "v1"},
-                      secrets={"v1_key": "k" * 16, "v1_iv": "i" * 16})
+    dev = make_device(
+        net=request.param,
+        mode="config",
+        http_port=port,
+        site={"device_id": "cfg-dev", "protocol": "v1"},
+        secrets={"v1_key": "k" * 16, "v1_iv": "i" * 16},
+    )
     dev.start()
     if dev.sim is not None:
         wait_until(lambda: dev.sim.server is not None, 10, what="AT+CIPSERVER")
@@ -53,7 +57,9 @@ def test_access_point_is_open_med_iot_for_one_client(config_device):
     if config_device.sim is not None:
         ap = config_device.sim.ap
         assert (ap["ssid"], ap["ecn"], ap["max_conn"]) == ("Med_IoT", 0, 1)
-        assert "AT+CWMODE=2" in config_device.sim.commands and "AT+CIPSERVER=1,80" in config_device.sim.commands
+        assert (
+            "AT+CWMODE=2" in config_device.sim.commands and "AT+CIPSERVER=1,80" in config_device.sim.commands
+        )
     else:
         assert network.STATE["ap_config"] == {"essid": "Med_IoT", "security": 0, "max_clients": 1}
 
@@ -72,8 +78,9 @@ def test_new_format_submission_is_stored_and_work_mode_starts(config_device):
     if config_device.sim is not None:
         config_device.sim.networks.update(wifi_net)
     network.NETWORKS.update(wifi_net)
-    status, _, body = get(config_device.http_port, "/save?" + query(page_crypto.seal(KEY1, {**VALUES,
-                                                                                          "wifi_pass": long_pw})))
+    status, _, body = get(
+        config_device.http_port, "/save?" + query(page_crypto.seal(KEY1, {**VALUES, "wifi_pass": long_pw}))
+    )
     assert status == 200, body
     wait_until(lambda: config_device.site().get("wifi_ssid") == SSID, 5, what="settings stored")
     assert config_device.site()["server_ip"] == "127.0.0.1" and config_device.site()["server_port"] == 9998
@@ -95,12 +102,19 @@ def test_original_page_format_is_still_accepted(config_device):
     assert config_device.secrets()["wifi_password"] == "pa$$w0rd"
 
 
-@pytest.mark.parametrize("change,reason", [
-    ({"server_ip": "300.1.1.1"}, b"IPv4"), ({"server_port": "80"}, b"1024"), ({"wifi_name": ""}, b"Wi-Fi name"),
-])
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"server_ip": "300.1.1.1"}, b"IPv4"),
+        ({"server_port": "80"}, b"1024"),
+        ({"wifi_name": ""}, b"Wi-Fi name"),
+    ],
+)
 def test_invalid_values_are_refused_by_the_device(config_device, change, reason):
     before = (config_device.root / "settings.json").read_bytes()
-    status, _, body = get(config_device.http_port, "/save?" + query(page_crypto.seal(KEY1, {**VALUES, **change})))
+    status, _, body = get(
+        config_device.http_port, "/save?" + query(page_crypto.seal(KEY1, {**VALUES, **change}))
+    )
     assert status == 400 and reason in body
     assert (config_device.root / "settings.json").read_bytes() == before
 
@@ -111,9 +125,11 @@ def test_tampered_or_foreign_submission_is_refused(config_device):
     params["server_ip"] = params["server_ip"][:-1] + ("0" if params["server_ip"][-1] != "0" else "1")
     status, _, body = get(config_device.http_port, "/save?" + query(params))
     assert status == 400 and b"altered" in body
-    status, _, body = get(config_device.http_port, "/save?" + query(page_crypto.seal("wrong-key-123456", VALUES)))
+    status, _, body = get(
+        config_device.http_port, "/save?" + query(page_crypto.seal("wrong-key-123456", VALUES))
+    )
     assert status == 400
     status, _, body = get(config_device.http_port, "/save?server_ip=zz")
     assert status == 400 and b"missing" in body
     assert (config_device.root / "settings.json").read_bytes() == before
-    assert b"\"\\" not in body and WIFI[SSID].encode() not in body
+    assert b'"\\' not in body and WIFI[SSID].encode() not in body

@@ -1,4 +1,5 @@
-"""Fake `cryptolib` with MicroPython's interface (aes(key, mode[, iv]); mode 1 ECB, 2 CBC), on pycryptodome."""
+"""Fake `cryptolib`: MicroPython's interface (aes(key, mode[, iv]); 1 ECB, 2 CBC) on pycryptodome."""
+
 from Crypto.Cipher import AES
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: B905  (MicroPython: zip() takes no strict flag)
 # cryptolib for the MicroPython WebAssembly port, which has none: AES-128 in
 # pure MicroPython with cryptolib's interface (aes(key, mode[, iv]); 1 ECB, 2 CBC).
 # Test support only; slow and not constant time.
