@@ -125,10 +125,19 @@ class BusTransport:
                 if not data:
                     return True
                 buf += data
-                while (found := wire.read_packet(buf)) is not None:
+                pos = 0
+                while True:
+                    if (mid := wire.puback_at(buf, pos)) is not None:
+                        self._on_puback(mid)
+                        pos += 4
+                        continue
+                    found = wire.read_packet(buf, offset=pos)
+                    if found is None:
+                        break
                     packet, used = found
-                    del buf[:used]
+                    pos += used
                     self._handle(packet)
+                del buf[:pos]
                 await self._flush(writer)
         except (TimeoutError, OSError, ConnectionError, wire.WireError) as exc:
             self.log.warning(kv(event="bus_connection_lost", error=exc or type(exc).__name__))

@@ -69,3 +69,12 @@ def test_malformed_bodies_raise() -> None:
         wire.parse_mid(wire.Packet(wire.PUBACK, 0, b"\x01"))
     with pytest.raises(wire.WireError):
         wire.parse_connack(wire.Packet(wire.CONNACK, 0, b"\x00"))
+
+
+def test_pubacks_are_found_at_any_offset() -> None:
+    stream = wire.publish("t", b"p", 1, False, 3) + wire.puback(0x0102) + wire.puback(7)
+    packet, used = wire.read_packet(stream)
+    assert wire.puback_at(stream, 0) is None
+    assert wire.puback_at(stream, used) == 0x0102 and wire.puback_at(stream, used + 4) == 7
+    assert wire.puback_at(stream, used + 5) is None  # truncated
+    assert wire.read_packet(stream, offset=used + 4) == (wire.Packet(wire.PUBACK, 0, b"\x00\x07"), 4)
