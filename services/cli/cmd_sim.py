@@ -67,7 +67,8 @@ def run_sim(args: argparse.Namespace) -> int:
     if args.register:
         print(f"devices: {creds[0].id} .. {creds[-1].id} (credentials in {store_path(config)})")
     print(f"streaming to {options.host}:{options.port}, {args.protocol}"
-          f"{' ' + args.variant if args.protocol == 'v1' else ''}, {args.rate:g} Hz per device; Ctrl-C stops",
+          f"{' ' + args.variant if args.protocol == 'v1' else ''}, "
+          f"{f'{args.rate:g} Hz per device' if args.rate else 'as fast as possible'}; Ctrl-C stops",
           flush=True)
     reporter = Reporter(sys.stdout, sys.stdout.isatty())
     stats = asyncio.run(_run(Simulation(devices, options), reporter))
