@@ -20,8 +20,8 @@ from services.common import envelope
 from services.common.config import Config
 from services.common.state import admin_token, write_secret
 from services.dispatch import keys as dkeys
-from tests.support.broker import Subscriber
-from tests.support.proc import port_open, wait_until
+from tests.support.broker import Subscriber, start_mosquitto
+from tests.support.proc import Processes, free_port, port_open, wait_until
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "envelope.json"
 
@@ -100,17 +100,50 @@ class DispatchStack:
         got = monitor.on("medsec/dispatch/status")
         return json.loads(got[-1]) if got else {}
 
+    def rejected(self, reason: str) -> int:
+        """Rejections for `reason` since the test began (`running` sets the baseline)."""
+        now = self.status(self.monitor).get("rejected", {}).get(reason, 0)
+        return now - getattr(self, "baseline", {}).get(reason, 0)
 
-@pytest.fixture
-def dstack(config, config_env, procs, broker, keys) -> DispatchStack:
+
+def _stack(config: Config, env: dict, procs, broker, keys) -> DispatchStack:
     (config.run_dir / "mosquitto.pid").write_text(str(broker.pid))
     # The server's key pair from the vectors: no 3072-bit generation in tests.
     dkeys.dispatch_dir(config).mkdir(parents=True, exist_ok=True)
     write_secret(dkeys.server_key_path(config), envelope.private_pem(keys["dispatch"]))
-    procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=env)
     wait_until(lambda: port_open(config.admin_port), 15, what="key-admin API")
-    env = dict(config_env)
-    return DispatchStack(config, env, procs, keys)
+    return DispatchStack(config, dict(env), procs, keys)
+
+
+@pytest.fixture
+def dstack(config, config_env, procs, broker, keys) -> DispatchStack:
+    """A fresh stack per test: broker and key-admin running, dispatch started by the test."""
+    return _stack(config, config_env, procs, broker, keys)
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory, keys):
+    """One stack for a whole module (each costs seconds); tests isolate themselves with a new line run."""
+    tmp = tmp_path_factory.mktemp("dispatch")
+    config = Config(home=tmp / "home", proxy_port=free_port(), admin_port=free_port(),
+                    mqtt_port=free_port(), nodered_port=free_port())
+    env = {"MEDSEC_HOME": str(config.home), "MEDSEC_PROXY_PORT": str(config.proxy_port),
+           "MEDSEC_ADMIN_PORT": str(config.admin_port), "MEDSEC_MQTT_PORT": str(config.mqtt_port),
+           "MEDSEC_NODERED_PORT": str(config.nodered_port)}
+    (tmp / "proclogs").mkdir()
+    procs = Processes(tmp / "proclogs")
+    try:
+        stack = _stack(config, env, procs, start_mosquitto(config, procs), keys)
+        monitor = Subscriber(config, "monitor")
+        monitor.subscribe("medsec/dispatch/#")
+        stack.monitor = monitor
+        stack.start_dispatch()
+        wait_until(lambda: stack.status(monitor), 15, what="dispatch status")
+        yield stack
+        monitor.close()
+    finally:
+        procs.stop_all()
 
 
 class Probe:
@@ -163,15 +196,16 @@ class Probe:
 
 
 @pytest.fixture
-def running(dstack, request):
-    """A line s1, s2, s3 (s2 fails its first set), all registered, dispatch up; a monitor on the tree."""
-    dstack.write_line(request.node.name, demo_files())
+def running(shared_stack, request):
+    """A new line run s1, s2, s3 (s2 fails its first set), all registered; dispatch up; a monitor on the tree.
+
+    `running.rejected(reason)` counts the rejections since this test started.
+    """
+    stack = shared_stack
+    stack.write_line(request.node.name, demo_files())
     for s in STATIONS:
-        dstack.register(s)
-    monitor = Subscriber(dstack.config, "monitor")
-    monitor.subscribe("medsec/dispatch/#")
-    dstack.start_dispatch()
-    wait_until(lambda: dstack.status(monitor), 15, what="dispatch status")
-    dstack.monitor = monitor
-    yield dstack
-    monitor.close()
+        status, doc = api(stack.config, "GET", f"/stations/{s}")
+        if status != 200 or doc.get("revoked_at"):
+            stack.register(s)
+    stack.baseline = dict(stack.status(stack.monitor).get("rejected", {}))
+    return stack
