@@ -16,6 +16,7 @@ from services.common.state import StateError, admin_token, check_private, write_
 from services.sim.devices import Credentials
 
 FILE_NAME = "sim-devices.json"
+SAVE_EVERY = 100  # registrations between saves of the credentials file (10,000 devices: 100 writes)
 # What GET /devices/<id> shows anyway: not credentials, not worth keeping.
 PUBLIC_FIELDS = frozenset({"id", "protocol", "credentials", "state", "created_at", "revoked_at", "last_seen",
                            "readings", "rejected", "connections"})
@@ -139,19 +140,27 @@ def ensure_devices(config: Config, count: int, protocol: str = "v1", prefix: str
     api = api or AdminApi(config)
     known = _registered(api)
     result = []
-    for device in ids:
-        creds = stored.get(device)
-        server_protocol = known.get(device) if known is not None else _lookup(api, device)
-        if creds is not None and creds.protocol == protocol and server_protocol == protocol:
+    unsaved = 0
+    try:
+        for device in ids:
+            creds = stored.get(device)
+            server_protocol = known.get(device) if known is not None else _lookup(api, device)
+            if creds is not None and creds.protocol == protocol and server_protocol == protocol:
+                result.append(creds)
+                continue
+            if server_protocol is not None and server_protocol != protocol:
+                raise RegistryError(f"device {device} is registered as {server_protocol}, not {protocol}; "
+                                    "use another --prefix")
+            creds = _rotate(api, device, protocol) if server_protocol else _add(api, device, protocol)
+            stored[device] = creds
+            unsaved += 1
+            if unsaved >= SAVE_EVERY:
+                save(config, stored)
+                unsaved = 0
             result.append(creds)
-            continue
-        if server_protocol is not None and server_protocol != protocol:
-            raise RegistryError(f"device {device} is registered as {server_protocol}, not {protocol}; "
-                                "use another --prefix")
-        creds = _rotate(api, device, protocol) if server_protocol else _add(api, device, protocol)
-        stored[device] = creds
-        save(config, stored)  # after each one: an interrupted run keeps what it registered
-        result.append(creds)
+    finally:
+        if unsaved:
+            save(config, stored)  # also when interrupted: keep what was registered
     return result
 
 
