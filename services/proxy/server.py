@@ -61,6 +61,7 @@ class ProxyServer:
         assert state is not None and self._server is not None
         log.info(kv(event="shutting_down", connections=len(state.connections)))
         self._server.close()  # stop accepting
+        deadline = asyncio.get_running_loop().time() + self.shutdown_timeout
         for conn in list(state.connections.values()):
             conn.kill("shutdown", "proxy stopping")
         tasks = [c.task for c in state.connections.values() if c.task is not None]
@@ -70,7 +71,8 @@ class ProxyServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        flushed = await state.output.flush(self.shutdown_timeout)
+        # One budget for draining and flushing, so a supervisor's stop timeout is never exceeded.
+        flushed = await state.output.flush(max(0.5, deadline - asyncio.get_running_loop().time()))
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
