@@ -12,9 +12,11 @@ import uuid
 
 import pytest
 
+from services.common.config import Config
 from tests.firmware.conftest import WIFI, expected_values
 from tests.firmware.gateway import Gateway
-from tests.support.proc import wait_until
+from tests.support.broker import start_mosquitto
+from tests.support.proc import Processes, free_port, wait_until
 
 LEGACY = {
     "Physiological_Data/Temperature": "Temp",
@@ -29,9 +31,23 @@ SSID = next(iter(WIFI))
 OUTAGE_S = 30
 
 
-@pytest.fixture
-def gateway(config, config_env, procs, broker, tmp_path):
-    return Gateway(config, config_env, procs, tmp_path / "proclogs").start()
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """One gateway for the module (each test uses its own device ids): saves a start per test."""
+    home = tmp_path_factory.mktemp("gateway")
+    config = Config(home=home / "home", proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
+                    nodered_port=free_port())
+    env = {"MEDSEC_HOME": str(config.home), "MEDSEC_PROXY_PORT": str(config.proxy_port),
+           "MEDSEC_ADMIN_PORT": str(config.admin_port), "MEDSEC_MQTT_PORT": str(config.mqtt_port),
+           "MEDSEC_NODERED_PORT": str(config.nodered_port)}
+    logs = home / "proclogs"
+    logs.mkdir()
+    procs = Processes(logs)
+    try:
+        start_mosquitto(config, procs)
+        yield Gateway(config, env, procs, logs).start()
+    finally:
+        procs.stop_all()
 
 
 def v1_device(make_device, gateway, net, **site):
