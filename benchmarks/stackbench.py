@@ -5,6 +5,7 @@ Every figure comes from one run on this machine, so ratios compare like with lik
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -44,7 +45,13 @@ class Device:
 
 
 def make_devices(prefix: str, n: int) -> list[Device]:
-    return [Device(f"{prefix}-{i:05d}", f"k{i:015d}", f"i{i:015d}") for i in range(n)]
+    """Devices with distinct credentials (derived from the id, so reruns reuse them)."""
+    devices = []
+    for i in range(n):
+        device_id = f"{prefix}-{i:05d}"
+        digest = hashlib.sha256(device_id.encode()).hexdigest()
+        devices.append(Device(device_id, digest[:16], digest[16:32]))
+    return devices
 
 
 def import_devices(config: Config, devices: list[Device]) -> None:
