@@ -147,14 +147,17 @@ class StationClient:
                 except StationError:
                     if time.monotonic() >= deadline:
                         raise
-                    # No answer (the server was down or not yet subscribed): ask again.
-                    self.say(f"[{self.station}] no answer yet: requesting again")
+                    # No answer (server down or not yet subscribed, or a lost go): ask again, quietly
+                    # when the last answer was "wait".
+                    if not out.refusals or out.refusals[-1] != "out_of_turn":
+                        self.say(f"[{self.station}] no answer yet: requesting again")
                     self.send("request", "request", me)
                     continue
                 if kind == "refused":
                     out.refusals.append(body.get("reason", "?"))
-                    if body.get("reason") in ("out_of_turn",):
-                        self.say(f"[{self.station}] refused ({body.get('reason')}): waiting for go")
+                    if body.get("reason") == "out_of_turn":
+                        if out.refusals.count("out_of_turn") == 1:
+                            self.say(f"[{self.station}] refused (out_of_turn): waiting for go")
                         continue
                     raise StationError(f"{self.station}: refused: {body.get('reason')}: {body.get('detail')}")
                 if kind == "go":
