@@ -62,6 +62,9 @@ class Config:
     # A reading the broker has not acknowledged within this many seconds closes its connection
     # (bus_unavailable) instead of queueing without bound while the broker is down.
     bus_timeout: float = 5.0
+    # How long the proxy keeps trying to reach a restarting auth before closing the
+    # connections that wait for it (auth_unavailable).
+    auth_wait: float = 5.0
     # Where the MQTT broker is, when it is not on `host` (compose: the EMQX service name).
     mqtt_host: str = ""
     # The auth socket, when not run/auth.sock (compose: a shared volume; scale-out: one per auth).
@@ -90,6 +93,7 @@ class Config:
             throttle_cooldown=_float(env, "MEDSEC_THROTTLE_COOLDOWN", 30.0),
             throttle_max_cooldown=_float(env, "MEDSEC_THROTTLE_MAX_COOLDOWN", 3600.0),
             bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
+            auth_wait=_float(env, "MEDSEC_AUTH_WAIT", 5.0),
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
             auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
