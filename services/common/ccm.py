@@ -13,6 +13,8 @@ no bytes-to-hex method, no typing imports, annotations use builtin names only.
 API (everything is bytes in, bytes out; no I/O):
     encrypt(key, nonce, aad, plaintext, tag_len=8) -> ciphertext || tag
     decrypt(key, nonce, aad, data, tag_len=8) -> plaintext   (raises CcmError)
+    Ccm(key, tag_len=8).encrypt(nonce, aad, plaintext) / .decrypt(nonce, aad, data)
+                                        the same with the key's ECB object built once
     hkdf_sha256(ikm, salt, info, length) -> okm
     hmac_sha256(key, msg) -> 32-byte MAC
 """
@@ -21,20 +23,20 @@ import hashlib
 try:  # MicroPython
     from cryptolib import aes as _mp_aes
 
-    def _ecb_encrypt(key, data):
-        return _mp_aes(key, 1).encrypt(data)
+    def _ecb(key):
+        return _mp_aes(key, 1)
 
-    def _cbc_encrypt(key, iv, data):
-        return _mp_aes(key, 2, iv).encrypt(data)
+    def _cbc(key):
+        return _mp_aes(key, 2, bytes(16))
 
 except ImportError:  # CPython: pycryptodome gives the same two primitives
     from Crypto.Cipher import AES as _AES
 
-    def _ecb_encrypt(key, data):
-        return _AES.new(key, _AES.MODE_ECB).encrypt(data)
+    def _ecb(key):
+        return _AES.new(key, _AES.MODE_ECB)
 
-    def _cbc_encrypt(key, iv, data):
-        return _AES.new(key, _AES.MODE_CBC, iv=iv).encrypt(data)
+    def _cbc(key):
+        return _AES.new(key, _AES.MODE_CBC, iv=bytes(16))
 
 
 BLOCK = 16
@@ -74,8 +76,8 @@ def _check(key, nonce, tag_len):
         raise CcmError("bad_tag_length", "CCM tag length must be even, 4 to 16")
 
 
-def _mac(key, nonce, aad, plaintext, tag_len):
-    """CBC-MAC over B0 || encoded aad || plaintext (RFC 3610 section 2.2), one CBC call."""
+def _mac_input(nonce, aad, plaintext, tag_len):
+    """B0 || encoded aad || plaintext, zero-padded: what CBC-MAC runs over (RFC 3610 section 2.2)."""
     q = 15 - len(nonce)  # L: bytes of the length field
     if len(plaintext) >= (1 << (8 * q)):
         raise CcmError("too_long", "message too long for this nonce size")
@@ -87,40 +89,70 @@ def _mac(key, nonce, aad, plaintext, tag_len):
             head = la.to_bytes(2, "big")
         else:
             head = b"\xff\xfe" + la.to_bytes(4, "big")
-        blocks = b0 + _pad16(head + aad) + _pad16(plaintext)
-    else:
-        blocks = b0 + _pad16(plaintext)
-    return _cbc_encrypt(key, _ZERO_BLOCK, blocks)[-BLOCK:][:tag_len]
+        return b0 + _pad16(head + aad) + _pad16(plaintext)
+    return b0 + _pad16(plaintext)
 
 
-def _keystream(key, nonce, nblocks):
+def _keystream(ecb, nonce, nblocks):
     """S_0 .. S_nblocks: ECB of the counter blocks A_i (RFC 3610 section 2.3), one ECB call."""
     q = 15 - len(nonce)
     prefix = bytes([q - 1]) + nonce
     counters = b"".join(prefix + i.to_bytes(q, "big") for i in range(nblocks + 1))
-    return _ecb_encrypt(key, counters)
+    return ecb.encrypt(counters)
+
+
+class Ccm:
+    """One key's AES-CCM, with its ECB object built once (the gateway keeps one per device key)."""
+
+    def __init__(self, key, tag_len=8):
+        _check(key, bytes(13), tag_len)
+        self.key = key
+        self.tag_len = tag_len
+        self._ecb = _ecb(key)
+        # One CBC object for every MAC: it chains from its last output block, so XORing that
+        # block into the next message's first block gives the zero-IV CBC-MAC without a new object.
+        self._cbc = _cbc(key)
+        self._chain = _ZERO_BLOCK
+
+    def _mac(self, nonce, aad, plaintext):
+        """CBC-MAC, one CBC call."""
+        data = _mac_input(nonce, aad, plaintext, self.tag_len)
+        out = self._cbc.encrypt(_xor(data[:BLOCK], self._chain) + data[BLOCK:])
+        self._chain = out[-BLOCK:]
+        return self._chain[:self.tag_len]
+
+    def encrypt(self, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+        """Ciphertext followed by the tag."""
+        _check(self.key, nonce, self.tag_len)
+        tag = self._mac(nonce, aad, plaintext)
+        stream = _keystream(self._ecb, nonce, (len(plaintext) + BLOCK - 1) // BLOCK)
+        return _xor(plaintext, stream[BLOCK:]) + _xor(tag, stream[:self.tag_len])
+
+    def decrypt(self, nonce: bytes, aad: bytes, data: bytes) -> bytes:
+        """Verify and decrypt ciphertext || tag; raises CcmError("bad_tag") and returns nothing on failure."""
+        _check(self.key, nonce, self.tag_len)
+        n = self.tag_len
+        if len(data) < n:
+            raise CcmError("bad_tag", "data shorter than the tag")
+        body = data[:len(data) - n]
+        stream = _keystream(self._ecb, nonce, (len(body) + BLOCK - 1) // BLOCK)
+        plaintext = _xor(body, stream[BLOCK:])
+        expected = _xor(self._mac(nonce, aad, plaintext), stream[:n])
+        if not equal(expected, data[len(data) - n:]):
+            raise CcmError("bad_tag", "authentication tag does not verify")
+        return plaintext
 
 
 def encrypt(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes, tag_len: int = 8) -> bytes:
     """AES-CCM: ciphertext followed by the tag."""
     _check(key, nonce, tag_len)
-    tag = _mac(key, nonce, aad, plaintext, tag_len)
-    stream = _keystream(key, nonce, (len(plaintext) + BLOCK - 1) // BLOCK)
-    return _xor(plaintext, stream[BLOCK:]) + _xor(tag, stream[:tag_len])
+    return Ccm(key, tag_len).encrypt(nonce, aad, plaintext)
 
 
 def decrypt(key: bytes, nonce: bytes, aad: bytes, data: bytes, tag_len: int = 8) -> bytes:
     """Verify and decrypt ciphertext || tag; raises CcmError("bad_tag") and returns nothing on failure."""
     _check(key, nonce, tag_len)
-    if len(data) < tag_len:
-        raise CcmError("bad_tag", "data shorter than the tag")
-    body = data[:len(data) - tag_len]
-    stream = _keystream(key, nonce, (len(body) + BLOCK - 1) // BLOCK)
-    plaintext = _xor(body, stream[BLOCK:])
-    expected = _xor(_mac(key, nonce, aad, plaintext, tag_len), stream[:tag_len])
-    if not equal(expected, data[len(data) - tag_len:]):
-        raise CcmError("bad_tag", "authentication tag does not verify")
-    return plaintext
+    return Ccm(key, tag_len).decrypt(nonce, aad, data)
 
 
 def equal(a: bytes, b: bytes) -> bool:

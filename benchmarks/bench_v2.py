@@ -1,0 +1,201 @@
+"""Protocol v2 beside v1, in one run on one stack (issue 4 "Done when" 5).
+
+    python -m benchmarks.bench_v2 [--quick]
+
+Measures, for each protocol: readings/s end to end (devices as fast as they
+can, counted on Pico/+/json), latency from the device's write to the
+subscriber (p50 / p99), for v2 also to the device's acknowledgement, and the
+time auth takes to identify a new connection's first reading with 10 and
+10,000 devices registered (v1: one trial block decryption per registered key;
+v2: one key id lookup).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import random
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import stackbench
+from benchmarks.stackbench import Counter, percentile
+from services.auth.credentials import make_secret
+from services.auth.keystore import NewDevice, SQLiteKeyStore
+from services.common import authwire, v1, v2
+from services.common.config import Config
+from services.sim.devices import Credentials
+from services.sim.v2 import SeqCounter, V2Device
+from tests.support.stack import medsec
+
+READING = v1.format_reading(stackbench.READING)
+
+
+def register_v2(config: Config, prefix: str, n: int) -> list[V2Device]:
+    """Straight into the key store (the API's one-by-one POSTs would dominate the run)."""
+    new = [NewDevice(f"{prefix}-{i:05d}", "v2", make_secret("v2")) for i in range(n)]
+    store = SQLiteKeyStore.open(config)
+    try:
+        for start in range(0, n, 2000):
+            store.import_many(new[start:start + 2000], actor="bench")
+    finally:
+        store.close()
+    return [V2Device(Credentials(d.id, "v2", d.secret), counter=SeqCounter(None)) for d in new]
+
+
+def _ask(sock: socket.socket, buf: bytearray, request: dict) -> dict:
+    sock.sendall(authwire.encode(request))
+    while True:
+        answer, used = authwire.decode(buf)
+        if answer is not None:
+            del buf[:used]
+            return answer
+        buf += sock.recv(65536)
+
+
+def identification_v2(config: Config, devices: list[V2Device], samples: int = 200) -> dict:
+    """Auth's answer time for a device's first frame (lookup, counter, verify, decrypt, validate)."""
+    picks = random.Random(2).sample(devices, min(samples, len(devices)))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(config.auth_socket))
+    buf, times = bytearray(), []
+    for n, dev in enumerate(picks):
+        frame = dev.seal(READING)
+        request = {"id": n, "op": "v2", "conn": 20_000_000 + n, "src": "127.0.0.1:1",
+                   "frame": base64.b64encode(frame).decode()}
+        start = time.perf_counter()
+        answer = _ask(sock, buf, request)
+        times.append(time.perf_counter() - start)
+        if answer.get("status") != "ok":
+            raise RuntimeError(f"v2 identification failed: {answer}")
+    sock.close()
+    return {"registered": len(devices), "mean_ms": statistics.mean(times) * 1000,
+            "p99_ms": percentile(times, 0.99) * 1000}
+
+
+async def _stream_v2(config: Config, dev: V2Device, count: int, sent: list[float],
+                     acked: list[float]) -> None:
+    reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
+    written: dict[int, float] = {}
+
+    async def read_acks() -> None:
+        got = 0
+        while got < count:
+            data = await reader.read(65536)
+            if not data:
+                return
+            before = len(dev.acked_seqs)
+            dev.on_data(data)
+            now = time.perf_counter()
+            fresh = [s for s in dev.acked_seqs[before:] if s in written]
+            acked.extend(now - written[s] for s in fresh)
+            got += len(fresh)
+
+    acks = asyncio.create_task(read_acks())
+    for _ in range(count):
+        frame = dev.seal(READING)
+        now = time.perf_counter()
+        written[v2.read(frame)[0].seq] = now
+        sent.append(now)
+        writer.write(frame)
+        await writer.drain()
+    try:
+        await asyncio.wait_for(acks, 60)
+    finally:
+        writer.close()
+
+
+def stream_v2(config: Config, counter: Counter, devices: list[V2Device], count: int, timeout: float) -> dict:
+    counter.reset()
+    sent: dict[str, list[float]] = {d.id: [] for d in devices}
+    ack_latency: list[float] = []
+
+    async def run() -> None:
+        await asyncio.gather(*(_stream_v2(config, d, count, sent[d.id], ack_latency) for d in devices))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    expected = len(devices) * count
+    counter.wait_total(expected, timeout)
+    elapsed = max(max(v) for v in counter.arrivals.values()) - start if counter.arrivals else float("nan")
+    latencies = [t_recv - t_sent for dev_id, times in sent.items()
+                 for t_sent, t_recv in zip(times, counter.arrivals.get(dev_id, []), strict=False)]
+    return {"readings": counter.total, "expected": expected, "acked": len(ack_latency), "seconds": elapsed,
+            "per_second": counter.total / elapsed if elapsed else 0.0,
+            "p50_ms": percentile(latencies, 0.5) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000,
+            "ack_p50_ms": percentile(ack_latency, 0.5) * 1000,
+            "ack_p99_ms": percentile(ack_latency, 0.99) * 1000}
+
+
+def run_all(quick: bool = False) -> dict:
+    config, env = stackbench.start_stack()
+    results: dict = {"identification": {"v1": {}, "v2": {}}}
+    try:
+        counter = Counter(config)
+        sizes = (10, 1000) if quick else (10, 10_000)
+        reg_v1: list[stackbench.Device] = []
+        reg_v2: list[V2Device] = []
+        for size in sizes:
+            more = [stackbench.Device(f"b1-{i:05d}", f"k{i:015d}", f"i{i:015d}")
+                    for i in range(len(reg_v1), size)]
+            stackbench.import_devices(config, more)
+            reg_v1 += more
+            reg_v2 += register_v2(config, f"b2r{size}", size - len(reg_v2))
+            results["identification"]["v1"][size] = stackbench.identification_time(config, reg_v1)
+            results["identification"]["v2"][size] = identification_v2(config, reg_v2)
+        n_devices, per_device = (20, 50) if quick else (100, 200)
+        results["devices"] = n_devices
+        fleet_v1, fleet_v2 = reg_v1[:n_devices], reg_v2[:n_devices]
+        stackbench.stream(config, counter, fleet_v1, 2, 0, 60)  # warm-up
+        stream_v2(config, counter, fleet_v2, 2, 60)
+        results["v1"] = stackbench.stream(config, counter, fleet_v1, per_device, 0, 120)
+        results["v2"] = stream_v2(config, counter, fleet_v2, per_device, 120)
+        counter.close()
+    finally:
+        medsec(env, "down", check=False)
+    return results
+
+
+def report(r: dict) -> str:
+    a, b = r["v1"], r["v2"]
+    lines = [
+        "| measure | v1 | v2 |",
+        "|---|---|---|",
+        f"| readings/s end to end ({r['devices']} devices as fast as they can) | {a['per_second']:,.0f} "
+        f"({a['readings']}/{a['expected']}) | {b['per_second']:,.0f} ({b['readings']}/{b['expected']}, "
+        f"{b['acked']} acked) |",
+        f"| latency device write -> subscriber, p50 / p99 | {a['p50_ms']:.1f} / {a['p99_ms']:.1f} ms | "
+        f"{b['p50_ms']:.1f} / {b['p99_ms']:.1f} ms |",
+        f"| latency device write -> acknowledgement, p50 / p99 | (no acks) | "
+        f"{b['ack_p50_ms']:.1f} / {b['ack_p99_ms']:.1f} ms |",
+        f"| bytes on the wire per reading | {len(stackbench.Device('x', 'k' * 16, 'i' * 16).wire())} | "
+        f"{v2.header_size(4) + len(READING) + v2.TAG} |",
+    ]
+    for size in r["identification"]["v1"]:
+        i1, i2 = r["identification"]["v1"][size], r["identification"]["v2"][size]
+        lines.append(f"| first reading identified, {int(size):,} devices registered (mean / p99) | "
+                     f"{i1['mean_ms']:.2f} / {i1['p99_ms']:.2f} ms | "
+                     f"{i2['mean_ms']:.2f} / {i2['p99_ms']:.2f} ms |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    started = time.time()
+    results = run_all(args.quick)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "v2.json").write_text(json.dumps(results, indent=1))
+    print(report(results))
+    print(f"\n(took {time.time() - started:.0f} s; raw figures in {out / 'v2.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
