@@ -2,8 +2,9 @@
 
 Each request gets an id and a future; a reader task completes futures as the
 answers arrive. When auth goes away every request in flight fails with
-AuthUnavailable (its connection closes, nothing is published) and the client
-reconnects on the next request, so an auth restart heals by itself.
+AuthUnavailable (its connection closes, nothing is published). The next
+request reconnects, trying for a few seconds while auth restarts, so an auth
+restart heals by itself.
 """
 from __future__ import annotations
 
@@ -24,18 +25,21 @@ log = logging.getLogger("medsec.proxy.auth")
 # A dead auth is noticed at once (its socket closes); this only bounds a hung one. It is long
 # because a burst of new devices queues identifications (each tries every registered v1 key).
 REQUEST_TIMEOUT = 30.0
+RETRY_INTERVAL = 0.1
 
 
 class AuthClient:
-    def __init__(self, path: Path, timeout: float = REQUEST_TIMEOUT, connect_timeout: float = 1.0) -> None:
+    def __init__(self, path: Path, timeout: float = REQUEST_TIMEOUT, connect_timeout: float = 1.0,
+                 wait: float = 5.0) -> None:
         self.path = path
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.wait = wait
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._attempt: asyncio.Task[asyncio.StreamWriter] | None = None
         self.connected_once = False
 
     @property
@@ -67,27 +71,40 @@ class AuthClient:
         self._writer.write(authwire.encode({**message, "id": next(self._ids)}))
 
     async def _ensure_connected(self) -> asyncio.StreamWriter:
+        """The live connection, or one made now; all callers share one attempt.
+
+        Auth restarting under supervisord is back within a second or two: an attempt keeps
+        trying for `wait` seconds (MEDSEC_AUTH_WAIT) so the readings that arrive meanwhile
+        go through instead of closing their connections.
+        """
         if self.connected:
             assert self._writer is not None
             return self._writer
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self.connected:
-                assert self._writer is not None
-                return self._writer
+        if self._attempt is None or self._attempt.done():
+            self._attempt = asyncio.create_task(self._connect(), name="auth-connect")
+            # Retrieved here too, in case every caller was cancelled meanwhile.
+            self._attempt.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(self._attempt)
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while True:
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     reader, writer = await asyncio.open_unix_connection(
                         str(self.path), limit=authwire.MAX_MESSAGE)
+                break
             except (OSError, TimeoutError) as exc:
-                why = f"cannot reach auth at {self.path.name}: {exc.__class__.__name__}"
-                raise AuthUnavailable(why) from None
-            self._writer = writer
-            self._reader_task = asyncio.create_task(self._read_answers(reader, writer), name="auth-reader")
-            log.info(kv(event="auth_connected", reconnect=self.connected_once))
-            self.connected_once = True
-            return writer
+                if loop.time() + RETRY_INTERVAL >= deadline:
+                    why = f"cannot reach auth at {self.path.name}: {exc.__class__.__name__}"
+                    raise AuthUnavailable(why) from None
+                await asyncio.sleep(RETRY_INTERVAL)
+        self._writer = writer
+        self._reader_task = asyncio.create_task(self._read_answers(reader, writer), name="auth-reader")
+        log.info(kv(event="auth_connected", reconnect=self.connected_once))
+        self.connected_once = True
+        return writer
 
     async def _read_answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = bytearray()
@@ -127,6 +144,8 @@ class AuthClient:
                 future.set_exception(AuthUnavailable(why))
 
     async def close(self) -> None:
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.cancel()
         task, self._reader_task = self._reader_task, None
         if task is not None:
             task.cancel()

@@ -47,7 +47,8 @@ class ProxyServer:
         output = Output(cfg, f"proxy-{self.instance}", loop, metrics, self.on_key_event)
         throttle = Throttle(cfg.throttle_failures, cfg.throttle_window, cfg.throttle_cooldown,
                             cfg.throttle_max_cooldown)
-        self.state = ProxyState(cfg, AuthClient(cfg.auth_socket), output, metrics, throttle, self.instance)
+        auth = AuthClient(cfg.auth_socket, wait=cfg.auth_wait)
+        self.state = ProxyState(cfg, auth, output, metrics, throttle, self.instance)
         output.start()
         self._server = await asyncio.start_server(
             self._accept, cfg.host, cfg.proxy_port, backlog=4096, limit=65536)

@@ -65,7 +65,7 @@ def test_a_lost_peer_fails_requests_in_flight_and_a_new_one_is_used(tmp_path):
         path = tmp_path / "b.sock"
         peer = Peer(path, silent=True)
         await peer.start()
-        client = AuthClient(path, timeout=5)
+        client = AuthClient(path, timeout=5, wait=0.3)
         pending = asyncio.ensure_future(client.request({"op": "v1", "n": 1}))
         await asyncio.sleep(0.05)
         await peer.stop()  # auth goes away with a request in flight
@@ -100,3 +100,20 @@ def test_a_silent_peer_times_out(tmp_path):
         return info.value
 
     assert "no answer from auth within 0.2 s" in asyncio.run(main()).detail
+
+
+def test_a_restarting_peer_is_waited_for(tmp_path):
+    async def main():
+        path = tmp_path / "d.sock"
+        client = AuthClient(path, wait=5)
+        waiting = asyncio.ensure_future(client.request({"op": "v1", "n": 7}))
+        await asyncio.sleep(0.3)  # nobody listens yet: the client keeps trying
+        assert not waiting.done()
+        peer = Peer(path)
+        await peer.start()
+        answer = await waiting
+        await client.close()
+        await peer.stop()
+        return answer
+
+    assert asyncio.run(main())["echo"] == 7

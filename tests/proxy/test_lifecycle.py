@@ -27,25 +27,49 @@ def test_sigterm_closes_connections_with_disconnect_events_and_exits_0(proxy):
     assert not (proxy.config.run_dir / "metrics-proxy.prom").exists()
 
 
-def test_auth_restart_fails_in_flight_work_cleanly_then_heals(proxy):
-    key, iv = proxy.register("survivor")
+def _auth(stack):
+    [auth] = [p for p in stack.procs.started if p.args[-1] == "services.auth" and p.poll() is None]
+    return auth
+
+
+def test_a_reading_that_arrives_while_auth_restarts_waits_for_it(proxy):
+    key, iv = proxy.register("patient-wait")
     sock = connect(proxy.config.proxy_port)
     sock.sendall(reading(key, iv, 1))
-    wait_until(lambda: proxy.ingest("survivor"), 5)
-    [auth] = [p for p in proxy.procs.started if p.args[-1] == "services.auth"]
-    proxy.procs.stop(auth)
+    wait_until(lambda: proxy.ingest("patient-wait"), 5)
+    proxy.procs.stop(_auth(proxy))
+    sock.sendall(reading(key, iv, 2))  # auth is down: the proxy keeps trying (MEDSEC_AUTH_WAIT=5)
+    proxy.procs.start("auth", [sys.executable, "-m", "services.auth"], env=proxy.env)
+    msgs = wait_until(lambda: len(proxy.ingest("patient-wait")) == 2 and proxy.ingest("patient-wait"), 8,
+                      what="the reading once auth is back")
+    assert msgs[1]["values"]["Temp"] == "36.020"
+    sock.sendall(reading(key, iv, 3))
+    wait_until(lambda: len(proxy.ingest("patient-wait")) == 3, 5)
+    assert not proxy.close_lines("auth_unavailable")
+    sock.close()
+
+
+def test_auth_down_for_longer_closes_with_auth_unavailable_and_publishes_nothing(stack):
+    stack.start_proxy(MEDSEC_AUTH_WAIT="0.3")
+    key, iv = stack.register("survivor")
+    sock = connect(stack.config.proxy_port)
+    sock.sendall(reading(key, iv, 1))
+    wait_until(lambda: stack.ingest("survivor"), 5)
+    stack.procs.stop(_auth(stack))
     sock.sendall(reading(key, iv, 2))
     assert closed_by_peer(sock)
     sock.close()
-    wait_until(lambda: proxy.rejected("auth_unavailable", "survivor"), 5)
-    assert len(proxy.ingest("survivor")) == 1  # nothing published without auth
-    proxy.procs.start("auth", [sys.executable, "-m", "services.auth"], env=proxy.env)
-    wait_until(lambda: proxy.config.auth_socket.exists(), 10, what="auth to come back")
-    again = connect(proxy.config.proxy_port)
+    wait_until(lambda: stack.rejected("auth_unavailable", "survivor"), 5)
+    assert len(stack.ingest("survivor")) == 1  # nothing published without auth
+    assert len(stack.close_lines("auth_unavailable")) == 1
+    # Back by itself once auth is.
+    stack.procs.start("auth", [sys.executable, "-m", "services.auth"], env=stack.env)
+    wait_until(lambda: stack.config.auth_socket.exists(), 10, what="auth to come back")
+    again = connect(stack.config.proxy_port)
     again.sendall(reading(key, iv, 3))
-    wait_until(lambda: len(proxy.ingest("survivor")) == 2, 5, what="readings after auth restarted")
+    wait_until(lambda: len(stack.ingest("survivor")) == 2, 5, what="readings after auth restarted")
     again.close()
-    assert "Traceback" not in proxy.log()
+    assert "Traceback" not in stack.log()
 
 
 def test_revocation_closes_the_device_on_every_proxy_within_a_second(stack):
