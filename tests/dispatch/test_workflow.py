@@ -87,3 +87,4 @@ def test_full_line_with_a_retry_and_every_refusal_leaves_state_alone():
     s, outs = W.on_done(s, "b", turn)
     assert s.complete and [(o.kind, o.body.get("next")) for o in outs] == [("ack", None)]
     assert W.LineState.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
