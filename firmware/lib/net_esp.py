@@ -23,6 +23,7 @@ class Esp8266:
         self.open = set()
         self.closed = set()  # links that closed since the last clear (ids are reused at once)
         self.prompt = False
+        self.wifi_lost = False
 
     # --- input parsing ---
     def _pump(self, wait_ms=0):
@@ -72,6 +73,9 @@ class Esp8266:
                 self._line(line)
 
     def _line(self, line):
+        if line == b"WIFI DISCONNECT":
+            self.wifi_lost = True
+            return
         if len(line) > 2 and line[1:2] == b"," and 48 <= line[0] <= 57:
             link = line[0] - 48
             event = line[2:]
@@ -197,11 +201,12 @@ class EspNet:
         self._init()
         self._joined = False
         self.at.cmd("AT+CWMODE=1")
+        self.at.wifi_lost = False
         self.at.cmd('AT+CWJAP="%s","%s"' % (escape_at(ssid), escape_at(password)), 20000)
         self._joined = True
 
     def joined(self):
-        return self._joined
+        return self._joined and not self.at.wifi_lost
 
     def connect(self, host, port):
         self.at.rx.pop(GATEWAY_LINK, None)

@@ -71,7 +71,8 @@ def test_v1_readings_reach_the_gateway(make_device, gateway, board, net):
     first = json.loads(dash.on(f"Pico/{device}/json")[0])
     assert first["protocol"] == "v1" and first["Acel_x"] == float(expected["Acel_x"])
     assert not dev.error
-    assert board.wdt_timeout == 8000 and board.wdt_feeds > 0
+    assert board.wdt_timeout == 8000 and board.wdt_feeds > 0 and board.wdt_max_gap_ms < 1000
+    assert 1 in board.pin_writes["LED"], "the LED shows the online state"
     if net == "esp8266":
         cmds = dev.sim.commands
         assert "AT+CWMODE=1" in cmds and f'AT+CWJAP="{SSID}","{WIFI[SSID]}"' in cmds
@@ -135,4 +136,35 @@ def test_v2_gateway_down_30s_loses_no_reading(make_device, gateway, board):
     assert max(published) >= acked
     assert acked >= during and dev.app.link.dropped == 0
     assert len(published) == len(set(published)), "a resent reading was published twice"
+    dash.close()
+
+
+def json_count(dash, device) -> int:
+    return len(dash.on(f"Pico/{device}/json"))
+
+
+def test_v1_recovers_from_wifi_loss_and_missing_sensor(make_device, gateway, board, capsys):
+    device, dev = v1_device(make_device, gateway, "esp8266")
+    dash = gateway.dashboard(device)
+    dev.start()
+    wait_until(lambda: json_count(dash, device) >= 2, 15, what="first readings")
+    # the access point goes away: the link drops, joins fail and are retried with back-off
+    dev.sim.drop_wifi()
+    wait_until(lambda: "CWJAP failed" in capsys.readouterr().out, 10, what="a failed rejoin")
+    dev.sim.restore_wifi()
+    count = json_count(dash, device)
+    wait_until(lambda: json_count(dash, device) >= count + 2, 15, what="readings after Wi-Fi returns")
+    # the patient probe is unplugged: no reading is made up, the loop goes on, readings resume
+    import ds18x20
+
+    roms = ds18x20.SENSOR["roms"]
+    ds18x20.SENSOR["roms"] = []
+    wait_until(lambda: "no DS18X20" in capsys.readouterr().out, 10, what="the sensor error")
+    count = json_count(dash, device)
+    ds18x20.SENSOR["roms"] = roms
+    wait_until(lambda: json_count(dash, device) >= count + 2, 15, what="readings after the probe returns")
+    assert not dev.error and dev.thread.is_alive()
+    assert board.wdt_max_gap_ms < 8000, "the watchdog would have reset a healthy device"
+    joins = [c for c in dev.sim.commands if c.startswith("AT+CWJAP=")]
+    assert len(joins) >= 2
     dash.close()

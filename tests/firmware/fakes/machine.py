@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 
 class Board:
@@ -19,6 +20,8 @@ class Board:
         self.uart = None  # set by the test: an object with write/any/read
         self.wdt_timeout = None
         self.wdt_feeds = 0
+        self.wdt_last = None
+        self.wdt_max_gap_ms = 0.0
         self.lock = threading.Lock()
 
 
@@ -75,6 +78,11 @@ class WDT:
         BOARD.wdt_timeout = timeout
 
     def feed(self) -> None:
+        # the longest time between feeds: above the timeout, the real RP2040 would have reset
+        now = time.monotonic()
+        if BOARD.wdt_last is not None:
+            BOARD.wdt_max_gap_ms = max(BOARD.wdt_max_gap_ms, (now - BOARD.wdt_last) * 1000)
+        BOARD.wdt_last = now
         BOARD.wdt_feeds += 1
 
 
