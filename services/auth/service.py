@@ -337,6 +337,7 @@ class AuthService:
 
     def flush(self) -> None:
         """Write the accumulated last_seen and counters to the store (the server calls this once a second)."""
+        self._v2.flush()
         if not self._seen:
             return
         batch, self._seen = self._seen, {}

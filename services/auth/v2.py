@@ -11,7 +11,7 @@ Ops on the auth socket (docs/architecture.md):
 Order of checks (docs/protocol-v2.md): framing, key id (one dict lookup),
 counter (before any decryption), tag, reading. The device's replay window is
 advanced only after the tag verifies, and written to the key store before the
-answer leaves, so an auth restart neither forgets a counter nor an ack.
+answer leaves, so an auth restart never accepts a seq twice (ack bits follow within a second).
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class V2Auth:
         self._clock = clock
         self._by_kid: dict[bytes, Entry] = {}
         self._windows: dict[bytes, v2.ReplayWindow] = {}
+        self._dirty: dict[bytes, str] = {}  # key id -> device id: acks not yet written
 
     @property
     def devices(self) -> int:
@@ -122,7 +123,10 @@ class V2Auth:
         window = self._window(kid)
         if not window.ack(seq):
             raise V2Rejected("not_verified", f"seq {seq} was never accepted: no ack", entry.device_id)
-        self._save(kid, entry, window)
+        # Written within a second (flush), not before answering: an ack bit lost in a crash only
+        # turns a later duplicate into a redelivery, which is published again and dropped by the
+        # publisher. The counter itself (accept) is always written before the answer.
+        self._dirty[kid] = entry.device_id
         return {"status": "ok", "device": entry.device_id, "seq": seq, "ack": _ack(entry, seq)}
 
     # --- internals ---
@@ -146,6 +150,20 @@ class V2Auth:
 
     def _save(self, kid: bytes, entry: Entry, window: v2.ReplayWindow) -> None:
         self._store.save_v2_window(kid.hex(), entry.device_id, window.to_text())
+        self._dirty.pop(kid, None)
+
+    def flush(self) -> None:
+        """Write the windows whose ack bits changed since their last write (once a second)."""
+        dirty, self._dirty = self._dirty, {}
+        for kid, device_id in dirty.items():
+            window = self._windows.get(kid)
+            if window is None:
+                continue
+            try:
+                self._store.save_v2_window(kid.hex(), device_id, window.to_text())
+            except Exception as exc:  # a busy store: try again at the next flush
+                self._dirty[kid] = device_id
+                self._log.warning(kv(event="v2_flush_failed", error=type(exc).__name__))
 
 
 def _ack(entry: Entry, seq: int) -> str:
