@@ -174,10 +174,12 @@ class Connection:
             log.error(kv(event="internal_error", conn=self.id, detail=repr(exc)[:200]))
             reason, detail = "internal_error", exc.__class__.__name__
         self._closing = True
-        if reason not in ("bus_unavailable",):
-            with contextlib.suppress(Reject):
-                await self._drain_acks()
-        self._finish(reason, detail, hint)
+        try:  # readings already sent are confirmed before the close is reported
+            if reason != "bus_unavailable":
+                with contextlib.suppress(Reject):
+                    await self._drain_acks()
+        finally:  # even when shutdown's deadline cancels the drain
+            self._finish(reason, detail, hint)
 
     async def _drain_acks(self) -> None:
         while self._acks:
