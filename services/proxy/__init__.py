@@ -5,10 +5,14 @@ Layout (data flows top to bottom):
   connection.py  one task per connection: deadlines, close reasons, events, pending bus acks
   protocols.py   first byte -> protocol handler (v1 today; v2 registers here)
   v1.py          the v1 handler: a pure session (framing, timing) driven against auth
-  authclient.py  the pipelined Unix-socket client of services/auth
+  authclient.py  the pipelined Unix-socket client of services/auth, reconnecting
+  v2.py          the v2 handler (authenticated frames, acknowledged after the broker's PUBACK)
   output.py      the bus: readings and events out (QoS 1, bounded), key events in
+  busloop.py     runs the paho client inside the asyncio loop (no network thread)
+  state.py       what the server and its connections share: open connections, devices
   throttle.py    failed-identification throttling per source address (pure)
   metrics.py     counters rendered as Prometheus text
+  errors.py      Reject (reason, detail, device) and its two transport cases
 """
 from services.proxy.errors import AuthUnavailable, BusUnavailable, Reject
 
