@@ -3,10 +3,10 @@
 Layout (data flows top to bottom):
   server.py      lifecycle (startup, serve, shutdown), accept, shared state of open connections
   connection.py  one task per connection: deadlines, close reasons, events, pending bus acks
-  protocols.py   first byte -> protocol handler (v1 today; v2 registers here)
+  protocols.py   first byte -> protocol handler (v1, v2; new protocols register here)
   v1.py          the v1 handler: a pure session (framing, timing) driven against auth
-  authclient.py  the pipelined Unix-socket client of services/auth, reconnecting
   v2.py          the v2 handler (authenticated frames, acknowledged after the broker's PUBACK)
+  authclient.py  the pipelined Unix-socket client of services/auth, reconnecting
   output.py      the bus: readings and events out (QoS 1, bounded), key events in
   busloop.py     runs the paho client inside the asyncio loop (no network thread)
   state.py       what the server and its connections share: open connections, devices
