@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 from services.common import bus
 from services.common.config import Config
 from services.common.logs import kv, setup
-from services.common.state import admin_token
+from services.common.state import StateError, admin_token
 from services.dispatch import topics
 from services.dispatch.keys import StationKeys, load_or_create_server_key
 from services.dispatch.service import DispatchConfig, DispatchService
@@ -22,10 +22,14 @@ QUEUE = 1000
 
 def main() -> int:
     log = setup("dispatch")
-    config = Config.from_env()
-    cfg = DispatchConfig.from_env(config)
-    server_key = load_or_create_server_key(config)
-    station_keys = StationKeys(config.admin_url, admin_token(config), ttl=cfg.key_ttl)
+    try:
+        config = Config.from_env()
+        cfg = DispatchConfig.from_env(config)
+        station_keys = StationKeys(config.admin_url, admin_token(config), ttl=cfg.key_ttl)
+        server_key = load_or_create_server_key(config)
+    except (StateError, ValueError, OSError) as exc:
+        log.error(kv(event="start_failed", error=str(exc)))
+        return 1
     inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE)
     # A persistent session: requests and results sent while the server restarts wait in the broker.
     client = bus.make_client(config, "dispatch", "medsec-dispatch", persistent=True)
