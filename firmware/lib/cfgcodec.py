@@ -22,7 +22,7 @@ _CBC = 2
 
 class ConfigError(ValueError):
     def __init__(self, reason, detail):
-        ValueError.__init__(self, reason + ": " + detail)
+        super().__init__(reason + ": " + detail)
         self.reason = reason
         self.detail = detail
 

@@ -48,10 +48,11 @@ class V2Link:
         while self.buf:
             try:
                 seq, used = self.session.read_ack(self.buf)
-            except v2codec.V2Error as e:
+            except Exception as e:  # V2Error; any other failure on a forged ack must not crash the device
                 self.buf = b""
-                log("bad_ack", reason=e.reason)
-                raise NetError("bad ack from gateway: " + e.reason)
+                reason = getattr(e, "reason", "bad_ack")
+                log("bad_ack", reason=reason)
+                raise NetError("bad ack from gateway: " + reason)
             if seq is None:
                 return
             self.buf = self.buf[used:]

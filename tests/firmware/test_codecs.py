@@ -139,7 +139,10 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     ]
     page = tmp_path / "page.json"
     page.write_text(json.dumps(subs))
-    files = [f"/lib/{name}={LIB / name}" for name in ("v1codec.py", "cfgcodec.py", "v2codec.py")]
+    modules = ("v1codec.py", "cfgcodec.py", "v2codec.py", "webconf.py", "settings.py", "clock.py",
+               "proto_v2.py", "netbase.py")
+    files = [f"/lib/{name}={LIB / name}" for name in modules]
+    files.append(f"/data/page.gz={FIRMWARE / 'build' / 'web' / 'config.html.gz'}")
     files += [
         f"/lib/ccm.py={ROOT / 'services' / 'common' / 'ccm.py'}",
         f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}",
@@ -162,7 +165,8 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     assert result["v1"] == len(VECTORS["readings"])
     assert result["format"] >= len(FULL) // 2
     assert result["legacy_fields"] == len(VECTORS["config_page_fields"])
-    assert result["macs"] == result["v2_fields"] == len(subs)
+    assert result["forged_ack_refused"] is True
+    assert result["macs"] == result["v2_fields"] == result["http"] == result["stored"] == len(subs)
     assert result["v2_frames"] == len(v2) and result["v2_acks"] == len([f for f in v2 if "ack" in f])
 
 
