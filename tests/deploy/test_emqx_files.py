@@ -75,3 +75,21 @@ def test_emqx_conf_points_at_the_generated_files_and_matches_the_hash():
     assert "no_match = deny" in conf
     # Secrets come from the env file, never from this file.
     assert "cookie =" not in conf and "default_password" not in conf
+
+
+def _emqx_subscribe(user: str, subscription: str) -> bool:
+    """EMQX authorizes `$share/<group>/<filter>` as <filter> (emqx_topic:get_shared_real_topic);
+    `$queue/...` and other `$` prefixes are authorized verbatim."""
+    if subscription.startswith("$share/"):
+        subscription = subscription.split("/", 2)[2]
+    return EMQX.allowed(user, subscription, "subscribe")
+
+
+def test_publisher_shared_subscription_is_allowed_and_nothing_else_opens_up():
+    assert _emqx_subscribe("publisher", "$share/publishers/medsec/ingest/+")
+    assert _emqx_subscribe("publisher", "$share/publishers/medsec/events/+")
+    assert not _emqx_subscribe("dashboard", "$share/publishers/medsec/ingest/+")
+    # A $queue/ subscription is checked with its prefix: no rule allows it, deny-all catches it.
+    for user in USERS:
+        assert not _emqx_subscribe(user, "$queue/medsec/ingest/+")
+        assert not _emqx_subscribe(user, "#")
