@@ -12,8 +12,19 @@ import v2codec  # noqa: E402
 import webconf  # noqa: E402
 from settings import Settings  # noqa: E402
 
-result = {"impl": sys.implementation.name, "v1": 0, "format": 0, "legacy_fields": 0, "v2_fields": 0,
-          "macs": 0, "v2_frames": 0, "v2_acks": 0, "http": 0, "stored": 0, "fail": []}
+result = {
+    "impl": sys.implementation.name,
+    "v1": 0,
+    "format": 0,
+    "legacy_fields": 0,
+    "v2_fields": 0,
+    "macs": 0,
+    "v2_frames": 0,
+    "v2_acks": 0,
+    "http": 0,
+    "stored": 0,
+    "fail": [],
+}
 
 with open("/data/v1.json") as f:
     v1 = json.load(f)
@@ -59,13 +70,23 @@ os.mkdir("/data/dev")
 store = Settings("/data/dev")
 for sub in page:
     query = "&".join([k + "=" + sub["params"][k] for k in sub["params"]])
-    answer, values = webconf.handle(("GET /save?" + query + " HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n").encode(),
-                                    sub["key1"].encode(), "/data/page.gz")
-    if answer.startswith(b"HTTP/1.1 200") and values and values["wifi_password"] == sub["values"]["wifi_pass"]:
+    answer, values = webconf.handle(
+        ("GET /save?" + query + " HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n").encode(),
+        sub["key1"].encode(),
+        "/data/page.gz",
+    )
+    if (
+        answer.startswith(b"HTTP/1.1 200")
+        and values
+        and values["wifi_password"] == sub["values"]["wifi_pass"]
+    ):
         result["http"] += 1
     store.store_page(values)
     again = Settings("/data/dev")
-    if again.get("wifi_password") == sub["values"]["wifi_pass"] and again.get("wifi_ssid") == sub["values"]["wifi_name"]:
+    if (
+        again.get("wifi_password") == sub["values"]["wifi_pass"]
+        and again.get("wifi_ssid") == sub["values"]["wifi_name"]
+    ):
         result["stored"] += 1
 page_answer, _ = webconf.handle(b"GET / HTTP/1.1\r\n\r\n", b"x" * 16, "/data/page.gz")
 if b"Content-Encoding: gzip" not in page_answer:
@@ -99,12 +120,23 @@ class _Site:
 
     def get(self, name, default=None):
         vec = v2["frames"][0]
-        return {"v2_master_key": vec["master_key"], "v2_key_id": vec["kid"], "ring_size": 4}.get(name, default)
+        return {"v2_master_key": vec["master_key"], "v2_key_id": vec["kid"], "ring_size": 4}.get(
+            name, default
+        )
 
 
 link = proto_v2.V2Link(_Site())
-frame = link.reading({"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": 0.0,
-                      "Acel_z": 0.0, "TempMpu": 23.4})[0]
+frame = link.reading(
+    {
+        "Temp": 36.6,
+        "TempMcu": 23.7,
+        "PulseSig": 2.123,
+        "Acel_x": 0.0,
+        "Acel_y": 0.0,
+        "Acel_z": 0.0,
+        "TempMpu": 23.4,
+    }
+)[0]
 forged = bytes([0xC3, 2, 0, 1]) + binascii.unhexlify(v2["frames"][0]["kid"]) + b"\x00" * 15
 try:
     link.received(forged)
