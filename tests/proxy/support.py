@@ -49,10 +49,13 @@ class Stack:
     monitor: Subscriber
     proxies: list = field(default_factory=list)
     offsets: dict[str, int] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)  # every key and iv registered, for leak checks
+    history: list = field(default_factory=list)  # messages seen by earlier monitors of a shared stack
 
     def fresh(self) -> None:
         """For a stack shared by several tests: a new monitor, and logs read from here on."""
         self.monitor.close()
+        self.history += self.monitor.messages
         self.monitor = Subscriber(self.config, "monitor")
         self.monitor.subscribe("medsec/#")
         self.offsets = {p.name[:-4]: p.stat().st_size for p in self.log_dir.glob("*.log")}
@@ -60,6 +63,7 @@ class Stack:
     def register(self, device: str, key: str | None = None, iv: str | None = None) -> tuple[str, str]:
         if key is None or iv is None:
             key, iv = credentials()
+        self.secrets += [key, iv]
         store = SQLiteKeyStore.open(self.config)
         try:
             store.add(NewDevice(device, "v1", {"key": key, "iv": iv}))

@@ -144,3 +144,16 @@ def test_first_block_alone_decides_nothing(proxy, good):
     assert closed_by_peer(sock)
     sock.close()
     assert_only_good_device_affected(proxy, good, "truncated", "~unidentified")
+
+
+def test_no_key_or_iv_ever_reaches_the_proxy_log_or_events(proxy):
+    """Runs last in this module: every key registered above, against everything the proxy wrote."""
+    assert len(proxy.secrets) >= 20
+    whole_log = (proxy.log_dir / "proxy.log").read_text()
+    assert "event=close" in whole_log
+    for secret in proxy.secrets:
+        assert secret not in whole_log
+    seen = proxy.history + proxy.monitor.messages
+    assert any(m.topic.startswith("medsec/events/") for m in seen)
+    for payload in (m.payload.decode(errors="replace") for m in seen):
+        assert not any(secret in payload for secret in proxy.secrets)
