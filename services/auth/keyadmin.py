@@ -26,7 +26,7 @@ from services.auth.keystore import (
     DeviceNotFound,
     DeviceRevoked,
     KeyStoreError,
-    SQLiteKeyStore,
+    open_configured,
 )
 from services.common.config import Config
 from services.common.logs import kv, setup
@@ -81,7 +81,7 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
     overrides = dict(overrides or {})
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, JSON_SORT_KEYS=False)
-    store = overrides.pop("STORE", None) or SQLiteKeyStore.open(config)
+    store = overrides.pop("STORE", None) or open_configured(config)
     events = overrides.pop("EVENTS", None) or BusKeyEvents(config)
     app.config.update(overrides)
     app.extensions["medsec.config"] = config
@@ -117,7 +117,7 @@ def main() -> int:
     try:
         config = Config.from_env()
         app = create_app(config)
-    except (StateError, ValueError) as exc:
+    except (StateError, ValueError, KeyStoreError) as exc:
         log.error(kv(event="start_failed", error=str(exc)))
         return 1
     from waitress import serve

@@ -561,3 +561,16 @@ class _Tx:
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
             self.lock.release()
+
+
+def open_configured(config: Config) -> KeyStore:
+    """The store MEDSEC_KEYSTORE_URL names: the state dir's SQLite file by default, else PostgreSQL.
+
+    The PostgreSQL backend (and its driver) is imported only when configured.
+    """
+    if not config.keystore_url:
+        return SQLiteKeyStore.open(config)
+    from services.auth.keystore_pg import open_store
+
+    return open_store(config)
+

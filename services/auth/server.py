@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from services.auth.bursts import BurstDetector
-from services.auth.keystore import SQLiteKeyStore
+from services.auth.keystore import KeyStoreError, open_configured
 from services.auth.service import AuthService
 from services.common import authwire
 from services.common.config import Config
@@ -147,7 +147,7 @@ def _listening(path: Path) -> bool:
 
 
 async def run(config: Config, log: logging.Logger) -> None:
-    store = SQLiteKeyStore.open(config)
+    store = open_configured(config)
     bursts = BurstDetector(config.throttle_failures or 10, config.throttle_window)
     service = AuthService(store, log, bursts=bursts)
     server = AuthServer(service, config.auth_socket, log, config.run_dir / "metrics-auth.prom")
@@ -166,7 +166,7 @@ def main() -> int:
     try:
         config = Config.from_env()
         asyncio.run(run(config, log))
-    except (StateError, ValueError) as exc:
+    except (StateError, ValueError, KeyStoreError) as exc:
         log.error(kv(event="start_failed", error=str(exc)))
         return 1
     return 0
