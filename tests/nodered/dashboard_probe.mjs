@@ -23,6 +23,7 @@ const commands = {
     async open({ url, user, password }) {
         context = await browser.newContext({ httpCredentials: { username: user, password }, viewport: { width: 1280, height: 800 } });
         page = await context.newPage();
+        page.on("dialog", (dialog) => dialog.accept()); // the Devices page's "Revoke ...?"
         const res = await page.goto(url);
         await page.waitForSelector("[data-medsec]", { timeout: 20000 });
         return { status: res.status() };
@@ -35,6 +36,7 @@ const commands = {
             temp: (c.querySelector("[data-field=Temp]") || {}).textContent || null,
             pulse: (c.querySelector("[data-field=PulseSig]") || {}).textContent || null,
             seen: (c.querySelector(".seen") || {}).textContent || null,
+            alerts: [...c.querySelectorAll(".alert")].map((a) => a.dataset.rule),
         })));
     },
     async device({ url, id }) {
@@ -50,6 +52,32 @@ const commands = {
             return temp ? { device: want, temp: temp.textContent, charts: document.querySelectorAll("canvas").length } : null;
         }, id, { timeout: 20000 });
         return info.jsonValue();
+    },
+    // The Devices page: type an id, pick the protocol, press a button; returns what the page shows.
+    async admin({ url, action, id, protocol }) {
+        if (!page.url().startsWith(url)) {
+            await page.goto(url);
+        }
+        await page.waitForSelector("[data-medsec=admin-id]", { timeout: 20000 });
+        await page.fill("[data-medsec=admin-id]", id);
+        if (protocol) {
+            await page.selectOption("[data-medsec=admin-protocol]", protocol);
+        }
+        await page.click(`[data-medsec=admin-${action}]`);
+        const shown = await page.waitForFunction(({ action, id }) => {
+            const error = document.querySelector("[data-medsec=admin-error]");
+            if (error) {
+                return { error: error.textContent };
+            }
+            const row = document.querySelector(`[data-medsec=admin-list] tr[data-device="${id}"]`);
+            const secret = document.querySelector("[data-medsec=admin-secret] pre");
+            const state = row ? row.dataset.state : null;
+            if (action === "revoke" ? state === "revoked" : row && secret && secret.textContent.includes(id)) {
+                return { state, secret: secret ? secret.textContent : null };
+            }
+            return null;
+        }, { action, id }, { timeout: 20000 });
+        return shown.jsonValue();
     },
     async screenshot({ path }) {
         await page.screenshot({ path, fullPage: true });

@@ -101,6 +101,23 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         assert page["device"] == "e2e4-001" and page["temp"].endswith("°C")
         assert page["charts"] >= 4
 
+        # The Devices page adds a device through `medsec devices` and the real key-admin API: the
+        # credentials are shown once, there; then revokes it.
+        admin_url = f"{base}/devices"
+        added = probe.call("admin", url=admin_url, action="add", id="e2e-page-1", protocol="v2")
+        assert "error" not in added, added
+        secret = json.loads(added["secret"])
+        assert secret["id"] == "e2e-page-1" and set(secret) - {"id", "protocol"}, secret
+        status, body = api(config, "GET", "/devices/e2e-page-1")
+        assert status == 200 and body["protocol"] == "v2"
+        listed = json.dumps(api(config, "GET", "/devices")[1])
+        assert not [v for k, v in secret.items() if k not in ("id", "protocol") and str(v) in listed]
+        revoked = probe.call("admin", url=admin_url, action="revoke", id="e2e-page-1")
+        assert revoked["state"] == "revoked" and revoked["secret"] is None, revoked
+        assert api(config, "GET", "/devices/e2e-page-1")[1]["state"] == "revoked"
+        unknown = probe.call("admin", url=admin_url, action="rotate", id="no-such-device")
+        assert "no-such-device" in unknown.get("error", ""), unknown
+
         # Revoking a device turns it offline on the page (and marks it revoked).
         probe.call("open", url=f"{base}/fleet", user="admin", password=admin_password(config))
         status, _ = api(config, "DELETE", "/devices/sim-002")
@@ -108,6 +125,7 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         wait_until(lambda: cards(probe)["sim-002"]["status"] == "offline", 20,
                    what="sim-002 offline on the page")
         wait_until(lambda: cards(probe)["sim-002"]["state"] == "revoked", 20, what="sim-002 marked revoked")
+        wait_until(lambda: "offline" in cards(probe)["sim-002"]["alerts"], 20, what="the offline alert")
         now = cards(probe)
         assert live(now["sim-001"]) and live(now["sim-003"]) and live(now["e2e4-001"]), now
 
