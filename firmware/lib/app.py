@@ -7,7 +7,7 @@ import gc
 import machine
 
 import webconf
-from clock import log, sleep_ms, ticks_diff, ticks_ms
+from clock import log, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from led import Led
 from netbase import NetError
 from settings import Settings
@@ -146,10 +146,10 @@ class App:
                     self.led.set("error")
                     log("net_error", error=e, retry_ms=backoff, pending=link.pending())
                     self.net.close()
-                    next_attempt = ticks_ms() + backoff
+                    next_attempt = ticks_add(ticks_ms(), backoff)
                     backoff = min(backoff * 2, backoff_max)
             if ticks_diff(now, next_reading) >= 0:
-                next_reading = now + interval
+                next_reading = ticks_add(now, interval)
                 self._reading(link, sensors, SensorError)
                 gc.collect()
                 if self.max_readings and self.sent >= self.max_readings and not link.pending():

@@ -3,11 +3,15 @@ import time
 
 try:
     ticks_ms = time.ticks_ms
+    ticks_add = time.ticks_add  # ticks wrap around: always add and compare through these
     ticks_diff = time.ticks_diff
     sleep_ms = time.sleep_ms
 except AttributeError:  # CPython host run
     def ticks_ms():
         return int(time.monotonic() * 1000)
+
+    def ticks_add(a, b):
+        return a + b
 
     def ticks_diff(a, b):
         return a - b
