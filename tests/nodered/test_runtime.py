@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -118,3 +119,10 @@ def test_shipped_flows_name_no_device_and_hold_no_secret():
         for output in node.get("wires", []):
             for target in output:
                 assert target in ids, f"{node['id']} wired to missing {target}"
+
+
+def test_shipped_flows_match_their_source():
+    """nodered/flows.json is built from nodered/tools/build_flows.py: never out of step."""
+    tool = runtime.NODERED_DIR / "tools" / "build_flows.py"
+    result = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
