@@ -62,7 +62,8 @@ const html = readFileSync(join(here, 'index.html'), 'utf8')
   .replace('<!--SCRIPT-->', () => '<script>' + js + '</script>');
 const gz = gzipSync(Buffer.from(html), {level: 9});
 mkdirSync(out, {recursive: true});
-writeFileSync(join(out, 'config.html'), html);
+// only the gzipped page goes to the device (make flash copies this directory); the raw one beside it
+writeFileSync(join(out, '..', 'config.html'), html);
 writeFileSync(join(out, 'config.html.gz'), gz);
 console.log(`config page: ${gz.length} bytes on the wire (gzip; ${html.length} bytes raw; aes-js ${require('aes-js/package.json').version}); limit ${LIMIT}`);
 if (gz.length > LIMIT) {
