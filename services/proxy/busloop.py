@@ -23,6 +23,8 @@ from services.common.logs import kv
 
 log = logging.getLogger("medsec.proxy.bus")
 
+STABLE = 5.0  # seconds a broker connection must last to count as healthy
+
 
 class AsyncioBusLoop:
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop, host: str, port: int,
@@ -32,6 +34,7 @@ class AsyncioBusLoop:
         self.host, self.port, self.keepalive = host, port, keepalive
         self.min_delay, self.max_delay = min_delay, max_delay
         self._sock: Any = None
+        self._opened_at = 0.0
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -65,17 +68,21 @@ class AsyncioBusLoop:
         first = True
         while True:
             if self._sock is None:
-                try:
-                    if first:
-                        self.client.connect(self.host, self.port, self.keepalive)
-                        first = False
-                    else:
-                        self.client.reconnect()
-                    delay = self.min_delay
-                except OSError as exc:  # refused, unreachable, timed out
-                    log.debug(kv(event="bus_connect_failed", detail=exc.__class__.__name__))
+                if not first:
+                    # A connection that lasted resets the back-off; one the broker drops at once
+                    # (refused credentials, broker restarting) makes the next try wait longer.
+                    if self.loop.time() - self._opened_at > STABLE:
+                        delay = self.min_delay
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.max_delay)
+                try:
+                    if first:
+                        first = False
+                        self.client.connect(self.host, self.port, self.keepalive)
+                    else:
+                        self.client.reconnect()
+                except OSError as exc:  # refused, unreachable, timed out
+                    log.debug(kv(event="bus_connect_failed", detail=exc.__class__.__name__))
                     continue
             self._lost.clear()
             with contextlib.suppress(TimeoutError):
@@ -87,6 +94,7 @@ class AsyncioBusLoop:
     # --- paho's socket hooks (called in the loop's thread) ---
     def _on_open(self, client: Any, userdata: Any, sock: Any) -> None:
         self._sock = sock
+        self._opened_at = self.loop.time()
         self.loop.add_reader(sock, self._read)
 
     def _read(self) -> None:
