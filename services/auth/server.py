@@ -149,7 +149,7 @@ def _listening(path: Path) -> bool:
 async def run(config: Config, log: logging.Logger) -> None:
     store = open_configured(config)
     bursts = BurstDetector(config.throttle_failures or 10, config.throttle_window)
-    service = AuthService(store, log, bursts=bursts)
+    service = AuthService(store, log, bursts=bursts, max_blocks=config.max_reading_blocks)
     server = AuthServer(service, config.auth_socket, log, config.run_dir / "metrics-auth.prom")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

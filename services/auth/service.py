@@ -123,7 +123,8 @@ def _candidate(cred: Credential, newest: bool, overlapping: bool) -> Candidate:
 
 class AuthService:
     def __init__(self, store: KeyStore, log: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.time, bursts: BurstDetector | None = None) -> None:
+                 clock: Callable[[], float] = time.time, bursts: BurstDetector | None = None,
+                 max_blocks: int = 64) -> None:
         self._store = store
         self._log = log or logging.getLogger("medsec.auth")
         self._clock = clock
@@ -136,6 +137,7 @@ class AuthService:
         self._seen: dict[str, Seen] = {}
         self.metrics = Metrics()
         self._bursts = bursts or BurstDetector()
+        self._max_blocks = max_blocks
         self._v2 = V2Auth(store, self._log, clock)
 
     # --- key cache ---
@@ -236,6 +238,8 @@ class AuthService:
         if not isinstance(conn, int) or isinstance(conn, bool):
             raise Rejected("bad_request", "conn must be an integer")
         blocks = _blocks(request.get("blocks"))
+        if len(blocks) > self._max_blocks:  # the proxy checks too; auth does not rely on it
+            raise Rejected("too_long", f"reading longer than {self._max_blocks} blocks")
         final = request.get("final") is True
         now = self._clock()
         session = self._sessions.get((client, conn))

@@ -53,3 +53,11 @@ def test_internal_error_is_answered_in_order(tmp_path):
     assert [a["id"] for a in answers] == [1, 2, 3]
     assert answers[1]["reason"] == "internal_error" and answers[2]["status"] == "ok"
     assert not (tmp_path / "a.sock").exists()
+
+
+def test_service_refuses_overlong_readings_itself(store):
+    from services.auth.service import AuthService
+
+    service = AuthService(store, max_blocks=4)
+    answer = service.handle({"id": 1, "op": "v1", "conn": 1, "blocks": "00" * 16 * 5, "final": True})
+    assert (answer["status"], answer["reason"]) == ("rejected", "too_long")
