@@ -51,6 +51,7 @@ class Output:
         self.readings_waiting = 0
         self.events_waiting = 0
         self.subscribed = asyncio.Event()
+        self.bus_up = False
         self._on_key_event = on_key_event
         self.client = bus.make_client(config, "proxy", client_id)
         self.client.on_connect = self._on_connect
@@ -111,11 +112,14 @@ class Output:
             log.warning(kv(event="bus_refused", detail=str(reason_code)))
             return
         client.subscribe(bus.KEY_EVENTS, qos=1)
+        self.bus_up = True
         log.info(kv(event="bus_connected"))
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         self.loop.call_soon_threadsafe(self.subscribed.clear)
-        log.warning(kv(event="bus_lost", detail=str(reason_code)))
+        if self.bus_up:  # a refused connect was already logged as bus_refused
+            self.bus_up = False
+            log.warning(kv(event="bus_lost", detail=str(reason_code)))
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, props: Any) -> None:
         if all(not rc.is_failure for rc in reason_codes):
