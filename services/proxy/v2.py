@@ -39,6 +39,7 @@ class V2Session:
         self.reading_timeout = reading_timeout
         self.buffer = bytearray()
         self.last_data = now
+        self.last_frame = now  # when the gateway finished taking the previous frame
         self.frame_started: float | None = None
 
     def feed(self, data: bytes, now: float) -> None:
@@ -47,18 +48,21 @@ class V2Session:
         self.buffer += data
         self.last_data = now
 
-    def next_frame(self) -> codec.Frame | None:
+    def next_frame(self, now: float) -> codec.Frame | None:
         try:
             frame, used = codec.read(self.buffer)
         except codec.V2Error as exc:
             raise Reject(exc.reason, exc.detail) from None
         if frame is not None:
             del self.buffer[:used]
-            self.frame_started = self.last_data if self.buffer else None
+            # Time the gateway spent on earlier frames (auth, PUBACK waits) is not the device's:
+            # the clocks for the next frame start now, not when its first bytes were read.
+            self.last_frame = now
+            self.frame_started = now if self.buffer else None
         return frame
 
     def deadline(self) -> tuple[float, str]:
-        idle = self.last_data + self.idle_timeout
+        idle = max(self.last_data, self.last_frame) + self.idle_timeout
         if self.frame_started is not None and self.frame_started + self.reading_timeout < idle:
             return self.frame_started + self.reading_timeout, "reading_timeout"
         return idle, "idle_timeout"
@@ -90,7 +94,7 @@ class V2Handler:
 
     async def _serve(self, conn: Connection, session: V2Session, acks: set[asyncio.Task[None]]) -> None:
         while True:
-            frame = session.next_frame()
+            frame = session.next_frame(conn.now())
             if frame is None:
                 when, reason = session.deadline()
                 data = await conn.read(READ_CHUNK, when, reason)

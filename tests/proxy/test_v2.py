@@ -212,3 +212,19 @@ def test_ack_waits_for_the_broker(proxy, procs, broker):
     start_mosquitto(proxy.config, procs)
     assert read_acks(s, dev, 1, timeout=10)[0][0] == 1
     s.close()
+
+
+def test_session_clocks_start_when_the_gateway_is_ready_for_the_next_frame():
+    """Time spent on earlier frames (auth, PUBACK waits) never counts against the device."""
+    from services.proxy.v2 import V2Session
+
+    dev = v2codec.Session(bytes(16), b"\x01\x02\x03\x04", v2codec.MemoryCounter())
+    one, two = dev.seal(reading(1))[1], dev.seal(reading(2))[1]
+    session = V2Session(idle_timeout=60, reading_timeout=10, now=0.0)
+    session.feed(one + two[:20], 0.0)
+    assert session.next_frame(45.0).seq == 1  # the gateway was busy for 45 s
+    assert session.next_frame(45.0) is None
+    assert session.deadline() == (55.0, "reading_timeout")  # not 10.0: that is already past
+    session.feed(two[20:], 50.0)
+    assert session.next_frame(50.0).seq == 2
+    assert session.deadline() == (110.0, "idle_timeout")
