@@ -171,7 +171,7 @@ FLEET_VIEW = r"""<template>
                 <b class="id">{{ d.id }}</b>
                 <span class="badge">{{ d.protocol || '?' }}</span>
                 <span class="badge state" v-if="d.state && d.state !== 'active'">{{ d.state }}</span>
-                <span class="status">{{ d.status }}</span>
+                <span class="status">{{ d.status === 'unknown' ? 'not seen yet' : d.status }}</span>
             </div>
             <table class="vals" v-if="d.reading">
                 <tr><td>Temp</td><td data-field="Temp">{{ fmt(d.reading.Temp, 2) }} °C</td>

@@ -3,8 +3,9 @@
 // one JSON answer per line on stdout: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 //   {"cmd": "open", "url", "user", "password"}   log in (HTTP Basic) and open a dashboard page
 //   {"cmd": "fleet"}                             the device cards on the fleet page
-//   {"cmd": "device", "url", "id"}               the device page, with `id` chosen in the dropdown
-//   {"cmd": "screenshot", "path"}
+//   {"cmd": "device", "url", "id"}               the device page (in its own tab), `id` chosen in the dropdown
+//   {"cmd": "admin", "url", "action", "id", "protocol"}   press a button on the Devices page
+//   {"cmd": "screenshot", "path", "tab"}         tab "device" for the device page
 import { createRequire } from "node:module";
 import readline from "node:readline";
 
@@ -18,6 +19,7 @@ const browser = await chromium.launch({
 });
 let context = null;
 let page = null;
+let devicePage = null; // a second tab that stays on the device page while the test goes on
 
 const commands = {
     async open({ url, user, password }) {
@@ -27,6 +29,11 @@ const commands = {
         const res = await page.goto(url);
         await page.waitForSelector("[data-medsec]", { timeout: 20000 });
         return { status: res.status() };
+    },
+    async fleet_page({ url }) {
+        await page.goto(url);
+        await page.waitForSelector("[data-medsec=fleet]", { timeout: 20000 });
+        return true;
     },
     async fleet() {
         return page.$$eval("[data-medsec=fleet] .card", (cards) => cards.map((c) => ({
@@ -40,6 +47,8 @@ const commands = {
         })));
     },
     async device({ url, id }) {
+        devicePage = devicePage || await context.newPage();
+        const page = devicePage;
         await page.goto(url);
         const select = await page.waitForSelector("[data-medsec=device-select]", { timeout: 20000 });
         await page.waitForFunction((want) => [...document.querySelectorAll("[data-medsec=device-select] option")]
@@ -79,8 +88,8 @@ const commands = {
         }, { action, id }, { timeout: 20000 });
         return shown.jsonValue();
     },
-    async screenshot({ path }) {
-        await page.screenshot({ path, fullPage: true });
+    async screenshot({ path, tab }) {
+        await (tab === "device" ? devicePage : page).screenshot({ path, fullPage: true });
         return path;
     },
 };

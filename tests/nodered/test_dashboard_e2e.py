@@ -119,7 +119,7 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         assert "no-such-device" in unknown.get("error", ""), unknown
 
         # Revoking a device turns it offline on the page (and marks it revoked).
-        probe.call("open", url=f"{base}/fleet", user="admin", password=admin_password(config))
+        probe.call("fleet_page", url=f"{base}/fleet")
         status, _ = api(config, "DELETE", "/devices/sim-002")
         assert status == 200
         wait_until(lambda: cards(probe)["sim-002"]["status"] == "offline", 20,
@@ -131,7 +131,10 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
 
         shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "dashboard.png"
         probe.call("screenshot", path=str(shot.resolve()))
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        device_shot = shot.with_name(shot.stem + "-device.png")
+        probe.call("screenshot", path=str(device_shot.resolve()), tab="device")
+        for png in (shot, device_shot):
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # Node-RED never needed a flow change: the flows file is the shipped one.
         shipped = json.loads((NODERED_DIR / "flows.json").read_text())
         assert json.loads((config.home / "nodered" / "flows.json").read_text()) == shipped
