@@ -168,3 +168,20 @@ def test_v1_recovers_from_wifi_loss_and_missing_sensor(make_device, gateway, boa
     joins = [c for c in dev.sim.commands if c.startswith("AT+CWJAP=")]
     assert len(joins) >= 2
     dash.close()
+
+
+def test_v2_counter_survives_a_reboot(make_device, gateway, board):
+    """OSCORE B.1.1: after a reboot the device resumes above every seq it used; the gateway accepts it."""
+    device, dev = v2_device(make_device, gateway, "wlan")
+    dash = gateway.dashboard(device)
+    dev.start()
+    wait_until(lambda: len(seqs(dash, device)) >= 3, 15, what="readings before the reboot")
+    dev.stop()
+    before = max(seqs(dash, device))
+    ceiling = int((dev.root / "v2seq").read_text())
+    dev.thread = None
+    dev.start()  # a new App on the same flash: what main.py does after a reset
+    wait_until(lambda: len([s for s in seqs(dash, device) if s >= ceiling]) >= 2, 15, what="readings after it")
+    after = [s for s in seqs(dash, device) if s > before]
+    assert after and min(after) >= ceiling > before
+    dash.close()
