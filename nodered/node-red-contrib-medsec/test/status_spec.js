@@ -40,6 +40,21 @@ describe("medsec status", function () {
         assert.strictEqual(messages[2].payload.status, "online");
     });
 
+    it("reports an unexpected status payload to Catch nodes and ignores it", async function () {
+        const a = deviceId("odd");
+        const { node, gateway, messages } = await load(broker, { type: "medsec-status", device: a });
+        const errors = [];
+        node.on("call:error", (call) => errors.push(call.args));
+        await waitUntil(() => gateway.subscribed.has(`Pico/${a}/status`), 5000, "subscription");
+        await publish(pub, `Pico/${a}/status`, "maybe");
+        await publish(pub, `Pico/${a}/status`, "online");
+        await waitUntil(() => messages.length === 1, 5000, "the valid status");
+        assert.strictEqual(messages[0].payload.status, "online");
+        await waitUntil(() => errors.length === 1, 5000, "the error");
+        assert.match(String(errors[0][0]), /unexpected status "maybe"/);
+        assert.strictEqual(errors[0][1].topic, a);
+    });
+
     it("answers an input message with the fleet and each device's last-seen time", async function () {
         const a = deviceId("f1");
         const b = deviceId("f2");
