@@ -1,4 +1,5 @@
 """The ESP8266 AT driver against scripted module output: exact bytes in, events and writes out."""
+
 from __future__ import annotations
 
 import net_esp  # noqa: E402  (firmware/lib, on sys.path via conftest)
@@ -31,7 +32,9 @@ class ScriptedUart:
 
 def test_ipd_split_across_reads_with_binary_payload_and_link_events():
     payload = b"\r\nOK\r\n+IPD,9:\x00\xff"  # looks like protocol text: must stay data
-    uart = ScriptedUart([b"0,CONNECT\r\n\r\n+IPD,0,%d:" % len(payload) + payload + b"\r\n0,CLOSED\r\n"], piece=2)
+    uart = ScriptedUart(
+        [b"0,CONNECT\r\n\r\n+IPD,0,%d:" % len(payload) + payload + b"\r\n0,CLOSED\r\n"], piece=2
+    )
     at = net_esp.Esp8266(uart)
     uart.write(b"")
     for _ in range(200):
@@ -57,8 +60,15 @@ def test_send_failure_and_error_answers_raise_net_error():
 
 
 def test_join_escapes_quotes_commas_and_backslashes():
-    uart = ScriptedUart([b"\r\nOK\r\n", b"\r\nOK\r\n", b"\r\nOK\r\n", b"\r\nOK\r\n",
-                         b"WIFI CONNECTED\r\nWIFI GOT IP\r\n\r\nOK\r\n"])
+    uart = ScriptedUart(
+        [
+            b"\r\nOK\r\n",
+            b"\r\nOK\r\n",
+            b"\r\nOK\r\n",
+            b"\r\nOK\r\n",
+            b"WIFI CONNECTED\r\nWIFI GOT IP\r\n\r\nOK\r\n",
+        ]
+    )
     esp = net_esp.EspNet(uart)
     esp.join('ward "3", east', 'pa\\ss,"word"')
     assert uart.written[-1] == b'AT+CWJAP="ward \\"3\\"\\, east","pa\\\\ss\\,\\"word\\""\r\n'
@@ -67,7 +77,9 @@ def test_join_escapes_quotes_commas_and_backslashes():
 
 
 def test_wifi_disconnect_means_join_again():
-    uart = ScriptedUart([b"\r\nOK\r\n"] * 4 + [b"WIFI CONNECTED\r\nWIFI GOT IP\r\n\r\nOK\r\n", b"WIFI DISCONNECT\r\n"])
+    uart = ScriptedUart(
+        [b"\r\nOK\r\n"] * 4 + [b"WIFI CONNECTED\r\nWIFI GOT IP\r\n\r\nOK\r\n", b"WIFI DISCONNECT\r\n"]
+    )
     esp = net_esp.EspNet(uart)
     esp.join("ward-3", "password1")
     assert esp.joined()

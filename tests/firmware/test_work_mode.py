@@ -4,6 +4,7 @@ Readings travel firmware -> ESP8266 simulator (AT commands over a fake UART)
 or the Pico W back end (real sockets) -> proxy -> auth -> publisher -> Mosquitto,
 and must arrive on the legacy topics exactly as the original firmware prints them.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,20 @@ OUTAGE_S = 30
 def gateway(tmp_path_factory):
     """One gateway for the module (each test uses its own device ids): saves a start per test."""
     home = tmp_path_factory.mktemp("gateway")
-    config = Config(home=home / "home", proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port())
-    env = {"MEDSEC_HOME": str(config.home), "MEDSEC_PROXY_PORT": str(config.proxy_port),
-           "MEDSEC_ADMIN_PORT": str(config.admin_port), "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-           "MEDSEC_NODERED_PORT": str(config.nodered_port)}
+    config = Config(
+        home=home / "home",
+        proxy_port=free_port(),
+        admin_port=free_port(),
+        mqtt_port=free_port(),
+        nodered_port=free_port(),
+    )
+    env = {
+        "MEDSEC_HOME": str(config.home),
+        "MEDSEC_PROXY_PORT": str(config.proxy_port),
+        "MEDSEC_ADMIN_PORT": str(config.admin_port),
+        "MEDSEC_MQTT_PORT": str(config.mqtt_port),
+        "MEDSEC_NODERED_PORT": str(config.nodered_port),
+    }
     logs = home / "proclogs"
     logs.mkdir()
     procs = Processes(logs)
@@ -53,9 +63,17 @@ def gateway(tmp_path_factory):
 def v1_device(make_device, gateway, net, **site):
     device = f"fw-{net}-{uuid.uuid4().hex[:8]}"
     key, iv = gateway.register_v1(device)
-    dev = make_device(net=net, site={"device_id": device, "server_ip": "127.0.0.1",
-                                     "server_port": gateway.config.proxy_port, "wifi_ssid": SSID, **site},
-                      secrets={"wifi_password": WIFI[SSID], "v1_key": key, "v1_iv": iv})
+    dev = make_device(
+        net=net,
+        site={
+            "device_id": device,
+            "server_ip": "127.0.0.1",
+            "server_port": gateway.config.proxy_port,
+            "wifi_ssid": SSID,
+            **site,
+        },
+        secrets={"wifi_password": WIFI[SSID], "v1_key": key, "v1_iv": iv},
+    )
     return device, dev
 
 
@@ -83,9 +101,18 @@ def test_v1_readings_reach_the_gateway(make_device, gateway, board, net):
 def v2_device(make_device, gateway, net, **site):
     device = f"fw2-{net}-{uuid.uuid4().hex[:8]}"
     master, kid = gateway.register_v2(device)
-    dev = make_device(net=net, site={"device_id": device, "server_ip": "127.0.0.1", "protocol": "v2",
-                                     "server_port": gateway.config.proxy_port, "wifi_ssid": SSID, **site},
-                      secrets={"wifi_password": WIFI[SSID], "v2_master_key": master, "v2_key_id": kid})
+    dev = make_device(
+        net=net,
+        site={
+            "device_id": device,
+            "server_ip": "127.0.0.1",
+            "protocol": "v2",
+            "server_port": gateway.config.proxy_port,
+            "wifi_ssid": SSID,
+            **site,
+        },
+        secrets={"wifi_password": WIFI[SSID], "v2_master_key": master, "v2_key_id": kid},
+    )
     return device, dev
 
 
@@ -99,8 +126,13 @@ def test_v2_readings_are_acknowledged_and_published(make_device, gateway, board,
     dash = gateway.dashboard(device)
     dev.start()
     wait_until(lambda: len(seqs(dash, device)) >= 3, 15, what="three v2 readings on MQTT")
-    wait_until(lambda: dev.app is not None and getattr(dev.app, "link", None) is not None
-               and dev.app.link.acked >= 3, 10, what="acks")
+    wait_until(
+        lambda: (
+            dev.app is not None and getattr(dev.app, "link", None) is not None and dev.app.link.acked >= 3
+        ),
+        10,
+        what="acks",
+    )
     got = json.loads(dash.on(f"Pico/{device}/json")[0])
     expected = expected_values()
     assert got["protocol"] == "v2" and got["seq"] >= 1
@@ -113,8 +145,15 @@ def test_v2_readings_are_acknowledged_and_published(make_device, gateway, board,
 
 def test_v2_gateway_down_30s_loses_no_reading(make_device, gateway, board):
     """Done-when 5: the proxy is pulled down for 30 s; every reading taken meanwhile is resent and acked."""
-    device, dev = v2_device(make_device, gateway, "esp8266", interval_ms=250, ring_size=256,
-                            backoff_min_ms=100, backoff_max_ms=2000)
+    device, dev = v2_device(
+        make_device,
+        gateway,
+        "esp8266",
+        interval_ms=250,
+        ring_size=256,
+        backoff_min_ms=100,
+        backoff_max_ms=2000,
+    )
     dash = gateway.dashboard(device)
     dev.start()
     wait_until(lambda: len(seqs(dash, device)) >= 2, 15, what="readings before the outage")
@@ -181,7 +220,9 @@ def test_v2_counter_survives_a_reboot(make_device, gateway, board):
     ceiling = int((dev.root / "v2seq").read_text())
     dev.thread = None
     dev.start()  # a new App on the same flash: what main.py does after a reset
-    wait_until(lambda: len([s for s in seqs(dash, device) if s >= ceiling]) >= 2, 15, what="readings after it")
+    wait_until(
+        lambda: len([s for s in seqs(dash, device) if s >= ceiling]) >= 2, 15, what="readings after it"
+    )
     after = [s for s in seqs(dash, device) if s > before]
     assert after and min(after) >= ceiling > before
     dash.close()
