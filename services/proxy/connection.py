@@ -96,7 +96,12 @@ class Connection:
         self._acks.append(future)
         # A device may send nothing more for a while: the broker's silence must close it anyway.
         watchdog = self.loop.call_later(self.config.bus_timeout, self._ack_overdue, future)
-        future.add_done_callback(lambda f: (watchdog.cancel(), self._counted(f)))
+
+        def acked(f: asyncio.Future[None]) -> None:
+            watchdog.cancel()
+            self._counted(f)
+
+        future.add_done_callback(acked)
         return future
 
     def _ack_overdue(self, future: asyncio.Future[None]) -> None:
