@@ -123,7 +123,7 @@ def test_two_proxies_two_auths_one_postgres_store(config, config_env, procs, bro
     base = {**config_env, "MEDSEC_KEYSTORE_URL": url, "MEDSEC_BUS_TIMEOUT": "1.5"}
     sockets = [config.run_dir / f"auth-{n}.sock" for n in (1, 2)]
     ports = [free_port(), free_port()]
-    auth_argv = [sys.executable, "-m", "tests.deploy.run_auth"]
+    auth_argv = [sys.executable, "-m", "services.auth"]
     auth_env = [{**base, "MEDSEC_AUTH_SOCKET": str(s)} for s in sockets]
     auths = [start_logged(procs, tmp_path, f"auth{n + 1}", auth_argv, auth_env[n], "event=listening")
              for n in range(2)]
