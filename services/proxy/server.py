@@ -33,6 +33,8 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._metrics_task: asyncio.Task[None] | None = None
         self.metrics_path = config.run_dir / "metrics-proxy.prom"
+        self._last_refusal_report = float("-inf")
+        self._suppressed = 0
 
     # --- lifecycle ---
     async def serve(self) -> None:
@@ -100,12 +102,17 @@ class ProxyServer:
             return
         if len(state.connections) >= self.config.max_connections:
             state.metrics.refused["too_many_connections"] += 1
-            log.warning(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="too_many_connections",
-                           detail=f"limit {self.config.max_connections}"))
-            state.output.publish_event(None, event_payload(
-                "rejected", None, "too_many_connections", f"limit {self.config.max_connections}",
-                (str(peer[0]), int(peer[1])), None, time.time()))
             writer.close()
+            # A flood must not become a flood of log lines and events: at most one a second.
+            self._suppressed += 1
+            if now - self._last_refusal_report >= 1.0:
+                detail = f"limit {self.config.max_connections}; {self._suppressed} refused since last report"
+                log.warning(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="too_many_connections",
+                               detail=detail))
+                state.output.publish_event(None, event_payload(
+                    "rejected", None, "too_many_connections", detail,
+                    (str(peer[0]), int(peer[1])), None, time.time()))
+                self._last_refusal_report, self._suppressed = now, 0
             return
         conn = Connection(state, reader, writer)
         state.connections[conn.id] = conn
