@@ -9,8 +9,9 @@ triggers, rotation generations, v2 replay windows.
 Concurrency: every writing transaction first takes one advisory lock, so
 writers are serialised as SQLite's BEGIN IMMEDIATE serialises them (the
 credential-clash check and the audit chain need it). `generation()` is a
-counter in `meta`, bumped by every change that matters to the auth cache
-(devices and credentials), so auth instances on other machines reload.
+counter in `meta`, advanced by every change that matters to the auth cache
+(devices and credentials), which also stamps the changed devices: auth
+instances on other machines reload only those (`credentials_changed`).
 
 `open_store(config)` picks the backend from the config.
 """
@@ -72,6 +73,10 @@ _SCHEMA = [
         expires_at DOUBLE PRECISION,
         confirmed_at DOUBLE PRECISION,
         PRIMARY KEY (device_id, generation))""",
+    # Change stamp: every write that matters to auth stamps its devices with the next number of the
+    # 'generation' counter, so auth reloads only what changed (credentials_changed).
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS changed BIGINT NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS devices_changed ON devices(changed)",
     "CREATE INDEX IF NOT EXISTS credentials_fingerprint ON credentials(fingerprint)",
     "CREATE INDEX IF NOT EXISTS credentials_key_id ON credentials(key_id)",
     """CREATE TABLE IF NOT EXISTS audit (
@@ -134,17 +139,23 @@ class PostgresKeyStore:
 
     # --- transactions ---
     @contextlib.contextmanager
-    def _tx(self, bump: bool = False) -> Iterator[None]:
-        """A serialised write transaction; `bump` marks a change the auth caches must reload."""
+    def _tx(self) -> Iterator[None]:
+        """A write transaction, serialised with every other writer of the database."""
         with self._lock:
             if self._db.closed or self._db.broken:
                 self._db = self._connect()
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                 yield
-                if bump:
-                    self._db.execute("UPDATE meta SET value = (value::bigint + 1)::text"
-                                     " WHERE name = 'generation'")
+
+    def _next_change(self) -> int:
+        """Inside a write transaction: the number that stamps the devices this write changes."""
+        (value,) = self._db.execute("UPDATE meta SET value = (value::bigint + 1)::text"
+                                    " WHERE name = 'generation' RETURNING value::bigint").fetchone()
+        return int(value)
+
+    def _stamp(self, device_id: str) -> None:
+        self._db.execute("UPDATE devices SET changed = %s WHERE id = %s", (self._next_change(), device_id))
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -180,11 +191,19 @@ class PostgresKeyStore:
 
     def credentials(self, protocol: str) -> list[Credential]:
         """Every credential of `protocol` (also revoked and expired ones, flagged), unsealed."""
+        return self.credentials_changed(protocol, -1)[0]
+
+    def credentials_changed(self, protocol: str, since: int) -> tuple[list[Credential], int]:
+        """All credentials of the devices changed after change number `since`, and the current number.
+
+        The number is read first: a change committed after it shows up now and again next time
+        (harmless), and none committed before it can be missed (writers commit in number order)."""
         with self._lock:
+            current = self.generation()
             rows = self._read(
                 "SELECT c.device_id, c.generation, c.sealed, c.expires_at, d.revoked_at"
-                " FROM credentials c JOIN devices d ON d.id = c.device_id WHERE d.protocol = %s",
-                (protocol,))
+                " FROM credentials c JOIN devices d ON d.id = c.device_id WHERE d.protocol = %s"
+                " AND d.changed > %s", (protocol, since))
             out = []
             for device_id, gen, sealed, expires, revoked in rows:
                 secret = self._unsealed.get((device_id, gen))
@@ -192,7 +211,7 @@ class PostgresKeyStore:
                     secret = self._sealer.unseal(device_id, protocol, bytes(sealed))
                     self._unsealed[(device_id, gen)] = secret
                 out.append(Credential(device_id, protocol, gen, secret, expires, revoked is not None))
-            return out
+            return out, current
 
     def generation(self) -> int:
         """Changes whenever any instance changes devices or credentials: cheap change detection."""
@@ -219,28 +238,29 @@ class PostgresKeyStore:
             " VALUES (%s, %s, %s, %s, %s, %s)",
             (device_id, generation, self._sealer.seal(device_id, protocol, secret), fingerprint, key_id, now))
 
-    def _add(self, device: NewDevice, now: float) -> None:
+    def _add(self, device: NewDevice, now: float, change: int) -> None:
         existing = self._db.execute("SELECT revoked_at FROM devices WHERE id = %s", (device.id,)).fetchone()
         if existing is not None:
             state = " (revoked)" if existing[0] is not None else ""
             raise DeviceExists(f"device {device.id} already exists{state}", device.id)
-        self._db.execute("INSERT INTO devices(id, protocol, created_at) VALUES (%s, %s, %s)",
-                         (device.id, device.protocol, now))
+        self._db.execute("INSERT INTO devices(id, protocol, created_at, changed) VALUES (%s, %s, %s, %s)",
+                         (device.id, device.protocol, now, change))
         self._insert_credential(device.id, device.protocol, 1, device.secret, now)
 
     def add(self, device: NewDevice, actor: str = "admin") -> Device:
         now = self._clock()
-        with self._tx(bump=True):
-            self._add(device, now)
+        with self._tx():
+            self._add(device, now, self._next_change())
             self._append_audit(actor, "added", device.id, {"protocol": device.protocol}, now)
         return self._must_get(device.id)
 
     def import_many(self, devices: list[NewDevice], actor: str = "admin") -> list[Device]:
         """All or nothing: one clash (existing id, shared credentials) imports none."""
         now = self._clock()
-        with self._tx(bump=True):
+        with self._tx():
+            change = self._next_change()
             for device in devices:
-                self._add(device, now)
+                self._add(device, now, change)
             self._append_audit(actor, "imported", None, {"count": len(devices),
                                                          "devices": [d.id for d in devices][:1000]}, now)
         found = {d.id: d for d in self.list()}
@@ -248,20 +268,21 @@ class PostgresKeyStore:
 
     def revoke(self, device_id: str, actor: str = "admin") -> Device:
         now = self._clock()
-        with self._tx(bump=True):
+        with self._tx():
             row = self._db.execute("SELECT revoked_at FROM devices WHERE id = %s", (device_id,)).fetchone()
             if row is None:
                 raise DeviceNotFound(f"no device {device_id}", device_id)
             if row[0] is not None:
                 raise DeviceRevoked(f"device {device_id} is already revoked", device_id)
             self._db.execute("UPDATE devices SET revoked_at = %s WHERE id = %s", (now, device_id))
+            self._stamp(device_id)
             self._append_audit(actor, "revoked", device_id, {}, now)
         return self._must_get(device_id)
 
     def rotate(self, device_id: str, secret: dict[str, str], grace: float, actor: str = "admin") -> Device:
         """New current credentials; the previous current ones stay valid for `grace` seconds."""
         now = self._clock()
-        with self._tx(bump=True):
+        with self._tx():
             row = self._db.execute("SELECT protocol, revoked_at FROM devices WHERE id = %s",
                                    (device_id,)).fetchone()
             if row is None:
@@ -277,24 +298,27 @@ class PostgresKeyStore:
             self._db.execute("UPDATE credentials SET expires_at = %s"
                              " WHERE device_id = %s AND generation = %s", (now + grace, device_id, top))
             self._insert_credential(device_id, protocol, top + 1, secret, now)
+            self._stamp(device_id)
             self._append_audit(actor, "rotated", device_id, {"generation": top + 1, "grace": grace}, now)
         return self._must_get(device_id)
 
     def confirm(self, device_id: str, generation: int) -> None:
         """The device used credential `generation`: the overlap of older ones ends now."""
         now = self._clock()
-        with self._tx(bump=True):
+        with self._tx():
             changed = self._db.execute(
                 "UPDATE credentials SET confirmed_at = %s WHERE device_id = %s AND generation = %s"
                 " AND confirmed_at IS NULL", (now, device_id, generation)).rowcount
             ended = self._db.execute(
                 "UPDATE credentials SET expires_at = %s WHERE device_id = %s AND generation < %s"
                 " AND (expires_at IS NULL OR expires_at > %s)", (now, device_id, generation, now)).rowcount
+            if changed or ended:
+                self._stamp(device_id)
             if changed and ended:
                 self._append_audit("auth", "rotation_confirmed", device_id, {"generation": generation}, now)
 
     def record_seen(self, batch: dict[str, Seen]) -> None:
-        """Counters only: no generation bump (auth caches need no reload for them)."""
+        """Counters only: no change stamp (auth caches need no reload for them)."""
         if not batch:
             return
         with self._tx(), self._db.cursor() as cur:
