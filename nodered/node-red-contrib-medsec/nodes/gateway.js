@@ -62,9 +62,11 @@ module.exports = function (RED) {
         }
         node.client = client;
         if (client) {
+            let lastError = null;
             // A clean session every time: (re)subscribe whatever the nodes follow, including
             // after the broker was down when Node-RED started.
             client.on("connect", () => {
+                lastError = null;
                 node.subscribed.clear();
                 for (const filter of node.handlers.keys()) {
                     brokerSubscribe(filter);
@@ -77,8 +79,12 @@ module.exports = function (RED) {
             });
             client.on("offline", () => notify("disconnected"));
             client.on("error", (err) => {
-                // The broker's reason (e.g. "Not authorized"), never the password.
-                node.warn(`broker ${node.broker}: ${err.message}`);
+                // The broker's reason (e.g. "Not authorized"), never the password; once per
+                // kind of failure, not at every reconnect attempt.
+                if (err.message !== lastError) {
+                    lastError = err.message;
+                    node.warn(`broker ${node.broker}: ${err.message}`);
+                }
                 notify("error", err.message);
             });
             client.on("message", (topic, payload, packet) => {

@@ -68,6 +68,12 @@ describe("medsec-gateway", function () {
         const { node, gateway, messages } = await load(broker, { type: "medsec-vitals", device: dev });
         const seen = record(node);
         await waitUntil(() => seen.statuses.some((s) => s.fill === "red"), 5000, "a red status while the broker is down");
+        const warnings = [];
+        gateway.on("call:warn", (call) => warnings.push(String(call.args[0])));
+        let attempts = 0;
+        gateway.client.on("reconnect", () => { attempts += 1; });
+        await waitUntil(() => attempts >= 3, 8000, "three reconnect attempts");
+        assert.ok(warnings.length <= 1, `one warning per kind of failure, got ${warnings.length}`);
         await broker.start();
         await waitUntil(() => gateway.subscribed.has(`Pico/${dev}/json`), 10000, "subscription once the broker is up");
         const pub = await broker.client("publisher");
