@@ -89,7 +89,7 @@ def test_v1_readings_reach_the_gateway(make_device, gateway, board, net):
     first = json.loads(dash.on(f"Pico/{device}/json")[0])
     assert first["protocol"] == "v1" and first["Acel_x"] == float(expected["Acel_x"])
     assert not dev.error
-    assert board.wdt_timeout == 8000 and board.wdt_feeds > 0 and board.wdt_max_gap_ms < 1000
+    assert board.wdt_timeout == 8000 and board.wdt_feeds > 0 and board.wdt_max_gap_ms < 4000
     assert 1 in board.pin_writes["LED"], "the LED shows the online state"
     if net == "esp8266":
         cmds = dev.sim.commands
