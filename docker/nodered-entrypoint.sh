@@ -1,18 +1,14 @@
 #!/bin/sh
-# Read the dashboard account's broker password from its Docker secret (never from the image
-# or compose.yaml), then start Node-RED as the image does.
+# Node-RED in compose: secrets from Docker secret files into the environment the medsec flows
+# reference (${MEDSEC_NR_MQTT_PASSWORD}, ${MEDSEC_NR_ADMIN_TOKEN}), never into the image or
+# compose.yaml; then start Node-RED as the image does, with medsec's settings.
 set -eu
-if [ -r /run/secrets/mqtt_dashboard ]; then
-    MEDSEC_MQTT_PASSWORD=$(cat /run/secrets/mqtt_dashboard)
-    export MEDSEC_MQTT_PASSWORD
-fi
-if [ -r /run/secrets/nodered_editor_password ]; then
-    MEDSEC_EDITOR_PASSWORD=$(cat /run/secrets/nodered_editor_password)
-    export MEDSEC_EDITOR_PASSWORD
-fi
-if [ -r /run/secrets/nodered_credential_secret ]; then
-    NODE_RED_CREDENTIAL_SECRET=$(cat /run/secrets/nodered_credential_secret)
-    export NODE_RED_CREDENTIAL_SECRET
-fi
+read_secret() { [ -r "/run/secrets/$1" ] && tr -d '\n' < "/run/secrets/$1"; }
+MEDSEC_NR_MQTT_PASSWORD=$(read_secret mqtt_dashboard || true)
+MEDSEC_NR_ADMIN_TOKEN=$(read_secret admin_token || true)
+MEDSEC_EDITOR_PASSWORD=$(read_secret nodered_editor_password || true)
+NODE_RED_CREDENTIAL_SECRET=$(read_secret nodered_credential_secret || true)
+export MEDSEC_NR_MQTT_PASSWORD MEDSEC_NR_ADMIN_TOKEN MEDSEC_EDITOR_PASSWORD NODE_RED_CREDENTIAL_SECRET
+node /opt/medsec/nodered-creds.js /data
 cd /usr/src/node-red
 exec npm --no-update-notifier --no-fund start --cache /data/.npm -- --userDir /data --settings /opt/medsec/settings.js

@@ -1,6 +1,6 @@
 # Node-RED with node-red-contrib-medsec, Dashboard 2.0 and the medsec flows.
-# The MQTT password of the read-only `dashboard` account comes from a Docker secret;
-# the gateway config node reads it as ${MEDSEC_MQTT_PASSWORD}.
+# Secrets (the read-only `dashboard` broker password, the admin token, the editor password)
+# come from Docker secrets; the shipped flows reference them as ${MEDSEC_NR_*} variables.
 FROM nodered/node-red:4.1-20
 
 USER root
@@ -10,6 +10,7 @@ RUN cd /usr/src/node-red \
  && npm cache clean --force
 COPY --chown=node-red:node-red nodered/flows.json /data/flows.json
 COPY docker/nodered-settings.js /opt/medsec/settings.js
+COPY docker/nodered-creds.js /opt/medsec/nodered-creds.js
 COPY docker/nodered-entrypoint.sh /usr/local/bin/medsec-nodered
 RUN chmod 0755 /usr/local/bin/medsec-nodered
 USER node-red

@@ -9,8 +9,7 @@ are kept, generated (non-secret) files are rewritten.
 Permissions: the deploy directory is 0700, so nobody else on the host can enter
 it. The files inside are 0644 because docker-compose bind-mounts them as they
 are into containers that run as their own non-root users; the 0700 directory is
-what keeps them private. Files that no container needs (the CA key, the
-operator's admin token) stay 0600.
+what keeps them private. The CA key, which no container needs, stays 0600.
 """
 from __future__ import annotations
 
@@ -118,7 +117,8 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
     os.chmod(sec, 0o700)
 
     _secret(sec / "master.key", lambda: secrets.token_bytes(32), report)
-    token = _secret(sec / "admin.token", lambda: secrets.token_urlsafe(32).encode() + b"\n", report, 0o600)
+    # Node-RED's device nodes use the admin token too: readable through the bind mount like the rest.
+    token = _secret(sec / "admin.token", lambda: secrets.token_urlsafe(32).encode() + b"\n", report)
     expected_hash = hash_token(token.decode().strip()).encode() + b"\n"
     hash_path = sec / "admin.token.sha256"
     if not hash_path.exists() or hash_path.read_bytes() != expected_hash:

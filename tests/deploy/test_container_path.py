@@ -3,6 +3,7 @@
 both HAProxy configs (compose's and the generated one) pass `haproxy -c`."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -80,3 +81,33 @@ def test_both_haproxy_configs_are_valid(tmp_path):
                            check=False)
     assert local.returncode == 0, local.stdout + local.stderr
     assert "server proxy2 127.0.0.1:10002 check" in cfg.read_text()
+
+
+NODE = shutil.which("node")
+NODE_MODULES = ROOT / "nodered" / "node_modules"
+
+
+@pytest.mark.skipif(NODE is None or not (NODE_MODULES / "bcryptjs").exists(), reason="Node-RED not installed")
+def test_nodered_container_settings_and_credentials(tmp_path):
+    """The image's settings refuse to start without an editor password and hash it with bcrypt;
+    the credentials file points the shipped gateway at environment references, not secrets."""
+    settings = ROOT / "docker" / "nodered-settings.js"
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "NODE_PATH": str(NODE_MODULES)}
+    probe = ("const s = require(process.argv[1]); const u = s.adminAuth.users[0];"
+             "console.log(JSON.stringify({user: u.username, hash: u.password, secret: s.credentialSecret}))")
+    refused = subprocess.run([NODE, "-e", probe, str(settings)], env=env, capture_output=True, text=True,
+                             timeout=30, check=False)
+    assert refused.returncode != 0 and "MEDSEC_EDITOR_PASSWORD" in refused.stderr
+    env.update({"MEDSEC_EDITOR_PASSWORD": "pw-for-test-0123", "NODE_RED_CREDENTIAL_SECRET": "k"})
+    ok = subprocess.run([NODE, "-e", probe, str(settings)], capture_output=True, text=True, timeout=30,
+                        env=env, check=True)
+    out = json.loads(ok.stdout)
+    assert out["user"] == "admin" and out["hash"].startswith("$2") and "pw-for-test" not in ok.stdout
+    assert out["secret"] == "k"
+
+    shutil.copy(ROOT / "nodered" / "flows.json", tmp_path / "flows.json")
+    subprocess.run([NODE, str(ROOT / "docker" / "nodered-creds.js"), str(tmp_path)], check=True, timeout=30)
+    creds = json.loads((tmp_path / "flows_cred.json").read_text())
+    assert creds == {"medsec.gateway": {"password": "${MEDSEC_NR_MQTT_PASSWORD}",
+                                        "token": "${MEDSEC_NR_ADMIN_TOKEN}"}}
+    assert (tmp_path / "flows_cred.json").stat().st_mode & 0o777 == 0o600
