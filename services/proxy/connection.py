@@ -26,6 +26,8 @@ FIRST_READ = 4096
 # Readings of one connection that may wait for their PUBACK before the connection stops reading.
 MAX_PENDING_ACKS = 8
 MAX_WRITE_BUFFER = 64 * 1024
+# Failed identifications that count toward throttling an address: keys or key ids nobody registered.
+GUESSES = frozenset({"unknown_key", "unknown_kid"})
 
 
 class Connection:
@@ -213,7 +215,7 @@ class Connection:
         if fault:
             state.metrics.rejected[reason] += 1
             self._event("rejected", device, reason, detail)
-            if reason == "unknown_key" and self.device is None:
+            if reason in GUESSES and self.device is None:
                 block = state.throttle.failure(self.src[0], self.loop.time())
                 if block is not None:
                     log.warning(kv(event="throttled", src=self.src[0], seconds=f"{block.seconds:g}",
