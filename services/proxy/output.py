@@ -2,7 +2,8 @@
 
 Bounded both ways: at most `max_readings` readings may wait for a PUBACK (then
 new readings are refused with bus_unavailable rather than queued without end),
-and at most `max_events` events (then events are dropped and counted).
+and at most `max_events` events (then events are dropped and counted; the default
+leaves room for a disconnect event of every connection at shutdown).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def event_payload(event: str, device: str | None, reason: str | None, detail: st
 class Output:
     def __init__(self, config: Config, client_id: str, loop: asyncio.AbstractEventLoop, metrics: Metrics,
                  on_key_event: Callable[[dict[str, Any]], None],
-                 max_readings: int = 10_000, max_events: int = 10_000) -> None:
+                 max_readings: int = 10_000, max_events: int = 50_000) -> None:
         self.loop = loop
         self.metrics = metrics
         self.max_readings = max_readings
