@@ -5,6 +5,7 @@
 //   {"cmd": "fleet"}                             the device cards on the fleet page
 //   {"cmd": "device", "url", "id"}               the device page (in its own tab), `id` chosen in the dropdown
 //   {"cmd": "admin", "url", "action", "id", "protocol"}   press a button on the Devices page
+//   {"cmd": "alerts", "url"}                     the Alerts page: open alerts and the log
 //   {"cmd": "screenshot", "path", "tab"}         tab "device" for the device page
 import { createRequire } from "node:module";
 import readline from "node:readline";
@@ -29,6 +30,16 @@ const commands = {
         const res = await page.goto(url);
         await page.waitForSelector("[data-medsec]", { timeout: 20000 });
         return { status: res.status() };
+    },
+    // The Alerts page: the open alerts as [device, rule], and the log's rows.
+    async alerts({ url }) {
+        await page.goto(url);
+        await page.waitForSelector("[data-medsec=open-alerts]", { timeout: 20000 });
+        return page.evaluate(() => ({
+            open: [...document.querySelectorAll("[data-medsec=open-alerts] .alert")]
+                .map((a) => [a.dataset.device, a.dataset.rule]),
+            log: [...document.querySelectorAll("table tbody tr")].map((tr) => tr.textContent),
+        }));
     },
     async fleet_page({ url }) {
         await page.goto(url);

@@ -129,6 +129,11 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         now = cards(probe)
         assert live(now["sim-001"]) and live(now["sim-003"]) and live(now["e2e4-001"]), now
 
+        alerts = probe.call("alerts", url=f"{base}/alerts")
+        assert ["sim-002", "offline"] in alerts["open"], alerts
+        assert any("sim-002" in row and "offline" in row for row in alerts["log"]), alerts
+        probe.call("fleet_page", url=f"{base}/fleet")
+
         shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "dashboard.png"
         probe.call("screenshot", path=str(shot.resolve()))
         device_shot = shot.with_name(shot.stem + "-device.png")
