@@ -94,7 +94,8 @@ def test_nodered_container_settings_and_credentials(tmp_path):
     settings = ROOT / "docker" / "nodered-settings.js"
     env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "NODE_PATH": str(NODE_MODULES)}
     probe = ("const s = require(process.argv[1]); const u = s.adminAuth.users[0];"
-             "console.log(JSON.stringify({user: u.username, hash: u.password, secret: s.credentialSecret}))")
+             "console.log(JSON.stringify({user: u.username, hash: u.password, secret: s.credentialSecret,"
+             " node: s.httpNodeAuth}))")
     refused = subprocess.run([NODE, "-e", probe, str(settings)], env=env, capture_output=True, text=True,
                              timeout=30, check=False)
     assert refused.returncode != 0 and "MEDSEC_EDITOR_PASSWORD" in refused.stderr
@@ -104,6 +105,7 @@ def test_nodered_container_settings_and_credentials(tmp_path):
     out = json.loads(ok.stdout)
     assert out["user"] == "admin" and out["hash"].startswith("$2") and "pw-for-test" not in ok.stdout
     assert out["secret"] == "k"
+    assert out["node"] == {"user": "admin", "pass": out["hash"]}, "the dashboard needs the login too"
 
     shutil.copy(ROOT / "nodered" / "flows.json", tmp_path / "flows.json")
     subprocess.run([NODE, str(ROOT / "docker" / "nodered-creds.js"), str(tmp_path)], check=True, timeout=30)
