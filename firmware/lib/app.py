@@ -2,7 +2,9 @@
 #
 #   GPIO3 high: configuration mode, open AP "Med_IoT", page on port 80
 #   GPIO4 high (or GPIO3 low): work mode, readings to the gateway
+import binascii
 import gc
+import os
 
 import machine
 
@@ -16,6 +18,11 @@ AP_SSID = "Med_IoT"
 PIN_CONFIG = 3
 PIN_WORK = 4
 WDT_MS = 8000  # RP2040 maximum is ~8.3 s
+
+
+def new_nonce():
+    # uniqueness is all a nonce needs; os.urandom is fine for that (never used for keys here)
+    return binascii.hexlify(os.urandom(8)).decode()
 
 
 def make_net(settings, feed):
@@ -91,6 +98,7 @@ class App:
     def config_mode(self):
         self.led.set("config")
         key1 = self.settings.secret_bytes("config_key")
+        nonce = new_nonce()
         self.net.start_ap(AP_SSID, self.http_port)
         log("config_mode", ssid=AP_SSID, port=self.http_port)
         while self.running:
@@ -106,7 +114,9 @@ class App:
             if len(key1) != 16:
                 answer, values = webconf.response("503 Service Unavailable", "device has no Key 1\n"), None
             else:
-                answer, values = webconf.handle(raw, key1, self.page_path)
+                answer, values = webconf.handle(raw, key1, self.page_path, nonce)
+                if raw.startswith(b"GET /save"):
+                    nonce = new_nonce()  # one submission per nonce: no replay, no guessing at leisure
             try:
                 self.net.respond(link, answer)
             except NetError as e:

@@ -44,8 +44,8 @@ def mac_key(key1):
 
 
 def mac_input(fields):
-    # Field name and hex value of every field, in a fixed order, one per line.
-    parts = [MAC_CONTEXT]
+    # The device's nonce, then field name and hex value of every field in a fixed order, one per line.
+    parts = [MAC_CONTEXT, b"nonce=" + fields.get("nonce", "").encode()]
     for name in FIELDS:
         parts.append(name.encode() + b"=" + fields[name].encode())
     return b"\n".join(parts)
@@ -125,16 +125,19 @@ def encode_field(key1, iv, value):
     return binascii.hexlify(iv + ct).decode()
 
 
-def decode_submission(key1, params):
+def decode_submission(key1, params, nonce=None):
     """Decrypt a submitted form (dict of query parameters) into plain field values.
 
-    A v2 submission (has "mac") must carry a valid MAC over all four fields;
-    anything else is treated as the original page's format.
+    A v2 submission (has "mac") must carry a valid MAC over the device's
+    current nonce and all four fields, so an altered or replayed submission is
+    refused; anything else is treated as the original page's format.
     """
     for name in FIELDS:
         if name not in params:
             raise ConfigError("missing_field", name + " is missing")
     if "mac" in params:
+        if nonce is not None and not _equal(params.get("nonce", ""), nonce):
+            raise ConfigError("stale", "submission is stale or replayed: reload the page")
         if not _equal(params["mac"], compute_mac(key1, params)):
             raise ConfigError("bad_mac", "submission altered or wrong Key 1")
         return {name: decode_field(key1, name, params[name]) for name in FIELDS}

@@ -1,6 +1,7 @@
 # The configuration-mode HTTP handler: raw request bytes in, response bytes out.
 #
 #   GET /                    the configuration page (pre-built, gzipped)
+#   GET /nonce               a one-time value the page's MAC must cover (no replay)
 #   GET /save?...            our page's submission (fresh IV per field, MAC)
 #   GET /action_page.php?... the original page's submission (static IV, '#' padding)
 import cfgcodec
@@ -59,8 +60,13 @@ def _read_page(path):
         return f.read()
 
 
-def handle(raw, key1, page_path=PAGE):
-    """Answer one request. Returns (response bytes, validated settings or None)."""
+def handle(raw, key1, page_path=PAGE, nonce=None):
+    """Answer one request. Returns (response bytes, validated settings or None).
+
+    nonce: the device's current one-time value (GET /nonce); every v2
+    submission must be authenticated over it. The caller replaces it after
+    each submission, so a captured request cannot be replayed.
+    """
     try:
         method, path, params = parse_request(raw)
     except (ValueError, UnicodeError):
@@ -75,10 +81,12 @@ def handle(raw, key1, page_path=PAGE):
             log("config_page_missing", path=page_path)
             return response("500 Internal Server Error", "page missing: run make flash\n"), None
         return response("200 OK", page, "text/html; charset=utf-8", "Content-Encoding: gzip\r\n"), None
+    if path == "/nonce":
+        return response("200 OK", nonce or ""), None
     if path in ("/save", "/action_page.php"):
         legacy = "mac" not in params
         try:
-            plain = cfgcodec.decode_submission(key1, params)
+            plain = cfgcodec.decode_submission(key1, params, nonce)
             values = cfgcodec.validate(plain)
         except cfgcodec.ConfigError as e:
             # never echo values: they may be secrets

@@ -1,6 +1,7 @@
 // Configuration page logic: check the inputs, encrypt each field under Key 1
 // (AES-128-CBC, PKCS#7, a fresh random IV per field), authenticate the whole
-// submission with HMAC-SHA256 under a key derived from Key 1, and submit.
+// submission and the device's one-time nonce with HMAC-SHA256 under a key
+// derived from Key 1, and submit.
 // The device decrypts, checks the MAC, validates again and stores.
 import aesjs from 'aes-js';
 import {hmacSha256} from './hmac.js';
@@ -34,12 +35,12 @@ function encryptField(key, value) {
   return hex(iv) + hex(cbc.encrypt(aesjs.padding.pkcs7.pad(enc.encode(value))));
 }
 
-export function seal(v) {
+export function seal(v, nonce) {
   const key = enc.encode(v.key1);
-  const out = {};
+  const out = {nonce: nonce};
   FIELDS.forEach((f) => { out[f] = encryptField(key, v[f]); });
   const macKey = hmacSha256(key, enc.encode('medsec config mac v2'));
-  const text = ['medsec-config-v2'].concat(FIELDS.map((f) => f + '=' + out[f])).join('\n');
+  const text = ['medsec-config-v2', 'nonce=' + nonce].concat(FIELDS.map((f) => f + '=' + out[f])).join('\n');
   out.mac = hex(hmacSha256(macKey, enc.encode(text)));
   return out;
 }
@@ -60,10 +61,12 @@ $('f').addEventListener('submit', async (ev) => {
     $(f + '-err').textContent = errors[f] || '';
   });
   if (Object.keys(errors).length) return status('Please correct the marked fields.', false);
-  const q = seal(v);
-  const url = '/save?' + Object.keys(q).map((k) => k + '=' + q[k]).join('&');
   status('Saving...', true);
   try {
+    // the device's one-time value: the MAC covers it, so a captured submission cannot be replayed
+    const nonce = (await (await fetch('/nonce', {cache: 'no-store'})).text()).trim();
+    const q = seal(v, nonce);
+    const url = '/save?' + Object.keys(q).map((k) => k + '=' + encodeURIComponent(q[k])).join('&');
     const r = await fetch(url, {cache: 'no-store'});
     const text = (await r.text()).trim();
     status(r.ok ? 'Saved. The device now joins "' + v.wifi_name + '" and starts sending.' : 'Device ' + text, r.ok);

@@ -1,4 +1,5 @@
 """An independent implementation of what the configuration page sends (pycryptodome + hmac), for tests."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,14 +12,16 @@ from Crypto.Util.Padding import pad
 FIELDS = ("server_ip", "server_port", "wifi_name", "wifi_pass")
 
 
-def seal(key1: str, values: dict[str, str]) -> dict[str, str]:
+def seal(key1: str, values: dict[str, str], nonce: str = "") -> dict[str, str]:
     key = key1.encode()
-    params = {}
+    params = {"nonce": nonce}
     for name in FIELDS:
         iv = os.urandom(16)
         params[name] = (iv + AES.new(key, AES.MODE_CBC, iv=iv).encrypt(pad(values[name].encode(), 16))).hex()
     mac_key = hmac.new(key, b"medsec config mac v2", hashlib.sha256).digest()
-    text = b"\n".join([b"medsec-config-v2"] + [f"{n}={params[n]}".encode() for n in FIELDS])
+    text = b"\n".join(
+        [b"medsec-config-v2", f"nonce={nonce}".encode()] + [f"{n}={params[n]}".encode() for n in FIELDS]
+    )
     params["mac"] = hmac.new(mac_key, text, hashlib.sha256).hexdigest()
     return params
 

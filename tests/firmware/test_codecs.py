@@ -92,6 +92,18 @@ def test_new_page_format_round_trips_any_length_and_refuses_tampering():
     assert err.value.reason == "bad_mac"
 
 
+def test_submission_must_carry_the_devices_nonce():
+    key1 = "Key1-0123456789a"
+    params = page_crypto.seal(key1, GOOD, "00112233aabbccdd")
+    assert cfgcodec.decode_submission(key1.encode(), params, "00112233aabbccdd") == GOOD
+    with pytest.raises(cfgcodec.ConfigError) as err:
+        cfgcodec.decode_submission(key1.encode(), params, "ffffffffffffffff")
+    assert err.value.reason == "stale"
+    with pytest.raises(cfgcodec.ConfigError) as err:  # the nonce is under the MAC
+        cfgcodec.decode_submission(key1.encode(), {**params, "nonce": "ffffffffffffffff"}, "ffffffffffffffff")
+    assert err.value.reason == "bad_mac"
+
+
 def test_legacy_submission_decodes():
     values = {"server_ip": "10.0.0.7", "server_port": "9998", "wifi_name": "IoT", "wifi_pass": "pa$$w0rd"}
     assert (
@@ -139,8 +151,16 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     ]
     page = tmp_path / "page.json"
     page.write_text(json.dumps(subs))
-    modules = ("v1codec.py", "cfgcodec.py", "v2codec.py", "webconf.py", "settings.py", "clock.py",
-               "proto_v2.py", "netbase.py")
+    modules = (
+        "v1codec.py",
+        "cfgcodec.py",
+        "v2codec.py",
+        "webconf.py",
+        "settings.py",
+        "clock.py",
+        "proto_v2.py",
+        "netbase.py",
+    )
     files = [f"/lib/{name}={LIB / name}" for name in modules]
     files.append(f"/data/page.gz={FIRMWARE / 'build' / 'web' / 'config.html.gz'}")
     files += [

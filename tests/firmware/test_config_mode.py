@@ -34,6 +34,13 @@ def query(params: dict[str, str]) -> str:
     return urllib.parse.urlencode(params)
 
 
+def sealed(dev, values: dict[str, str], key1: str = KEY1) -> dict[str, str]:
+    """What our page sends: fetch the device's one-time nonce, then encrypt and MAC."""
+    status, _, nonce = get(dev.http_port, "/nonce")
+    assert status == 200 and len(nonce) == 16
+    return page_crypto.seal(key1, values, nonce.decode())
+
+
 @pytest.fixture(params=["esp8266", "wlan"])
 def config_device(request, make_device, built_firmware):
     port = free_port()
@@ -79,7 +86,7 @@ def test_new_format_submission_is_stored_and_work_mode_starts(config_device):
         config_device.sim.networks.update(wifi_net)
     network.NETWORKS.update(wifi_net)
     status, _, body = get(
-        config_device.http_port, "/save?" + query(page_crypto.seal(KEY1, {**VALUES, "wifi_pass": long_pw}))
+        config_device.http_port, "/save?" + query(sealed(config_device, {**VALUES, "wifi_pass": long_pw}))
     )
     assert status == 200, body
     wait_until(lambda: config_device.site().get("wifi_ssid") == SSID, 5, what="settings stored")
@@ -113,7 +120,7 @@ def test_original_page_format_is_still_accepted(config_device):
 def test_invalid_values_are_refused_by_the_device(config_device, change, reason):
     before = (config_device.root / "settings.json").read_bytes()
     status, _, body = get(
-        config_device.http_port, "/save?" + query(page_crypto.seal(KEY1, {**VALUES, **change}))
+        config_device.http_port, "/save?" + query(sealed(config_device, {**VALUES, **change}))
     )
     assert status == 400 and reason in body
     assert (config_device.root / "settings.json").read_bytes() == before
@@ -121,15 +128,28 @@ def test_invalid_values_are_refused_by_the_device(config_device, change, reason)
 
 def test_tampered_or_foreign_submission_is_refused(config_device):
     before = (config_device.root / "settings.json").read_bytes()
-    params = page_crypto.seal(KEY1, VALUES)
+    params = sealed(config_device, VALUES)
     params["server_ip"] = params["server_ip"][:-1] + ("0" if params["server_ip"][-1] != "0" else "1")
     status, _, body = get(config_device.http_port, "/save?" + query(params))
     assert status == 400 and b"altered" in body
     status, _, body = get(
-        config_device.http_port, "/save?" + query(page_crypto.seal("wrong-key-123456", VALUES))
+        config_device.http_port, "/save?" + query(sealed(config_device, VALUES, "wrong-key-123456"))
     )
     assert status == 400
     status, _, body = get(config_device.http_port, "/save?server_ip=zz")
     assert status == 400 and b"missing" in body
     assert (config_device.root / "settings.json").read_bytes() == before
     assert b'"\\' not in body and WIFI[SSID].encode() not in body
+
+
+def test_replayed_submission_is_refused(config_device):
+    """A genuine submission captured on the open AP cannot be sent again: each nonce serves one submission."""
+    before = (config_device.root / "settings.json").read_bytes()
+    captured = sealed(config_device, VALUES)
+    status, _, _ = get(config_device.http_port, "/save?" + query({**captured, "server_port": "1"}))
+    assert status == 400  # any attempt uses the nonce up
+    status, _, body = get(config_device.http_port, "/save?" + query(captured))
+    assert status == 400 and b"stale or replayed" in body
+    assert (config_device.root / "settings.json").read_bytes() == before
+    status, _, _ = get(config_device.http_port, "/save?" + query(sealed(config_device, VALUES)))
+    assert status == 200
