@@ -96,11 +96,11 @@ def install_flows(config: Config, user_dir: Path, shipped: Path = SHIPPED_FLOWS)
 
 def prepare(config: Config) -> tuple[list[str], dict[str, str]]:
     """Write settings.js and the userDir under the state directory; return (argv, env)."""
+    admin_password(config)  # first: a state directory that is not initialised is refused untouched
+    credential_secret(config)
     user_dir = userdir(config)
     user_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(user_dir, 0o700)
-    admin_password(config)
-    credential_secret(config)
     install_flows(config, user_dir)
     settings = user_dir / "settings.js"
     write_secret(settings, settings_js(config, user_dir).encode())

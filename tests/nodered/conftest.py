@@ -4,18 +4,26 @@ Module-scoped: starting Node-RED takes seconds, and the tests using it only read
 """
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from services.common.config import Config
-from services.nodered import admin_password, prepare
+from services.nodered import admin_password
 from services.nodered.runtime import ADMIN_USER
 from tests.support.broker import start_mosquitto
 from tests.support.proc import Processes, free_port, port_open, wait_until
 
 
-def start_nodered(config: Config, procs: Processes, env: dict[str, str] | None = None):
-    argv, nr_env = prepare(config)
-    proc = procs.start("nodered", argv, env={**(env or {}), **nr_env})
+def config_env(config: Config) -> dict[str, str]:
+    return {"MEDSEC_HOME": str(config.home), "MEDSEC_MQTT_PORT": str(config.mqtt_port),
+            "MEDSEC_ADMIN_PORT": str(config.admin_port), "MEDSEC_NODERED_PORT": str(config.nodered_port),
+            "MEDSEC_PROXY_PORT": str(config.proxy_port)}
+
+
+def start_nodered(config: Config, procs: Processes):
+    """`python -m services.nodered`: prepare() then exec Node-RED, as a person would run it."""
+    proc = procs.start("nodered", [sys.executable, "-m", "services.nodered"], env=config_env(config))
     log = procs.log_dir / "nodered.log"
     # Node-RED listens before its flows (and the dashboard's socket.io) are up.
     wait_until(lambda: "Started flows" in log.read_text() or proc.poll() is not None, 30,

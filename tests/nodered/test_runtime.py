@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -126,3 +127,12 @@ def test_shipped_flows_match_their_source():
     tool = runtime.NODERED_DIR / "tools" / "build_flows.py"
     result = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_main_refuses_an_uninitialised_state_dir(config, config_env):
+    """No state directory yet: one clear log line and exit 2, no traceback, no Node-RED."""
+    result = subprocess.run([sys.executable, "-m", "services.nodered"], env={**os.environ, **config_env},
+                            capture_output=True, text=True, timeout=30, cwd=runtime.NODERED_DIR.parent)
+    assert result.returncode == 2
+    assert "event=cannot_prepare" in result.stderr and "Traceback" not in result.stderr
+    assert not config.home.exists()
