@@ -8,6 +8,7 @@ as the container's own user, and execs `python -m services.<MEDSEC_SERVICE>`.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
@@ -26,7 +27,8 @@ FILES = {"master_key": "master.key", "admin_token_sha256": "admin.token.sha256"}
 
 
 def private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of our own: containers sharing a volume (auth, keyadmin) start at the same time.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -41,19 +43,25 @@ def prepare(home: Path) -> None:
     for d in (home, secrets_dir, home / "run", home / "logs"):
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o700)
-    # auth and keyadmin share one volume as their state dir: merge, never drop another's password.
+    # auth and keyadmin share one volume as their state dir and start together: merge under a
+    # lock, never drop the other's password.
     pw_path = secrets_dir / "mqtt-passwords.json"
+    lock = os.open(secrets_dir / ".entrypoint.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        passwords = dict(json.loads(pw_path.read_text())) if pw_path.exists() else {}
-    except ValueError:
-        passwords = {}
-    if RUN_SECRETS.is_dir():
-        for src in sorted(RUN_SECRETS.iterdir()):
-            if src.name in FILES:
-                private(secrets_dir / FILES[src.name], src.read_bytes())
-            elif src.name.startswith("mqtt_"):
-                passwords[src.name[5:]] = src.read_text().strip()
-    private(pw_path, json.dumps(passwords).encode())
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            passwords = dict(json.loads(pw_path.read_text())) if pw_path.exists() else {}
+        except ValueError:
+            passwords = {}
+        if RUN_SECRETS.is_dir():
+            for src in sorted(RUN_SECRETS.iterdir()):
+                if src.name in FILES:
+                    private(secrets_dir / FILES[src.name], src.read_bytes())
+                elif src.name.startswith("mqtt_"):
+                    passwords[src.name[5:]] = src.read_text().strip()
+        private(pw_path, json.dumps(passwords).encode())
+    finally:
+        os.close(lock)
 
 
 def main(argv: list[str]) -> int:
