@@ -129,6 +129,7 @@ def test_shipped_flows_match_their_source():
     assert result.returncode == 0, result.stderr
 
 
+@needs_nodered
 def test_main_refuses_an_uninitialised_state_dir(config, config_env):
     """No state directory yet: one clear log line and exit 2, no traceback, no Node-RED."""
     result = subprocess.run([sys.executable, "-m", "services.nodered"], env={**os.environ, **config_env},
