@@ -205,3 +205,27 @@ def test_entrypoint_builds_the_state_dir_from_docker_secrets(tmp_path, deploy):
     (run_secrets / "mqtt_keyadmin").unlink()
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     assert json.loads((home / "secrets" / "mqtt-passwords.json").read_text()) == passwords
+
+
+def _medsec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_compose_init_command_and_its_errors(tmp_path):
+    d = tmp_path / "deploy"
+    first = _medsec("compose-init", "--dir", str(d), "--hostname", "gw.example.org")
+    assert first.returncode == 0, first.stderr
+    assert "created:" in first.stdout and str(d) in first.stdout
+    token = (d / "secrets" / "admin.token").read_text().strip()
+    assert token not in first.stdout + first.stderr, "secrets are never printed"
+    names = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                            str(d / "tls" / "server.pem")], capture_output=True, text=True).stdout
+    assert "DNS:gw.example.org" in names
+    again = _medsec("compose-init", env={"MEDSEC_DEPLOY": str(d)})
+    assert again.returncode == 0 and "created:" not in again.stdout and "kept:" in again.stdout
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    bad = _medsec("compose-init", "--dir", str(blocked / "deploy"))
+    assert bad.returncode == 1 and bad.stderr.startswith("medsec: cannot write")
+    assert "Traceback" not in bad.stderr
