@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from services.common.accounts import mosquitto_acl
+from services.common.accounts import ACCOUNTS, STATION_PREFIX, mosquitto_acl
 from services.common.config import Config
 from services.common.state import load_passwords, write_secret
 
@@ -26,6 +26,12 @@ def password_hash(password: str, salt: bytes | None = None, iterations: int = PB
 
 def password_file(passwords: dict[str, str]) -> str:
     return "".join(f"{user}:{password_hash(pw)}\n" for user, pw in sorted(passwords.items()))
+
+
+def broker_logins(passwords: dict[str, str]) -> dict[str, str]:
+    """Only service accounts and stations log into the broker; other generated
+    passwords in the same file (the Node-RED editor's) must not become broker logins."""
+    return {a: pw for a, pw in passwords.items() if a in ACCOUNTS or a.startswith(STATION_PREFIX)}
 
 
 def mosquitto_conf(config: Config, password_path: Path, acl_path: Path, data_dir: Path) -> str:
@@ -67,7 +73,7 @@ def write_broker_files(config: Config) -> Path:
     password_path = broker / "passwd"
     acl_path = broker / "acl"
     conf_path = broker / "mosquitto.conf"
-    write_secret(password_path, password_file(load_passwords(config)).encode())
+    write_secret(password_path, password_file(broker_logins(load_passwords(config))).encode())
     write_secret(acl_path, mosquitto_acl().encode())
     write_secret(conf_path, mosquitto_conf(config, password_path, acl_path, data_dir).encode())
     return conf_path

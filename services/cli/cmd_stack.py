@@ -61,7 +61,8 @@ def _banner(config: Config, nodered: bool) -> str:
     if nodered:
         lines.append(f"  Node-RED dashboard    http://{config.host}:{config.nodered_port}/dashboard")
         lines.append(f"  Node-RED editor       http://{config.host}:{config.nodered_port}/"
-                     "   (user admin, password: `medsec mqtt-password nodered-admin`)")
+                     "   (user admin, password: `medsec mqtt-password nodered-admin`; "
+                     "the dashboard uses the same login)")
     lines.append(f"  state directory       {config.home}")
     return "\n".join(lines)
 

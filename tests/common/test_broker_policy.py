@@ -59,3 +59,10 @@ def test_only_proxy_writes_ingest(config, broker, account, request):
     finally:
         for c in (mon, other, proxy):
             c.close()
+
+
+def test_only_service_and_station_accounts_become_broker_logins():
+    from services.broker.mosquitto import broker_logins
+
+    logins = broker_logins({"proxy": "a", "dashboard": "b", "nodered-admin": "c", "station-s1": "d"})
+    assert set(logins) == {"proxy", "dashboard", "station-s1"}
