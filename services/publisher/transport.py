@@ -53,8 +53,8 @@ class BusTransport:
         host = getattr(self.config, "broker_host", self.config.host)
         while not stop.is_set():
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, self.config.mqtt_port), 5)
+                async with asyncio.timeout(5):
+                    reader, writer = await asyncio.open_connection(host, self.config.mqtt_port)
             except (OSError, TimeoutError) as exc:
                 self.log.warning(kv(event="bus_connect_failed", error=exc))
                 await _wait(stop, backoff * random.uniform(0.5, 1.0))
@@ -66,8 +66,7 @@ class BusTransport:
             if stopper.done() and not session.done():
                 await self._drain(session, writer)
             stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await session
+            await asyncio.wait({session}, timeout=5)  # bounded: never hang the shutdown on a lost cancel
             if session.done() and not session.cancelled() and session.exception() is None and \
                     session.result():
                 backoff = 0.05  # the session was up: reconnect quickly
@@ -82,7 +81,8 @@ class BusTransport:
         """SIGTERM: take no new messages, wait for the broker to acknowledge what is in flight, disconnect."""
         self.stopping = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         with contextlib.suppress(OSError, ConnectionError):
             writer.write(wire.DISCONNECT_PACKET)
             await writer.drain()
@@ -100,7 +100,8 @@ class BusTransport:
                                   keepalive=KEEPALIVE))
         buf = bytearray()
         try:
-            packet = await asyncio.wait_for(self._next_packet(reader, buf), 10)
+            async with asyncio.timeout(10):
+                packet = await self._next_packet(reader, buf)
         except (TimeoutError, OSError, ConnectionError, wire.WireError) as exc:
             self.log.warning(kv(event="bus_connect_failed", error=exc or type(exc).__name__))
             return False
@@ -121,7 +122,8 @@ class BusTransport:
         pinger = asyncio.create_task(self._ping(writer))
         try:
             while True:
-                data = await asyncio.wait_for(reader.read(65536), KEEPALIVE * 2)
+                async with asyncio.timeout(KEEPALIVE * 2):  # not wait_for: no task per read
+                    data = await reader.read(65536)
                 if not data:
                     return True
                 buf += data
@@ -217,4 +219,5 @@ class BusTransport:
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -76,6 +76,9 @@ class Simulation:
         if self._stop is not None:
             self._stop.set()
 
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
     def elapsed(self) -> float:
         return time.monotonic() - self._started if self._started else 0.0
 
@@ -89,16 +92,20 @@ class Simulation:
         tasks = [asyncio.create_task(self._device(device, self._rng(device)), name=f"sim-{device.id}")
                  for device in self.devices]
         reporter = asyncio.create_task(self._report(progress, progress_interval)) if progress else None
+        everything = tasks + ([reporter] if reporter else [])
         try:
-            if self.options.duration is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.options.duration)
-            else:
-                await self._stop.wait()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.duration):
+                    await self._stop.wait()
         finally:
-            for task in tasks + ([reporter] if reporter else []):
+            self._stop.set()  # device loops also check it, should a cancellation get lost
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(*tasks, *([reporter] if reporter else []), return_exceptions=True)
+            done, _ = await asyncio.wait(everything, timeout=5)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a device that failed must not print a warning at exit
             self.stats.elapsed = self.elapsed()
             self.stats.connected = 0
         return self.stats
@@ -118,10 +125,10 @@ class Simulation:
         vitals = Vitals(rng)
         backoff = options.min_backoff
         connected_before = False
-        while True:
+        while not self._stopping():
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(options.host, options.port), options.connect_timeout)
+                async with asyncio.timeout(options.connect_timeout):
+                    reader, writer = await asyncio.open_connection(options.host, options.port)
             except (OSError, TimeoutError):
                 stats.errors += 1
                 await asyncio.sleep(backoff * rng.uniform(0.5, 1.0))
@@ -139,6 +146,8 @@ class Simulation:
             finally:
                 stats.connected -= 1
                 writer.close()
+            if self._stopping():
+                return
             stats.errors += 1  # a session only ends on its own when the connection failed or was closed
             if time.monotonic() - began > 5 * backoff:
                 backoff = options.min_backoff  # it worked for a while: start over quickly
@@ -162,12 +171,12 @@ class Simulation:
             # Devices start at random points of their period, so N devices do not write in lockstep.
             next_at = loop.time() + rng.uniform(0.0, period)
             last_yield = loop.time()
-            while not read_task.done():
+            while not read_task.done() and not self._stopping():
                 if period:
                     delay = next_at - loop.time()
                     if delay > 0:
                         await asyncio.wait([read_task], timeout=delay)
-                        if read_task.done():
+                        if read_task.done() or self._stopping():
                             break
                     next_at = max(next_at + period, loop.time() - period)  # no burst after a stall
                 frame = device.encode(vitals.sample(time.time()))
@@ -182,8 +191,6 @@ class Simulation:
                         self.stop()
                     await asyncio.sleep(0)  # writing flat out: let the other devices and timers run
                     last_yield = loop.time()
-                    if self._stop is not None and self._stop.is_set():
-                        await asyncio.Event().wait()  # idle until run() cancels us: no more writes
         finally:
             # Not awaited: awaiting here could swallow the cancellation that stops the simulation.
             read_task.cancel()
