@@ -158,3 +158,21 @@ def test_cli_errors_are_one_line(config) -> None:
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
     assert run.returncode == 1
     assert run.stderr.startswith("medsec: ") and "--register" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_thousand_devices_connect_and_stop_on_time() -> None:
+    known = creds(1000)
+
+    async def main():
+        gateway = Gateway(known)
+        port = await gateway.start()
+        options = SimOptions(port=port, rate=2, duration=1.5)
+        stats = await Simulation([make_device(c) for c in known], options).run()
+        await until(lambda: gateway.received() == stats.sent, 10)
+        await gateway.stop()
+        return gateway, stats
+
+    gateway, stats = asyncio.run(main())
+    assert stats.elapsed < 6.0  # ends near its duration with many devices (no lost cancellation)
+    assert stats.errors == 0 and gateway.connections == 1000
+    assert len(gateway.readings) > 900 and stats.sent == gateway.received()
