@@ -22,7 +22,12 @@ WDT_MS = 8000  # RP2040 maximum is ~8.3 s
 
 def new_nonce():
     # uniqueness is all a nonce needs; os.urandom is fine for that (never used for keys here)
-    return binascii.hexlify(os.urandom(8)).decode()
+    try:
+        raw = os.urandom(8)
+    except AttributeError:  # a port without os.urandom
+        import random
+        raw = bytes([random.getrandbits(8) for _ in range(8)])
+    return binascii.hexlify(raw).decode()
 
 
 def make_net(settings, feed):

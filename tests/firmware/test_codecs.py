@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.parse
 
 # the firmware modules (sys.path set up by conftest)
 import cfgcodec  # noqa: E402
@@ -212,3 +213,47 @@ def test_mpy_cross_rejects_a_micropython_syntax_error(tmp_path):
 
 def test_sys_path_has_the_firmware_first():
     assert sys.path.index(str(LIB)) < len(sys.path)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_main_loop_under_real_micropython(tmp_path, built_firmware):
+    """The firmware's own App under the MicroPython WebAssembly port, over a scripted ESP8266:
+    configuration mode takes the original page's submission, then work mode sends v1 readings
+    that the gateway's codec decodes to the values the sensors gave."""
+    from Crypto.Cipher import AES
+
+    from services.common import v1 as gateway_v1
+    from tests.firmware.conftest import expected_values
+
+    key1, v1_key, v1_iv = "Key1-0123456789a", "0123456789abcdef", "fedcba9876543210"
+    values = {"server_ip": "10.20.30.40", "server_port": "9998", "wifi_name": "IoT", "wifi_pass": "pa$$w0rd"}
+    request = (
+        f"GET /action_page.php?{urllib.parse.urlencode(page_crypto.legacy(key1, values))} HTTP/1.1\r\n\r\n"
+    )
+    case = tmp_path / "case.json"
+    case.write_text(json.dumps({"key1": key1, "v1_key": v1_key, "v1_iv": v1_iv, "request": request}))
+    files = [f"/lib/{p.name}={p}" for p in LIB.glob("*.py")]
+    files += [f"/lib/{p.name}={p}" for p in (HERE / "mp_fakes").glob("*.py")]
+    files += [f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}", f"/data/case.json={case}"]
+    run = subprocess.run(
+        ["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / "mp_main_loop.py"), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert run.returncode == 0 and line, run.stdout + run.stderr
+    result = json.loads(line[0][7:])
+    assert result["impl"] == "micropython"
+    assert (result["site"]["server_ip"], result["site"]["server_port"]) == ("10.20.30.40", 9998)
+    assert result["site"]["wifi_ssid"] == "IoT" and result["wifi_password"] == "pa$$w0rd"
+    cmds = result["commands"]
+    assert 'AT+CWSAP="Med_IoT","",5,0,1' in cmds and 'AT+CWJAP="IoT","pa$$w0rd"' in cmds
+    assert 'AT+CIPSTART=0,"TCP","10.20.30.40",9998' in cmds
+    assert result["http"] and result["http"][0].startswith("HTTP/1.1 200") and result["feeds"] > 0
+    ecb = AES.new(v1_key.encode(), AES.MODE_ECB)
+    assert len(result["sent"]) == 2
+    for wire_hex in result["sent"]:
+        scan = gateway_v1.scan(bytes.fromhex(wire_hex))
+        got = gateway_v1.decode_reading(ecb, v1_iv.encode(), scan.blocks, "chained")
+        assert got == expected_values()
