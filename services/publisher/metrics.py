@@ -22,8 +22,7 @@ def render(snapshot: dict[str, object], connected: bool) -> str:
         "# TYPE medsec_publisher_rejected_total counter",
     ]
     rejected = snapshot["rejected"]
-    assert isinstance(rejected, dict)
-    for reason in sorted(rejected):
+    for reason in sorted(rejected) if isinstance(rejected, dict) else ():
         lines.append(f'medsec_publisher_rejected_total{{reason="{reason}"}} {rejected[reason]}')
     lines += [
         "# HELP medsec_publisher_status_updates_total Retained online/offline updates published.",

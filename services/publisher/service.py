@@ -32,7 +32,7 @@ from services.publisher.topics import (
 
 
 class Counters:
-    """What the metrics file reports. Updated on the MQTT thread, read by the metrics writer."""
+    """What the metrics file reports: updated per bus message, read by the metrics writer."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
