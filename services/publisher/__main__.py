@@ -20,13 +20,16 @@ METRICS_INTERVAL = 2.0
 
 
 async def serve(config: Config, log) -> int:
-    # Several instances: EMQX shares the subscriptions among them (each its own session);
-    # Mosquitto gets one active instance, the others wait as standbys (services/publisher/lease.py).
+    # Several instances: EMQX shares the subscriptions among them, each with its own persistent
+    # session under a stable id (MEDSEC_PUBLISHER_ID): what EMQX queued for an instance while it was
+    # down waits for it under that id. Mosquitto gets one active instance, the others wait as
+    # standbys (services/publisher/lease.py).
     shared = os.environ.get("MEDSEC_PUBLISHER_SHARED") == "1"
     try:
         service = PublisherService(log)
         if shared:
-            transport = BusTransport(config, service, log, client_id=f"{CLIENT_ID}-{socket.gethostname()}",
+            instance = os.environ.get("MEDSEC_PUBLISHER_ID") or socket.gethostname()
+            transport = BusTransport(config, service, log, client_id=f"{CLIENT_ID}-{instance}",
                                      subscriptions=lease.shared(SUBSCRIPTIONS))
         else:
             transport = BusTransport(config, service, log)

@@ -49,8 +49,10 @@ def rendered(deploy) -> dict:
 
 
 def test_compose_validates_with_every_service(rendered):
-    assert {"emqx1", "emqx2", "lb", "auth", "keyadmin", "proxy", "publisher", "dispatch",
+    assert {"emqx1", "emqx2", "lb", "auth", "keyadmin", "proxy", "publisher", "publisher2", "dispatch",
             "nodered"} <= set(rendered["services"])
+    ids = {rendered["services"][p]["environment"]["MEDSEC_PUBLISHER_ID"] for p in ("publisher", "publisher2")}
+    assert len(ids) == 2, "each publisher keeps its own session id"
 
 
 def test_compose_fails_without_the_generated_files(tmp_path):
@@ -83,7 +85,7 @@ def test_only_allowed_ports_are_published(rendered):
     assert published["lb"] == {9998, 1883, 8883}
     # The admin API listens on the host's loopback only.
     assert _port(rendered["services"]["keyadmin"]["ports"][0])[0] == "127.0.0.1"
-    for name in ("emqx1", "emqx2", "auth", "proxy", "publisher", "dispatch"):
+    for name in ("emqx1", "emqx2", "auth", "proxy", "publisher", "publisher2", "dispatch"):
         assert name not in published, f"{name} must stay internal"
 
 
