@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
+import uuid
 
 from services.publisher import lease
 from services.publisher.transport import SUBSCRIPTIONS
+from tests.support.broker import Subscriber
 from tests.support.proc import wait_until
 
 
@@ -54,3 +57,34 @@ def test_a_waiting_standby_stops_on_sigterm_without_the_lease(tmp_path):
 def test_shared_subscriptions_for_emqx():
     assert lease.shared(SUBSCRIPTIONS) == [(f"$share/publishers/{t}", q) for t, q in SUBSCRIPTIONS]
     assert ("$share/publishers/medsec/ingest/+", 1) in lease.shared(SUBSCRIPTIONS)
+
+
+def test_shared_mode_splits_the_ingest_between_two_publishers(config, config_env, broker, procs, tmp_path):
+    """MEDSEC_PUBLISHER_SHARED=1 (the EMQX mode), shown on Mosquitto: two publishers with their own
+    ids join $share/publishers/... and run at once (no lease); every reading is published once."""
+    env = {**config_env, "MEDSEC_PUBLISHER_SHARED": "1"}
+    for n in (1, 2):
+        procs.start(f"pub{n}", [sys.executable, "-m", "services.publisher"],
+                    env={**env, "MEDSEC_PUBLISHER_ID": f"t{n}"})
+    logs = [tmp_path / "proclogs" / f"pub{n}.log" for n in (1, 2)]
+    wait_until(lambda: all("bus_subscribed" in p.read_text() for p in logs), 15, what="both subscribed")
+    assert all("$share/publishers/medsec/ingest/+" in p.read_text() for p in logs)
+    assert not any("event=standby" in p.read_text() for p in logs), "no lease in shared mode"
+    dash, proxy = Subscriber(config, "dashboard"), Subscriber(config, "proxy")
+    try:
+        dash.subscribe("Pico/+/json")
+        device = f"sh{uuid.uuid4().hex[:8]}"
+        values = {"Temp": "36.600", "TempMcu": "23.700", "PulseSig": "2.123", "Acel_x": "-0.01",
+                  "Acel_y": "0.000", "Acel_z": "1.002", "TempMpu": "23.400"}
+        for seq in range(1, 41):
+            msg = {"device": device, "ts": 1763790000.0 + seq, "seq": seq, "protocol": "v2",
+                   "values": values, "src": ["10.0.0.1", 40000], "gw": ["127.0.0.1", 9998],
+                   "uid": f"t:{seq}"}
+            topic = f"medsec/ingest/{device}"
+            proxy.client.publish(topic, json.dumps(msg).encode(), qos=1).wait_for_publish(5)
+        wait_until(lambda: len(dash.on(f"Pico/{device}/json")) >= 40, 15, what="40 readings published")
+        seqs = sorted(json.loads(p)["seq"] for p in dash.on(f"Pico/{device}/json"))
+        assert seqs == list(range(1, 41))
+    finally:
+        dash.close()
+        proxy.close()
