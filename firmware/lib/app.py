@@ -163,12 +163,13 @@ class App:
                     self.net.close()
                     next_attempt = ticks_add(ticks_ms(), backoff)
                     backoff = min(backoff * 2, backoff_max)
-            if ticks_diff(now, next_reading) >= 0:
+            done = self.max_readings and self.sent >= self.max_readings
+            if done and not link.pending():
+                break  # max_readings (host runs and tests): N readings taken and acknowledged
+            if ticks_diff(now, next_reading) >= 0 and not done:
                 next_reading = ticks_add(now, interval)
                 self._reading(link, sensors, SensorError)
                 gc.collect()
-                if self.max_readings and self.sent >= self.max_readings and not link.pending():
-                    break
             if self.net.connected():
                 self._listen(link, 20)
             else:

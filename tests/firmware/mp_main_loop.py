@@ -15,7 +15,8 @@ import machine
 class ScriptedEsp:
     """Answers AT commands like the module; records what the firmware sends on link 0."""
 
-    def __init__(self, request):
+    def __init__(self, request, acks):
+        self.acks = acks  # v2: what the gateway answers to each reading, in order
         self.out = b""
         self.inbuf = b""
         self.expect = 0
@@ -35,6 +36,9 @@ class ScriptedEsp:
             self.sent.append(bytes(data))
             self.expect = 0
             self.out += ("\r\nRecv %d bytes\r\n\r\nSEND OK\r\n" % len(data)).encode()
+            if data[:1] == b"\xc2" and self.acks:
+                ack = self.acks.pop(0)
+                self.out += ("\r\n+IPD,0,%d:" % len(ack)).encode() + ack
             return len(data)
         self.inbuf += data
         while b"\r\n" in self.inbuf:
@@ -61,11 +65,11 @@ with open("/data/case.json") as f:
     case = json.load(f)
 os.mkdir("/data/fw")
 with open("/data/fw/settings.json", "w") as f:
-    json.dump({"device_id": "mp-dev", "net": "esp8266", "interval_ms": 100}, f)
+    json.dump({"device_id": "mp-dev", "net": "esp8266", "interval_ms": 100, "protocol": case["protocol"]}, f)
 with open("/data/fw/secrets.json", "w") as f:
-    json.dump({"config_key": case["key1"], "v1_key": case["v1_key"], "v1_iv": case["v1_iv"]}, f)
+    json.dump(case["secrets"], f)
 machine.PINS[3] = 1  # slide switch on configuration
-esp = ScriptedEsp(case["request"].encode())
+esp = ScriptedEsp(case["request"].encode(), [binascii.unhexlify(a) for a in case["acks"]])
 machine.UART_OBJ[0] = esp
 
 import app
@@ -85,6 +89,7 @@ print(
             "site": site,
             "wifi_password": secrets.get("wifi_password"),
             "commands": esp.commands,
+            "pending": device.link.pending(),
             "sent": readings,
             "feeds": machine.FEEDS[0],
             "http": [s.decode() for s in esp.sent if s[:1] == b"H"],

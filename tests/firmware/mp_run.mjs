@@ -5,9 +5,8 @@ import {readFileSync} from 'node:fs';
 
 const [moduleUrl, script, ...files] = process.argv.slice(2);
 const {loadMicroPython} = await import(moduleUrl);
-let out = '';
-const mp = await loadMicroPython({heapsize: 64 * 1024 * 1024, stdout: (l) => { out += l + '\n'; },
-  stderr: (l) => { out += l + '\n'; }});
+const emit = (l) => process.stdout.write(l + '\n');
+const mp = await loadMicroPython({heapsize: 64 * 1024 * 1024, stdout: emit, stderr: emit});
 mp.FS.mkdir('/lib');
 mp.FS.mkdir('/data');
 for (const spec of files) {
@@ -17,8 +16,6 @@ for (const spec of files) {
 try {
   mp.runPython(readFileSync(script, 'utf8'));
 } catch (e) {
-  out += 'PYTHON ERROR: ' + e.message + '\n';
-  process.stdout.write(out);
-  process.exit(1);
+  emit('PYTHON ERROR: ' + e.message);
+  process.exitCode = 1;
 }
-process.stdout.write(out);

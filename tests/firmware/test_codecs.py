@@ -216,13 +216,16 @@ def test_sys_path_has_the_firmware_first():
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_main_loop_under_real_micropython(tmp_path, built_firmware):
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_main_loop_under_real_micropython(tmp_path, built_firmware, protocol):
     """The firmware's own App under the MicroPython WebAssembly port, over a scripted ESP8266:
     configuration mode takes the original page's submission, then work mode sends v1 readings
-    that the gateway's codec decodes to the values the sensors gave."""
+    (or v2 frames, acknowledged by the scripted gateway) that the gateway's codec decodes to the values
+    the sensors gave."""
     from Crypto.Cipher import AES
 
     from services.common import v1 as gateway_v1
+    from services.common import v2 as gateway_v2
     from tests.firmware.conftest import expected_values
 
     key1, v1_key, v1_iv = "Key1-0123456789a", "0123456789abcdef", "fedcba9876543210"
@@ -231,10 +234,21 @@ def test_main_loop_under_real_micropython(tmp_path, built_firmware):
         f"GET /action_page.php?{urllib.parse.urlencode(page_crypto.legacy(key1, values))} HTTP/1.1\r\n\r\n"
     )
     case = tmp_path / "case.json"
-    case.write_text(json.dumps({"key1": key1, "v1_key": v1_key, "v1_iv": v1_iv, "request": request}))
+    master, kid = "00112233445566778899aabbccddeeff", "0a0b0c0d"
+    keys = gateway_v2.derive_keys(bytes.fromhex(master), bytes.fromhex(kid))
+    secrets = {
+        "config_key": key1,
+        "v1_key": v1_key,
+        "v1_iv": v1_iv,
+        "v2_master_key": master,
+        "v2_key_id": kid,
+    }
+    acks = [gateway_v2.seal_ack(keys, seq).hex() for seq in (1, 2)] if protocol == "v2" else []
+    case.write_text(json.dumps({"protocol": protocol, "secrets": secrets, "request": request, "acks": acks}))
     files = [f"/lib/{p.name}={p}" for p in LIB.glob("*.py")]
     files += [f"/lib/{p.name}={p}" for p in (HERE / "mp_fakes").glob("*.py")]
     files += [f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}", f"/data/case.json={case}"]
+    files.append(f"/lib/ccm.py={ROOT / 'services' / 'common' / 'ccm.py'}")
     run = subprocess.run(
         ["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / "mp_main_loop.py"), *files],
         capture_output=True,
@@ -252,8 +266,12 @@ def test_main_loop_under_real_micropython(tmp_path, built_firmware):
     assert 'AT+CIPSTART=0,"TCP","10.20.30.40",9998' in cmds
     assert result["http"] and result["http"][0].startswith("HTTP/1.1 200") and result["feeds"] > 0
     ecb = AES.new(v1_key.encode(), AES.MODE_ECB)
-    assert len(result["sent"]) == 2
+    assert len(result["sent"]) == 2 and result["pending"] == 0
     for wire_hex in result["sent"]:
-        scan = gateway_v1.scan(bytes.fromhex(wire_hex))
-        got = gateway_v1.decode_reading(ecb, v1_iv.encode(), scan.blocks, "chained")
+        if protocol == "v1":
+            scan = gateway_v1.scan(bytes.fromhex(wire_hex))
+            got = gateway_v1.decode_reading(ecb, v1_iv.encode(), scan.blocks, "chained")
+        else:
+            frame, _ = gateway_v2.read(bytes.fromhex(wire_hex))
+            got = gateway_v2.parse_reading(gateway_v2.open_data(keys, frame))
         assert got == expected_values()
