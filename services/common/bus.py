@@ -43,7 +43,7 @@ def make_client(
 
 
 def start(client: mqtt.Client, config: Config) -> None:
-    client.connect_async(config.host, config.mqtt_port, keepalive=15)
+    client.connect_async(config.broker_host, config.mqtt_port, keepalive=15)
     client.loop_start()
 
 

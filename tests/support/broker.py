@@ -83,5 +83,6 @@ class Subscriber:
             return {m.topic for m in self.messages}
 
     def close(self) -> None:
-        self.client.loop_stop()
+        # Disconnect first: stopping the loop first makes paho wait out its select timeout.
         self.client.disconnect()
+        self.client.loop_stop()
