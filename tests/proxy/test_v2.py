@@ -228,3 +228,18 @@ def test_session_clocks_start_when_the_gateway_is_ready_for_the_next_frame():
     session.feed(two[20:], 50.0)
     assert session.next_frame(50.0).seq == 2
     assert session.deadline() == (110.0, "idle_timeout")
+
+
+def test_revoking_a_v2_device_closes_its_connection_and_refuses_it(proxy):
+    secret = register_v2(proxy, "v2-revoked")
+    dev = session(secret)
+    s = connect(proxy.config.proxy_port)
+    s.sendall(dev.seal(reading(1))[1])
+    assert read_acks(s, dev, 1)[0][0] == 1
+    proxy.revoke("v2-revoked")
+    assert closed_by_peer(s, 3)
+    again = connect(proxy.config.proxy_port)
+    again.sendall(dev.seal(reading(2))[1])
+    assert closed_by_peer(again)
+    wait_until(lambda: proxy.rejected("revoked", "v2-revoked"), 5, what="revoked refusal")
+    assert seqs(proxy, "v2-revoked") == [1]
