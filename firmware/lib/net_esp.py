@@ -160,6 +160,8 @@ class EspNet:
         # open network (ecn 0), channel 5, at most one client
         self.at.cmd('AT+CWSAP="%s","",5,0,1' % escape_at(ssid), 5000)
         self.at.cmd("AT+CIPSERVER=1,%d" % port)
+        # browsers open spare connections and leave them idle; free the module's 5 links after 10 s
+        self.at.cmd("AT+CIPSTO=10")
 
     def stop_ap(self):
         try:

@@ -81,6 +81,7 @@ class Esp8266Sim:
         self.joined: str | None = None
         self.links: dict[int, socket.socket] = {}
         self.server: socket.socket | None = None
+        self.server_timeout = 180
         self.sending: tuple[int, int] | None = None
         self.commands: list[str] = []
         self.sel = selectors.DefaultSelector()
@@ -164,6 +165,11 @@ class Esp8266Sim:
                 self.sel.unregister(self.server)
                 self.server.close()
                 self.server = None
+            return self._ok()
+        if name == "AT+CIPSTO":
+            if self.server is None or not 0 <= int(rest) <= 7200:
+                return self._error()
+            self.server_timeout = int(rest)
             return self._ok()
         if name == "AT+CWJAP":
             ssid, pwd = _args(rest)[:2]

@@ -67,6 +67,7 @@ def test_access_point_is_open_med_iot_for_one_client(config_device):
         assert (
             "AT+CWMODE=2" in config_device.sim.commands and "AT+CIPSERVER=1,80" in config_device.sim.commands
         )
+        assert config_device.sim.server_timeout == 10
     else:
         assert network.STATE["ap_config"] == {"essid": "Med_IoT", "security": 0, "max_clients": 1}
 
