@@ -142,11 +142,20 @@ class PostgresKeyStore:
     def _tx(self) -> Iterator[None]:
         """A write transaction, serialised with every other writer of the database."""
         with self._lock:
-            if self._db.closed or self._db.broken:
-                self._db = self._connect()
+            self._ensure()
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                 yield
+
+    def _ensure(self) -> None:
+        """A live connection before a write: the server may have restarted since the last one."""
+        if not (self._db.closed or self._db.broken):
+            try:
+                self._db.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                pass
+        self._db = self._connect()
 
     def _next_change(self) -> int:
         """Inside a write transaction: the number that stamps the devices this write changes."""
@@ -334,14 +343,24 @@ class PostgresKeyStore:
         return rows[0][0] if rows else None
 
     def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
-        """Written before auth answers: a restarted auth never accepts a seq twice."""
+        """Written before auth answers: a restarted auth never accepts a seq twice.
+
+        Never moves a window back ("last:verified:acked", last first): with several auth
+        instances, one that served a device earlier may flush its older copy after another
+        instance saved a newer one; the newer one stays."""
+        sql = ('INSERT INTO v2_windows(key_id, device_id, "window") VALUES (%s, %s, %s)'
+               ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window"'
+               """ WHERE split_part(v2_windows."window", ':', 1)::bigint"""
+               """ <= split_part(excluded."window", ':', 1)::bigint""")
         with self._lock:
             if self._db.closed or self._db.broken:
                 self._db = self._connect()
-            self._db.execute(
-                'INSERT INTO v2_windows(key_id, device_id, "window") VALUES (%s, %s, %s)'
-                ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window"',
-                (key_id, device_id, window))
+            try:
+                self._db.execute(sql, (key_id, device_id, window))
+            except psycopg.OperationalError:
+                # One statement, idempotent: safe to send again on a fresh connection.
+                self._db = self._connect()
+                self._db.execute(sql, (key_id, device_id, window))
 
     # --- audit ---
     def _append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any],

@@ -1,0 +1,94 @@
+"""PostgreSQL key store specifics (the shared contract runs in tests/auth against both backends):
+several instances on one database, a dropped connection, secrets never in the database or errors."""
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+
+from services.auth.credentials import make_secret
+from services.auth.keystore import KeyStoreError, NewDevice
+from services.auth.keystore_pg import PostgresKeyStore, describe_url, open_store
+from services.auth.sealing import Sealer
+from services.common.config import Config
+
+
+@pytest.fixture
+def url(pg_server) -> str:
+    return pg_server.schema_url()
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    return Sealer(os.urandom(32))
+
+
+def test_a_window_never_moves_back(url, sealer):
+    """Two auth instances: the one that served the device earlier flushes an older window late."""
+    a, b = PostgresKeyStore(url, sealer), PostgresKeyStore(url, sealer)
+    b.save_v2_window("kid1", "dev", "12:fff:7")
+    a.save_v2_window("kid1", "dev", "5:1f:1")  # stale copy
+    assert b.v2_window("kid1") == "12:fff:7"
+    a.save_v2_window("kid1", "dev", "12:fff:f")  # same seq, more ack bits: kept
+    a.save_v2_window("kid1", "dev", "300:1:0")
+    assert b.v2_window("kid1") == "300:1:0"
+    a.close()
+    b.close()
+
+
+def test_instances_see_each_others_changes_and_only_those(url, sealer):
+    a, b = PostgresKeyStore(url, sealer), PostgresKeyStore(url, sealer)
+    _, mark = b.credentials_changed("v1", -1)
+    a.add(NewDevice("pico-1", "v1", make_secret("v1")))
+    changed, mark2 = b.credentials_changed("v1", mark)
+    assert [c.device_id for c in changed] == ["pico-1"] and mark2 > mark
+    a.record_seen({})  # counters are not changes
+    assert b.credentials_changed("v1", mark2) == ([], mark2)
+    a.revoke("pico-1")
+    assert [c.revoked for c in b.credentials_changed("v1", mark2)[0]] == [True]
+    a.close()
+    b.close()
+
+
+def test_reconnects_after_the_server_drops_the_connection(url, sealer, pg_server):
+    store = PostgresKeyStore(url, sealer)
+    store.add(NewDevice("pico-1", "v1", make_secret("v1")))
+    def drop_connections() -> None:
+        with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                   " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                                   ).fetchall()
+        assert any(ok for (ok,) in killed)
+
+    drop_connections()
+    store.add(NewDevice("pico-2", "v1", make_secret("v1")))  # a write first
+    drop_connections()
+    assert [d.id for d in store.list()] == ["pico-1", "pico-2"]  # then a read
+    drop_connections()
+    store.save_v2_window("kid", "pico-2", "3:7:7")  # auth's per-frame write
+    assert store.v2_window("kid") == "3:7:7"
+    store.close()
+
+
+def test_no_secret_reaches_the_database(url, sealer, pg_server):
+    store = PostgresKeyStore(url, sealer)
+    secret = make_secret("v1")
+    store.add(NewDevice("pico-1", "v1", secret))
+    schema = url.rsplit("%3D", 1)[1]
+    with psycopg.connect(pg_server.url(), autocommit=True) as db:
+        dump = repr(db.execute(f"SELECT * FROM {schema}.credentials").fetchall())
+        dump += repr(db.execute(f"SELECT * FROM {schema}.audit").fetchall())
+    assert secret["key"] not in dump and secret["iv"] not in dump
+    store.close()
+
+
+def test_bad_urls_are_clear_errors_without_the_password(tmp_path, pg_server):
+    wrong = pg_server.url().replace(pg_server.password, "not-the-password")
+    with pytest.raises(KeyStoreError) as err:
+        PostgresKeyStore(wrong, Sealer(os.urandom(32)))
+    assert "not-the-password" not in str(err.value) and f":{pg_server.port}" in str(err.value)
+    assert describe_url(wrong) == f"127.0.0.1:{pg_server.port}/postgres"
+    config = Config(home=tmp_path, keystore_url="mysql://x@y/z")
+    with pytest.raises(KeyStoreError, match="postgresql://"):
+        open_store(config)
