@@ -124,7 +124,7 @@ class V2Handler:
                     raise Reject("device_changed", f"frame of {device} on a connection of {conn.device}",
                                  conn.device)
                 self._replayed(conn, device, frame.seq)
-                conn.write(_ack_bytes(reply))
+                _send(conn, _ack_bytes(reply))
             elif status == "rejected":
                 raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
                              device if isinstance(device, str) else None)
@@ -140,7 +140,7 @@ class V2Handler:
                 {"op": "v2ack", "conn": conn.id, "kid": frame.kid.hex(), "seq": frame.seq})
             if reply.get("status") != "ok":
                 raise Reject(str(reply.get("reason") or "auth_protocol"), str(reply.get("detail") or ""))
-            conn.write(_ack_bytes(reply))
+            _send(conn, _ack_bytes(reply))
         except (TimeoutError, ConnectionError, BusUnavailable) as exc:
             log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-", seq=frame.seq,
                            detail=exc.__class__.__name__))
@@ -156,6 +156,12 @@ class V2Handler:
         detail = f"seq {seq} was already acknowledged: acked again, not published"
         conn.state.output.publish_event(device, event_payload(
             "rejected", device, "replay", detail, conn.src, "v2", time.time()))
+
+
+def _send(conn: Connection, ack: bytes) -> None:
+    """Write an ack unless the device already hung up (it will get it again when it re-sends)."""
+    if not conn.writer.is_closing():
+        conn.write(ack)
 
 
 def _ack_bytes(reply: dict[str, Any]) -> bytes:
