@@ -1,6 +1,6 @@
 """The generated Mosquitto ACL enforces the policy table on a real Mosquitto.
 
-A test-only `witness` account (appended to the generated files, readwrite on
+A test-only witness account (appended to the generated files, readwrite on
 everything) publishes what a case's user should receive and receives what it
 publishes. A SUBACK on a barrier topic orders the check: Mosquitto writes to a
 client in order, so anything delivered before the barrier's SUBACK has arrived.
@@ -17,7 +17,10 @@ from tests.deploy.policy_cases import CASES
 from tests.support.broker import Subscriber, mosquitto_binary
 from tests.support.proc import port_open, wait_until
 
-EXTRA = {"witness": "witness-pw-0123456789", "station-a": "station-a-pw-0123456789",
+# Only service and station accounts become broker logins: the witness is a station by name, and
+# its extra rule (readwrite on everything) is appended to the generated ACL below.
+WITNESS = "station-witness"
+EXTRA = {WITNESS: "witness-pw-0123456789", "station-a": "station-a-pw-0123456789",
          "station-b": "station-b-pw-0123456789"}
 
 
@@ -28,7 +31,7 @@ def policy_broker(config, procs):
     write_secret(config.mqtt_passwords_path, json.dumps(passwords).encode())
     conf = write_broker_files(config)
     acl = config.broker_dir / "acl"
-    write_secret(acl, acl.read_bytes() + b"\nuser witness\ntopic readwrite #\n")
+    write_secret(acl, acl.read_bytes() + f"\nuser {WITNESS}\ntopic readwrite #\n".encode())
     procs.start("mosquitto", [mosquitto_binary(), "-c", str(conf)])
     wait_until(lambda: port_open(config.mqtt_port), 10, what="mosquitto")
     clients: dict[str, Subscriber] = {}
@@ -48,7 +51,7 @@ def barrier(sub: Subscriber, name: str) -> None:
 
 
 def test_policy_table_on_real_mosquitto(policy_broker, request):
-    witness = policy_broker("witness")
+    witness = policy_broker(WITNESS)
     failures = []
     for n, (user, topic, action, expected) in enumerate(CASES):
         if topic.startswith("$SYS"):
