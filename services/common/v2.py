@@ -75,13 +75,15 @@ class Keys:
     d2g: bytes  # device -> gateway (readings)
     g2d: bytes  # gateway -> device (acknowledgements)
     common_iv: bytes
-    d2g_ccm: ccm.Ccm = field(init=False, repr=False, compare=False)
-    g2d_ccm: ccm.Ccm = field(init=False, repr=False, compare=False)
+    _ciphers: dict[str, ccm.Ccm] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        # Each direction's cipher is built once per device key, not once per frame.
-        object.__setattr__(self, "d2g_ccm", ccm.Ccm(self.d2g, TAG))
-        object.__setattr__(self, "g2d_ccm", ccm.Ccm(self.g2d, TAG))
+    def cipher(self, direction: Literal["d2g", "g2d"]) -> ccm.Ccm:
+        """The direction's AES-CCM, built on first use and kept (per device key, not per frame;
+        lazily, so 10,000 registered devices cost nothing until they connect)."""
+        found = self._ciphers.get(direction)
+        if found is None:
+            found = self._ciphers[direction] = ccm.Ccm(self.d2g if direction == "d2g" else self.g2d, TAG)
+        return found
 
 
 def is_v2_start(byte: int) -> bool:
@@ -164,13 +166,14 @@ def seal_data(keys: Keys, seq: int, plaintext: bytes) -> bytes:
     if not 0 < len(plaintext) <= MAX_PLAINTEXT:
         raise V2Error("too_long", f"plaintext must be 1..{MAX_PLAINTEXT} bytes")
     header = build_header("data", keys.kid, seq, len(plaintext) + TAG)
-    return header + keys.d2g_ccm.encrypt(nonce(keys.common_iv, keys.kid, seq), header, plaintext)
+    return header + keys.cipher("d2g").encrypt(nonce(keys.common_iv, keys.kid, seq), header, plaintext)
 
 
 def open_data(keys: Keys, frame: Frame) -> bytes:
     """Verify and decrypt a reading frame; nothing comes out unless the tag verifies."""
     try:
-        return keys.d2g_ccm.decrypt(nonce(keys.common_iv, keys.kid, frame.seq), frame.header, frame.body)
+        n = nonce(keys.common_iv, keys.kid, frame.seq)
+        return keys.cipher("d2g").decrypt(n, frame.header, frame.body)
     except ccm.CcmError:
         raise V2Error("bad_tag", "authentication tag does not verify") from None
 
@@ -182,7 +185,7 @@ def seal_ack(keys: Keys, seq: int) -> bytes:
     re-sent ack reuses its nonce only with identical input and reveals nothing new.
     """
     header = build_header("ack", keys.kid, seq, TAG)
-    return header + keys.g2d_ccm.encrypt(nonce(keys.common_iv, keys.kid, seq), header, b"")
+    return header + keys.cipher("g2d").encrypt(nonce(keys.common_iv, keys.kid, seq), header, b"")
 
 
 def open_ack(keys: Keys, frame: Frame) -> int:
@@ -190,7 +193,7 @@ def open_ack(keys: Keys, frame: Frame) -> int:
     if frame.kid != keys.kid:
         raise V2Error("unknown_kid", "ack for another key id")
     try:
-        keys.g2d_ccm.decrypt(nonce(keys.common_iv, keys.kid, frame.seq), frame.header, frame.body)
+        keys.cipher("g2d").decrypt(nonce(keys.common_iv, keys.kid, frame.seq), frame.header, frame.body)
     except ccm.CcmError:
         raise V2Error("bad_tag", "ack tag does not verify") from None
     return frame.seq
