@@ -37,7 +37,7 @@ SALT = b"medsec-v2"
 
 class V2Error(ValueError):
     def __init__(self, reason, detail):
-        ValueError.__init__(self, reason + ": " + detail)
+        super().__init__(reason + ": " + detail)
         self.reason = reason
         self.detail = detail
 

@@ -47,7 +47,7 @@ class CcmError(ValueError):
     """Bad parameters, or a tag that does not verify (`reason` is "bad_tag" then)."""
 
     def __init__(self, reason, detail):
-        ValueError.__init__(self, reason + ": " + detail)
+        super().__init__(reason + ": " + detail)
         self.reason = reason
         self.detail = detail
 

@@ -144,4 +144,15 @@ try:
 except NetError:
     result["forged_ack_refused"] = link.pending() == 1
 
+# The error classes themselves must construct on MicroPython (ValueError.__init__(self, ...) does not).
+import ccm  # noqa: E402
+
+for error_class in (v2codec.V2Error, ccm.CcmError):
+    try:
+        raise error_class("bad_tag", "probe")
+    except error_class as exc:
+        result.setdefault("errors_raise", []).append(exc.reason == "bad_tag")
+    except Exception as exc:  # noqa: BLE001 - any other exception is the bug this guards against
+        result["fail"].append("%s does not construct: %r" % (error_class.__name__, exc))
+
 print("RESULT " + json.dumps(result))

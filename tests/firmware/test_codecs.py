@@ -187,6 +187,7 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     assert result["format"] >= len(FULL) // 2
     assert result["legacy_fields"] == len(VECTORS["config_page_fields"])
     assert result["forged_ack_refused"] is True
+    assert result["errors_raise"] == [True, True]
     assert result["macs"] == result["v2_fields"] == result["http"] == result["stored"] == len(subs)
     assert result["v2_frames"] == len(v2) and result["v2_acks"] == len([f for f in v2 if "ack" in f])
 
