@@ -60,7 +60,7 @@ class Output:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.acks = bus.AckTracker(self.client, loop)
-        self.driver = AsyncioBusLoop(self.client, loop, config.host, config.mqtt_port)
+        self.driver = AsyncioBusLoop(self.client, loop, config.broker_host, config.mqtt_port)
 
     def start(self) -> None:
         self.driver.start()

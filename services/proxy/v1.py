@@ -58,11 +58,13 @@ class V1Session:
         """Auth saw no padding in the last block: the reading goes on."""
         self._more_at = len(self.buffer)
 
-    def accepted(self, found: codec.Scan) -> None:
+    def accepted(self, found: codec.Scan, now: float) -> None:
         del self.buffer[:found.consumed]
         self._more_at = None
-        # Whatever is left arrived with the last read: the next reading started then.
-        self.reading_started = self.last_data if self.buffer else None
+        # The clocks restart once the gateway is ready for the device again: time spent on
+        # auth and on the broker's PUBACK is ours, not the device's (under load it can be long).
+        self.last_data = max(self.last_data, now)
+        self.reading_started = now if self.buffer else None
 
     def deadline(self) -> tuple[float, str]:
         """When the connection must have sent more, and the reason if it has not."""
@@ -120,7 +122,7 @@ class V1Handler:
                 if not isinstance(device, str):
                     raise Reject("auth_protocol", "auth answered ok without a device")
                 await conn.accept_reading(device, check_values(reply.get("values")), "v1")
-                session.accepted(found)
+                session.accepted(found, conn.now())
             elif status == "rejected":
                 device = reply.get("device")
                 raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),

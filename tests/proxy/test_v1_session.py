@@ -41,7 +41,7 @@ def drive(session: V1Session, key: str, iv: str, variant: str, chunks: list[byte
                 session.more()
                 continue
             out.append(text)
-            session.accepted(found)
+            session.accepted(found, 0.0)
     return out, asked
 
 
@@ -115,12 +115,22 @@ def test_leftover_bytes_start_the_next_reading_clock():
     session.feed(wire + wire[:10], 50.0)
     found = session.next_request()
     assert found is not None and found.final
-    session.accepted(found)
-    assert session.deadline() == (52.0, "reading_timeout")
+    session.accepted(found, 50.5)
+    assert session.deadline() == (52.5, "reading_timeout")
     session.feed(wire[10:], 51.0)
     found = session.next_request()
-    session.accepted(found)
-    assert session.deadline() == (111.0, "idle_timeout")
+    session.accepted(found, 51.2)
+    assert session.deadline() == (111.2, "idle_timeout")
+
+
+def test_time_spent_by_the_gateway_is_not_charged_to_the_device():
+    """Auth and the broker took 5 s over one reading; the buffered next one still gets its full time."""
+    wire = VECTORS[0]["wire"].encode()
+    session = V1Session(64, idle_timeout=60.0, reading_timeout=2.0, now=0.0)
+    session.feed(wire + wire[:10], 10.0)
+    found = session.next_request()
+    session.accepted(found, 15.0)
+    assert session.deadline() == (17.0, "reading_timeout")
 
 
 def test_auth_answer_must_hold_the_seven_string_fields():
