@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import bench_envelope, stackbench
+from benchmarks import bench_envelope, bench_v2, stackbench
 
 ORIGINAL = {  # figures of the original design, as its authors reported them
     "cpu_ms_per_reading": 0.4,
@@ -67,12 +67,15 @@ def main() -> int:
     args = parser.parse_args()
     started = time.time()
     results = stackbench.run_all(quick=args.quick)
+    results["v1_v2"] = bench_v2.run_all(quick=args.quick)
     size, repeat = (2.0, 3) if args.quick else (10.0, 5)
     results["envelope"] = bench_envelope.run(size_mb=size, repeat=repeat)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=1))
     print(report(results))
+    print("\nv1 beside v2, on one stack:\n")
+    print(bench_v2.report(results["v1_v2"]))
     print(f"\n(benchmark took {time.time() - started:.0f} s; raw figures in {out / 'latest.json'})")
     return 0
 
