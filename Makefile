@@ -29,8 +29,8 @@ nodered:
 run: setup
 	$(BIN)/medsec up --demo 3
 
-# Node-RED's mocha tests first, so pytest's summary is the last line.
-test: setup-test test-node
+# Lint and Node-RED's mocha tests first, so pytest's summary is the last line.
+test: setup-test lint test-node
 	$(BIN)/pytest
 
 test-node:
