@@ -164,6 +164,10 @@ class EspNet:
         self.at.cmd("AT+CIPSTO=10")
 
     def stop_ap(self):
+        # AT+CIPSERVER=0 leaves open links open: close the page's links first, or work mode
+        # would find link 0 still "open" and send readings down the configuration link.
+        for link in list(self.at.open):
+            self._close_link(link)
         try:
             self.at.cmd("AT+CIPSERVER=0")
         except NetError:
@@ -182,14 +186,10 @@ class EspNet:
         return None
 
     def respond(self, link, data):
-        self.at.closed.discard(link)
-        try:
-            self.at.send(link, data)
-        finally:
-            # A browser that has the whole answer may close first and connect again at once,
-            # getting the same link id: closing then would cut its next request.
-            if link not in self.at.closed:
-                self._close_link(link)
+        # No AT+CIPCLOSE here: the answer says "Connection: close", so the browser closes,
+        # and the module drops idle links after AT+CIPSTO. A browser that closed and
+        # reconnected at once has the same link id again, and closing it would cut that request.
+        self.at.send(link, data)
 
     def _close_link(self, link):
         try:

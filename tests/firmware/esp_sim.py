@@ -15,6 +15,7 @@ import re
 import selectors
 import socket
 import threading
+import time
 
 MAX_LINKS = 5
 
@@ -82,6 +83,7 @@ class Esp8266Sim:
         self.links: dict[int, socket.socket] = {}
         self.server: socket.socket | None = None
         self.server_timeout = 180
+        self.last_active: dict[int, float] = {}
         self.sending: tuple[int, int] | None = None
         self.commands: list[str] = []
         self.sel = selectors.DefaultSelector()
@@ -227,6 +229,7 @@ class Esp8266Sim:
 
     def _drop(self, link: int, announce: bool = True) -> None:
         s = self.links.pop(link, None)
+        self.last_active.pop(link, None)
         if s is None:
             return
         try:
@@ -262,6 +265,8 @@ class Esp8266Sim:
                 events = self.sel.select(0.01)
             except (OSError, ValueError):
                 continue
+            with self.lock:
+                self._drop_idle_server_links()
             for key, _ in events:
                 with self.lock:
                     if key.data == "server":
@@ -283,6 +288,7 @@ class Esp8266Sim:
         link = free[0]
         conn.setblocking(False)
         self.links[link] = conn
+        self.last_active[link] = time.monotonic()
         self.sel.register(conn, selectors.EVENT_READ, link)
         self._out(f"{link},CONNECT\r\n")
 
@@ -298,7 +304,16 @@ class Esp8266Sim:
         if not data:
             self._drop(link)
             return
+        if link in self.last_active:
+            self.last_active[link] = time.monotonic()
         self._out(f"\r\n+IPD,{link},{len(data)}:".encode() + data)
+
+    def _drop_idle_server_links(self) -> None:
+        """AT+CIPSTO: the module closes a server link that has been silent that long."""
+        now = time.monotonic()
+        for link, last in list(self.last_active.items()):  # only links the server accepted
+            if self.server_timeout and now - last > self.server_timeout:
+                self._drop(link)
 
     def close(self) -> None:
         self.running = False

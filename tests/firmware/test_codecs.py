@@ -263,7 +263,7 @@ def test_main_loop_under_real_micropython(tmp_path, built_firmware, protocol):
     assert (result["site"]["server_ip"], result["site"]["server_port"]) == ("10.20.30.40", 9998)
     assert result["site"]["wifi_ssid"] == "IoT" and result["wifi_password"] == "pa$$w0rd"
     cmds = result["commands"]
-    assert 'AT+CWSAP="Med_IoT","",5,0,1' in cmds and 'AT+CWJAP="IoT","pa$$w0rd"' in cmds
+    assert 'AT+CWSAP="Med_IoT","",5,0,1' in cmds and 'AT+CWJAP="IoT","pa$$w0rd"' in cmds, cmds
     assert 'AT+CIPSTART=0,"TCP","10.20.30.40",9998' in cmds
     assert result["http"] and result["http"][0].startswith("HTTP/1.1 200") and result["feeds"] > 0
     ecb = AES.new(v1_key.encode(), AES.MODE_ECB)
