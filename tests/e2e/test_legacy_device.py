@@ -8,19 +8,11 @@ from services.common import v1
 from tests.support.broker import Subscriber
 from tests.support.proc import free_port, wait_until
 from tests.support.stack import alive, api, device_socket, kill_all, medsec, supervised_pids
+from tests.support.topics import LEGACY
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
 FULL = [v for v in VECTORS if v["key"] == "1234567890123456" and len(v["plaintext"]) >= 125]
 
-LEGACY = {
-    "Physiological_Data/Temperature": "Temp",
-    "Physiological_Data/Pulse_Signal": "PulseSig",
-    "Physiological_Data/Accelerometer/x": "Acel_x",
-    "Physiological_Data/Accelerometer/y": "Acel_y",
-    "Physiological_Data/Accelerometer/z": "Acel_z",
-    "Internal_Device_Data/Temperature/MCU": "TempMcu",
-    "Internal_Device_Data/Temperature/MPU": "TempMpu",
-}
 
 
 def register(config, device, key="1234567890123456", iv="AAAAAAAAAAAAAAAA"):

@@ -4,10 +4,10 @@ import signal
 import subprocess
 import threading
 
-from tests.e2e.test_legacy_device import LEGACY
 from tests.support.broker import Subscriber
 from tests.support.proc import wait_until
 from tests.support.stack import MEDSEC, alive, kill_all, supervised_pids
+from tests.support.topics import LEGACY
 
 EXPECTED_SUFFIXES = set(LEGACY) | {
     "Ip_address", "Port_address", "Internal_Server/Ip_address", "Internal_Server/Port_address",

@@ -18,16 +18,8 @@ from tests.firmware.conftest import WIFI, expected_values
 from tests.firmware.gateway import Gateway
 from tests.support.broker import start_mosquitto
 from tests.support.proc import Processes, free_port, wait_until
+from tests.support.topics import LEGACY
 
-LEGACY = {
-    "Physiological_Data/Temperature": "Temp",
-    "Physiological_Data/Pulse_Signal": "PulseSig",
-    "Physiological_Data/Accelerometer/x": "Acel_x",
-    "Physiological_Data/Accelerometer/y": "Acel_y",
-    "Physiological_Data/Accelerometer/z": "Acel_z",
-    "Internal_Device_Data/Temperature/MCU": "TempMcu",
-    "Internal_Device_Data/Temperature/MPU": "TempMpu",
-}
 SSID = next(iter(WIFI))
 OUTAGE_S = 30
 

@@ -10,18 +10,10 @@ import pytest
 
 from tests.support.broker import Subscriber, start_mosquitto
 from tests.support.proc import wait_until
+from tests.support.topics import LEGACY
 
 VALUES = {"Temp": "36.600", "TempMcu": "23.700", "PulseSig": "2.123", "Acel_x": "-0.01",
           "Acel_y": "0.000", "Acel_z": "1.002", "TempMpu": "23.400"}
-LEGACY = {
-    "Physiological_Data/Temperature": "Temp",
-    "Physiological_Data/Pulse_Signal": "PulseSig",
-    "Physiological_Data/Accelerometer/x": "Acel_x",
-    "Physiological_Data/Accelerometer/y": "Acel_y",
-    "Physiological_Data/Accelerometer/z": "Acel_z",
-    "Internal_Device_Data/Temperature/MCU": "TempMcu",
-    "Internal_Device_Data/Temperature/MPU": "TempMpu",
-}
 
 
 def new_device() -> str:
