@@ -6,7 +6,7 @@ import threading
 
 from tests.support.broker import Subscriber
 from tests.support.proc import wait_until
-from tests.support.stack import MEDSEC, alive, kill_all, supervised_pids
+from tests.support.stack import MEDSEC, alive, kill_all, medsec, supervised_pids
 from tests.support.topics import LEGACY
 
 EXPECTED_SUFFIXES = set(LEGACY) | {
@@ -47,6 +47,16 @@ def test_up_with_demo_devices_then_ctrl_c_leaves_nothing(config, config_env):
             assert dash.on(f"Pico/{device}/status")[-1] == b"online"
         dash.close()
         pids = supervised_pids(config)
+
+        def status() -> str:
+            return medsec(config_env, "status").stdout
+
+        shown = wait_until(lambda: "devices connected: 3" in status() and status(), 20,
+                           what="medsec status to count the demo devices")
+        running = {line.split()[0] for line in shown.splitlines() if "RUNNING" in line}
+        assert {"mosquitto", "auth", "keyadmin", "proxy", "publisher", "demo"} <= running, shown
+        rate = float(shown.split("readings/s:")[1].split()[0])
+        assert 1.0 <= rate <= 10.0, shown  # 3 devices at 1 Hz
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
         assert proc.wait(60) == 0, "".join(output)
