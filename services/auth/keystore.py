@@ -1,9 +1,10 @@
 """The key store: devices, their sealed credentials, counters and the audit log.
 
 `KeyStore` is the interface the auth service and the key-admin API use;
-`SQLiteKeyStore` is the implementation at `config.keystore_path`. Secrets are
-sealed (services/auth/sealing.py) before they reach the database and unsealed
-only in memory.
+`SQLKeyStoreBase` holds the logic both SQL backends share; `SQLiteKeyStore` is
+the implementation at `config.keystore_path` (PostgreSQL: keystore_pg.py).
+Secrets are sealed (services/auth/sealing.py) before they reach the database
+and unsealed only in memory.
 
 Rotation keeps several credentials per device (generations): the newest is
 current; an older one stays valid until its `expires_at` (end of the grace
@@ -11,13 +12,15 @@ period), which is cut short when the device first uses the newer one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -262,15 +265,266 @@ def _create_private(path: Path) -> None:
     check_private(path)
 
 
-class SQLiteKeyStore:
-    """The SQLite key store. Thread-safe (one connection behind a lock); several processes share the file."""
+class SQLKeyStoreBase:
+    """The store's logic, shared by the SQLite and PostgreSQL backends.
 
-    def __init__(self, path: Path, sealer: Sealer, clock=time.time) -> None:
-        _create_private(path)
-        self._path = path
+    Statements are written once, with `?` placeholders and SQL both dialects accept; a subclass
+    supplies the connection (`_db`), write transactions (`_tx`), the schema, `generation()`,
+    `save_v2_window()` and the few class attributes below. Thread-safe: one connection behind a lock.
+    """
+
+    _CHANGES = "changes"  # the meta row holding the change counter
+    _GREATEST = "MAX"  # the two-argument maximum
+    _BY_ID = "id"  # how devices are ordered (the same order on every backend)
+
+    _db: Any
+
+    def __init__(self, sealer: Sealer, clock: Callable[[], float]) -> None:
         self._sealer = sealer
         self._clock = clock
         self._lock = threading.RLock()
+        self._unsealed: dict[tuple[str, int], dict[str, str]] = {}
+
+    # --- the dialect ---
+    def _tx(self) -> AbstractContextManager[None]:
+        """A write transaction, serialised with every other writer of the database."""
+        raise NotImplementedError
+
+    def generation(self) -> int:
+        raise NotImplementedError
+
+    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        """`sql` in the driver's placeholder style."""
+        return sql
+
+    def _x(self, sql: str, args: tuple = ()) -> Any:
+        """Run one statement on the current connection (inside a transaction for writes)."""
+        return self._db.execute(self._sql(sql), args)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """A read outside any write transaction."""
+        with self._lock:
+            return self._x(sql, args).fetchall()
+
+    # --- reads ---
+    def _device_rows(self, where: str = "", args: tuple = ()) -> list[Device]:
+        rows = self._read(
+            "SELECT id, protocol, created_at, revoked_at, last_seen, readings, rejected, connections"
+            f" FROM devices {where} ORDER BY {self._BY_ID}", args)
+        creds: dict[str, list[CredentialInfo]] = {}
+        cred_sql = "SELECT device_id, generation, created_at, expires_at, confirmed_at FROM credentials"
+        if where:
+            cred_sql += " WHERE device_id IN (SELECT id FROM devices " + where + ")"
+        cred_sql += " ORDER BY generation"
+        for dev, gen, created, expires, confirmed in self._read(cred_sql, args):
+            creds.setdefault(dev, []).append(CredentialInfo(gen, created, expires, confirmed))
+        return [Device(*row, credentials=tuple(creds.get(row[0], ()))) for row in rows]
+
+    def get(self, device_id: str) -> Device | None:
+        with self._lock:
+            found = self._device_rows("WHERE id = ?", (device_id,))
+        return found[0] if found else None
+
+    def list(self) -> list[Device]:
+        with self._lock:
+            return self._device_rows()
+
+    def credentials(self, protocol: str) -> list[Credential]:
+        """Every credential of `protocol` (also revoked and expired ones, flagged), unsealed."""
+        return self.credentials_changed(protocol, -1)[0]
+
+    def credentials_changed(self, protocol: str, since: int) -> tuple[list[Credential], int]:
+        """All credentials of the devices changed after change number `since`, and the current number.
+
+        The number is read first: a change committed after it shows up now and again next time
+        (harmless), and none committed before it can be missed (writers commit in number order)."""
+        with self._lock:
+            current = self._current_change()
+            rows = self._read(
+                "SELECT c.device_id, c.generation, c.sealed, c.expires_at, d.revoked_at"
+                " FROM credentials c JOIN devices d ON d.id = c.device_id WHERE d.protocol = ?"
+                " AND d.changed > ?", (protocol, since))
+            out = []
+            for device_id, gen, sealed, expires, revoked in rows:
+                secret = self._unsealed.get((device_id, gen))
+                if secret is None:
+                    # bytes(): psycopg hands BYTEA back as a memoryview.
+                    secret = self._sealer.unseal(device_id, protocol, bytes(sealed))
+                    self._unsealed[(device_id, gen)] = secret
+                out.append(Credential(device_id, protocol, gen, secret, expires, revoked is not None))
+            return out, current
+
+    def _current_change(self) -> int:
+        return int(self._read("SELECT value FROM meta WHERE name = ?", (self._CHANGES,))[0][0])
+
+    def _next_change(self) -> int:
+        """Inside a write transaction: the number that stamps the devices this write changes."""
+        # meta.value is TEXT; these CASTs mean the same in SQLite and PostgreSQL.
+        self._x("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE name = ?",
+                (self._CHANGES,))
+        return int(self._x("SELECT value FROM meta WHERE name = ?", (self._CHANGES,)).fetchone()[0])
+
+    def _stamp(self, device_id: str) -> None:
+        self._x("UPDATE devices SET changed = ? WHERE id = ?", (self._next_change(), device_id))
+
+    # --- writes ---
+    def _insert_credential(self, device_id: str, protocol: str, generation: int, secret: dict[str, str],
+                           now: float) -> None:
+        kind = KINDS[protocol]
+        fingerprint = self._sealer.fingerprint(protocol, kind.material(secret))
+        clash = self._x(
+            "SELECT c.device_id FROM credentials c JOIN devices d ON d.id = c.device_id"
+            " WHERE c.fingerprint = ? AND d.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?)"
+            " AND c.device_id != ?", (fingerprint, now, device_id)).fetchone()
+        key_id = kind.key_id(secret)
+        if clash is None and key_id is not None:
+            clash = self._x("SELECT device_id FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
+        if clash is not None:
+            raise CredentialsInUse("these credentials are already registered to another device", device_id)
+        self._x(
+            "INSERT INTO credentials(device_id, generation, sealed, fingerprint, key_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (device_id, generation, self._sealer.seal(device_id, protocol, secret), fingerprint, key_id, now))
+
+    def _add(self, device: NewDevice, now: float, change: int) -> None:
+        existing = self._x("SELECT revoked_at FROM devices WHERE id = ?", (device.id,)).fetchone()
+        if existing is not None:
+            state = " (revoked)" if existing[0] is not None else ""
+            raise DeviceExists(f"device {device.id} already exists{state}", device.id)
+        self._x("INSERT INTO devices(id, protocol, created_at, changed) VALUES (?, ?, ?, ?)",
+                (device.id, device.protocol, now, change))
+        self._insert_credential(device.id, device.protocol, 1, device.secret, now)
+
+    def add(self, device: NewDevice, actor: str = "admin") -> Device:
+        now = self._clock()
+        with self._tx():
+            self._add(device, now, self._next_change())
+            self._append_audit(actor, "added", device.id, {"protocol": device.protocol}, now)
+        return self._must_get(device.id)
+
+    def import_many(self, devices: list[NewDevice], actor: str = "admin") -> list[Device]:
+        """All or nothing: one clash (existing id, shared credentials) imports none."""
+        now = self._clock()
+        with self._tx():
+            change = self._next_change()
+            for device in devices:
+                self._add(device, now, change)
+            self._append_audit(actor, "imported", None, {"count": len(devices),
+                                                         "devices": [d.id for d in devices][:1000]}, now)
+        found = {d.id: d for d in self.list()}
+        return [found[d.id] for d in devices]
+
+    def revoke(self, device_id: str, actor: str = "admin") -> Device:
+        now = self._clock()
+        with self._tx():
+            row = self._x("SELECT revoked_at FROM devices WHERE id = ?", (device_id,)).fetchone()
+            if row is None:
+                raise DeviceNotFound(f"no device {device_id}", device_id)
+            if row[0] is not None:
+                raise DeviceRevoked(f"device {device_id} is already revoked", device_id)
+            self._x("UPDATE devices SET revoked_at = ? WHERE id = ?", (now, device_id))
+            self._stamp(device_id)
+            self._append_audit(actor, "revoked", device_id, {}, now)
+        return self._must_get(device_id)
+
+    def rotate(self, device_id: str, secret: dict[str, str], grace: float, actor: str = "admin") -> Device:
+        """New current credentials; the previous current ones stay valid for `grace` seconds."""
+        now = self._clock()
+        with self._tx():
+            row = self._x("SELECT protocol, revoked_at FROM devices WHERE id = ?", (device_id,)).fetchone()
+            if row is None:
+                raise DeviceNotFound(f"no device {device_id}", device_id)
+            protocol, revoked = row
+            if revoked is not None:
+                raise DeviceRevoked(f"device {device_id} is revoked", device_id)
+            (top,) = self._x("SELECT MAX(generation) FROM credentials WHERE device_id = ?",
+                             (device_id,)).fetchone()
+            # Only the credential current until now gets the overlap; older ones end at once.
+            self._x("UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation < ?"
+                    " AND (expires_at IS NULL OR expires_at > ?)", (now, device_id, top, now))
+            self._x("UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation = ?",
+                    (now + grace, device_id, top))
+            self._insert_credential(device_id, protocol, top + 1, secret, now)
+            self._stamp(device_id)
+            self._append_audit(actor, "rotated", device_id, {"generation": top + 1, "grace": grace}, now)
+        return self._must_get(device_id)
+
+    def confirm(self, device_id: str, generation: int) -> None:
+        """The device used credential `generation`: the overlap of older ones ends now."""
+        now = self._clock()
+        with self._tx():
+            changed = self._x(
+                "UPDATE credentials SET confirmed_at = ? WHERE device_id = ? AND generation = ?"
+                " AND confirmed_at IS NULL", (now, device_id, generation)).rowcount
+            ended = self._x(
+                "UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation < ?"
+                " AND (expires_at IS NULL OR expires_at > ?)", (now, device_id, generation, now)).rowcount
+            if changed or ended:
+                self._stamp(device_id)
+            if changed and ended:
+                self._append_audit("auth", "rotation_confirmed", device_id, {"generation": generation}, now)
+
+    def record_seen(self, batch: dict[str, Seen]) -> None:
+        """Counters only: no change stamp (auth caches need no reload for them)."""
+        if not batch:
+            return
+        # A cursor: psycopg's connection has no executemany; closing(): sqlite3's cursor is no context.
+        with self._tx(), contextlib.closing(self._db.cursor()) as cur:
+            cur.executemany(self._sql(
+                f"UPDATE devices SET last_seen = {self._GREATEST}(COALESCE(last_seen, 0), ?),"
+                " readings = readings + ?, rejected = rejected + ?, connections = connections + ?"
+                " WHERE id = ?"),
+                [(s.last_seen, s.readings, s.rejected, s.connections, d) for d, s in batch.items()])
+
+    # --- protocol v2 replay windows (services/common/v2.py ReplayWindow, as text) ---
+    def v2_window(self, key_id: str) -> str | None:
+        # "window" quoted: a reserved word in PostgreSQL.
+        rows = self._read('SELECT "window" FROM v2_windows WHERE key_id = ?', (key_id,))
+        return rows[0][0] if rows else None
+
+    # --- audit ---
+    def _append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any],
+                      now: float) -> AuditEntry:
+        last = self._x("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        digest = audit_hash(prev, seq, now, actor, action, device, detail)
+        self._x("INSERT INTO audit(seq, ts, actor, action, device, detail, prev, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, now, actor, action, device, json.dumps(detail, sort_keys=True), prev, digest))
+        return AuditEntry(seq, now, actor, action, device, detail, prev, digest)
+
+    def append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any]) -> AuditEntry:
+        with self._tx():
+            return self._append_audit(actor, action, device, detail, self._clock())
+
+    def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        rows = self._read(
+            "SELECT seq, ts, actor, action, device, detail, prev, hash FROM audit WHERE seq > ?"
+            " ORDER BY seq LIMIT ?", (after, limit))
+        return [AuditEntry(seq, ts, actor, action, device, _loads(detail), prev, digest)
+                for seq, ts, actor, action, device, detail, prev, digest in rows]
+
+    # --- misc ---
+    def _must_get(self, device_id: str) -> Device:
+        device = self.get(device_id)
+        assert device is not None
+        return device
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class SQLiteKeyStore(SQLKeyStoreBase):
+    """The SQLite key store. Thread-safe (one connection behind a lock); several processes share the file."""
+
+    def __init__(self, path: Path, sealer: Sealer, clock: Callable[[], float] = time.time) -> None:
+        _create_private(path)
+        super().__init__(sealer, clock)
+        self._path = path
         self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout = 10000")
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -293,7 +547,6 @@ class SQLiteKeyStore:
             side = path.with_name(path.name + suffix)
             if side.exists():
                 os.chmod(side, 0o600)
-        self._unsealed: dict[tuple[str, int], dict[str, str]] = {}
 
     @classmethod
     def open(cls, config: Config) -> SQLiteKeyStore:
@@ -302,186 +555,13 @@ class SQLiteKeyStore:
             check_private(config.keystore_path)
         return cls(config.keystore_path, Sealer.from_file(config.master_key_path))
 
-    # --- transactions ---
     def _tx(self) -> _Tx:
         return _Tx(self._db, self._lock)
-
-    # --- reads ---
-    def _device_rows(self, where: str = "", args: tuple = ()) -> list[Device]:
-        rows = self._db.execute(
-            "SELECT id, protocol, created_at, revoked_at, last_seen, readings, rejected, connections"
-            f" FROM devices {where} ORDER BY id", args).fetchall()
-        creds: dict[str, list[CredentialInfo]] = {}
-        cred_sql = "SELECT device_id, generation, created_at, expires_at, confirmed_at FROM credentials"
-        if where:
-            cred_sql += " WHERE device_id IN (SELECT id FROM devices " + where + ")"
-        cred_sql += " ORDER BY generation"
-        for dev, gen, created, expires, confirmed in self._db.execute(cred_sql, args):
-            creds.setdefault(dev, []).append(CredentialInfo(gen, created, expires, confirmed))
-        return [Device(*row, credentials=tuple(creds.get(row[0], ()))) for row in rows]
-
-    def get(self, device_id: str) -> Device | None:
-        with self._lock:
-            found = self._device_rows("WHERE id = ?", (device_id,))
-        return found[0] if found else None
-
-    def list(self) -> list[Device]:
-        with self._lock:
-            return self._device_rows()
-
-    def credentials(self, protocol: str) -> list[Credential]:
-        """Every credential of `protocol` (also revoked and expired ones, flagged), unsealed."""
-        return self.credentials_changed(protocol, -1)[0]
-
-    def credentials_changed(self, protocol: str, since: int) -> tuple[list[Credential], int]:
-        """All credentials of the devices changed after change number `since`, and the current number."""
-        with self._lock:
-            (current,) = self._db.execute(
-                "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'changes'").fetchone()
-            rows = self._db.execute(
-                "SELECT c.device_id, c.generation, c.sealed, c.expires_at, d.revoked_at"
-                " FROM credentials c JOIN devices d ON d.id = c.device_id WHERE d.protocol = ?"
-                " AND d.changed > ?", (protocol, since)).fetchall()
-            return self._unseal_rows(protocol, rows), current
-
-    def _unseal_rows(self, protocol: str, rows: list[tuple]) -> list[Credential]:
-        out = []
-        for device_id, gen, sealed, expires, revoked in rows:
-            secret = self._unsealed.get((device_id, gen))
-            if secret is None:
-                secret = self._sealer.unseal(device_id, protocol, sealed)
-                self._unsealed[(device_id, gen)] = secret
-            out.append(Credential(device_id, protocol, gen, secret, expires, revoked is not None))
-        return out
-
-    def _next_change(self) -> int:
-        """Inside a transaction: the number that stamps the devices this write changes."""
-        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'changes'")
-        row = self._db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'changes'").fetchone()
-        return row[0]
-
-    def _stamp(self, device_id: str) -> None:
-        self._db.execute("UPDATE devices SET changed = ? WHERE id = ?", (self._next_change(), device_id))
 
     def generation(self) -> int:
         """Changes whenever another connection (process) commits: cheap change detection."""
         with self._lock:
             return self._db.execute("PRAGMA data_version").fetchone()[0]
-
-    # --- writes ---
-    def _insert_credential(self, device_id: str, protocol: str, generation: int, secret: dict[str, str],
-                           now: float) -> None:
-        kind = KINDS[protocol]
-        fingerprint = self._sealer.fingerprint(protocol, kind.material(secret))
-        clash = self._db.execute(
-            "SELECT c.device_id FROM credentials c JOIN devices d ON d.id = c.device_id"
-            " WHERE c.fingerprint = ? AND d.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?)"
-            " AND c.device_id != ?", (fingerprint, now, device_id)).fetchone()
-        key_id = kind.key_id(secret)
-        if clash is None and key_id is not None:
-            clash = self._db.execute("SELECT device_id FROM credentials WHERE key_id = ?",
-                                     (key_id,)).fetchone()
-        if clash is not None:
-            raise CredentialsInUse("these credentials are already registered to another device", device_id)
-        self._db.execute(
-            "INSERT INTO credentials(device_id, generation, sealed, fingerprint, key_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (device_id, generation, self._sealer.seal(device_id, protocol, secret), fingerprint, key_id, now))
-
-    def _add(self, device: NewDevice, now: float, change: int) -> None:
-        existing = self._db.execute("SELECT revoked_at FROM devices WHERE id = ?", (device.id,)).fetchone()
-        if existing is not None:
-            state = " (revoked)" if existing[0] is not None else ""
-            raise DeviceExists(f"device {device.id} already exists{state}", device.id)
-        self._db.execute("INSERT INTO devices(id, protocol, created_at, changed) VALUES (?, ?, ?, ?)",
-                         (device.id, device.protocol, now, change))
-        self._insert_credential(device.id, device.protocol, 1, device.secret, now)
-
-    def add(self, device: NewDevice, actor: str = "admin") -> Device:
-        now = self._clock()
-        with self._tx():
-            self._add(device, now, self._next_change())
-            self._append_audit(actor, "added", device.id, {"protocol": device.protocol}, now)
-        return self._must_get(device.id)
-
-    def import_many(self, devices: list[NewDevice], actor: str = "admin") -> list[Device]:
-        """All or nothing: one clash (existing id, shared credentials) imports none."""
-        now = self._clock()
-        with self._tx():
-            change = self._next_change()
-            for device in devices:
-                self._add(device, now, change)
-            self._append_audit(actor, "imported", None, {"count": len(devices),
-                                                         "devices": [d.id for d in devices][:1000]}, now)
-        with self._lock:
-            found = {d.id: d for d in self._device_rows()}
-        return [found[d.id] for d in devices]
-
-    def revoke(self, device_id: str, actor: str = "admin") -> Device:
-        now = self._clock()
-        with self._tx():
-            row = self._db.execute("SELECT revoked_at FROM devices WHERE id = ?", (device_id,)).fetchone()
-            if row is None:
-                raise DeviceNotFound(f"no device {device_id}", device_id)
-            if row[0] is not None:
-                raise DeviceRevoked(f"device {device_id} is already revoked", device_id)
-            self._db.execute("UPDATE devices SET revoked_at = ? WHERE id = ?", (now, device_id))
-            self._stamp(device_id)
-            self._append_audit(actor, "revoked", device_id, {}, now)
-        return self._must_get(device_id)
-
-    def rotate(self, device_id: str, secret: dict[str, str], grace: float, actor: str = "admin") -> Device:
-        """New current credentials; the previous current ones stay valid for `grace` seconds."""
-        now = self._clock()
-        with self._tx():
-            row = self._db.execute("SELECT protocol, revoked_at FROM devices WHERE id = ?",
-                                   (device_id,)).fetchone()
-            if row is None:
-                raise DeviceNotFound(f"no device {device_id}", device_id)
-            protocol, revoked = row
-            if revoked is not None:
-                raise DeviceRevoked(f"device {device_id} is revoked", device_id)
-            (top,) = self._db.execute("SELECT MAX(generation) FROM credentials WHERE device_id = ?",
-                                      (device_id,)).fetchone()
-            # Only the credential current until now gets the overlap; older ones end at once.
-            self._db.execute("UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation < ?"
-                             " AND (expires_at IS NULL OR expires_at > ?)", (now, device_id, top, now))
-            self._db.execute("UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation = ?",
-                             (now + grace, device_id, top))
-            self._insert_credential(device_id, protocol, top + 1, secret, now)
-            self._stamp(device_id)
-            self._append_audit(actor, "rotated", device_id, {"generation": top + 1, "grace": grace}, now)
-        return self._must_get(device_id)
-
-    def confirm(self, device_id: str, generation: int) -> None:
-        """The device used credential `generation`: the overlap of older ones ends now."""
-        now = self._clock()
-        with self._tx():
-            changed = self._db.execute(
-                "UPDATE credentials SET confirmed_at = ? WHERE device_id = ? AND generation = ?"
-                " AND confirmed_at IS NULL", (now, device_id, generation)).rowcount
-            ended = self._db.execute(
-                "UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation < ?"
-                " AND (expires_at IS NULL OR expires_at > ?)", (now, device_id, generation, now)).rowcount
-            if changed or ended:
-                self._stamp(device_id)
-            if changed and ended:
-                self._append_audit("auth", "rotation_confirmed", device_id, {"generation": generation}, now)
-
-    def record_seen(self, batch: dict[str, Seen]) -> None:
-        if not batch:
-            return
-        with self._tx():
-            self._db.executemany(
-                "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?), readings = readings + ?,"
-                " rejected = rejected + ?, connections = connections + ? WHERE id = ?",
-                [(s.last_seen, s.readings, s.rejected, s.connections, d) for d, s in batch.items()])
-
-    # --- protocol v2 replay windows (services/common/v2.py ReplayWindow, as text) ---
-    def v2_window(self, key_id: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT window FROM v2_windows WHERE key_id = ?", (key_id,)).fetchone()
-        return row[0] if row else None
 
     def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
         """Written before auth answers: a restarted auth never accepts a seq twice."""
@@ -489,39 +569,6 @@ class SQLiteKeyStore:
             self._db.execute(
                 "INSERT INTO v2_windows(key_id, device_id, window) VALUES (?, ?, ?)"
                 " ON CONFLICT(key_id) DO UPDATE SET window = excluded.window", (key_id, device_id, window))
-
-    # --- audit ---
-    def _append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any],
-                      now: float) -> AuditEntry:
-        last = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        digest = audit_hash(prev, seq, now, actor, action, device, detail)
-        self._db.execute("INSERT INTO audit(seq, ts, actor, action, device, detail, prev, hash)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (seq, now, actor, action, device, json.dumps(detail, sort_keys=True), prev, digest))
-        return AuditEntry(seq, now, actor, action, device, detail, prev, digest)
-
-    def append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any]) -> AuditEntry:
-        with self._tx():
-            return self._append_audit(actor, action, device, detail, self._clock())
-
-    def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, ts, actor, action, device, detail, prev, hash FROM audit WHERE seq > ?"
-                " ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-        return [AuditEntry(seq, ts, actor, action, device, _loads(detail), prev, digest)
-                for seq, ts, actor, action, device, detail, prev, digest in rows]
-
-    # --- misc ---
-    def _must_get(self, device_id: str) -> Device:
-        device = self.get(device_id)
-        assert device is not None
-        return device
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def _loads(text: str) -> dict[str, Any]:
