@@ -205,6 +205,7 @@ class KeyStore(Protocol):
     def generation(self) -> int: ...
     def v2_window(self, key_id: str) -> str | None: ...
     def save_v2_window(self, key_id: str, device_id: str, window: str) -> None: ...
+    def advance_v2_window(self, key_id: str, device_id: str, window: str, seq: int) -> bool: ...
     def append_audit(
         self, actor: str, action: str, device: str | None, detail: dict[str, Any]
     ) -> AuditEntry: ...
@@ -270,12 +271,14 @@ class SQLKeyStoreBase:
 
     Statements are written once, with `?` placeholders and SQL both dialects accept; a subclass
     supplies the connection (`_db`), write transactions (`_tx`), the schema, `generation()`,
-    `save_v2_window()` and the few class attributes below. Thread-safe: one connection behind a lock.
+    `_write_one()` and the few class attributes below. Thread-safe: one connection behind a lock.
     """
 
     _CHANGES = "changes"  # the meta row holding the change counter
     _GREATEST = "MAX"  # the two-argument maximum
     _BY_ID = "id"  # how devices are ordered (the same order on every backend)
+    # The `last` of a stored v2 window ("last:verified:acked") as an integer; {} is the column.
+    _WINDOW_LAST = "CAST(substr({0}, 1, instr({0}, ':') - 1) AS INTEGER)"
 
     _db: Any
 
@@ -293,7 +296,8 @@ class SQLKeyStoreBase:
     def generation(self) -> int:
         raise NotImplementedError
 
-    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
+    def _write_one(self, sql: str, args: tuple) -> int:
+        """Run one idempotent write statement on its own (autocommit); the rows it changed."""
         raise NotImplementedError
 
     def _sql(self, sql: str) -> str:
@@ -485,6 +489,31 @@ class SQLKeyStoreBase:
         rows = self._read('SELECT "window" FROM v2_windows WHERE key_id = ?', (key_id,))
         return rows[0][0] if rows else None
 
+    def _window_upsert(self, condition: str) -> str:
+        """Insert a window, or replace the stored one when its `last` satisfies `condition`."""
+        stored = self._WINDOW_LAST.format('v2_windows."window"')
+        return ('INSERT INTO v2_windows(key_id, device_id, "window") VALUES (?, ?, ?)'
+                ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window"'
+                f" WHERE {stored} {condition}")
+
+    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
+        """Ack-bit flushes (and any other rewrite of a window already accepted).
+
+        Never moves a window back ("last:verified:acked", last first): with several auth
+        instances, one that served a device earlier may flush its older copy after another
+        instance saved a newer one; the newer one stays. An equal `last` is written (more ack
+        bits); accepting a new seq goes through `advance_v2_window`, never through here."""
+        new_last = self._WINDOW_LAST.format('excluded."window"')
+        self._write_one(self._window_upsert(f"<= {new_last}"), (key_id, device_id, window))
+
+    def advance_v2_window(self, key_id: str, device_id: str, window: str, seq: int) -> bool:
+        """Accept `seq`: store `window` (whose last is `seq`) only if the stored last is below `seq`.
+
+        One atomic compare-and-set, written before auth answers (a restarted auth never accepts
+        a seq twice). False when the stored window already reached `seq` (another auth instance
+        accepted it, or a later one): the caller must reload the window, never accept again."""
+        return self._write_one(self._window_upsert("< ?"), (key_id, device_id, window, seq)) > 0
+
     # --- audit ---
     def _append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any],
                       now: float) -> AuditEntry:
@@ -563,12 +592,9 @@ class SQLiteKeyStore(SQLKeyStoreBase):
         with self._lock:
             return self._db.execute("PRAGMA data_version").fetchone()[0]
 
-    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
-        """Written before auth answers: a restarted auth never accepts a seq twice."""
+    def _write_one(self, sql: str, args: tuple) -> int:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO v2_windows(key_id, device_id, window) VALUES (?, ?, ?)"
-                " ON CONFLICT(key_id) DO UPDATE SET window = excluded.window", (key_id, device_id, window))
+            return self._x(sql, args).rowcount
 
 
 def _loads(text: str) -> dict[str, Any]:

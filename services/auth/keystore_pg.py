@@ -101,6 +101,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
     _CHANGES = "generation"
     _GREATEST = "GREATEST"
     _BY_ID = 'id COLLATE "C"'  # byte order, as SQLite sorts: not the server's locale
+    _WINDOW_LAST = "split_part({0}, ':', 1)::bigint"
 
     def __init__(self, url: str, sealer: Sealer, clock: Callable[[], float] = time.time) -> None:
         super().__init__(sealer, clock)
@@ -160,25 +161,20 @@ class PostgresKeyStore(SQLKeyStoreBase):
         """Changes whenever any instance changes devices or credentials: cheap change detection."""
         return self._current_change()
 
-    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
-        """Written before auth answers: a restarted auth never accepts a seq twice.
-
-        Never moves a window back ("last:verified:acked", last first): with several auth
-        instances, one that served a device earlier may flush its older copy after another
-        instance saved a newer one; the newer one stays."""
-        sql = ('INSERT INTO v2_windows(key_id, device_id, "window") VALUES (%s, %s, %s)'
-               ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window"'
-               """ WHERE split_part(v2_windows."window", ':', 1)::bigint"""
-               """ <= split_part(excluded."window", ':', 1)::bigint""")
+    def _write_one(self, sql: str, args: tuple) -> int:
+        """One statement outside any transaction (the v2 window writes auth makes before answering)."""
+        sql = self._sql(sql)
         with self._lock:
             if self._db.closed or self._db.broken:
                 self._db = self._connect()
             try:
-                self._db.execute(sql, (key_id, device_id, window))
+                return self._db.execute(sql, args).rowcount
             except psycopg.OperationalError:
-                # One statement, idempotent: safe to send again on a fresh connection.
+                # One statement, idempotent: safe to send again on a fresh connection. (A
+                # compare-and-set that committed before the connection dropped then reports a
+                # loss: auth reloads the window and answers a redelivery, never a second accept.)
                 self._db = self._connect()
-                self._db.execute(sql, (key_id, device_id, window))
+                return self._db.execute(sql, args).rowcount
 
 
 def open_store(config: Config) -> KeyStore:

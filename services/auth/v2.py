@@ -10,8 +10,11 @@ Ops on the auth socket (docs/architecture.md):
 
 Order of checks (docs/protocol-v2.md): framing, key id (one dict lookup),
 counter (before any decryption), tag, reading. The device's replay window is
-advanced only after the tag verifies, and written to the key store before the
-answer leaves, so an auth restart never accepts a seq twice (ack bits follow within a second).
+advanced only after the tag verifies, by a compare-and-set in the key store
+(`advance_v2_window`) before the answer leaves, so neither an auth restart nor
+another auth instance on the same store ever accepts a seq twice (an instance
+whose cached window is stale loses, reloads the window and classifies the seq
+again). Ack bits follow within a second.
 """
 from __future__ import annotations
 
@@ -97,12 +100,15 @@ class V2Auth:
             plaintext = v2.open_data(entry.keys, frame)
         except v2.V2Error as exc:
             raise V2Rejected(exc.reason, exc.detail, entry.device_id) from None
+        if verdict == "new":
+            # the genuine device spent this seq, whatever the reading says
+            verdict, window = self._accept(frame.kid, entry, window, frame.seq)
+            if verdict == "old_seq":
+                raise V2Rejected("old_seq", f"seq {frame.seq} is at or below {window.last}, never accepted",
+                                 entry.device_id)
         if verdict == "duplicate":
             return {"status": "duplicate", "device": entry.device_id, "seq": frame.seq,
                     "ack": _ack(entry, frame.seq)}
-        if verdict == "new":
-            window.accept(frame.seq)  # the genuine device spent this seq, whatever the reading says
-            self._save(frame.kid, entry, window)
         try:
             values = v2.parse_reading(plaintext)
             validate(values)
@@ -148,9 +154,38 @@ class V2Auth:
             self._windows[kid] = window
         return window
 
-    def _save(self, kid: bytes, entry: Entry, window: v2.ReplayWindow) -> None:
-        self._store.save_v2_window(kid.hex(), entry.device_id, window.to_text())
-        self._dirty.pop(kid, None)
+    def _accept(self, kid: bytes, entry: Entry, window: v2.ReplayWindow,
+                seq: int) -> tuple[v2.Verdict, v2.ReplayWindow]:
+        """Accept a verified new seq with a compare-and-set in the store: (verdict, window).
+
+        "new" when this instance won. Another auth instance on the same store may have accepted
+        this seq (or a later one) since this instance's window was cached: then the stored window
+        is loaded and the seq classified again (duplicate, redelivery or old_seq), never accepted
+        twice."""
+        for _ in range(3):
+            candidate = v2.ReplayWindow(window.last, window.verified, window.acked)
+            candidate.accept(seq)
+            if self._store.advance_v2_window(kid.hex(), entry.device_id, candidate.to_text(), seq):
+                self._windows[kid] = candidate
+                self._dirty.pop(kid, None)
+                return "new", candidate
+            window = self._reload(kid, entry.device_id, window)
+            verdict = window.classify(seq)
+            if verdict != "new":
+                return verdict, window
+        raise V2Rejected("busy", f"seq {seq}: the stored replay window keeps changing", entry.device_id)
+
+    def _reload(self, kid: bytes, device_id: str, stale: v2.ReplayWindow) -> v2.ReplayWindow:
+        """The stored window, with the ack bits this instance recorded and has not flushed yet."""
+        fresh = v2.ReplayWindow.from_text(self._store.v2_window(kid.hex()))
+        stored_acks = fresh.acked
+        for i in range(v2.ReplayWindow.WINDOW):
+            if stale.acked >> i & 1:
+                fresh.ack(stale.last - i)  # no change for a seq the stored window never verified
+        if fresh.acked != stored_acks:
+            self._dirty[kid] = device_id  # written at the next flush
+        self._windows[kid] = fresh
+        return fresh
 
     def flush(self) -> None:
         """Write the windows whose ack bits changed since their last write (once a second)."""

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import base64
+import threading
 
 from Crypto.Cipher import AES
 
 from services.auth.credentials import make_secret
 from services.auth.keystore import NewDevice
+from services.auth.keystore_pg import open_store
 from services.auth.service import AuthService
 from services.common import v1, v2
+from services.common.v2 import ReplayWindow
 
 GOOD = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": -0.5,
         "Acel_z": 1.0, "TempMpu": 23.4}
@@ -103,3 +106,93 @@ def test_a_v2_device_is_not_served_over_v1(store):
     blocks = wire.replace(b"+", b"").decode()
     answer = auth.handle({"id": 1, "op": "v1", "conn": 7, "src": "x", "blocks": blocks, "final": True})
     assert answer["status"] == "rejected" and answer["reason"] == "unknown_key"
+
+
+def test_two_auth_instances_on_one_store_never_accept_a_seq_twice(store, store_config):
+    """Scale-out: an instance whose cached window is stale loses the store's compare-and-set,
+    reloads the window and answers per the stored window, never "ok" for a new seq again."""
+    keys = device(store, "pico-twice")
+    other = open_store(store_config)  # another auth instance: its own connection to the same store
+    try:
+        a, b = AuthService(store), AuthService(other)
+        assert a.handle(frame(keys, 4))["status"] == "ok"
+        assert b.handle(frame(keys, 4))["redelivery"] is True  # b's window is cached now: last 4
+        first = a.handle(frame(keys, 5))
+        assert first["status"] == "ok" and first["redelivery"] is False
+        # the same frame replayed to b, whose cache still says last 4: verified, never acked
+        replayed = b.handle(frame(keys, 5))
+        assert replayed["status"] == "ok" and replayed["redelivery"] is True
+        assert ReplayWindow.from_text(store.v2_window(keys.kid.hex())).last == 5
+        # acknowledged by a and flushed: b (cache stale again after a accepts 6) re-acks, publishes nothing
+        assert a.handle(frame(keys, 6))["redelivery"] is False
+        acked = a.handle(ack(keys, 6))
+        a.flush()
+        dup = b.handle(frame(keys, 6))
+        assert dup["status"] == "duplicate" and dup["ack"] == acked["ack"] and "values" not in dup
+        assert ReplayWindow.from_text(store.v2_window(keys.kid.hex())).last == 6
+        # a seq never sent, below what a accepted since: refused, and the window stays
+        assert a.handle(frame(keys, 100))["status"] == "ok"
+        old = b.handle(frame(keys, 30))
+        assert old["status"] == "rejected" and old["reason"] == "old_seq" and old["device"] == "pico-twice"
+        assert ReplayWindow.from_text(store.v2_window(keys.kid.hex())).last == 100
+        # b's flush of what it holds never moves the stored window back, and b goes on normally
+        b.flush()
+        assert ReplayWindow.from_text(store.v2_window(keys.kid.hex())).last == 100
+        assert b.handle(frame(keys, 101))["redelivery"] is False
+        assert a.handle(frame(keys, 101))["redelivery"] is True
+    finally:
+        other.close()
+
+
+def test_a_stale_instance_with_its_own_cache_does_not_accept_the_seq_its_peer_accepted(store, store_config):
+    keys = device(store, "pico-stale")
+    other = open_store(store_config)
+    try:
+        a, b = AuthService(store), AuthService(other)
+        assert b.handle(ack(keys, 1))["reason"] == "not_verified"  # b loads the (empty) window
+        assert a.handle(frame(keys, 5))["redelivery"] is False
+        answer = b.handle(frame(keys, 5))
+        assert not (answer["status"] == "ok" and answer["redelivery"] is False)
+        assert store.v2_window(keys.kid.hex()).startswith("5:")
+    finally:
+        other.close()
+
+
+def test_advance_v2_window_is_a_compare_and_set(store, store_config):
+    assert store.advance_v2_window("kid-cas", "dev", "5:1:0", 5) is True  # no row yet: wins
+    assert store.v2_window("kid-cas") == "5:1:0"
+    other = open_store(store_config)
+    try:
+        assert other.advance_v2_window("kid-cas", "dev", "5:3:0", 5) is False  # equal: loses
+        assert other.advance_v2_window("kid-cas", "dev", "4:1:0", 4) is False  # lower: loses
+        assert store.v2_window("kid-cas") == "5:1:0"
+        assert other.advance_v2_window("kid-cas", "dev", "6:3:0", 6) is True  # strictly greater: wins
+        assert store.v2_window("kid-cas") == "6:3:0"
+        # ack-bit flushes: an equal last is written, an older window never overwrites a newer one
+        store.save_v2_window("kid-cas", "dev", "6:3:1")
+        assert other.v2_window("kid-cas") == "6:3:1"
+        store.save_v2_window("kid-cas", "dev", "5:1:1")
+        assert other.v2_window("kid-cas") == "6:3:1"
+        big = v2.SEQ_MAX  # 2**40 - 1: beyond 32 bits
+        assert other.advance_v2_window("kid-cas", "dev", f"{big}:1:0", big) is True
+        assert store.advance_v2_window("kid-cas", "dev", f"{big}:1:0", big) is False
+        store.save_v2_window("kid-cas", "dev", "7:1:0")
+        assert store.v2_window("kid-cas") == f"{big}:1:0"
+        # racing handles: exactly one wins each seq
+        barrier = threading.Barrier(2)
+
+        def race(handle, seq, wins):
+            barrier.wait()
+            wins.append(handle.advance_v2_window("kid-race", "dev", f"{seq}:1:0", seq))
+
+        for seq in range(1, 11):
+            wins: list[bool] = []
+            threads = [threading.Thread(target=race, args=(h, seq, wins)) for h in (store, other)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(wins) == [False, True]
+        assert store.v2_window("kid-race") == "10:1:0"
+    finally:
+        other.close()
