@@ -49,6 +49,17 @@ class Candidate:
 
 
 @dataclass
+class Identified:
+    """A first-block identification done ahead of its request in one batched pass (identify_batch)."""
+
+    active: list[Candidate]  # the candidate list the pass ran over (a reload replaces it)
+    found: Candidate | None
+    stale: Candidate | None  # when not found: a revoked or expired key that matches
+    share: float  # this request's share of the pass's time
+    seconds: float  # the whole pass
+
+
+@dataclass
 class Session:
     device_id: str
     generation: int
@@ -191,7 +202,58 @@ class AuthService:
         self.metrics.candidates = len(self._active)
 
     # --- requests ---
-    def handle(self, request: dict[str, Any], client: Any = None) -> Answer:
+    def identify_many(self, block0s: list[bytes], now: float) -> list[Candidate | None]:
+        """What `_match(self._active, b, now)` finds for each block, in one pass over the keys."""
+        return _match_many(self._active, block0s, now)
+
+    def identify_batch(self, requests: list[dict[str, Any]], client: Any = None) -> list[Identified | None]:
+        """Identify together the first readings of new connections among `requests` (answered next,
+        in order, by `handle(request, client, identified)`). Other requests get None: today's path."""
+        self.refresh()
+        result: list[Identified | None] = [None] * len(requests)
+        seen_conns: set[Any] = set()
+        todo: list[tuple[int, bytes]] = []
+        for i, request in enumerate(requests):
+            conn = request.get("conn")
+            try:
+                hash(conn)
+            except TypeError:
+                continue
+            first = conn not in seen_conns  # an earlier request of this batch may open or close it
+            seen_conns.add(conn)
+            if (not first or request.get("op") != "v1" or not isinstance(conn, int) or isinstance(conn, bool)
+                    or (client, conn) in self._sessions):
+                continue
+            try:
+                blocks = _blocks(request.get("blocks"))
+            except Rejected:
+                continue
+            if len(blocks) <= self._max_blocks:
+                todo.append((i, blocks[0]))
+        if len(todo) < 2:
+            return result  # nothing to share: the usual path
+        now = self._clock()
+        started = time.perf_counter()
+        block0s = [b for _, b in todo]
+        found = _match_many(self._active, block0s, now)
+        elapsed = time.perf_counter() - started
+        missing = [k for k, f in enumerate(found) if f is None]
+        stale: list[Candidate | None] = [None] * len(todo)
+        if missing:
+            misses = [block0s[k] for k in missing]
+            inactive = _match_many(self._inactive, misses, None)
+            again = [j for j, f in enumerate(inactive) if f is None]
+            expired = _match_many(self._active, [misses[j] for j in again], None)
+            for j, f in zip(again, expired, strict=True):
+                inactive[j] = f
+            for k, f in zip(missing, inactive, strict=True):
+                stale[k] = f
+        for k, (i, _) in enumerate(todo):
+            result[i] = Identified(self._active, found[k], stale[k], elapsed / len(todo), elapsed)
+        return result
+
+    def handle(self, request: dict[str, Any], client: Any = None,
+               identified: Identified | None = None) -> Answer:
         self.metrics.requests += 1
         rid = request.get("id")
         op = request.get("op")
@@ -206,7 +268,7 @@ class AuthService:
             return self._reject(rid, client, conn, request, exc)
         try:
             self.refresh()
-            return self._v1(rid, client, conn, request)
+            return self._v1(rid, client, conn, request, identified)
         except Rejected as exc:
             return self._reject(rid, client, conn, request, exc)
 
@@ -234,7 +296,8 @@ class AuthService:
             del self._sessions[key]
         self.metrics.sessions = len(self._sessions)
 
-    def _v1(self, rid: Any, client: Any, conn: Any, request: dict[str, Any]) -> Answer:
+    def _v1(self, rid: Any, client: Any, conn: Any, request: dict[str, Any],
+            identified: Identified | None = None) -> Answer:
         if not isinstance(conn, int) or isinstance(conn, bool):
             raise Rejected("bad_request", "conn must be an integer")
         blocks = _blocks(request.get("blocks"))
@@ -244,7 +307,7 @@ class AuthService:
         now = self._clock()
         session = self._sessions.get((client, conn))
         if session is None:
-            cand = self._identify(blocks[0], now)
+            cand = self._identify(blocks[0], now, identified)
             session = Session(cand.device_id, cand.generation)
             self._sessions[(client, conn)] = session
             self.metrics.sessions = len(self._sessions)
@@ -291,17 +354,25 @@ class AuthService:
         self.metrics.accepted += 1
         return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant}
 
-    def _identify(self, block0: bytes, now: float) -> Candidate:
-        started = time.perf_counter()
-        found = _match(self._active, block0, now)
-        elapsed = time.perf_counter() - started
+    def _identify(self, block0: bytes, now: float, pre: Identified | None = None) -> Candidate:
+        # A batched result stands if the keys were not reloaded since and its match is still in time
+        # (otherwise the one-at-a-time pass below gives what today's path gives).
+        if pre is not None and pre.active is self._active and (
+                pre.found is None or pre.found.expires_at is None or pre.found.expires_at > now):
+            found, stale, elapsed, longest = pre.found, pre.stale, pre.share, pre.seconds
+        else:
+            started = time.perf_counter()
+            found = _match(self._active, block0, now)
+            elapsed = longest = time.perf_counter() - started
+            stale = None
+            if found is None:
+                # Not a current key: say why if it is a known but revoked or expired one (operators need it).
+                stale = _match(self._inactive, block0, None) or _match(self._active, block0, None)
         self.metrics.identify_seconds += elapsed
-        self.metrics.identify_max = max(self.metrics.identify_max, elapsed)
+        self.metrics.identify_max = max(self.metrics.identify_max, longest)
         self.metrics.identified += 1
         if found is not None:
             return found
-        # Not a current key: say why if it is a known but revoked or expired one (operators need it).
-        stale = _match(self._inactive, block0, None) or _match(self._active, block0, None)
         if stale is not None:
             if stale.revoked:
                 raise Rejected("revoked", "the key of a revoked device", stale.device_id)
@@ -372,6 +443,36 @@ def _match(candidates: list[Candidate], block0: bytes, now: float | None) -> Can
                 now is None or cand.expires_at is None or cand.expires_at > now):
             return cand
     return None
+
+
+def _match_many(candidates: list[Candidate], block0s: list[bytes],
+                now: float | None) -> list[Candidate | None]:
+    """`_match` for many blocks at once: per candidate, one ECB call over all the still unmatched
+    blocks (a find of the expected prefix at 16-byte boundaries); stops when every block matched."""
+    found: list[Candidate | None] = [None] * len(block0s)
+    pending = list(range(len(block0s)))
+    joined = b"".join(block0s)
+    for cand in candidates:
+        if not pending:
+            break
+        if now is not None and cand.expires_at is not None and cand.expires_at <= now:
+            continue  # _match would skip it whatever it decrypts
+        plain = cand.ecb.decrypt(joined)
+        expected = cand.expected
+        pos = plain.find(expected)
+        if pos < 0:
+            continue
+        hits = set()
+        while pos >= 0:
+            if pos % v1.BLOCK == 0:
+                hits.add(pos // v1.BLOCK)
+            pos = plain.find(expected, pos + 1)
+        if hits:
+            for k in hits:
+                found[pending[k]] = cand
+            pending = [i for k, i in enumerate(pending) if k not in hits]
+            joined = b"".join(block0s[i] for i in pending)
+    return found
 
 
 def _guess_variant(cand: Candidate, blocks: tuple[bytes, ...]) -> v1.Variant:
