@@ -36,9 +36,12 @@ def test_line_run_drives_three_stations_to_completion(dstack):
     assert "s2: passed with value set 2 after 2 attempt(s)" in out
     assert "s1: passed with value set 1 after 1 attempt(s)" in out
     assert "line complete" in out
-    # The order is the line's: s1's done before s2's go, s2's done before s3's go.
+    # The order is the line's. Each station prints its pass before it sends done, and the server
+    # sends the next go only after that done, so pass -> go is causal. (A station's "done
+    # recorded" and the next one's "go received" are two messages to two clients: no order.)
     lines = out.splitlines()
-    order = ["[s1] done recorded", "[s2] go received", "[s2] done recorded", "[s3] go received"]
+    order = ["[s1] verdict: pass", "[s2] go received (s1 is done)", "[s2] verdict: pass",
+             "[s3] go received (s2 is done)"]
     positions = [next(i for i, line in enumerate(lines) if text in line) for text in order]
     assert positions == sorted(positions)
     state = json.loads(dstack.state_path.read_text())
