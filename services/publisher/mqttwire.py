@@ -4,7 +4,7 @@ Why not paho here: each reading fans out to 12 QoS 1 publishes, and paho
 spends most of the publisher's CPU on per-packet bookkeeping (a thread lock,
 a properties object and a reason code per PUBACK, one socket write per
 publish). Encoding the packets directly and writing a whole batch at once
-cuts that several-fold (see docs/readme/publisher.md for the numbers).
+cuts that several-fold (see the README, "Publisher", for the numbers).
 """
 from __future__ import annotations
 
