@@ -43,6 +43,8 @@ from Crypto.Hash import SHA256
 from Crypto.PublicKey import RSA
 from Crypto.Signature import pss
 
+from services.common.errors import ReasonError
+
 MAGIC = b"MSE1"
 NONCE_LEN = 16
 IV_LEN = 12
@@ -62,13 +64,8 @@ REASONS = (
 )
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(ReasonError, ValueError):
     """A rejected envelope. `reason` is one of REASONS (a stable code for logs and tests)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

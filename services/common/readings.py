@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from services.common.errors import ReasonError
 from services.common.v1 import FIELDS
 
 # Physically plausible ranges of each sensor (what the hardware can report, not clinical limits:
@@ -19,11 +20,8 @@ RANGES: dict[str, tuple[float, float]] = {
 _NUMBER = re.compile(r"^-?[0-9]{1,3}(\.[0-9]{1,6})?$")
 
 
-class ReadingError(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class ReadingError(ReasonError, ValueError):
+    """A reading value that is missing, not a number, or physically impossible."""
 
 
 def validate(values: dict[str, str]) -> dict[str, float]:

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from services.common.errors import ReasonError
+
 BLOCK = 16
 BLOCK_HEX = 32
 SEPARATOR = ord("+")
@@ -31,13 +33,8 @@ _HEX_BYTES = b"0123456789abcdefABCDEF"
 _HEX = frozenset(_HEX_BYTES)
 
 
-class V1Error(ValueError):
+class V1Error(ReasonError, ValueError):
     """Malformed v1 input. `reason` is a short stable code for logs and events."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from services.common import ccm, v1
+from services.common.errors import ReasonError
 
 DATA = 0xC2  # device -> gateway: one reading
 ACK = 0xC3  # gateway -> device: the reading with this seq is on the internal bus
@@ -47,13 +48,8 @@ FrameKind = Literal["data", "ack"]
 _KINDS = {DATA: "data", ACK: "ack"}
 
 
-class V2Error(ValueError):
+class V2Error(ReasonError, ValueError):
     """Input no honest device or gateway sends. `reason` is a short stable code for logs and events."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,12 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from services.common.errors import ReasonError
 from services.dispatch.params import ParamFile
 
 
-class Refused(Exception):
+class Refused(ReasonError):
     """A well-sealed message the workflow does not accept now. `reason` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from services.common.config import valid_device_id
+from services.common.errors import ReasonError
 from services.common.readings import ReadingError, validate
 from services.common.v1 import FIELDS
 
@@ -36,13 +37,8 @@ STATUS_EVENTS = {"connect": "online", "disconnect": "offline"}
 Publish = tuple[str, bytes, bool]  # (topic, payload, retain)
 
 
-class BusMessageError(ValueError):
+class BusMessageError(ReasonError, ValueError):
     """A bus message the publisher refuses. `reason` is a short stable code (logs, events, metrics)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
