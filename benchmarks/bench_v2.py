@@ -103,13 +103,7 @@ async def _stream_v2(config: Config, dev: V2Device, count: int, sent: list[float
                     got += 1
 
     acks = asyncio.create_task(read_acks())
-    next_at = time.perf_counter()
-    for _ in range(count):
-        if interval:
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            next_at += interval
+    async for _ in stackbench.paced(count, interval):
         frame = dev.seal(READING)
         now = time.perf_counter()
         written[v2.read(frame)[0].seq] = now

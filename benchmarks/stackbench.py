@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,16 +144,22 @@ def percentile(values: list[float], q: float) -> float:
 
 # --- scenarios -------------------------------------------------------------------------------
 
-async def _stream(config: Config, device: Device, count: int, interval: float, sent: list[float]) -> None:
-    reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
-    wire = device.wire()
+async def paced(count: int, interval: float) -> AsyncIterator[int]:
+    """Yield `count` times, `interval` seconds apart on a fixed schedule (0: as fast as possible)."""
     next_at = time.perf_counter()
-    for _ in range(count):
+    for n in range(count):
         if interval:
             delay = next_at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             next_at += interval
+        yield n
+
+
+async def _stream(config: Config, device: Device, count: int, interval: float, sent: list[float]) -> None:
+    reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
+    wire = device.wire()
+    async for _ in paced(count, interval):
         sent.append(time.perf_counter())
         writer.write(wire)
         await writer.drain()

@@ -5,41 +5,26 @@ import json
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 
-from services.common.state import admin_token
 from tests.auth.wire import AuthClient, encrypt
 from tests.support.broker import Subscriber
 from tests.support.proc import wait_until
+from tests.support.stack import api
 
 GOOD = '{"Temp":"36.600","TempMcu":"23.700","PulseSig":"2.123","Acel_x":"0.000","Acel_y":"0.000",' \
        '"Acel_z":"0.000","TempMpu":"23.400"}'
 
 
-def call(config, method: str, path: str, body: dict | None = None, token: str | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(config.admin_url + path, data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token or admin_token(config)}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_api_events_and_auth_end_to_end(state, keyadmin, auth_proc, procs):
     sub = Subscriber(state, "monitor")
     sub.subscribe("medsec/keys/events")
-    status, device = call(state, "POST", "/devices", {"id": "live-1"})
+    status, device = api(state, "POST", "/devices", {"id": "live-1"})
     assert status == 201
     # A device added through the API is identified by the running auth service at once.
     client = AuthClient(state.auth_socket)
     answer = client.reading(1, encrypt(device["key"], device["iv"], GOOD))
     assert (answer["status"], answer["device"]) == ("ok", "live-1")
-    assert call(state, "DELETE", "/devices/live-1")[0] == 200
+    assert api(state, "DELETE", "/devices/live-1")[0] == 200
     assert client.reading(1, encrypt(device["key"], device["iv"], GOOD))["reason"] == "revoked"
     events = wait_until(lambda: len(sub.on("medsec/keys/events")) >= 2 and sub.on("medsec/keys/events"), 10,
                         what="key events")
@@ -47,7 +32,7 @@ def test_api_events_and_auth_end_to_end(state, keyadmin, auth_proc, procs):
     assert [(e["event"], e["device"]) for e in decoded] == [("added", "live-1"), ("revoked", "live-1")]
     assert all(isinstance(e["ts"], float) and set(e) == {"event", "device", "ts"} for e in decoded)
     # Counters reach the API within a flush interval.
-    shown = wait_until(lambda: (d := call(state, "GET", "/devices/live-1")[1])["readings"] == 1 and d, 5,
+    shown = wait_until(lambda: (d := api(state, "GET", "/devices/live-1")[1])["readings"] == 1 and d, 5,
                        what="counters in the API")
     assert shown["last_seen"] and device["key"] not in json.dumps(shown)
     client.close()
@@ -58,7 +43,7 @@ def test_api_events_and_auth_end_to_end(state, keyadmin, auth_proc, procs):
 
 
 def test_wrong_token_401_and_sigterm(state, keyadmin, procs):
-    status, body = call(state, "GET", "/devices", token="nope")
+    status, body = api(state, "GET", "/devices", token="nope")
     assert (status, body) == (401, {"error": "missing or wrong admin token"})
     log = procs.log_dir / "keyadmin.log"
     wait_until(lambda: "WARNING" in log.read_text() and "status=401" in log.read_text(), 5,
