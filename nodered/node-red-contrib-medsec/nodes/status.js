@@ -2,21 +2,19 @@
 // Any input message asks for a snapshot of the whole fleet.
 "use strict";
 
-const { filterFor, parseTopic, validDeviceId } = require("./lib/topics");
-const { gatewayOf, followConnection } = require("./lib/attach");
+const { filterFor, parseTopic } = require("./lib/topics");
+const { gatewayOf, deviceOf, followConnection } = require("./lib/attach");
 
 module.exports = function (RED) {
     function MedsecStatusNode(config) {
         RED.nodes.createNode(this, config);
         const node = this;
-        const device = (config.device || "").trim();
         const gateway = gatewayOf(RED, node, config);
         if (!gateway) {
             return;
         }
-        if (device && !validDeviceId(device)) {
-            node.status({ fill: "red", shape: "ring", text: "bad device id" });
-            node.error(`device id ${JSON.stringify(device.slice(0, 70))} is not valid`);
+        const device = deviceOf(node, config);
+        if (device === null) {
             return;
         }
         // device -> {device, status: "online"|"offline", online, lastSeen (unix s|null), since (unix s)}

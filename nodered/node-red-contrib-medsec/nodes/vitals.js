@@ -1,21 +1,19 @@
 // medsec vitals: one message per reading published on Pico/<id>/json, for every device or one.
 "use strict";
 
-const { filterFor, parseTopic, parseReading, validDeviceId } = require("./lib/topics");
-const { gatewayOf, followConnection } = require("./lib/attach");
+const { filterFor, parseTopic, parseReading } = require("./lib/topics");
+const { gatewayOf, deviceOf, followConnection } = require("./lib/attach");
 
 module.exports = function (RED) {
     function MedsecVitalsNode(config) {
         RED.nodes.createNode(this, config);
         const node = this;
-        const device = (config.device || "").trim();
         const gateway = gatewayOf(RED, node, config);
         if (!gateway) {
             return;
         }
-        if (device && !validDeviceId(device)) {
-            node.status({ fill: "red", shape: "ring", text: "bad device id" });
-            node.error(`device id ${JSON.stringify(device.slice(0, 70))} is not valid (1-64 of A-Z a-z 0-9 _ . -)`);
+        const device = deviceOf(node, config);
+        if (device === null) {
             return;
         }
         const online = new Set();
