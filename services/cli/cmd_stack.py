@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from services.broker import BrokerError
 from services.cli.errors import CliError
 from services.common.config import Config
 from services.common.state import StateError, admin_token, init_state, mqtt_password, set_admin_token
@@ -73,7 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError(f"a stack is already running for {config.home}; `medsec down` stops it")
     try:
         conf = control.prepare(config, args.demo, not args.no_nodered, daemon=args.detach)
-    except StateError as exc:
+    except (StateError, BrokerError) as exc:
         raise CliError(str(exc)) from None
     nodered = "[program:nodered]" in conf.read_text()
     try:

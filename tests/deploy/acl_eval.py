@@ -1,4 +1,5 @@
-"""Independent evaluators of the two generated ACL formats, for the equivalence test.
+"""Independent evaluators of the two generated ACL formats (Mosquitto dynamic security, EMQX),
+for the equivalence test.
 
 Each parses the generated text (not the policy it came from) and answers
 allowed(user, topic, action) for a concrete topic; action is "publish" or
@@ -6,6 +7,7 @@ allowed(user, topic, action) for a concrete topic; action is "publish" or
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -25,37 +27,31 @@ def topic_matches(filter_: str, topic: str) -> bool:
     return len(f) == len(t)
 
 
-class MosquittoAcl:
-    """Mosquitto acl_file: `user` blocks of `topic ACCESS FILTER`, `pattern` lines for everyone (%u)."""
+class DynsecAcl:
+    """Mosquitto dynamic-security config: a client's roles grant ACLs; defaultACLAccess decides the rest.
+
+    A concrete topic needs subscribePattern and publishClientReceive to be received,
+    publishClientSend to be published. Only `allow` entries are generated; a deny is rejected here.
+    """
 
     def __init__(self, text: str) -> None:
-        self.user_rules: dict[str, list[tuple[str, str]]] = {}
-        self.patterns: list[tuple[str, str]] = []
-        current: str | None = None
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            word, rest = line.split(None, 1)
-            if word == "user":
-                current = rest
-                self.user_rules.setdefault(current, [])
-            elif word in ("topic", "pattern"):
-                parts = rest.split(None, 1)
-                access, filt = (parts[0], parts[1]) if parts[0] in ("read", "write", "readwrite", "deny") \
-                    else ("readwrite", rest)
-                if word == "pattern":
-                    self.patterns.append((access, filt))
-                else:
-                    assert current is not None, "topic line before any user line"
-                    self.user_rules[current].append((access, filt))
-            else:
-                raise ValueError(f"unknown acl line {line!r}")
+        doc = json.loads(text)
+        roles = {r["rolename"]: r.get("acls", []) for r in doc["roles"]}
+        self.acls = {c["username"]: [a for role in c.get("roles", []) for a in roles[role["rolename"]]]
+                     for c in doc["clients"]}
+        self.default = doc["defaultACLAccess"]
+        assert all(a["allow"] for acls in self.acls.values() for a in acls), "deny entries unsupported"
+
+    def _grants(self, user: str, kind: str, topic: str) -> bool:
+        acls = self.acls.get(user, [])
+        granted = any(a["acltype"] == kind and topic_matches(a["topic"], topic) for a in acls)
+        return granted or bool(self.default.get(kind if kind.startswith("publish") else "subscribe"))
 
     def allowed(self, user: str, topic: str, action: str) -> bool:
-        need = "read" if action == "subscribe" else "write"
-        rules = self.user_rules.get(user, []) + [(a, f.replace("%u", user)) for a, f in self.patterns]
-        return any(access in (need, "readwrite") and topic_matches(filt, topic) for access, filt in rules)
+        if action == "publish":
+            return self._grants(user, "publishClientSend", topic)
+        return (self._grants(user, "subscribePattern", topic)
+                and self._grants(user, "publishClientReceive", topic))
 
 
 _TOKEN = re.compile(r'\s*(?:(%%[^\n]*)|([{}\[\],.])|"((?:[^"\\]|\\.)*)"|([a-z][A-Za-z0-9_]*))')

@@ -1,22 +1,23 @@
-"""The EMQX files say what the Mosquitto ACL says (parse both, same answers), and the hashes check."""
+"""The EMQX files say what Mosquitto's dynamic-security config says (parse both, same answers),
+and the hashes check."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
-from services.broker import emqx
-from services.common.accounts import mosquitto_acl
-from tests.deploy.acl_eval import EmqxAcl, MosquittoAcl, parse_erlang_terms
+from services.broker import dynsec, emqx
+from tests.deploy.acl_eval import DynsecAcl, EmqxAcl, parse_erlang_terms
 from tests.deploy.policy_cases import CASES, TOPICS, USERS
 
-MOSQ = MosquittoAcl(mosquitto_acl())
+MOSQ = DynsecAcl(json.dumps(dynsec.config({u: "pw" for u in USERS})))
 EMQX = EmqxAcl(emqx.acl_conf())
 
 
 @pytest.mark.parametrize("user, topic, action, expected", CASES)
 def test_both_formats_follow_the_policy_table(user, topic, action, expected):
-    assert MOSQ.allowed(user, topic, action) is expected, "mosquitto acl"
+    assert MOSQ.allowed(user, topic, action) is expected, "mosquitto dynamic security"
     assert EMQX.allowed(user, topic, action) is expected, "emqx acl.conf"
 
 

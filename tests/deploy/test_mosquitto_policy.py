@@ -1,7 +1,8 @@
-"""The generated Mosquitto ACL enforces the policy table on a real Mosquitto.
+"""The generated Mosquitto config (dynamic security) enforces the policy table on a real Mosquitto.
 
-A test-only witness account (appended to the generated files, readwrite on
-everything) publishes what a case's user should receive and receives what it
+A subscription outside an account's rights is refused in its SUBACK, and nothing
+is delivered either. A test-only witness account (appended to the generated
+file, readwrite on everything) publishes what a case's user should receive and receives what it
 publishes. A SUBACK on a barrier topic orders the check: Mosquitto writes to a
 client in order, so anything delivered before the barrier's SUBACK has arrived.
 """
@@ -11,14 +12,14 @@ import json
 
 import pytest
 
-from services.broker.mosquitto import write_broker_files
+from services.broker.mosquitto import dynsec_path, write_broker_files
 from services.common.state import init_state, load_passwords, write_secret
 from tests.deploy.policy_cases import CASES
 from tests.support.broker import Subscriber, mosquitto_binary
 from tests.support.proc import port_open, wait_until
 
 # Only service and station accounts become broker logins: the witness is a station by name, and
-# its extra rule (readwrite on everything) is appended to the generated ACL below.
+# its extra rights (readwrite on everything) are added to the generated file below.
 WITNESS = "station-witness"
 EXTRA = {WITNESS: "witness-pw-0123456789", "station-a": "station-a-pw-0123456789",
          "station-b": "station-b-pw-0123456789"}
@@ -30,8 +31,12 @@ def policy_broker(config, procs):
     passwords = {**load_passwords(config), **EXTRA}
     write_secret(config.mqtt_passwords_path, json.dumps(passwords).encode())
     conf = write_broker_files(config)
-    acl = config.broker_dir / "acl"
-    write_secret(acl, acl.read_bytes() + f"\nuser {WITNESS}\ntopic readwrite #\n".encode())
+    dynsec_file = dynsec_path(config)
+    doc = json.loads(dynsec_file.read_bytes())
+    role = next(r for r in doc["roles"] if r["rolename"] == WITNESS)
+    role["acls"] += [{"acltype": t, "topic": "#", "allow": True}
+                     for t in ("subscribePattern", "publishClientReceive", "publishClientSend")]
+    write_secret(dynsec_file, json.dumps(doc).encode())
     procs.start("mosquitto", [mosquitto_binary(), "-c", str(conf)])
     wait_until(lambda: port_open(config.mqtt_port), 10, what="mosquitto")
     clients: dict[str, Subscriber] = {}
@@ -65,13 +70,28 @@ def test_policy_table_on_real_mosquitto(policy_broker, request):
             got = payload in witness.on(topic)
             witness.client.unsubscribe(topic)
         else:
-            actor.subscribe(topic)  # Mosquitto grants; the ACL filters each delivery
+            granted = not actor.subscribe(topic)[0].is_failure
             witness.client.publish(topic, payload, qos=1).wait_for_publish(5)
             barrier(actor, str(n))
             got = payload in actor.on(topic)
             actor.client.unsubscribe(topic)
+            if granted is not expected:
+                failures.append((user, topic, "SUBACK", expected))
         if got is not expected:
             failures.append((user, topic, action, expected))
     assert failures == []
     # Not vacuous: the table has allowed and denied cases, and the witness saw traffic.
     assert {c[3] for c in CASES} == {True, False} and witness.messages
+
+
+@pytest.mark.parametrize("user, subscription, expected", [
+    ("publisher", "$share/publishers/medsec/ingest/+", True),
+    ("monitor", "$share/ops/medsec/dispatch/#", True),
+    ("dashboard", "$share/publishers/medsec/ingest/+", False),
+    ("station-a", "$share/g/medsec/dispatch/station-b/params", False),
+    ("station-a", "medsec/dispatch/+/params", False),
+    ("dashboard", "#", False),
+])
+def test_shared_and_wildcard_subscriptions_get_no_more_than_the_account_may_read(
+        policy_broker, user, subscription, expected):
+    assert (not policy_broker(user).subscribe(subscription)[0].is_failure) is expected
