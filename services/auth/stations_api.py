@@ -27,6 +27,7 @@ from flask import Blueprint, current_app, jsonify
 
 from services.auth import api_common as api
 from services.auth.api_common import ApiError
+from services.broker import BrokerError
 from services.common import envelope
 from services.common.config import Config
 from services.common.logs import kv
@@ -127,6 +128,18 @@ def _audit(action: str, station: str, detail: dict[str, Any]) -> None:
         store.append_audit(api.actor(), action, f"station:{station}", detail)
 
 
+@contextmanager
+def _broker_change(station: str, done: str) -> Iterator[None]:
+    """A broker that refuses the login change: say what did happen (the key store and the
+    broker file are updated; the running broker takes it at its next start)."""
+    try:
+        yield
+    except BrokerError as exc:
+        log.warning(kv(event="station_broker_change_failed", station=station, error=str(exc)))
+        raise ApiError(503, f"station {station!r} is {done} but {exc}; the broker takes the change "
+                            "at its next start (its password: `medsec mqtt-password station-<id>`)") from None
+
+
 def create_blueprint(config: Config) -> Blueprint:
     bp = Blueprint("stations", __name__)
     store = StationStore(config.keystore_path)
@@ -148,9 +161,10 @@ def create_blueprint(config: Config) -> Blueprint:
         except ValueError as exc:
             raise ApiError(400, f"public_key: {exc}") from None
         info = store.add(station, pem)
-        password, _ = station_accounts.provision(config, station)
         _audit("station_added", station, {"fingerprint": info["fingerprint"]})
         log.info(kv(event="station_added", station=station, fingerprint=info["fingerprint"]))
+        with _broker_change(station, "registered"):
+            password, _ = station_accounts.provision(config, station)
         return jsonify({**info, "mqtt_account": account(station), "mqtt_password": password}), 201
 
     @bp.get("/stations")
@@ -164,9 +178,10 @@ def create_blueprint(config: Config) -> Blueprint:
     @bp.delete("/stations/<station>")
     def revoke_station(station: str) -> Any:
         info = store.revoke(station)
-        station_accounts.deprovision(config, station)
         _audit("station_revoked", station, {})
         log.info(kv(event="station_revoked", station=station))
+        with _broker_change(station, "revoked"):
+            station_accounts.deprovision(config, station)
         return jsonify(info)
 
     @bp.get("/dispatch/key")

@@ -1,20 +1,19 @@
-"""Broker accounts of stations (`station-<id>`): generated password, broker files, reload.
+"""Broker accounts of stations (`station-<id>`): generated password, broker file, running broker.
 
 Passwords join the generated ones in secrets/mqtt-passwords.json (0600), so
-`medsec mqtt-password station-<id>` prints them; the broker's password file is
-regenerated and Mosquitto reloaded (SIGHUP) so the account works at once.
+`medsec mqtt-password station-<id>` prints them. The dynamic-security file is
+regenerated (for the next start) and the running broker told at once: a new
+station can log in straight away, a removed one is disconnected.
 """
 from __future__ import annotations
 
 import fcntl
 import json
-import os
-import signal
-import xmlrpc.client
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from services.broker.mosquitto import write_broker_files
+from services.broker import dynsec, dynsec_admin
+from services.broker.mosquitto import write_dynsec_file
 from services.common.config import Config
 from services.common.state import generate_password, load_passwords, write_secret
 from services.dispatch.topics import account
@@ -31,37 +30,22 @@ def _locked(config: Config) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def reload_broker(config: Config) -> bool:
-    """SIGHUP Mosquitto: run/mosquitto.pid if present, else through the stack's supervisord."""
-    pid_file = config.run_dir / "mosquitto.pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
-            return True
-        except (ValueError, ProcessLookupError, PermissionError):
-            return False
-    if (config.run_dir / "supervisord.sock").exists():
-        try:
-            from services.stack.control import rpc
-
-            rpc(config).supervisor.signalProcess("mosquitto", "HUP")
-            return True
-        except (OSError, xmlrpc.client.Error, ImportError):
-            return False
-    return False
+def _save(config: Config, passwords: dict[str, str], commands: list[dict]) -> None:
+    write_secret(config.mqtt_passwords_path, json.dumps(passwords, indent=1).encode())
+    write_dynsec_file(config)
+    dynsec_admin.send(config, commands)
 
 
 def provision(config: Config, station: str) -> tuple[str, bool]:
-    """(password, created): the station's broker password, generated on first call."""
+    """(password, created): the station's broker password, generated on first call.
+    Raises BrokerError if a running broker refuses the new login."""
     name = account(station)
     with _locked(config):
         passwords = load_passwords(config)
         if name in passwords:
             return passwords[name], False
         passwords[name] = generate_password()
-        write_secret(config.mqtt_passwords_path, json.dumps(passwords, indent=1).encode())
-        write_broker_files(config)
-    reload_broker(config)
+        _save(config, passwords, dynsec.create_commands(name, passwords[name]))
     return passwords[name], True
 
 
@@ -71,7 +55,5 @@ def deprovision(config: Config, station: str) -> bool:
         passwords = load_passwords(config)
         if passwords.pop(name, None) is None:
             return False
-        write_secret(config.mqtt_passwords_path, json.dumps(passwords, indent=1).encode())
-        write_broker_files(config)
-    reload_broker(config)
+        _save(config, passwords, dynsec.delete_commands(name))
     return True

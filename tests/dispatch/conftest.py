@@ -107,7 +107,6 @@ class DispatchStack:
 
 
 def _stack(config: Config, env: dict, procs, broker, keys) -> DispatchStack:
-    (config.run_dir / "mosquitto.pid").write_text(str(broker.pid))
     # The server's key pair from the vectors: no 3072-bit generation in tests.
     dkeys.dispatch_dir(config).mkdir(parents=True, exist_ok=True)
     write_secret(dkeys.server_key_path(config), envelope.private_pem(keys["dispatch"]))

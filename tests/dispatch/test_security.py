@@ -166,9 +166,10 @@ def test_other_accounts_cannot_read_a_stations_file(running):
     s1 = Probe(running, "s1")
     spy = Subscriber(running.config, "station-s2", running.passwords["s2"])
     try:
-        # Mosquitto 2.0 grants the SUBACK and filters at delivery (read ACL); nothing must arrive.
-        spy.subscribe("medsec/dispatch/station-s1/params")
-        spy.subscribe("medsec/dispatch/#")
+        # The broker refuses the subscriptions themselves (failure SUBACK), not only their delivery.
+        assert spy.subscribe("medsec/dispatch/station-s1/params")[0].is_failure
+        assert spy.subscribe("medsec/dispatch/#")[0].is_failure
+        assert spy.subscribe("$share/spies/medsec/dispatch/station-s1/params")[0].is_failure
         # Nor can s2 write on s1's request topic: the server never hears it.
         handled = running.status(running.monitor)["handled"]
         spy.client.publish("medsec/dispatch/station-s1/request", Probe.seal(s1, "request", {"station": "s1"}),
@@ -211,9 +212,12 @@ def test_revoked_station_is_refused(running):
     s1 = Probe(running, "s1")
     try:
         take_turn(s1)
+        assert s1.sub.client.is_connected()
         status, body = api(running.config, "DELETE", "/stations/s1")
         assert status == 200 and body["revoked_at"]
         assert "mqtt_password" not in body
+        # Its live broker connection is closed by the revocation itself, not at some later reconnect.
+        wait_until(lambda: not s1.sub.client.is_connected(), 5, what="station-s1 disconnected")
         before = state_bytes(running)
         # Its broker account is gone; even an envelope that got through would be refused.
         data = s1.seal("request", {"station": "s1"})
@@ -224,8 +228,8 @@ def test_revoked_station_is_refused(running):
         finally:
             mon.close()
         assert state_bytes(running) == before
-        # The broker was reloaded without the account: station-s1 can no longer log in.
-        wait_until(lambda: not can_login(running.config, "station-s1", running.passwords["s1"]), 10)
+        # The broker dropped the account: station-s1 can no longer log in.
+        assert not can_login(running.config, "station-s1", running.passwords["s1"])
     finally:
         s1.close()
 
