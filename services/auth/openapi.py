@@ -152,7 +152,9 @@ SCHEMAS: dict[str, Any] = {
 
 _ERROR_TEXT = {400: "Bad input", 401: "Missing or wrong admin token", 404: "Not found",
                409: "Conflict (exists, revoked, or credentials in use)", 413: "Body too large",
-               415: "Unsupported media type (send JSON)"}
+               415: "Unsupported media type (send JSON)",
+               503: "Not done in full: the admin token is not set up, or the change is stored but the broker "
+                    "did not take it (the message says which)"}
 
 
 def spec(factories: Iterable[Callable[..., Any]] = ()) -> dict[str, Any]:

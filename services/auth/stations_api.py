@@ -129,15 +129,14 @@ def _audit(action: str, station: str, detail: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _broker_change(station: str, done: str) -> Iterator[None]:
+def _broker_change(station: str, done: str, then: str) -> Iterator[None]:
     """A broker that refuses the login change: say what did happen (the key store and the
     broker file are updated; the running broker takes it at its next start)."""
     try:
         yield
     except BrokerError as exc:
         log.warning(kv(event="station_broker_change_failed", station=station, error=str(exc)))
-        raise ApiError(503, f"station {station!r} is {done} but {exc}; the broker takes the change "
-                            "at its next start (its password: `medsec mqtt-password station-<id>`)") from None
+        raise ApiError(503, f"station {station!r} is {done} but {exc}; {then}") from None
 
 
 def create_blueprint(config: Config) -> Blueprint:
@@ -163,7 +162,8 @@ def create_blueprint(config: Config) -> Blueprint:
         info = store.add(station, pem)
         _audit("station_added", station, {"fingerprint": info["fingerprint"]})
         log.info(kv(event="station_added", station=station, fingerprint=info["fingerprint"]))
-        with _broker_change(station, "registered"):
+        with _broker_change(station, "registered", "the broker takes the login at its next start "
+                            f"(`medsec mqtt-password {account(station)}` prints the password)"):
             password, _ = station_accounts.provision(config, station)
         return jsonify({**info, "mqtt_account": account(station), "mqtt_password": password}), 201
 
@@ -180,7 +180,8 @@ def create_blueprint(config: Config) -> Blueprint:
         info = store.revoke(station)
         _audit("station_revoked", station, {})
         log.info(kv(event="station_revoked", station=station))
-        with _broker_change(station, "revoked"):
+        with _broker_change(station, "revoked", "its envelopes are refused; the broker drops the login "
+                            "at its next start"):
             station_accounts.deprovision(config, station)
         return jsonify(info)
 
@@ -224,15 +225,16 @@ OPENAPI_PATHS: dict[str, Any] = {
                  "responses": {"201": _json({"allOf": [_STATION, {"type": "object", "properties": {
                      "mqtt_account": {"type": "string"}, "mqtt_password": {"type": "string"}}}]},
                      "Registered"),
-                     **_errors(400, 401, 409, 415)}},
+                     **_errors(400, 401, 409, 415, 503)}},
     },
     "/stations/{station_id}": {
         "parameters": [_STATION_ID],
         "get": {"summary": "One station", "operationId": "showStation", "security": _SECURE,
                 "responses": {"200": _json(_STATION, "The station"), **_errors(401, 404)}},
-        "delete": {"summary": "Revoke a station: its key and broker account stop working",
+        "delete": {"summary": "Revoke a station: its key and broker account stop working, and its"
+                              " broker connection is closed",
                    "operationId": "revokeStation", "security": _SECURE,
-                   "responses": {"200": _json(_STATION, "Revoked"), **_errors(401, 404)}},
+                   "responses": {"200": _json(_STATION, "Revoked"), **_errors(401, 404, 503)}},
     },
     "/dispatch/key": {
         "get": {"summary": "The dispatch server's public key", "operationId": "dispatchKey",

@@ -83,7 +83,8 @@ def send(config: Config, commands: list[dict], timeout: float = 10.0) -> bool:
     finally:
         client.disconnect()
         client.loop_stop()
-    errors = failure or refused(answers)
-    if errors:
-        raise BrokerError("the broker refused an account change: " + "; ".join(errors))
+    if failure:
+        raise BrokerError(failure[0])
+    if refused(answers):
+        raise BrokerError("the broker refused an account change: " + "; ".join(refused(answers)))
     return True

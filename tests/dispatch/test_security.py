@@ -252,3 +252,25 @@ def can_login(config, account: str, password: str) -> bool:
         c.loop_stop()
         c.disconnect()
     return codes[0] == 0
+
+
+def test_a_broker_that_refuses_the_new_login_gets_a_clear_503(dstack, keys):
+    """The key is stored and the login written for the broker's next start; the answer says so,
+    names no password, and a later start of the broker would take it."""
+    import json
+
+    from services.common.state import load_passwords, write_secret
+    from tests.dispatch.conftest import api
+
+    passwords = load_passwords(dstack.config)
+    passwords["brokeradmin"] = "not-the-broker-admin-password"
+    write_secret(dstack.config.mqtt_passwords_path, json.dumps(passwords).encode())
+    status, body = api(dstack.config, "POST", "/stations",
+                       {"id": "s9", "public_key": envelope.public_pem(keys["s1"])})
+    assert status == 503, body
+    assert "'s9' is registered but the broker refused the brokeradmin login" in body["error"]
+    station_password = load_passwords(dstack.config)["station-s9"]
+    assert station_password not in json.dumps(body)
+    assert api(dstack.config, "GET", "/stations/s9")[0] == 200
+    assert "station-s9" in (dstack.config.broker_dir / "dynamic-security.json").read_text()
+    assert not can_login(dstack.config, "station-s9", station_password)
