@@ -71,6 +71,8 @@ class Config:
     auth_socket_override: str = ""
     # Key store: "" is the SQLite file in the state dir; postgresql://... selects PostgreSQL.
     keystore_url: str = ""
+    # EMQX's REST API (compose): station logins are added there instead of Mosquitto's plugin.
+    emqx_api_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -97,6 +99,7 @@ class Config:
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
             auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
+            emqx_api_url=env.get("MEDSEC_EMQX_API", ""),
         )
 
     # --- state directory layout (one place, so every service agrees) ---

@@ -1,9 +1,10 @@
 """Broker accounts of stations (`station-<id>`): generated password, broker file, running broker.
 
 Passwords join the generated ones in secrets/mqtt-passwords.json (0600), so
-`medsec mqtt-password station-<id>` prints them. The dynamic-security file is
-regenerated (for the next start) and the running broker told at once: a new
-station can log in straight away, a removed one is disconnected.
+`medsec mqtt-password station-<id>` prints them. The running broker is told at
+once, so a new station can log in straight away and a removed one is
+disconnected: Mosquitto through its dynamic-security plugin (whose file is also
+regenerated, for the next start), EMQX (compose, MEDSEC_EMQX_API) through its REST API.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from services.broker import dynsec, dynsec_admin
+from services.broker import dynsec, dynsec_admin, emqx_admin
 from services.broker.mosquitto import write_dynsec_file
 from services.common.config import Config
 from services.common.state import generate_password, load_passwords, write_secret
@@ -30,9 +31,18 @@ def _locked(config: Config) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _save(config: Config, passwords: dict[str, str], commands: list[dict]) -> None:
+def _save(config: Config, passwords: dict[str, str], name: str) -> None:
+    """Store the passwords, then give the running broker `name`'s login, or take it away."""
     write_secret(config.mqtt_passwords_path, json.dumps(passwords, indent=1).encode())
+    password = passwords.get(name)
+    if config.emqx_api_url:
+        if password is None:
+            emqx_admin.remove_login(config, name)
+        else:
+            emqx_admin.add_login(config, name, password)
+        return
     write_dynsec_file(config)
+    commands = dynsec.delete_commands(name) if password is None else dynsec.create_commands(name, password)
     dynsec_admin.send(config, commands)
 
 
@@ -45,7 +55,7 @@ def provision(config: Config, station: str) -> tuple[str, bool]:
         if name in passwords:
             return passwords[name], False
         passwords[name] = generate_password()
-        _save(config, passwords, dynsec.create_commands(name, passwords[name]))
+        _save(config, passwords, name)
     return passwords[name], True
 
 
@@ -55,5 +65,5 @@ def deprovision(config: Config, station: str) -> bool:
         passwords = load_passwords(config)
         if passwords.pop(name, None) is None:
             return False
-        _save(config, passwords, dynsec.delete_commands(name))
+        _save(config, passwords, name)
     return True
