@@ -23,7 +23,8 @@ MODULES = {
     "dispatch": "services.dispatch",
 }
 # /run/secrets/<name> -> $MEDSEC_HOME/secrets/<file>
-FILES = {"master_key": "master.key", "admin_token_sha256": "admin.token.sha256"}
+FILES = {"master_key": "master.key", "admin_token_sha256": "admin.token.sha256",
+         "emqx_api_key": "emqx-api-key"}
 
 
 def private(path: Path, data: bytes) -> None:

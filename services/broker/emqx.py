@@ -25,6 +25,8 @@ BOOTSTRAP_NAME = "auth-bootstrap.csv"
 ACL_NAME = "acl.conf"
 CONF_NAME = "emqx.conf"
 ETC = "/opt/emqx/etc/medsec"
+# The REST API key ("key:secret") that keyadmin adds station logins with (services/broker/emqx_admin.py).
+API_KEY_FILE = "/opt/emqx/etc/medsec-api-key"
 CERTS = "/opt/emqx/etc/certs"
 # EMQX actions for the policy's access words.
 _ACTION = {"read": "subscribe", "write": "publish", "readwrite": "all"}
@@ -118,6 +120,10 @@ listeners.ws.default {{ enable = false }}
 listeners.wss.default {{ enable = false }}
 dashboard {{
   listeners.http {{ bind = 18083 }}
+}}
+# keyadmin adds and removes station logins over the REST API (18083, internal network only).
+api_key {{
+  bootstrap_file = "{API_KEY_FILE}"
 }}
 """
 

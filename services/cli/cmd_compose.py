@@ -126,6 +126,9 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
         report.created.append(hash_path.name)
     passwords = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in ACCOUNTS}
     _secret(sec / "nodered_editor_password", _password, report)
+    # EMQX's REST API key, "key:secret": EMQX reads it as its api_key bootstrap file, keyadmin
+    # uses it to add station logins.
+    _secret(sec / "emqx_api_key", lambda: b"medsec-keyadmin:" + secrets.token_urlsafe(32).encode(), report)
     _secret(sec / "nodered_credential_secret", lambda: secrets.token_hex(32).encode(), report)
 
     env_path = sec / "emqx.env"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from services.broker import emqx
+from services.broker.emqx_admin import api_key_path
 from services.cli.cmd_compose import init_deploy
 from services.common.accounts import ACCOUNTS
+from services.common.config import Config
 from services.common.state import hash_token
 from tests.support.proc import ROOT
 
@@ -114,6 +117,21 @@ def test_emqx_cluster_is_static_with_files_and_no_default_dashboard_password(ren
     assert (deploy / "emqx" / emqx.ACL_NAME).read_text().rstrip().endswith("{deny, all}.")
 
 
+def test_keyadmin_adds_station_logins_to_emqx_with_the_generated_api_key(rendered, deploy):
+    keyadmin = rendered["services"]["keyadmin"]
+    assert keyadmin["environment"]["MEDSEC_EMQX_API"] == "http://emqx:18083"
+    assert "emqx_api_key" in {s["source"] if isinstance(s, dict) else s for s in keyadmin["secrets"]}
+    key = (deploy / "secrets" / "emqx_api_key").read_text().strip()
+    # EMQX's bootstrap format: one "key:secret" line, key [A-Za-z0-9_-]+, secret 3-128 characters.
+    assert re.fullmatch(r"[A-Za-z0-9_-]+:[A-Za-z0-9_-]{32,128}", key)
+    for name in ("emqx1", "emqx2"):
+        mounts = {_mount_target(v) for v in rendered["services"][name]["volumes"]}
+        assert emqx.API_KEY_FILE in mounts
+    assert f'bootstrap_file = "{emqx.API_KEY_FILE}"' in (deploy / "emqx" / emqx.CONF_NAME).read_text()
+    # The API port stays on the internal network.
+    assert all("18083" not in str(p) for s in rendered["services"].values() for p in s.get("ports", []))
+
+
 def _values(node, path=""):
     if isinstance(node, dict):
         for k, v in node.items():
@@ -190,7 +208,8 @@ def test_compose_init_outputs_fit_together(deploy):
 def test_entrypoint_builds_the_state_dir_from_docker_secrets(tmp_path, deploy):
     run_secrets = tmp_path / "run-secrets"
     run_secrets.mkdir()
-    for src, name in (("master.key", "master_key"), ("mqtt_keyadmin", "mqtt_keyadmin")):
+    for src, name in (("master.key", "master_key"), ("mqtt_keyadmin", "mqtt_keyadmin"),
+                      ("emqx_api_key", "emqx_api_key")):
         shutil.copy(deploy / "secrets" / src, run_secrets / name)
     home = tmp_path / "home"
     entry = str(ROOT / "docker" / "entrypoint.py")
@@ -201,6 +220,7 @@ def test_entrypoint_builds_the_state_dir_from_docker_secrets(tmp_path, deploy):
     passwords = json.loads((home / "secrets" / "mqtt-passwords.json").read_text())
     assert passwords == {"keyadmin": (deploy / "secrets" / "mqtt_keyadmin").read_text()}
     assert (home / "secrets" / "master.key").read_bytes() == (deploy / "secrets" / "master.key").read_bytes()
+    assert api_key_path(Config(home=home)).read_bytes() == (deploy / "secrets" / "emqx_api_key").read_bytes()
     for p in (home / "secrets").iterdir():
         assert p.stat().st_mode & 0o777 == 0o600
     # A second container on the same volume (auth: no MQTT account) keeps keyadmin's password.
