@@ -71,6 +71,9 @@ class Config:
     auth_socket_override: str = ""
     # Key store: "" is the SQLite file in the state dir; postgresql://... selects PostgreSQL.
     keystore_url: str = ""
+    # Behind a load balancer that sends PROXY protocol v2 (HAProxy `send-proxy-v2`): every device
+    # connection starts with the header that names the device's own address.
+    proxy_protocol: bool = False
     # EMQX's REST API (compose): station logins are added there instead of Mosquitto's plugin.
     emqx_api_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
@@ -100,6 +103,7 @@ class Config:
             auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
             emqx_api_url=env.get("MEDSEC_EMQX_API", ""),
+            proxy_protocol=_int(env, "MEDSEC_PROXY_PROTOCOL", 0) == 1,
         )
 
     # --- state directory layout (one place, so every service agrees) ---

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 from services.common.logs import kv
-from services.proxy import protocols
+from services.proxy import protocols, proxyproto
 from services.proxy.errors import NORMAL_CLOSE, BusUnavailable, Reject
 from services.proxy.output import event_payload, ingest_payload
 from services.proxy.state import ProxyState
@@ -31,16 +31,16 @@ GUESSES = frozenset({"unknown_key", "unknown_kid"})
 
 
 class Connection:
-    def __init__(self, state: ProxyState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, state: ProxyState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 src: tuple[str, int]) -> None:
         self.state = state
         self.config = state.config
         self.reader = reader
         self.writer = writer
         self.id = state.next_conn_id()
         self.loop = asyncio.get_running_loop()
-        peer = writer.get_extra_info("peername") or ("?", 0)
         sock = writer.get_extra_info("sockname") or ("?", 0)
-        self.src: tuple[str, int] = (str(peer[0]), int(peer[1]))
+        self.src = src  # the device's address: the peer's, or the balancer's PROXY header's
         self.gw: tuple[str, int] = (str(sock[0]), int(sock[1]))
         self.src_text = f"{self.src[0]}:{self.src[1]}"
         self.device: str | None = None
@@ -162,6 +162,9 @@ class Connection:
             if first:
                 self.first_byte_at = self.loop.time()
                 handler = protocols.select(first[0])
+                if handler is None and first.startswith(proxyproto.SIGNATURE[:len(first)]):
+                    raise Reject("unsupported_protocol", "a PROXY protocol header: this proxy is behind "
+                                 "a balancer that sends one, so set MEDSEC_PROXY_PROTOCOL=1")
                 if handler is None:
                     raise Reject("unsupported_protocol",
                                  f"first byte {first[0]:#04x} starts no known protocol")

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.common.config import Config
 from services.common.logs import kv
+from services.proxy import proxyproto
 from services.proxy.authclient import AuthClient
 from services.proxy.connection import Connection
 from services.proxy.metrics import Metrics, write_atomic
@@ -91,10 +92,14 @@ class ProxyServer:
         state = self.state
         assert state is not None
         peer = writer.get_extra_info("peername") or ("?", 0)
-        now = asyncio.get_running_loop().time()
         if self.should_exit.is_set():
             writer.close()
             return
+        if self.config.proxy_protocol:
+            peer = await self._proxy_header(reader, writer, peer)
+            if peer is None:
+                return
+        now = asyncio.get_running_loop().time()
         if state.throttle.blocked(str(peer[0]), now):
             state.metrics.refused["throttled"] += 1
             log.debug(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="throttled"))
@@ -114,13 +119,35 @@ class ProxyServer:
                     (str(peer[0]), int(peer[1])), None, time.time()))
                 self._last_refusal_report, self._suppressed = now, 0
             return
-        conn = Connection(state, reader, writer)
+        conn = Connection(state, reader, writer, (str(peer[0]), int(peer[1])))
         state.connections[conn.id] = conn
         state.metrics.connections_total += 1
         conn.task = asyncio.current_task()
         if conn.task is not None:
             conn.task.set_name(f"conn-{conn.id}")
         await conn.run()
+
+    async def _proxy_header(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            peer: tuple) -> tuple | None:
+        """The device's address from the balancer's PROXY v2 header; None (connection closed) if
+        the header is missing, malformed or late: nothing else may speak on this port."""
+        try:
+            async with asyncio.timeout(self.config.reading_timeout):
+                fixed = await reader.readexactly(proxyproto.FIXED_LENGTH)
+                addresses = await reader.readexactly(proxyproto.address_length(fixed))
+            return proxyproto.source(fixed, addresses) or peer
+        except (proxyproto.ProxyHeaderError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+            assert self.state is not None
+            if isinstance(exc, asyncio.IncompleteReadError) and not exc.partial:
+                writer.close()  # connected and left without a byte: the balancer's TCP health check
+                return None
+            self.state.metrics.refused["bad_proxy_header"] += 1
+            detail = exc.detail if isinstance(exc, proxyproto.ProxyHeaderError) else (
+                f"no complete PROXY header within {self.config.reading_timeout:g} s")
+            log.warning(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="bad_proxy_header",
+                           detail=detail))
+            writer.close()
+            return None
 
     # --- key events (revocation) ---
     def on_key_event(self, event: dict[str, Any]) -> None:
