@@ -10,18 +10,13 @@ key store, 50 simulated v2 devices.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
-import shutil
 import signal
-import socket
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -31,18 +26,17 @@ from services.auth.credentials import make_secret
 from services.auth.keystore import NewDevice
 from services.auth.keystore_pg import PostgresKeyStore
 from services.auth.sealing import Sealer
-from services.cli.cmd_compose import haproxy_config
 from services.common.state import mqtt_password
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import SeqCounter, V2Device
-from tests.support.proc import free_port, port_open, wait_until
+from tests.support.haproxy import HAProxy, haproxy_binary
+from tests.support.proc import free_port, wait_until
 
 DEVICES = 50
 RATE = 4.0
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
-                                reason="haproxy not installed")
+pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy not installed")
 
 
 class Dashboard:
@@ -76,30 +70,6 @@ class Dashboard:
         self.client.loop_stop()
 
 
-class HAProxy:
-    def __init__(self, procs, tmp_path, backends: list[int]) -> None:
-        self.port = free_port()
-        self.stats = tmp_path / "haproxy.sock"
-        cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(haproxy_config(f"127.0.0.1:{self.port}", [f"127.0.0.1:{p}" for p in backends],
-                                      stats_socket=str(self.stats)))
-        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"  # root's PATH has sbin, others may not
-        self.proc = procs.start("haproxy", [binary, "-db", "-f", str(cfg)])
-        wait_until(lambda: port_open(self.port) and self.stats.exists(), 10, what="haproxy")
-
-    def sessions(self) -> dict[str, tuple[str, int]]:
-        """server -> (status, current sessions), from the stats socket."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.stats))
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
-        return {r["svname"]: (r["status"], int(r["scur"] or 0)) for r in rows
-                if r["pxname"] == "proxies" and r["svname"].startswith("proxy")}
-
-
 def start_logged(procs, tmp_path, name: str, argv: list[str], env: dict[str, str], ready: str):
     proc = procs.start(name, argv, env=env)
     log = tmp_path / "proclogs" / f"{name}.log"
@@ -128,7 +98,8 @@ def test_two_proxies_two_auths_one_postgres_store(config, config_env, procs, bro
     auths = [start_logged(procs, tmp_path, f"auth{n + 1}", auth_argv, auth_env[n], "event=listening")
              for n in range(2)]
     proxies = [start_logged(procs, tmp_path, f"proxy{n + 1}", [sys.executable, "-m", "services.proxy"],
-                            {**auth_env[n], "MEDSEC_PROXY_PORT": str(ports[n])}, "event=subscribed")
+                            {**auth_env[n], "MEDSEC_PROXY_PORT": str(ports[n]), "MEDSEC_PROXY_PROTOCOL": "1"},
+                            "event=subscribed")
                for n in range(2)]
     publisher_argv = [sys.executable, "-m", "services.publisher"]
     active = start_logged(procs, tmp_path, "publisher1", publisher_argv, base, "bus_subscribed")
