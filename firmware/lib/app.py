@@ -161,6 +161,7 @@ class App:
                     self.led.set("error")
                     log("net_error", error=e, retry_ms=backoff, pending=link.pending())
                     self.net.close()
+                    link.lost()
                     next_attempt = ticks_add(ticks_ms(), backoff)
                     backoff = min(backoff * 2, backoff_max)
             done = self.max_readings and self.sent >= self.max_readings
@@ -209,6 +210,7 @@ class App:
             self.led.set("error")
             log("send_failed", error=e, pending=link.pending())
             self.net.close()
+            link.lost()
 
     def _listen(self, link, ms):
         # v2 acknowledgements arrive between readings; a closed link shows here too.
@@ -219,6 +221,7 @@ class App:
         except NetError as e:
             log("link_lost", error=e, pending=link.pending())
             self.net.close()
+            link.lost()
 
 
 def main(**kwargs):

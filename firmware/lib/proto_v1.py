@@ -24,5 +24,8 @@ class V1Link:
     def received(self, data):
         pass
 
+    def lost(self):
+        """The link ended (v1 keeps nothing to give up on)."""
+
     def pending(self):
         return 0

@@ -37,7 +37,7 @@ def test_ring_is_bounded_acks_remove_and_resend_keeps_order(tmp_path, keys, caps
     acks = gateway_v2.seal_ack(keys, 4) + gateway_v2.seal_ack(keys, 3)
     link.received(acks[:7])
     link.received(acks[7:])
-    assert [seq for seq, _ in link.ring] == [5] and link.acked == 2
+    assert [item[0] for item in link.ring] == [5] and link.acked == 2
     link.received(gateway_v2.seal_ack(keys, 4))  # a repeated ack is harmless
     assert link.pending() == 1
 
@@ -59,3 +59,52 @@ def test_frames_are_what_the_gateway_opens(tmp_path, keys):
     assert used == len(frame)
     plain = gateway_v2.open_data(keys, parsed)
     assert gateway_v2.parse_reading(plain)["Acel_x"] == "-0.50"
+
+
+class Clock:
+    """proto_v2's ticks_ms, moved by the test."""
+
+    def __init__(self) -> None:
+        self.ms = 1000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def test_a_reading_the_gateway_refuses_three_times_is_dropped(tmp_path, keys, monkeypatch, capsys):
+    clock = Clock()
+    monkeypatch.setattr(proto_v2, "ticks_ms", clock)
+    link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
+    for _ in range(3):
+        link.reading(VALUES)
+    for attempt in range(1, 4):
+        link.connected()
+        clock.ms += 30  # the gateway closes the link at seq 1 within milliseconds
+        link.lost()
+        assert link.pending() == (3 if attempt < 3 else 2)
+    assert [item[0] for item in link.ring] == [2, 3] and link.refused == 1 and link.dropped == 0
+    assert "event=reading_refused seq=1 tries=3" in capsys.readouterr().out
+
+
+def test_outages_and_acks_do_not_count_as_refusals(tmp_path, keys, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(proto_v2, "ticks_ms", clock)
+    link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
+    link.reading(VALUES)
+    link.reading(VALUES)
+    for _ in range(5):
+        link.connected()
+        clock.ms += proto_v2.REFUSAL_MS + 3000  # the gateway's bus or auth wait ran out: an outage
+        link.lost()
+        link.lost()  # a failed reconnect (no link went up) counts nothing either
+    assert link.pending() == 2 and link.refused == 0
+    # Two quick losses, then seq 1 is acked: seq 2 starts from zero tries.
+    for _ in range(2):
+        link.connected()
+        clock.ms += 10
+        link.lost()
+    link.connected()
+    link.received(gateway_v2.seal_ack(keys, 1))
+    clock.ms += 10
+    link.lost()
+    assert link.tries == (2, 1) and link.pending() == 1 and link.refused == 0

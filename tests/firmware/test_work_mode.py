@@ -218,3 +218,31 @@ def test_v2_counter_survives_a_reboot(make_device, gateway, board):
     after = [s for s in seqs(dash, device) if s > before]
     assert after and min(after) >= ceiling > before
     dash.close()
+
+
+def test_v2_reading_the_gateway_refuses_is_dropped_after_three_tries(make_device, gateway, board):
+    """A probe glitch (99 °C: out_of_range at the gateway) is refused, never acked; after three tries
+    the device gives it up and every later reading still arrives, in order."""
+    import ds18x20
+
+    device, dev = v2_device(make_device, gateway, "wlan", interval_ms=300)
+    dash = gateway.dashboard(device)
+    dev.start()
+    wait_until(lambda: len(seqs(dash, device)) >= 2, 15, what="readings before the glitch")
+    taken = dev.app.sent
+    ds18x20.SENSOR["temp"] = 99.0
+    wait_until(lambda: dev.app.sent > taken, 5, interval=0.02, what="a reading of the glitch")
+    ds18x20.SENSOR["temp"] = 36.6
+    bad = dev.app.sent - taken  # readings taken at 99 °C (one, at most two)
+    wait_until(lambda: dev.app.link.refused == bad, 20, what="the refused readings given up")
+    after = len(seqs(dash, device))
+    wait_until(lambda: len(seqs(dash, device)) >= after + 3, 15, what="readings after the glitch")
+    published = seqs(dash, device)
+    assert published == sorted(published) and len(set(published)) == len(published)
+    assert all(float(json.loads(p)["Temp"]) < 60 for p in dash.on(f"Pico/{device}/json"))
+    assert dev.app.link.dropped == 0 and not dev.error
+    # The gateway saw each refused reading exactly three times, then never again.
+    proxy_log = gateway._log("proxy").splitlines()
+    refusals = [ln for ln in proxy_log if "reason=out_of_range" in ln and device in ln]
+    assert len(refusals) == 3 * bad
+    dash.close()
