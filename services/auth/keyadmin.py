@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from services.auth import devices_api, openapi, ops_api, stations_api
 from services.auth.api_common import ApiError
+from services.auth.audit_witness import WitnessKeeper
 from services.auth.credentials import CredentialError
 from services.auth.events import BusKeyEvents
 from services.auth.keystore import (
@@ -123,10 +124,13 @@ def main() -> int:
     from waitress import serve
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    witness = WitnessKeeper(config, app.extensions["medsec.store"])
+    witness.start()
     log.info(kv(event="listening", url=config.admin_url))
     try:
         serve(app, host=config.host, port=config.admin_port, threads=8, ident="medsec")
     finally:
+        witness.close()
         app.extensions["medsec.events"].close()
         app.extensions["medsec.store"].close()
     return 0

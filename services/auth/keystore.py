@@ -210,6 +210,7 @@ class KeyStore(Protocol):
         self, actor: str, action: str, device: str | None, detail: dict[str, Any]
     ) -> AuditEntry: ...
     def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
+    def audit_head(self) -> tuple[int, str] | None: ...
     def close(self) -> None: ...
 
 
@@ -528,6 +529,11 @@ class SQLKeyStoreBase:
     def append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any]) -> AuditEntry:
         with self._tx():
             return self._append_audit(actor, action, device, detail, self._clock())
+
+    def audit_head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the newest entry; None while the log is empty."""
+        rows = self._read("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
         rows = self._read(

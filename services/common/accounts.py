@@ -32,8 +32,10 @@ POLICY: tuple[Rule, ...] = (
     Rule("publisher", "read", "medsec/ingest/#"),
     Rule("publisher", "readwrite", "medsec/events/#"),
     Rule("publisher", "write", "Pico/#"),
-    # keyadmin: announces added / rotated / revoked keys.
+    # keyadmin: announces added / rotated / revoked keys, and keeps the audit log's head as a
+    # retained witness (reads it back at start so it never moves it backwards).
     Rule("keyadmin", "write", "medsec/keys/events"),
+    Rule("keyadmin", "readwrite", "medsec/audit/head"),
     # dispatch: the parameter server of seed workflow 2.
     Rule("dispatch", "readwrite", "medsec/dispatch/#"),
     Rule("dispatch", "read", "medsec/keys/events"),

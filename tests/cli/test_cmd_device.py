@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from services.auth.audit_witness import read_witness
 from services.cli.main import main
 from services.common.state import init_state
 from tests.support.proc import port_open, wait_until
@@ -23,12 +24,16 @@ def env(config, config_env, monkeypatch):
     return config
 
 
-@pytest.fixture
-def keyadmin(env, config_env, procs):
-    proc = procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
-    wait_until(lambda: port_open(env.admin_port) or proc.poll() is not None, 15, what="keyadmin")
+def start_keyadmin(procs, config, config_env, name: str = "keyadmin"):
+    proc = procs.start(name, [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    wait_until(lambda: port_open(config.admin_port) or proc.poll() is not None, 15, what="keyadmin")
     assert proc.poll() is None
     return proc
+
+
+@pytest.fixture
+def keyadmin(env, config_env, procs):
+    return start_keyadmin(procs, env, config_env)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -103,3 +108,35 @@ def test_audit_show_and_verify_names_the_edited_entry(keyadmin, env, capsys):
 def test_provision_missing_is_a_clear_error(env, capsys):
     code, _, err = run(capsys, "device", "provision", "pico-1")
     assert code == 1 and "not available" in err
+
+
+def test_truncation_and_rewrite_are_caught_and_never_witnessed(env, config_env, broker, procs, capsys):
+    keyadmin = start_keyadmin(procs, env, config_env)
+    for name in ("a", "b", "c"):
+        run(capsys, "device", "add", name)
+    witnessed = wait_until(lambda: (w := read_witness(env)) and w.seq == 3 and w, 10,
+                           what="keyadmin to witness entry 3")
+    code, out, _ = run(capsys, "audit", "verify")
+    assert code == 0 and "intact: 3 entries" in out and "witness (entry 3) matches" in out
+
+    # Someone with write access to the key store drops the newest entry: the chain is still whole.
+    db = sqlite3.connect(env.keystore_path)
+    db.execute("DROP TRIGGER audit_no_delete")
+    db.execute("DELETE FROM audit WHERE seq = 3")
+    db.commit()
+    db.close()
+    code, _, err = run(capsys, "audit", "verify")
+    assert code == 1 and "TRUNCATED: the broker witnessed entry 3" in err and "ends at entry 2" in err
+    log = procs.log_dir / "keyadmin.log"
+    wait_until(lambda: "event=audit_log_tampered" in log.read_text(), 10, what="keyadmin's alarm")
+
+    # New entries after the cut do not move the witness over the gap, not even after a restart.
+    run(capsys, "device", "add", "d")
+    procs.stop(keyadmin)
+    start_keyadmin(procs, env, config_env, name="keyadmin2")
+    log2 = procs.log_dir / "keyadmin2.log"
+    wait_until(lambda: "event=audit_log_tampered" in log2.read_text(), 10, what="the restarted one's alarm")
+    assert "REWRITTEN: entry 3" in log2.read_text()
+    assert read_witness(env) == witnessed
+    code, _, err = run(capsys, "audit", "verify")
+    assert code == 1 and "REWRITTEN: entry 3" in err

@@ -41,6 +41,20 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("proxy", "medsec/keys/events", P, False),
     ("dashboard", "medsec/keys/events", S, False),
     ("station-a", "medsec/keys/events", S, False),
+    # The audit witness: keyadmin keeps it (and reads it back), monitor reads it, nobody else.
+    ("keyadmin", "medsec/audit/head", P, True),
+    ("keyadmin", "medsec/audit/head", S, True),
+    ("monitor", "medsec/audit/head", S, True),
+    ("proxy", "medsec/audit/head", P, False),
+    ("dispatch", "medsec/audit/head", P, False),
+    ("dashboard", "medsec/audit/head", S, False),
+    ("station-a", "medsec/audit/head", P, False),
+    # Mosquitto's account commands: only brokeradmin (checked on the rendered files; the real-broker
+    # table skips $ topics, which the witness account cannot write).
+    ("brokeradmin", "$CONTROL/dynamic-security/v1", P, True),
+    ("dispatch", "$CONTROL/dynamic-security/v1", P, False),
+    ("monitor", "$CONTROL/dynamic-security/v1", S, False),
+    ("brokeradmin", "medsec/dispatch/station-a/params", S, False),
     # Dispatch and its stations: each station only its own subtree.
     ("dispatch", "medsec/dispatch/station-a/params", P, True),
     ("dispatch", "medsec/dispatch/station-a/request", S, True),
