@@ -152,6 +152,14 @@ def test_audit_chain_detects_edits(store, tamper):
     assert verify_chain(store.audit()).seq == 1
 
 
+def test_audit_head_is_the_newest_entry(store):
+    assert store.audit_head() is None
+    store.add(v1("pico-1"))
+    store.revoke("pico-1")
+    last = store.audit()[-1]
+    assert store.audit_head() == (2, last.hash) and last.seq == 2
+
+
 def test_refuses_wide_permissions(state):
     SQLiteKeyStore.open(state).close()
     os.chmod(state.keystore_path, 0o644)
