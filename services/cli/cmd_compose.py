@@ -25,12 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.broker import emqx
+from services.broker.dynsec_admin import ADMIN_ACCOUNT
 from services.cli.errors import CliError
 from services.common.accounts import ACCOUNTS
 from services.common.config import Config
 from services.common.state import hash_token
 
 DEFAULT_DIR = "deploy"
+# brokeradmin drives Mosquitto's dynamic-security plugin; EMQX has its REST API (emqx_api_key) instead.
+EMQX_ACCOUNTS = tuple(a for a in ACCOUNTS if a != ADMIN_ACCOUNT)
 CERT_DAYS = 825
 # Host names the 8883 certificate is valid for, besides any --hostname given.
 CERT_NAMES = ("localhost", "emqx1.medsec", "emqx2.medsec", "emqx", "lb")
@@ -126,7 +129,7 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
     if not hash_path.exists() or hash_path.read_bytes() != expected_hash:
         _write(hash_path, expected_hash, 0o644)
         report.created.append(hash_path.name)
-    passwords = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in ACCOUNTS}
+    passwords = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in EMQX_ACCOUNTS}
     _secret(sec / "nodered_editor_password", _password, report)
     # EMQX's REST API key, "key:secret": EMQX reads it as its api_key bootstrap file, keyadmin
     # uses it to add station logins.
