@@ -10,12 +10,10 @@ import threading
 import uuid
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from services.broker import BrokerError
+from services.common import bus
 from services.common.config import Config
-from services.common.state import StateError, mqtt_password
+from services.common.state import StateError
 
 ADMIN_ACCOUNT = "brokeradmin"
 COMMAND_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -62,10 +60,8 @@ def send(config: Config, commands: list[dict], timeout: float = 10.0) -> bool:
         if len(answers) >= len(tagged):
             done.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"medsec-admin-{tag[:12]}",
-                         protocol=mqtt.MQTTv311)
     try:
-        client.username_pw_set(ADMIN_ACCOUNT, mqtt_password(config, ADMIN_ACCOUNT))
+        client = bus.make_client(config, ADMIN_ACCOUNT, f"medsec-admin-{tag[:12]}")
     except StateError as exc:
         raise BrokerError(str(exc)) from None
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
@@ -85,6 +81,7 @@ def send(config: Config, commands: list[dict], timeout: float = 10.0) -> bool:
         client.loop_stop()
     if failure:
         raise BrokerError(failure[0])
-    if refused(answers):
-        raise BrokerError("the broker refused an account change: " + "; ".join(refused(answers)))
+    errors = refused(answers)
+    if errors:
+        raise BrokerError("the broker refused an account change: " + "; ".join(errors))
     return True

@@ -55,6 +55,10 @@ def _request(config: Config, method: str, path: str, body: dict | None = None) -
         return status, None
 
 
+def _user(account: str) -> str:
+    return f"{USERS}/{urllib.parse.quote(account, safe='')}"
+
+
 def _check(status: int, doc: Any, what: str, ok: tuple[int, ...]) -> None:
     if status not in ok:
         message = (doc.get("message") or doc.get("code")) if isinstance(doc, dict) else None
@@ -67,14 +71,14 @@ def add_login(config: Config, account: str, password: str) -> None:
     status, doc = _request(config, "POST", USERS,
                            {"user_id": account, "password": password, "is_superuser": False})
     if status == 409:
-        status, doc = _request(config, "PUT", f"{USERS}/{urllib.parse.quote(account, safe='')}",
+        status, doc = _request(config, "PUT", _user(account),
                                {"password": password, "is_superuser": False})
     _check(status, doc, f"create the login {account}", (200, 201))
 
 
 def remove_login(config: Config, account: str) -> None:
     """Delete the login, then disconnect every client logged in with it."""
-    status, doc = _request(config, "DELETE", f"{USERS}/{urllib.parse.quote(account, safe='')}")
+    status, doc = _request(config, "DELETE", _user(account))
     _check(status, doc, f"delete the login {account}", (204, 404))
     status, doc = _request(config, "GET", f"{CLIENTS}?username={urllib.parse.quote(account, safe='')}")
     _check(status, doc, f"list the clients of {account}", (200,))

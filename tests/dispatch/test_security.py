@@ -259,6 +259,7 @@ def test_a_broker_that_refuses_the_new_login_gets_a_clear_503(dstack, keys):
     names no password, and a later start of the broker would take it."""
     import json
 
+    from services.broker.mosquitto import dynsec_path
     from services.common.state import load_passwords, write_secret
     from tests.dispatch.conftest import api
 
@@ -272,5 +273,5 @@ def test_a_broker_that_refuses_the_new_login_gets_a_clear_503(dstack, keys):
     station_password = load_passwords(dstack.config)["station-s9"]
     assert station_password not in json.dumps(body)
     assert api(dstack.config, "GET", "/stations/s9")[0] == 200
-    assert "station-s9" in (dstack.config.broker_dir / "dynamic-security.json").read_text()
+    assert "station-s9" in dynsec_path(dstack.config).read_text()
     assert not can_login(dstack.config, "station-s9", station_password)
