@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test venv system system-test nodered run test test-node bench lint clean firmware flash
+.PHONY: setup setup-test venv system system-test nodered run test test-fast test-node bench lint clean firmware flash
 
 setup: venv system nodered
 
@@ -32,6 +32,10 @@ run: setup
 # Lint and Node-RED's mocha tests first, so pytest's summary is the last line.
 test: setup-test lint test-node
 	$(BIN)/pytest
+
+# The fast loop: lint, then the unit tier only (no broker, database or browser; tests/conftest.py).
+test-fast: venv lint
+	$(BIN)/pytest -m unit -q
 
 test-node:
 	@if [ -f nodered/Makefile ]; then $(MAKE) -C nodered test; fi
