@@ -7,6 +7,9 @@ from services.common.config import Config
 from tests.support.broker import start_mosquitto
 from tests.support.proc import Processes, free_port
 
+# The key store and the auth / keyadmin processes on it: state, store, pg_server, auth_proc, keyadmin.
+pytest_plugins = ("tests.support.stores",)
+
 
 @pytest.fixture
 def config(tmp_path) -> Config:

@@ -7,11 +7,12 @@ import os
 import psycopg
 import pytest
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import KeyStoreError, NewDevice
-from services.auth.keystore_pg import PostgresKeyStore, describe_url, open_store
-from services.auth.sealing import Sealer
 from services.common.config import Config
+from services.keystore.backends import open_store
+from services.keystore.credentials import make_secret
+from services.keystore.models import KeyStoreError, NewDevice
+from services.keystore.postgres import PostgresKeyStore, describe_url
+from services.keystore.sealing import Sealer
 
 
 @pytest.fixture
