@@ -1,4 +1,4 @@
-"""PostgreSQL key store specifics (the shared contract runs in tests/auth against both backends):
+"""PostgreSQL key store specifics (test_contract.py runs the shared contract on both backends):
 several instances on one database, a dropped connection, secrets never in the database or errors."""
 from __future__ import annotations
 
