@@ -3,8 +3,8 @@
 Statements use the few types that differ by name only ({real}, {blob}, {int}:
 see `Types`); `migrate` (sql.py) creates what is missing, adds the columns
 later versions introduced to an older database, then the indexes. The
-append-only triggers are the one dialect-specific part (each backend's
-TRIGGERS).
+append-only audit triggers are the one dialect-specific part (each backend's
+_TRIGGERS).
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ class SQLKeyStoreBase:
 
     _CHANGES = "changes"  # the meta row holding the change counter
     _GREATEST = "MAX"  # the two-argument maximum
-    _BY_ID = "id"  # how devices are ordered (the same order on every backend)
+    _BY_ID = "id"  # how devices and stations are ordered (the same order on every backend)
     # The `last` of a stored v2 window ("last:verified:acked") as an integer; {} is the column.
     _WINDOW_LAST = "CAST(substr({0}, 1, instr({0}, ':') - 1) AS INTEGER)"
     _TYPES = schema.SQLITE_TYPES  # the type names of schema.py
