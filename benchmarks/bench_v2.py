@@ -24,10 +24,11 @@ from pathlib import Path
 
 from benchmarks import stackbench
 from benchmarks.stackbench import Counter, percentile
-from services.auth.credentials import make_secret
-from services.auth.keystore import NewDevice, SQLiteKeyStore
 from services.common import authwire, v1, v2
 from services.common.config import Config
+from services.keystore.credentials import make_secret
+from services.keystore.models import NewDevice
+from services.keystore.sqlite import SQLiteKeyStore
 from services.sim.devices import Credentials
 from services.sim.v2 import SeqCounter, V2Device
 from tests.support.stack import medsec

@@ -17,7 +17,7 @@ from pathlib import Path
 RUN_SECRETS = Path(os.environ.get("MEDSEC_SECRETS_DIR", "/run/secrets"))
 MODULES = {
     "auth": "services.auth",
-    "keyadmin": "services.auth.keyadmin",
+    "keyadmin": "services.keyadmin",
     "proxy": "services.proxy",
     "publisher": "services.publisher",
     "dispatch": "services.dispatch",

@@ -26,6 +26,9 @@ from services.common.config import Config
 from tests.support.broker import start_mosquitto
 from tests.support.proc import Processes, free_port
 
+# The key store and the auth / keyadmin processes on it: state, store, pg_server, auth_proc, keyadmin.
+pytest_plugins = ("tests.support.stores",)
+
 TIERS = ("unit", "system", "e2e")
 # Fixtures that start real processes or servers (tests/conftest.py, tests/support and the folders'
 # conftest.py files). A new fixture need not be listed: its code is read for SPAWNS as well.

@@ -18,14 +18,17 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any, Protocol
 
 from services.auth.bursts import BurstDetector
-from services.auth.keystore import KeyStoreError, open_configured
-from services.auth.service import AuthService, Identified
+from services.auth.identify import Identified
+from services.auth.service import AuthService
 from services.common import authwire
 from services.common.config import Config
 from services.common.logs import kv, setup
 from services.common.state import StateError
+from services.keystore.backends import open_store
+from services.keystore.models import KeyStoreError
 
 FLUSH_INTERVAL = 1.0
 READ_CHUNK = 1 << 16
@@ -33,8 +36,29 @@ READ_CHUNK = 1 << 16
 BATCH = 256
 
 
+class Metrics(Protocol):
+    candidates: int
+
+    def prometheus(self) -> str: ...
+
+
+class Handler(Protocol):
+    """What the transport asks of the auth logic (AuthService; tests give stand-ins)."""
+
+    metrics: Metrics
+
+    def refresh(self, force: bool = False) -> None: ...
+    def identify_batch(
+        self, requests: list[dict[str, Any]], client: Any = None
+    ) -> list[Identified | None]: ...
+    def handle(self, request: dict[str, Any], client: Any = None,
+               identified: Identified | None = None) -> dict[str, Any]: ...
+    def drop_client(self, client: Any) -> None: ...
+    def flush(self) -> None: ...
+
+
 class AuthServer:
-    def __init__(self, service: AuthService, path: Path, log: logging.Logger,
+    def __init__(self, service: Handler, path: Path, log: logging.Logger,
                  metrics_path: Path | None = None) -> None:
         self._service = service
         self._path = path
@@ -135,9 +159,8 @@ class AuthServer:
     def _answers(self, batch: list[dict], client: int) -> bytes:
         """The encoded answers of `batch`, in order; first readings of new connections are identified
         together in one pass over the keys."""
-        identify_batch = getattr(self._service, "identify_batch", None)  # stand-in services lack it
         try:
-            identified = identify_batch(batch, client) if identify_batch else [None] * len(batch)
+            identified = self._service.identify_batch(batch, client)
         except Exception as exc:  # then every request takes the one-at-a-time path
             self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
             identified = [None] * len(batch)
@@ -170,7 +193,7 @@ def _listening(path: Path) -> bool:
 
 
 async def run(config: Config, log: logging.Logger) -> None:
-    store = open_configured(config)
+    store = open_store(config)
     bursts = BurstDetector(config.throttle_failures or 10, config.throttle_window)
     service = AuthService(store, log, bursts=bursts, max_blocks=config.max_reading_blocks)
     server = AuthServer(service, config.auth_socket, log, config.run_dir / "metrics-auth.prom")

@@ -3,6 +3,7 @@
 No I/O of its own beyond the key store it is given: the transport
 (services/auth/server.py) decodes requests, calls `handle`, encodes answers.
 Sessions are keyed by (client, conn): each proxy numbers its own connections.
+Identification by block 0 is identify.py's; protocol v2 is v2.py's.
 """
 from __future__ import annotations
 
@@ -13,50 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from services.auth.bursts import BurstDetector, source_address
-from services.auth.keystore import Credential, KeyStore, Seen
+from services.auth.identify import Candidate, Identified, V1Keys
 from services.auth.v2 import V2Auth, V2Rejected
 from services.common import v1
 from services.common.logs import kv
 from services.common.readings import ReadingError, validate
+from services.keystore.models import Seen
+from services.keystore.store import KeyStore
 
 Answer = dict[str, Any]
 # Reasons that mean "this source does not hold a valid key" (counted per address for the audit log).
 IDENTIFICATION_FAILURES = frozenset({"unknown_key", "unknown_kid", "revoked", "key_expired"})
-# Block 0 decrypts to '{"Temp":"' + 7 bytes under the right key in both variants.
-_PREFIX = v1.FIRST_BLOCK_PREFIX
 _PRINTABLE = frozenset(range(0x20, 0x7F))
-
-
-@dataclass
-class Candidate:
-    """One v1 credential ready for identification: a cached AES-ECB object and the expected block-0 prefix."""
-
-    device_id: str
-    generation: int
-    ecb: Any
-    iv: bytes
-    expected: bytes  # ECB-decrypted block 0 must start with this (prefix XOR iv)
-    expires_at: float | None
-    revoked: bool
-    newest: bool
-    overlapping: bool  # an older credential of the device is still valid: first use ends the overlap
-
-    def valid(self, now: float) -> bool:
-        return not self.revoked and (self.expires_at is None or self.expires_at > now)
-
-
-@dataclass
-class Identified:
-    """A first-block identification done ahead of its request in one batched pass (identify_batch)."""
-
-    active: list[Candidate]  # the candidate list the pass ran over (a reload replaces it)
-    found: Candidate | None
-    stale: Candidate | None  # when not found: a revoked or expired key that matches
-    share: float  # this request's share of the pass's time
-    seconds: float  # the whole pass
 
 
 @dataclass
@@ -114,24 +84,6 @@ class Rejected(Exception):
         self.device = device
 
 
-class _Ecb:
-    """AES-ECB decryption as v1.BlockCipher: an OpenSSL context kept per key (ECB has no state
-    between calls), about 0.3 us per block, so trying 10,000 keys on block 0 takes milliseconds."""
-
-    __slots__ = ("decrypt",)
-
-    def __init__(self, key: bytes) -> None:
-        self.decrypt = Cipher(algorithms.AES(key), modes.ECB()).decryptor().update
-
-
-def _candidate(cred: Credential, newest: bool, overlapping: bool) -> Candidate:
-    key = cred.secret["key"].encode()
-    iv = cred.secret["iv"].encode()
-    expected = bytes(a ^ b for a, b in zip(_PREFIX, iv, strict=False))
-    return Candidate(cred.device_id, cred.generation, _Ecb(key), iv, expected,
-                     cred.expires_at, cred.revoked, newest, overlapping)
-
-
 class AuthService:
     def __init__(self, store: KeyStore, log: logging.Logger | None = None,
                  clock: Callable[[], float] = time.time, bursts: BurstDetector | None = None,
@@ -141,9 +93,7 @@ class AuthService:
         self._clock = clock
         self._store_generation: int | None = None
         self._changes: int | None = None
-        self._by_cred: dict[tuple[str, int], Candidate] = {}
-        self._active: list[Candidate] = []
-        self._inactive: list[Candidate] = []
+        self._keys = V1Keys()
         self._sessions: dict[tuple[Any, int], Session] = {}
         self._seen: dict[str, Seen] = {}
         self.metrics = Metrics()
@@ -165,46 +115,20 @@ class AuthService:
         self._reload(full=force)
 
     def _reload(self, full: bool) -> None:
-        changed_since = getattr(self._store, "credentials_changed", None)
         since = -1 if full or self._changes is None else self._changes
-        if changed_since is not None:
-            creds, current = changed_since("v1", since)
-            v2_changed = since == -1 or bool(changed_since("v2", since)[0])
-        else:
-            creds, current, v2_changed, since = self._store.credentials("v1"), None, True, -1
-        by_device: dict[str, list[Credential]] = {}
-        for c in creds:
-            by_device.setdefault(c.device_id, []).append(c)
-        now = self._clock()
-        by_cred = {} if since == -1 else dict(self._by_cred)
-        for device_creds in by_device.values():
-            newest = max(c.generation for c in device_creds)
-            overlapping = sum(1 for c in device_creds if c.valid(now)) > 1
-            for c in device_creds:
-                key = (c.device_id, c.generation)
-                is_newest = c.generation == newest
-                old = self._by_cred.get(key)
-                if old is not None:  # keep the AES context: only the state may have changed
-                    old.expires_at, old.revoked, old.newest = c.expires_at, c.revoked, is_newest
-                    old.overlapping = is_newest and overlapping
-                    by_cred[key] = old
-                else:
-                    by_cred[key] = _candidate(c, is_newest, is_newest and overlapping)
-        self._by_cred = by_cred
-        # Newest credentials first: after a rotation the new key is the likely one.
-        self._active = [c for c in by_cred.values() if c.newest and not c.revoked]
-        self._active += [c for c in by_cred.values() if not c.newest and not c.revoked]
-        self._inactive = [c for c in by_cred.values() if c.revoked]
+        creds, current = self._store.credentials_changed("v1", since)
+        v2_changed = since == -1 or bool(self._store.credentials_changed("v2", since)[0])
+        self._keys.load(creds, since == -1, self._clock())
         self._changes = current
         if v2_changed:
             self._v2.load(self._store.credentials("v2"))
         self.metrics.reloads += 1
-        self.metrics.candidates = len(self._active)
+        self.metrics.candidates = len(self._keys.active)
 
     # --- requests ---
     def identify_many(self, block0s: list[bytes], now: float) -> list[Candidate | None]:
-        """What `_match(self._active, b, now)` finds for each block, in one pass over the keys."""
-        return _match_many(self._active, block0s, now)
+        """What `identify.match` finds among the active keys for each block, in one pass over the keys."""
+        return self._keys.identify_many(block0s, now)
 
     def identify_batch(self, requests: list[dict[str, Any]], client: Any = None) -> list[Identified | None]:
         """Identify together the first readings of new connections among `requests` (answered next,
@@ -232,24 +156,9 @@ class AuthService:
                 todo.append((i, blocks[0]))
         if len(todo) < 2:
             return result  # nothing to share: the usual path
-        now = self._clock()
-        started = time.perf_counter()
-        block0s = [b for _, b in todo]
-        found = _match_many(self._active, block0s, now)
-        elapsed = time.perf_counter() - started
-        missing = [k for k, f in enumerate(found) if f is None]
-        stale: list[Candidate | None] = [None] * len(todo)
-        if missing:
-            misses = [block0s[k] for k in missing]
-            inactive = _match_many(self._inactive, misses, None)
-            again = [j for j, f in enumerate(inactive) if f is None]
-            expired = _match_many(self._active, [misses[j] for j in again], None)
-            for j, f in zip(again, expired, strict=True):
-                inactive[j] = f
-            for k, f in zip(missing, inactive, strict=True):
-                stale[k] = f
-        for k, (i, _) in enumerate(todo):
-            result[i] = Identified(self._active, found[k], stale[k], elapsed / len(todo), elapsed)
+        identified = self._keys.identify_batch([b for _, b in todo], self._clock())
+        for (i, _), one in zip(todo, identified, strict=True):
+            result[i] = one
         return result
 
     def handle(self, request: dict[str, Any], client: Any = None,
@@ -315,7 +224,7 @@ class AuthService:
             self._log.info(kv(event="identified", device=cand.device_id, conn=conn,
                               src=request.get("src", ""), generation=cand.generation))
         else:
-            cand = self._by_cred.get((session.device_id, session.generation))
+            cand = self._keys.by_cred.get((session.device_id, session.generation))
             if cand is None or cand.revoked:
                 raise Rejected("revoked", "the device was revoked", session.device_id)
             if not cand.valid(now):
@@ -355,19 +264,7 @@ class AuthService:
         return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant}
 
     def _identify(self, block0: bytes, now: float, pre: Identified | None = None) -> Candidate:
-        # A batched result stands if the keys were not reloaded since and its match is still in time
-        # (otherwise the one-at-a-time pass below gives what today's path gives).
-        if pre is not None and pre.active is self._active and (
-                pre.found is None or pre.found.expires_at is None or pre.found.expires_at > now):
-            found, stale, elapsed, longest = pre.found, pre.stale, pre.share, pre.seconds
-        else:
-            started = time.perf_counter()
-            found = _match(self._active, block0, now)
-            elapsed = longest = time.perf_counter() - started
-            stale = None
-            if found is None:
-                # Not a current key: say why if it is a known but revoked or expired one (operators need it).
-                stale = _match(self._inactive, block0, None) or _match(self._active, block0, None)
+        found, stale, elapsed, longest = self._keys.identify(block0, now, pre)
         self.metrics.identify_seconds += elapsed
         self.metrics.identify_max = max(self.metrics.identify_max, longest)
         self.metrics.identified += 1
@@ -434,45 +331,6 @@ def _blocks(hex_text: Any) -> tuple[bytes, ...]:
     if len(raw) % v1.BLOCK:
         raise Rejected("bad_request", "blocks is not a whole number of 16-byte blocks")
     return tuple(raw[i:i + v1.BLOCK] for i in range(0, len(raw), v1.BLOCK))
-
-
-def _match(candidates: list[Candidate], block0: bytes, now: float | None) -> Candidate | None:
-    """The one-block identification test of v1.first_block_matches, with the XOR precomputed per key."""
-    for cand in candidates:
-        if cand.ecb.decrypt(block0).startswith(cand.expected) and (
-                now is None or cand.expires_at is None or cand.expires_at > now):
-            return cand
-    return None
-
-
-def _match_many(candidates: list[Candidate], block0s: list[bytes],
-                now: float | None) -> list[Candidate | None]:
-    """`_match` for many blocks at once: per candidate, one ECB call over all the still unmatched
-    blocks (a find of the expected prefix at 16-byte boundaries); stops when every block matched."""
-    found: list[Candidate | None] = [None] * len(block0s)
-    pending = list(range(len(block0s)))
-    joined = b"".join(block0s)
-    for cand in candidates:
-        if not pending:
-            break
-        if now is not None and cand.expires_at is not None and cand.expires_at <= now:
-            continue  # _match would skip it whatever it decrypts
-        plain = cand.ecb.decrypt(joined)
-        expected = cand.expected
-        pos = plain.find(expected)
-        if pos < 0:
-            continue
-        hits = set()
-        while pos >= 0:
-            if pos % v1.BLOCK == 0:
-                hits.add(pos // v1.BLOCK)
-            pos = plain.find(expected, pos + 1)
-        if hits:
-            for k in hits:
-                found[pending[k]] = cand
-            pending = [i for k, i in enumerate(pending) if k not in hits]
-            joined = b"".join(block0s[i] for i in pending)
-    return found
 
 
 def _guess_variant(cand: Candidate, blocks: tuple[bytes, ...]) -> v1.Variant:

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.auth.keystore import Credential
 from services.common import v2
 from services.common.logs import kv
 from services.common.readings import ReadingError, validate
+from services.keystore.models import Credential
 
 Answer = dict[str, Any]
 

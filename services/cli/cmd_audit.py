@@ -6,12 +6,12 @@ import json
 import time
 from typing import Any
 
-from services.auth.audit_witness import Witness, mismatch, read_witness
-from services.auth.keystore import GENESIS, AuditEntry, audit_hash, verify_chain
 from services.cli.cmd_device import api_call, table
 from services.cli.errors import CliError
 from services.common.config import Config
 from services.common.state import StateError
+from services.keyadmin.audit_witness import Witness, mismatch, read_witness
+from services.keystore.audit import GENESIS, AuditEntry, audit_hash, verify_chain
 
 PAGE = 1000
 

@@ -17,7 +17,7 @@ from services.common.state import mqtt_password
 INGEST = "medsec/ingest/{device}"
 EVENTS = "medsec/events/{device}"
 KEY_EVENTS = "medsec/keys/events"
-# The audit log's head, retained (services/auth/audit_witness.py).
+# The audit log's head, retained (services/keyadmin/audit_witness.py).
 AUDIT_HEAD = "medsec/audit/head"
 # Events that name no device (an unidentified connection) use this id; '~' is not a valid device id.
 UNIDENTIFIED = "~unidentified"

@@ -23,18 +23,11 @@ from Crypto.PublicKey import RSA
 from services.common import envelope
 from services.common.config import Config
 from services.common.state import check_private, write_secret
-
-
-def dispatch_dir(config: Config) -> Path:
-    return config.home / "dispatch"
+from services.common.stations import dispatch_dir, server_public_path
 
 
 def server_key_path(config: Config) -> Path:
     return dispatch_dir(config) / "server_key.pem"
-
-
-def server_public_path(config: Config) -> Path:
-    return dispatch_dir(config) / "server_public.pem"
 
 
 def generate_key(bits: int = envelope.RSA_BITS) -> RSA.RsaKey:

@@ -12,17 +12,12 @@ Each station logs in as `station-<id>` and owns the subtree `medsec/dispatch/sta
 from __future__ import annotations
 
 from services.common.accounts import STATION_PREFIX
-from services.common.config import valid_device_id
+from services.common.stations import SERVER_ID, account, valid_station_id
 
 ROOT = "medsec/dispatch"
-SERVER_ID = "dispatch"
 STATUS = f"{ROOT}/status"
 UPSTREAM = ("request", "result")
 DOWNSTREAM = ("params", "verdict", "go")
-
-
-def account(station: str) -> str:
-    return f"{STATION_PREFIX}{station}"
 
 
 def topic(station: str, leaf: str) -> str:
@@ -43,7 +38,3 @@ def parse_upstream(name: str) -> tuple[str, str] | None:
         return None
     station = parts[2][len(STATION_PREFIX):]
     return (station, parts[3]) if valid_station_id(station) and station != SERVER_ID else None
-
-
-def valid_station_id(station: object) -> bool:
-    return valid_device_id(station) and station != SERVER_ID

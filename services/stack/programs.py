@@ -46,7 +46,7 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
     progs = [
         Program("mosquitto", [mosquitto_binary(), "-c", str(broker_conf)], 10),
         Program("auth", [py, "-m", "services.auth"], 20),
-        Program("keyadmin", [py, "-m", "services.auth.keyadmin"], 20),
+        Program("keyadmin", [py, "-m", "services.keyadmin"], 20),
         Program("proxy", [py, "-m", "services.proxy"], 30),
         Program("publisher", [py, "-m", "services.publisher"], 30),
     ]

@@ -6,10 +6,11 @@ import os
 import random
 import time
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import Credential
-from services.auth.service import AuthService, _candidate, _match, _match_many
+from services.auth.identify import candidate, match, match_many
+from services.auth.service import AuthService
 from services.common import v1
+from services.keystore.credentials import make_secret
+from services.keystore.models import Credential
 from tests.auth.test_service import GOOD, add
 from tests.auth.wire import AuthClient, encrypt
 
@@ -32,25 +33,25 @@ def test_match_many_equals_match_one_at_a_time():
     secrets = [(_random_text(rng), _random_text(rng)) for _ in range(60)]
     cands = []
     for n, (key, iv) in enumerate(secrets):
-        # Current, still in a grace period, or past it (expired: _match skips it when given `now`).
+        # Current, still in a grace period, or past it (expired: match skips it when given `now`).
         expires = [None, now + 50, now - 50][n % 3]
         cred = Credential(f"dev-{n}", "v1", 1, {"key": key, "iv": iv}, expires, False)
-        cands.append(_candidate(cred, True, False))
-    # The same key twice, the expired copy first: the first *valid* match wins, as in _match.
+        cands.append(candidate(cred, True, False))
+    # The same key twice, the expired copy first: the first *valid* match wins, as in match.
     key, iv = secrets[2]  # n=2 is expired
-    cands.append(_candidate(Credential("dup", "v1", 2, {"key": key, "iv": iv}, None, False), True, False))
+    cands.append(candidate(Credential("dup", "v1", 2, {"key": key, "iv": iv}, None, False), True, False))
     blocks = [_block0(k, i, rng.choice(["chained", "per_block"])) for k, i in secrets]
     blocks += [os.urandom(v1.BLOCK) for _ in range(20)]  # no key at all
     blocks += [_block0(_random_text(rng), _random_text(rng)) for _ in range(5)]  # well-formed, unknown key
     blocks += blocks[:7]  # the same first block twice in one batch
     rng.shuffle(blocks)
     for when in (now, None):
-        expected = [_match(cands, b, when) for b in blocks]
-        assert _match_many(cands, blocks, when) == expected
+        expected = [match(cands, b, when) for b in blocks]
+        assert match_many(cands, blocks, when) == expected
         assert any(e is None for e in expected) and any(e is not None for e in expected)
-    assert _match_many(cands, [], now) == []
-    assert _match_many([], blocks[:3], now) == [None, None, None]
-    assert _match_many(cands, [blocks[0]], now) == [_match(cands, blocks[0], now)]
+    assert match_many(cands, [], now) == []
+    assert match_many([], blocks[:3], now) == [None, None, None]
+    assert match_many(cands, [blocks[0]], now) == [match(cands, blocks[0], now)]
 
 
 def test_identify_many_on_the_service_keys(store):
@@ -65,7 +66,7 @@ def test_identify_many_on_the_service_keys(store):
     now = time.time() + 1
     blocks = [_block0(k, i) for k, i in pairs] + [_block0(new["key"], new["iv"]), os.urandom(16)]
     found = service.identify_many(blocks, now)
-    assert found == [_match(service._active, b, now) for b in blocks]
+    assert found == [match(service._keys.active, b, now) for b in blocks]
     assert found[0] is None and found[-1] is None
     assert [c.device_id for c in found[1:-1]] == [f"dev-{n}" for n in range(1, 30)] + ["dev-0"]
 

@@ -1,8 +1,8 @@
 """Auth's Prometheus text file (run/metrics-auth.prom), written once a second."""
 from __future__ import annotations
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import NewDevice
+from services.keystore.credentials import make_secret
+from services.keystore.models import NewDevice
 from services.stack.metrics import parse_prometheus
 from tests.auth.wire import AuthClient, encrypt
 from tests.support.proc import wait_until

@@ -9,7 +9,10 @@ from services.common import authwire
 
 
 class Exploding:
-    def handle(self, message, client):
+    def identify_batch(self, requests, client=None):
+        return [None] * len(requests)
+
+    def handle(self, message, client=None, identified=None):
         if message.get("boom"):
             raise RuntimeError("bug")
         return {"id": message["id"], "status": "ok"}

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import NewDevice
+from services.keystore.credentials import make_secret
+from services.keystore.models import NewDevice
 from tests.auth.wire import AuthClient, encrypt
 from tests.support.proc import wait_until
 

@@ -6,12 +6,12 @@ import threading
 
 from Crypto.Cipher import AES
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import NewDevice
-from services.auth.keystore_pg import open_store
 from services.auth.service import AuthService
 from services.common import v1, v2
 from services.common.v2 import ReplayWindow
+from services.keystore.backends import open_store
+from services.keystore.credentials import make_secret
+from services.keystore.models import NewDevice
 
 GOOD = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": -0.5,
         "Acel_z": 1.0, "TempMpu": 23.4}

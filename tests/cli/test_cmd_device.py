@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from services.auth.audit_witness import read_witness
 from services.cli.main import main
 from services.common.state import init_state
+from services.keyadmin.audit_witness import read_witness
 from tests.support.proc import port_open, wait_until
 
 KEY, IV = "1234567890123456", "AAAAAAAAAAAAAAAA"
@@ -25,7 +25,7 @@ def env(config, config_env, monkeypatch):
 
 
 def start_keyadmin(procs, config, config_env, name: str = "keyadmin"):
-    proc = procs.start(name, [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    proc = procs.start(name, [sys.executable, "-m", "services.keyadmin"], env=config_env)
     wait_until(lambda: port_open(config.admin_port) or proc.poll() is not None, 15, what="keyadmin")
     assert proc.poll() is None
     return proc

@@ -18,7 +18,7 @@ import pytest
 from services.broker import BrokerError, emqx_admin
 from services.common.config import Config
 from services.common.state import init_state, load_passwords, write_secret
-from services.dispatch import station_accounts
+from services.keyadmin import station_accounts
 from tests.support.proc import free_port
 
 API_KEY = "medsec-keyadmin:k3y-secret-0123456789abcdefghij"

@@ -22,11 +22,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import NewDevice
-from services.auth.keystore_pg import PostgresKeyStore
-from services.auth.sealing import Sealer
 from services.common.state import mqtt_password
+from services.keystore.credentials import make_secret
+from services.keystore.models import NewDevice
+from services.keystore.postgres import PostgresKeyStore
+from services.keystore.sealing import Sealer
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import SeqCounter, V2Device

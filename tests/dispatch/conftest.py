@@ -110,7 +110,7 @@ def _stack(config: Config, env: dict, procs, broker, keys) -> DispatchStack:
     # The server's key pair from the vectors: no 3072-bit generation in tests.
     dkeys.dispatch_dir(config).mkdir(parents=True, exist_ok=True)
     write_secret(dkeys.server_key_path(config), envelope.private_pem(keys["dispatch"]))
-    procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=env)
+    procs.start("keyadmin", [sys.executable, "-m", "services.keyadmin"], env=env)
     wait_until(lambda: port_open(config.admin_port), 15, what="key-admin API")
     return DispatchStack(config, dict(env), procs, keys)
 

@@ -20,9 +20,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import NewDevice, SQLiteKeyStore
 from services.common.state import mqtt_password
+from services.keystore.credentials import make_secret
+from services.keystore.models import NewDevice
+from services.keystore.sqlite import SQLiteKeyStore
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import SeqCounter, V2Device

@@ -7,8 +7,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.auth.keystore import NewDevice, SQLiteKeyStore
 from services.common.config import Config
+from services.keystore.models import NewDevice
+from services.keystore.sqlite import SQLiteKeyStore
 from tests.support.broker import Subscriber
 from tests.support.proc import Processes, port_open, wait_until
 

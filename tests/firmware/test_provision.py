@@ -29,7 +29,7 @@ def test_provisioned_files_boot_a_device_that_reaches_the_gateway(
     for name, value in {**config_env, "MEDSEC_WIFI_PASSWORD": WIFI[SSID]}.items():
         monkeypatch.setenv(name, value)
     gateway = Gateway(config, config_env, procs, tmp_path / "proclogs").start()
-    keyadmin = procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    keyadmin = procs.start("keyadmin", [sys.executable, "-m", "services.keyadmin"], env=config_env)
     wait_until(lambda: port_open(config.admin_port) or keyadmin.poll() is not None, 15, what="keyadmin")
     device = f"prov-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "device"

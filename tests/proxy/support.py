@@ -13,9 +13,10 @@ from pathlib import Path
 
 from Crypto.Cipher import AES
 
-from services.auth.keystore import NewDevice, SQLiteKeyStore
 from services.common import v1
 from services.common.config import Config
+from services.keystore.models import NewDevice
+from services.keystore.sqlite import SQLiteKeyStore
 from tests.support.broker import Subscriber
 from tests.support.proc import Processes, wait_until
 

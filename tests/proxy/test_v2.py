@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from Crypto.Cipher import AES
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import NewDevice, SQLiteKeyStore
 from services.common import v1, v2
+from services.keystore.credentials import make_secret
+from services.keystore.models import NewDevice
+from services.keystore.sqlite import SQLiteKeyStore
 from tests.proxy.support import GOOD, closed_by_peer, connect
 from tests.support.proc import wait_until
 

@@ -22,7 +22,7 @@ def live(config, config_env, procs, broker, tmp_path):
         wait_until(lambda: all(f"event={e}" in path.read_text() for e in events), 15, what=f"{name} to start")
 
     procs.start("auth", [sys.executable, "-m", "services.auth"], env=config_env)
-    procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    procs.start("keyadmin", [sys.executable, "-m", "services.keyadmin"], env=config_env)
     procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=config_env)
     wait_until(lambda: config.auth_socket.exists(), 15, what="auth socket")
     procs.start("proxy", [sys.executable, "-m", "services.proxy"], env=config_env)

@@ -1,285 +1,54 @@
-"""The key store: devices, their sealed credentials, counters and the audit log.
+"""SQLKeyStoreBase: the key store's logic and statements, shared by the SQLite and PostgreSQL backends.
 
-`KeyStore` is the interface the auth service and the key-admin API use;
-`SQLKeyStoreBase` holds the logic both SQL backends share; `SQLiteKeyStore` is
-the implementation at `config.keystore_path` (PostgreSQL: keystore_pg.py).
-Secrets are sealed (services/auth/sealing.py) before they reach the database
-and unsealed only in memory.
-
-Rotation keeps several credentials per device (generations): the newest is
-current; an older one stays valid until its `expires_at` (end of the grace
-period), which is cut short when the device first uses the newer one.
+Secrets are sealed (sealing.py) before they reach the database and unsealed
+only in memory. The backends (sqlite.py, postgres.py) add only the connection,
+transactions and dialect details.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
-import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from services.auth.credentials import KINDS
-from services.auth.sealing import Sealer
-from services.common.config import Config
-from services.common.state import check_private
-
-SCHEMA_VERSION = 1
-GENESIS = "0" * 64
-
-
-class KeyStoreError(Exception):
-    """Base of the store's errors; `device` names the device concerned, if any."""
-
-    def __init__(self, message: str, device: str | None = None) -> None:
-        super().__init__(message)
-        self.device = device
-
-
-class DeviceExists(KeyStoreError):
-    pass
-
-
-class DeviceNotFound(KeyStoreError):
-    pass
-
-
-class DeviceRevoked(KeyStoreError):
-    pass
-
-
-class CredentialsInUse(KeyStoreError):
-    """Another device holds the same credentials: identification would be ambiguous."""
-
-
-@dataclass(frozen=True)
-class CredentialInfo:
-    generation: int
-    created_at: float
-    expires_at: float | None
-    confirmed_at: float | None
-
-    def state(self, now: float) -> str:
-        if self.expires_at is None:
-            return "current"
-        return "previous" if self.expires_at > now else "expired"
-
-
-@dataclass(frozen=True)
-class Device:
-    id: str
-    protocol: str
-    created_at: float
-    revoked_at: float | None
-    last_seen: float | None
-    readings: int
-    rejected: int
-    connections: int
-    credentials: tuple[CredentialInfo, ...] = ()
-
-    def state(self, now: float | None = None) -> str:
-        now = time.time() if now is None else now
-        if self.revoked_at is not None:
-            return "revoked"
-        if any(c.state(now) == "previous" for c in self.credentials):
-            return "rotating"
-        return "active"
-
-    def to_json(self, now: float | None = None) -> dict[str, Any]:
-        """The public view: state and counters, never a secret."""
-        now = time.time() if now is None else now
-        return {
-            "id": self.id,
-            "protocol": self.protocol,
-            "state": self.state(now),
-            "created_at": self.created_at,
-            "revoked_at": self.revoked_at,
-            "last_seen": self.last_seen,
-            "readings": self.readings,
-            "rejected": self.rejected,
-            "connections": self.connections,
-            "credentials": [
-                {"generation": c.generation, "state": c.state(now), "created_at": c.created_at,
-                 "expires_at": c.expires_at, "confirmed_at": c.confirmed_at}
-                for c in self.credentials
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class Credential:
-    """One unsealed credential, for the auth service only."""
-
-    device_id: str
-    protocol: str
-    generation: int
-    secret: dict[str, str]
-    expires_at: float | None  # None: the current credential
-    revoked: bool
-
-    def valid(self, now: float) -> bool:
-        return not self.revoked and (self.expires_at is None or self.expires_at > now)
-
-
-@dataclass
-class Seen:
-    """Counters the auth service accumulates and flushes in batches."""
-
-    last_seen: float = 0.0
-    readings: int = 0
-    rejected: int = 0
-    connections: int = 0
-
-    def merge(self, other: Seen) -> None:
-        self.last_seen = max(self.last_seen, other.last_seen)
-        self.readings += other.readings
-        self.rejected += other.rejected
-        self.connections += other.connections
-
-
-@dataclass(frozen=True)
-class NewDevice:
-    id: str
-    protocol: str
-    secret: dict[str, str]
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    ts: float
-    actor: str
-    action: str
-    device: str | None
-    detail: dict[str, Any]
-    prev: str
-    hash: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "ts": self.ts, "actor": self.actor, "action": self.action,
-                "device": self.device, "detail": self.detail, "prev": self.prev, "hash": self.hash}
-
-
-def audit_hash(prev: str, seq: int, ts: float, actor: str, action: str, device: str | None,
-               detail: dict[str, Any]) -> str:
-    """Each entry's hash covers its fields and the previous hash: editing any entry breaks the chain."""
-    body = json.dumps([seq, repr(ts), actor, action, device, detail], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((prev + "\n" + body).encode()).hexdigest()
-
-
-def verify_chain(entries: Iterable[AuditEntry]) -> AuditEntry | None:
-    """Return the first entry whose link is broken (edited, removed before it, reordered), or None."""
-    prev = GENESIS
-    expected_seq = None
-    for entry in entries:
-        if expected_seq is not None and entry.seq != expected_seq:
-            return entry
-        if entry.prev != prev or audit_hash(prev, entry.seq, entry.ts, entry.actor, entry.action,
-                                            entry.device, entry.detail) != entry.hash:
-            return entry
-        prev = entry.hash
-        expected_seq = entry.seq + 1
-    return None
-
-
-class KeyStore(Protocol):
-    """What the auth service and the key-admin API need from a key store backend."""
-
-    def add(self, device: NewDevice, actor: str = "admin") -> Device: ...
-    def get(self, device_id: str) -> Device | None: ...
-    def list(self) -> list[Device]: ...
-    def revoke(self, device_id: str, actor: str = "admin") -> Device: ...
-    def import_many(self, devices: list[NewDevice], actor: str = "admin") -> list[Device]: ...
-    def rotate(
-        self, device_id: str, secret: dict[str, str], grace: float, actor: str = "admin"
-    ) -> Device: ...
-    def confirm(self, device_id: str, generation: int) -> None: ...
-    def credentials(self, protocol: str) -> list[Credential]: ...
-    def record_seen(self, batch: dict[str, Seen]) -> None: ...
-    def generation(self) -> int: ...
-    def v2_window(self, key_id: str) -> str | None: ...
-    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None: ...
-    def advance_v2_window(self, key_id: str, device_id: str, window: str, seq: int) -> bool: ...
-    def append_audit(
-        self, actor: str, action: str, device: str | None, detail: dict[str, Any]
-    ) -> AuditEntry: ...
-    def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
-    def audit_head(self) -> tuple[int, str] | None: ...
-    def close(self) -> None: ...
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY,
-    protocol TEXT NOT NULL CHECK (protocol IN ('v1', 'v2')),
-    created_at REAL NOT NULL,
-    revoked_at REAL,
-    last_seen REAL,
-    readings INTEGER NOT NULL DEFAULT 0,
-    rejected INTEGER NOT NULL DEFAULT 0,
-    connections INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS credentials (
-    device_id TEXT NOT NULL REFERENCES devices(id),
-    generation INTEGER NOT NULL,
-    sealed BLOB NOT NULL,
-    fingerprint TEXT NOT NULL,
-    key_id TEXT,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    confirmed_at REAL,
-    PRIMARY KEY (device_id, generation)
-);
-CREATE INDEX IF NOT EXISTS credentials_fingerprint ON credentials(fingerprint);
-CREATE INDEX IF NOT EXISTS credentials_key_id ON credentials(key_id);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    device TEXT,
-    detail TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS v2_windows (
-    key_id TEXT PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    window TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
-
-
-def _create_private(path: Path) -> None:
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    check_private(path)
+from services.keystore import schema
+from services.keystore.audit import GENESIS, AuditEntry, audit_hash, loads_detail
+from services.keystore.credentials import KINDS
+from services.keystore.models import (
+    Credential,
+    CredentialInfo,
+    CredentialsInUse,
+    Device,
+    DeviceExists,
+    DeviceNotFound,
+    DeviceRevoked,
+    NewDevice,
+    Seen,
+    Station,
+    StationExists,
+    StationNotFound,
+)
+from services.keystore.sealing import Sealer
 
 
 class SQLKeyStoreBase:
     """The store's logic, shared by the SQLite and PostgreSQL backends.
 
     Statements are written once, with `?` placeholders and SQL both dialects accept; a subclass
-    supplies the connection (`_db`), write transactions (`_tx`), the schema, `generation()`,
-    `_write_one()` and the few class attributes below. Thread-safe: one connection behind a lock.
+    supplies the connection (`_db`), write transactions (`_tx`), `generation()`, `_write_one()`,
+    its append-only triggers and the few class attributes below, and calls `_migrate()` once
+    connected. Thread-safe: one connection behind a lock.
     """
 
     _CHANGES = "changes"  # the meta row holding the change counter
     _GREATEST = "MAX"  # the two-argument maximum
-    _BY_ID = "id"  # how devices are ordered (the same order on every backend)
+    _BY_ID = "id"  # how devices and stations are ordered (the same order on every backend)
     # The `last` of a stored v2 window ("last:verified:acked") as an integer; {} is the column.
     _WINDOW_LAST = "CAST(substr({0}, 1, instr({0}, ':') - 1) AS INTEGER)"
+    _TYPES = schema.SQLITE_TYPES  # the type names of schema.py
+    _TRIGGERS: tuple[str, ...] = ()  # the append-only audit triggers, in the dialect
 
     _db: Any
 
@@ -288,6 +57,26 @@ class SQLKeyStoreBase:
         self._clock = clock
         self._lock = threading.RLock()
         self._unsealed: dict[tuple[str, int], dict[str, str]] = {}
+
+    # --- the schema: one migration path for both backends ---
+    def _migrate(self) -> None:
+        """Create what is missing and bring an older database to the current schema, in one write."""
+        with self._tx():
+            for stmt in schema.tables(self._TYPES):
+                self._x(stmt)
+            for table, name, declaration in schema.COLUMNS:
+                if name not in self._columns(table):
+                    declared = schema.column(declaration, self._TYPES)
+                    self._x(f"ALTER TABLE {table} ADD COLUMN {name} {declared}")
+            for stmt in schema.INDEXES + self._TRIGGERS:
+                self._x(stmt)
+            # The change counter: every write that matters to auth stamps the device, so auth
+            # reloads only the devices changed since its last look (not 10,000 keys per added device).
+            self._x("INSERT INTO meta(name, value) VALUES ('schema', ?), (?, '0')"
+                    " ON CONFLICT (name) DO NOTHING", (str(schema.SCHEMA_VERSION), self._CHANGES))
+
+    def _columns(self, table: str) -> set[str]:
+        return {column[0] for column in self._x(f"SELECT * FROM {table} LIMIT 0").description}
 
     # --- the dialect ---
     def _tx(self) -> AbstractContextManager[None]:
@@ -515,6 +304,42 @@ class SQLKeyStoreBase:
         accepted it, or a later one): the caller must reload the window, never accept again."""
         return self._write_one(self._window_upsert("< ?"), (key_id, device_id, window, seq)) > 0
 
+    # --- dispatch stations ---
+    _STATION = "SELECT id, public_key, fingerprint, created_at, revoked_at FROM dispatch_stations"
+
+    def add_station(self, station: str, public_key: str, fingerprint: str) -> Station:
+        """Register a station's key; an active one must be revoked first, a revoked id is reused."""
+        with self._tx():
+            row = self._x("SELECT revoked_at FROM dispatch_stations WHERE id = ?", (station,)).fetchone()
+            if row is not None and row[0] is None:
+                raise StationExists(f"station {station!r} is already registered; revoke it first")
+            self._x(
+                "INSERT INTO dispatch_stations (id, public_key, fingerprint, created_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key,"
+                " fingerprint = excluded.fingerprint, created_at = excluded.created_at, revoked_at = NULL",
+                (station, public_key, fingerprint, self._clock()))
+        return self.station(station)
+
+    def station(self, station: str) -> Station:
+        """One station, also a revoked one."""
+        rows = self._read(f"{self._STATION} WHERE id = ?", (station,))
+        if not rows:
+            raise StationNotFound(f"no station {station!r}")
+        return Station(*rows[0])
+
+    def stations(self) -> list[Station]:
+        """The active stations."""
+        rows = self._read(f"{self._STATION} WHERE revoked_at IS NULL ORDER BY {self._BY_ID}")
+        return [Station(*row) for row in rows]
+
+    def revoke_station(self, station: str) -> Station:
+        with self._tx():
+            revoked = self._x("UPDATE dispatch_stations SET revoked_at = ?"
+                              " WHERE id = ? AND revoked_at IS NULL", (self._clock(), station)).rowcount
+        if revoked == 0:
+            raise StationNotFound(f"no active station {station!r}")
+        return self.station(station)
+
     # --- audit ---
     def _append_audit(self, actor: str, action: str, device: str | None, detail: dict[str, Any],
                       now: float) -> AuditEntry:
@@ -539,7 +364,7 @@ class SQLKeyStoreBase:
         rows = self._read(
             "SELECT seq, ts, actor, action, device, detail, prev, hash FROM audit WHERE seq > ?"
             " ORDER BY seq LIMIT ?", (after, limit))
-        return [AuditEntry(seq, ts, actor, action, device, _loads(detail), prev, digest)
+        return [AuditEntry(seq, ts, actor, action, device, loads_detail(detail), prev, digest)
                 for seq, ts, actor, action, device, detail, prev, digest in rows]
 
     # --- misc ---
@@ -551,105 +376,3 @@ class SQLKeyStoreBase:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-class SQLiteKeyStore(SQLKeyStoreBase):
-    """The SQLite key store. Thread-safe (one connection behind a lock); several processes share the file."""
-
-    def __init__(self, path: Path, sealer: Sealer, clock: Callable[[], float] = time.time) -> None:
-        _create_private(path)
-        super().__init__(sealer, clock)
-        self._path = path
-        self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        with self._tx():
-            for stmt in _split(_SCHEMA):
-                self._db.execute(stmt)
-            self._db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', ?)",
-                             (str(SCHEMA_VERSION),))
-            # Change counter: every write that matters to auth stamps the device, so auth reloads
-            # only the devices changed since its last look (not 10,000 keys per added device).
-            self._db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('changes', '0')")
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(devices)")}
-            if "changed" not in columns:
-                self._db.execute("ALTER TABLE devices ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
-            self._db.execute("CREATE INDEX IF NOT EXISTS devices_changed ON devices(changed)")
-        # WAL and SHM files are created next to the database; keep them private too.
-        for suffix in ("-wal", "-shm"):
-            side = path.with_name(path.name + suffix)
-            if side.exists():
-                os.chmod(side, 0o600)
-
-    @classmethod
-    def open(cls, config: Config) -> SQLiteKeyStore:
-        """Open the store of a state directory; refuses key files wider than 0600 (StateError)."""
-        if config.keystore_path.exists():
-            check_private(config.keystore_path)
-        return cls(config.keystore_path, Sealer.from_file(config.master_key_path))
-
-    def _tx(self) -> _Tx:
-        return _Tx(self._db, self._lock)
-
-    def generation(self) -> int:
-        """Changes whenever another connection (process) commits: cheap change detection."""
-        with self._lock:
-            return self._db.execute("PRAGMA data_version").fetchone()[0]
-
-    def _write_one(self, sql: str, args: tuple) -> int:
-        with self._lock:
-            return self._x(sql, args).rowcount
-
-
-def _loads(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"unparsable": text}
-    return value if isinstance(value, dict) else {"value": value}
-
-
-def _split(script: str) -> list[str]:
-    """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
-    out, buf = [], ""
-    for line in script.strip().splitlines():
-        buf += line + "\n"
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    return out
-
-
-@dataclass
-class _Tx:
-    db: sqlite3.Connection
-    lock: threading.RLock
-
-    def __enter__(self) -> None:
-        self.lock.acquire()
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.lock.release()
-            raise
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self.lock.release()
-
-
-def open_configured(config: Config) -> KeyStore:
-    """The store MEDSEC_KEYSTORE_URL names: the state dir's SQLite file by default, else PostgreSQL.
-
-    The PostgreSQL backend (and its driver) is imported only when configured.
-    """
-    if not config.keystore_url:
-        return SQLiteKeyStore.open(config)
-    from services.auth.keystore_pg import open_store
-
-    return open_store(config)
-

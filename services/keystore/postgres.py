@@ -1,11 +1,12 @@
 """The key store on PostgreSQL, for several machines sharing one store (MEDSEC_KEYSTORE_URL).
 
-Same interface, behaviour and logic as `SQLiteKeyStore` (services/auth/keystore.py),
-which stays the default: both are `SQLKeyStoreBase`, this module adds only the
-connection, transactions, schema and dialect details. Secrets are sealed with the
-state dir's master key before they reach the server (the database never sees a
-device key; every gateway machine needs the same master.key), an append-only
-audit chain enforced by triggers, rotation generations, v2 replay windows.
+Same interface, behaviour and logic as `SQLiteKeyStore` (sqlite.py), which stays
+the default: both are `SQLKeyStoreBase` (sql.py) on the one schema (schema.py);
+this module adds only the connection, transactions and dialect details.
+Secrets are sealed with the state dir's master key before they reach the server
+(the database never sees a device key; every gateway machine needs the same
+master.key), an append-only audit chain enforced by triggers, rotation
+generations, v2 replay windows, dispatch stations.
 
 Concurrency: every writing transaction first takes one advisory lock, so
 writers are serialised as SQLite's BEGIN IMMEDIATE serialises them (the
@@ -13,8 +14,6 @@ credential-clash check and the audit chain need it). `generation()` is a
 counter in `meta`, advanced by every change that matters to the auth cache
 (devices and credentials), which also stamps the changed devices: auth
 instances on other machines reload only those (`credentials_changed`).
-
-`open_store(config)` picks the backend from the config.
 """
 from __future__ import annotations
 
@@ -25,59 +24,16 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from services.auth.keystore import (
-    SCHEMA_VERSION,
-    KeyStore,
-    KeyStoreError,
-    SQLiteKeyStore,
-    SQLKeyStoreBase,
-)
-from services.auth.sealing import Sealer
 from services.common.config import Config
+from services.keystore import schema
+from services.keystore.models import KeyStoreError
+from services.keystore.sealing import Sealer
+from services.keystore.sql import SQLKeyStoreBase
 
 # pg_advisory_xact_lock key: "medsec" in ASCII, one lock for all writers of this database.
 _WRITE_LOCK = 0x6D6564736563
 
-_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS devices (
-        id TEXT PRIMARY KEY,
-        protocol TEXT NOT NULL CHECK (protocol IN ('v1', 'v2')),
-        created_at DOUBLE PRECISION NOT NULL,
-        revoked_at DOUBLE PRECISION,
-        last_seen DOUBLE PRECISION,
-        readings BIGINT NOT NULL DEFAULT 0,
-        rejected BIGINT NOT NULL DEFAULT 0,
-        connections BIGINT NOT NULL DEFAULT 0)""",
-    """CREATE TABLE IF NOT EXISTS credentials (
-        device_id TEXT NOT NULL REFERENCES devices(id),
-        generation INTEGER NOT NULL,
-        sealed BYTEA NOT NULL,
-        fingerprint TEXT NOT NULL,
-        key_id TEXT,
-        created_at DOUBLE PRECISION NOT NULL,
-        expires_at DOUBLE PRECISION,
-        confirmed_at DOUBLE PRECISION,
-        PRIMARY KEY (device_id, generation))""",
-    # Change stamp: every write that matters to auth stamps its devices with the next number of the
-    # 'generation' counter, so auth reloads only what changed (credentials_changed).
-    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS changed BIGINT NOT NULL DEFAULT 0",
-    "CREATE INDEX IF NOT EXISTS devices_changed ON devices(changed)",
-    "CREATE INDEX IF NOT EXISTS credentials_fingerprint ON credentials(fingerprint)",
-    "CREATE INDEX IF NOT EXISTS credentials_key_id ON credentials(key_id)",
-    """CREATE TABLE IF NOT EXISTS audit (
-        seq BIGINT PRIMARY KEY,
-        ts DOUBLE PRECISION NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        device TEXT,
-        detail TEXT NOT NULL,
-        prev TEXT NOT NULL,
-        hash TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS v2_windows (
-        key_id TEXT PRIMARY KEY,
-        device_id TEXT NOT NULL,
-        "window" TEXT NOT NULL)""",
+_TRIGGERS = (
     """CREATE OR REPLACE FUNCTION medsec_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
         $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""",
     """CREATE OR REPLACE TRIGGER audit_no_update BEFORE UPDATE ON audit
@@ -86,7 +42,7 @@ _SCHEMA = [
         FOR EACH ROW EXECUTE FUNCTION medsec_audit_append_only()""",
     """CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
         FOR EACH STATEMENT EXECUTE FUNCTION medsec_audit_append_only()""",
-]
+)
 
 
 def describe_url(url: str) -> str:
@@ -102,16 +58,14 @@ class PostgresKeyStore(SQLKeyStoreBase):
     _GREATEST = "GREATEST"
     _BY_ID = 'id COLLATE "C"'  # byte order, as SQLite sorts: not the server's locale
     _WINDOW_LAST = "split_part({0}, ':', 1)::bigint"
+    _TYPES = schema.POSTGRES_TYPES
+    _TRIGGERS = _TRIGGERS
 
     def __init__(self, url: str, sealer: Sealer, clock: Callable[[], float] = time.time) -> None:
         super().__init__(sealer, clock)
         self._url = url
         self._db = self._connect()
-        with self._tx():
-            for stmt in _SCHEMA:
-                self._db.execute(stmt)
-            self._db.execute("INSERT INTO meta(name, value) VALUES ('schema', %s), ('generation', '0')"
-                             " ON CONFLICT (name) DO NOTHING", (str(SCHEMA_VERSION),))
+        self._migrate()
 
     @classmethod
     def open(cls, config: Config) -> PostgresKeyStore:
@@ -175,14 +129,3 @@ class PostgresKeyStore(SQLKeyStoreBase):
                 # loss: auth reloads the window and answers a redelivery, never a second accept.)
                 self._db = self._connect()
                 return self._db.execute(sql, args).rowcount
-
-
-def open_store(config: Config) -> KeyStore:
-    """The configured key store: PostgreSQL for postgresql:// URLs, else the state dir's SQLite file."""
-    url = config.keystore_url
-    if not url:
-        return SQLiteKeyStore.open(config)
-    scheme = urlsplit(url).scheme
-    if scheme not in ("postgresql", "postgres"):
-        raise KeyStoreError(f"MEDSEC_KEYSTORE_URL must be a postgresql:// URL, got a {scheme!r} one")
-    return PostgresKeyStore.open(config)

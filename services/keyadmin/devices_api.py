@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from services.auth import api_common as api
-from services.auth.credentials import CredentialError, make_secret
-from services.auth.keystore import Device, NewDevice
 from services.common.config import Config, valid_device_id
 from services.common.logs import kv
+from services.keyadmin import api_common as api
+from services.keystore.credentials import CredentialError, make_secret
+from services.keystore.models import Device, NewDevice
 
 log = logging.getLogger("medsec.keyadmin")
 DEFAULT_GRACE = 24 * 3600.0

@@ -17,10 +17,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.auth.keystore import AuditEntry, KeyStore
 from services.common import bus
 from services.common.config import Config
 from services.common.logs import kv
+from services.keystore.audit import AuditEntry
+from services.keystore.store import KeyStore
 
 log = logging.getLogger("medsec.keyadmin")
 

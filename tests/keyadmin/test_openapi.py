@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from services.auth.events import NoKeyEvents
-from services.auth.keyadmin import create_app
 from services.common.state import admin_token
+from services.keyadmin.app import create_app
+from services.keyadmin.events import NoKeyEvents
 from tests.support.proc import VENV_BIN
 
 # What "no fault" means (issue 3): no 5xx, every status and body as documented, no access without the token.

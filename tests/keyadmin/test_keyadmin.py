@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from services.auth.events import NoKeyEvents
-from services.auth.keyadmin import create_app
 from services.common.state import admin_token
+from services.keyadmin.app import create_app
+from services.keyadmin.events import NoKeyEvents
 
 KEY, IV = "1234567890123456", "AAAAAAAAAAAAAAAA"
 

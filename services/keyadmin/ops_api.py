@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from services.auth import api_common as api
 from services.common.config import Config
+from services.keyadmin import api_common as api
 
 MAX_AUDIT_PAGE = 1000
 

@@ -1,8 +1,8 @@
 """The audit log's witness on the broker: when it moves, and what a truncation or rewrite looks like."""
 from __future__ import annotations
 
-from services.auth.audit_witness import Witness, decode, encode, mismatch, next_witness
-from services.auth.keystore import AuditEntry
+from services.keyadmin.audit_witness import Witness, decode, encode, mismatch, next_witness
+from services.keystore.audit import AuditEntry
 
 
 def entry(seq: int, digest: str) -> AuditEntry:

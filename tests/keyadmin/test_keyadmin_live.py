@@ -54,11 +54,11 @@ def test_wrong_token_401_and_sigterm(state, keyadmin, procs):
 
 
 def test_refuses_to_start_with_a_wide_key_store(state, config_env, procs):
-    from services.auth.keystore import SQLiteKeyStore
+    from services.keystore.sqlite import SQLiteKeyStore
 
     SQLiteKeyStore.open(state).close()
     os.chmod(state.keystore_path, 0o644)
-    proc = procs.start("keyadmin", [sys.executable, "-m", "services.auth.keyadmin"], env=config_env)
+    proc = procs.start("keyadmin", [sys.executable, "-m", "services.keyadmin"], env=config_env)
     assert proc.wait(15) == 1
     log = (procs.log_dir / "keyadmin.log").read_text()
     assert "0600" in log and "Traceback" not in log

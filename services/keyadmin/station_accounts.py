@@ -17,7 +17,7 @@ from services.broker import dynsec, dynsec_admin, emqx_admin
 from services.broker.mosquitto import write_dynsec_file
 from services.common.config import Config
 from services.common.state import generate_password, load_passwords, write_secret
-from services.dispatch.topics import account
+from services.common.stations import account
 
 
 @contextmanager

@@ -1,8 +1,9 @@
-"""The key-admin API: a Flask app on the key store (`python -m services.auth.keyadmin` serves it).
+"""The key-admin API: a Flask app on the key store (`python -m services.keyadmin` serves it).
 
 `create_app(config, overrides)` builds the very app production runs; tests
 pass overrides (TESTING, STORE, EVENTS). Errors become `{"error": ...}`
-answers in one place. More endpoints: add a blueprint factory to BLUEPRINTS.
+answers in one place. More endpoints: add a blueprint factory to BLUEPRINTS
+and its paths to openapi.PATHS.
 """
 from __future__ import annotations
 
@@ -16,30 +17,32 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from services.auth import devices_api, openapi, ops_api, stations_api
-from services.auth.api_common import ApiError
-from services.auth.audit_witness import WitnessKeeper
-from services.auth.credentials import CredentialError
-from services.auth.events import BusKeyEvents
-from services.auth.keystore import (
+from services.common.config import Config
+from services.common.logs import kv, setup
+from services.common.state import StateError
+from services.keyadmin import devices_api, openapi, ops_api, stations_api
+from services.keyadmin.api_common import ApiError
+from services.keyadmin.audit_witness import WitnessKeeper
+from services.keyadmin.events import BusKeyEvents
+from services.keystore.backends import open_store
+from services.keystore.credentials import CredentialError
+from services.keystore.models import (
     CredentialsInUse,
     DeviceExists,
     DeviceNotFound,
     DeviceRevoked,
     KeyStoreError,
-    open_configured,
+    StationExists,
+    StationNotFound,
 )
-from services.common.config import Config
-from services.common.logs import kv, setup
-from services.common.state import StateError
 
 log = logging.getLogger("medsec.keyadmin")
 MAX_BODY = 8 << 20
 # Scraped or polled often: logged only when they fail.
 QUIET_RULES = frozenset({"/api/v1/healthz", "/api/v1/metrics"})
 
-# The registration point: each factory takes the Config and returns a blueprint mounted at /api/v1.
-# A factory's module may define OPENAPI_PATHS (OpenAPI 3 path items) to document its routes.
+# The registration point: each factory takes the Config and returns a blueprint mounted at /api/v1
+# (its routes are documented in openapi.PATHS).
 BLUEPRINTS: list[Callable[[Config], Blueprint]] = [
     devices_api.create_blueprint,
     ops_api.create_blueprint,
@@ -51,6 +54,8 @@ _STORE_ERRORS: dict[type[KeyStoreError], int] = {
     DeviceExists: 409,
     DeviceRevoked: 409,
     CredentialsInUse: 409,
+    StationNotFound: 404,
+    StationExists: 409,
 }
 
 
@@ -82,14 +87,14 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
     overrides = dict(overrides or {})
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, JSON_SORT_KEYS=False)
-    store = overrides.pop("STORE", None) or open_configured(config)
+    store = overrides.pop("STORE", None) or open_store(config)
     events = overrides.pop("EVENTS", None) or BusKeyEvents(config)
     app.config.update(overrides)
     app.extensions["medsec.config"] = config
     app.extensions["medsec.store"] = store
     app.extensions["medsec.events"] = events
     app.extensions["medsec.request_counts"] = {}
-    app.extensions["medsec.openapi"] = openapi.spec(BLUEPRINTS)
+    app.extensions["medsec.openapi"] = openapi.spec()
     counts_lock = threading.Lock()
 
     for factory in BLUEPRINTS:
@@ -134,7 +139,3 @@ def main() -> int:
         app.extensions["medsec.events"].close()
         app.extensions["medsec.store"].close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import current_app, g, request
 
-from services.auth.events import KeyEvents
-from services.auth.keystore import KeyStore
 from services.common.config import Config
 from services.common.state import StateError, hash_token, read_secret
+from services.keyadmin.events import KeyEvents
+from services.keystore.store import KeyStore
 
 
 class ApiError(Exception):

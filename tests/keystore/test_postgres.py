@@ -1,4 +1,4 @@
-"""PostgreSQL key store specifics (the shared contract runs in tests/auth against both backends):
+"""PostgreSQL key store specifics (test_contract.py runs the shared contract on both backends):
 several instances on one database, a dropped connection, secrets never in the database or errors."""
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import os
 import psycopg
 import pytest
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import KeyStoreError, NewDevice
-from services.auth.keystore_pg import PostgresKeyStore, describe_url, open_store
-from services.auth.sealing import Sealer
 from services.common.config import Config
+from services.keystore.backends import open_store
+from services.keystore.credentials import make_secret
+from services.keystore.models import KeyStoreError, NewDevice
+from services.keystore.postgres import PostgresKeyStore, describe_url
+from services.keystore.sealing import Sealer
 
 
 @pytest.fixture
@@ -92,3 +93,20 @@ def test_bad_urls_are_clear_errors_without_the_password(tmp_path, pg_server):
     config = Config(home=tmp_path, keystore_url="mysql://x@y/z")
     with pytest.raises(KeyStoreError, match="postgresql://"):
         open_store(config)
+
+
+def test_an_older_database_is_migrated(url, sealer):
+    """A store from before change stamps and stations: the one migration path brings it up to date."""
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '1'), ('generation', '7')")
+        db.execute("CREATE TABLE devices (id TEXT PRIMARY KEY, protocol TEXT NOT NULL,"
+                   " created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION,"
+                   " last_seen DOUBLE PRECISION, readings BIGINT NOT NULL DEFAULT 0,"
+                   " rejected BIGINT NOT NULL DEFAULT 0, connections BIGINT NOT NULL DEFAULT 0)")
+    store = PostgresKeyStore(url, sealer)
+    store.add(NewDevice("pico-1", "v1", make_secret("v1")))
+    creds, mark = store.credentials_changed("v1", 7)
+    assert [c.device_id for c in creds] == ["pico-1"] and mark == 8
+    assert store.add_station("s1", "pem", "SHA256:aa").id == "s1"
+    store.close()

@@ -1,24 +1,26 @@
-"""The key store contract; runs against every backend in conftest.BACKENDS."""
+"""The key store contract; runs against every backend (tests/support/stores.py BACKENDS)."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from services.auth.credentials import CredentialError, make_secret
-from services.auth.keystore import (
+from services.common.state import StateError
+from services.keystore.audit import verify_chain
+from services.keystore.backends import open_store
+from services.keystore.credentials import CredentialError, make_secret
+from services.keystore.models import (
     CredentialsInUse,
     DeviceExists,
     DeviceNotFound,
     DeviceRevoked,
     NewDevice,
     Seen,
-    SQLiteKeyStore,
-    verify_chain,
+    StationExists,
+    StationNotFound,
 )
-from services.auth.keystore_pg import open_store
-from services.auth.sealing import Sealer, SealError
-from services.common.state import StateError
+from services.keystore.sealing import Sealer, SealError
+from services.keystore.sqlite import SQLiteKeyStore
 
 KEY, IV = "1234567890123456", "AAAAAAAAAAAAAAAA"
 
@@ -188,8 +190,6 @@ def test_v1_credentials_generated():
 
 
 def test_credentials_changed_names_only_changed_devices(store):
-    if not hasattr(store, "credentials_changed"):
-        pytest.skip("this backend reloads everything")
     store.add(v1("a", key="a" * 16))
     store.add(v1("b", key="b" * 16))
     everything, mark = store.credentials_changed("v1", -1)
@@ -204,3 +204,92 @@ def test_credentials_changed_names_only_changed_devices(store):
     store.confirm("a", 2)
     changed, _ = store.credentials_changed("v1", mark3)
     assert {c.device_id for c in changed} == {"a"}
+
+
+PEM_A, PEM_B = "-----BEGIN PUBLIC KEY-----\nA\n", "-----BEGIN PUBLIC KEY-----\nB\n"
+
+
+def test_stations_add_show_list(store):
+    assert store.stations() == []
+    added = store.add_station("s2", PEM_A, "SHA256:aa")
+    assert (added.id, added.public_key, added.fingerprint) == ("s2", PEM_A, "SHA256:aa")
+    assert added.revoked_at is None
+    assert added.created_at > 0 and store.station("s2") == added
+    store.add_station("S1", PEM_B, "SHA256:bb")
+    store.add_station("s1", PEM_B, "SHA256:cc")
+    # Byte order on every backend (upper case first), as devices are listed.
+    assert [s.id for s in store.stations()] == ["S1", "s1", "s2"]
+    assert added.to_json() == {"id": "s2", "fingerprint": "SHA256:aa", "public_key": PEM_A,
+                               "created_at": added.created_at, "revoked_at": None}
+
+
+def test_station_ids_are_unique_while_active(store):
+    store.add_station("s1", PEM_A, "SHA256:aa")
+    with pytest.raises(StationExists, match="station 's1' is already registered; revoke it first"):
+        store.add_station("s1", PEM_B, "SHA256:bb")
+    assert store.station("s1").public_key == PEM_A
+
+
+def test_station_revoke_then_register_again(store):
+    store.add_station("s1", PEM_A, "SHA256:aa")
+    revoked = store.revoke_station("s1")
+    assert revoked.revoked_at is not None and store.station("s1").revoked_at == revoked.revoked_at
+    assert store.stations() == []  # listed: active stations only
+    with pytest.raises(StationNotFound, match="no active station 's1'"):
+        store.revoke_station("s1")
+    again = store.add_station("s1", PEM_B, "SHA256:bb")
+    assert (again.public_key, again.fingerprint, again.revoked_at) == (PEM_B, "SHA256:bb", None)
+    assert [s.id for s in store.stations()] == ["s1"]
+
+
+def test_unknown_station(store):
+    with pytest.raises(StationNotFound, match="no station 'nope'"):
+        store.station("nope")
+    with pytest.raises(StationNotFound, match="no active station 'nope'"):
+        store.revoke_station("nope")
+
+
+def test_stations_are_seen_by_every_instance_on_the_store(store_config, store):
+    other = open_store(store_config)
+    other.add_station("s1", PEM_A, "SHA256:aa")
+    assert [s.id for s in store.stations()] == ["s1"]
+    store.revoke_station("s1")
+    assert other.station("s1").revoked_at is not None
+    other.close()
+
+
+def test_reopening_keeps_everything(store_config, store):
+    """The schema migration is idempotent: a second open of the same database changes nothing."""
+    store.add(v1("pico-1"))
+    store.add_station("s1", PEM_A, "SHA256:aa")
+    mark = store.credentials_changed("v1", -1)[1]
+    again = open_store(store_config)
+    assert [d.id for d in again.list()] == ["pico-1"] and again.station("s1").public_key == PEM_A
+    assert again.credentials_changed("v1", -1)[1] == mark
+    assert [e.action for e in again.audit()] == ["added"]
+    again.close()
+
+
+def test_an_older_sqlite_file_is_migrated(state):
+    """A keys.db from before change stamps, with stations written by the old stations API."""
+    import sqlite3
+
+    db = sqlite3.connect(state.keystore_path)
+    db.executescript(
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "CREATE TABLE devices (id TEXT PRIMARY KEY, protocol TEXT NOT NULL, created_at REAL NOT NULL,"
+        " revoked_at REAL, last_seen REAL, readings INTEGER NOT NULL DEFAULT 0,"
+        " rejected INTEGER NOT NULL DEFAULT 0, connections INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE dispatch_stations (id TEXT PRIMARY KEY, public_key TEXT NOT NULL,"
+        " fingerprint TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL);"
+        "INSERT INTO dispatch_stations VALUES ('s1', 'pem', 'SHA256:aa', 1.0, NULL);")
+    db.close()
+    os.chmod(state.keystore_path, 0o600)
+    store = SQLiteKeyStore.open(state)
+    assert store.station("s1").fingerprint == "SHA256:aa"
+    store.add(v1("pico-1"))
+    creds, mark = store.credentials_changed("v1", -1)
+    assert [c.device_id for c in creds] == ["pico-1"] and mark == 1
+    assert store.credentials_changed("v1", mark) == ([], mark)
+    store.close()

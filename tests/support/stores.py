@@ -1,0 +1,72 @@
+"""Fixtures for the key store and the processes on it (a pytest plugin, loaded by tests/conftest.py).
+
+`store_config` is the state dir's config on SQLite unless a test folder
+parametrises it (tests/keystore runs its whole contract on SQLite and on a real
+PostgreSQL server; tests/auth runs its v2 tests on both).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import pytest
+
+from services.common.state import init_state
+from services.keystore.backends import open_store
+from tests.support.postgres import pg_bin, start_postgres
+from tests.support.proc import port_open, wait_until
+
+# The backends a parametrised `store_config` runs on; postgres is a real server (tests/support/postgres.py).
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def state(config):
+    """An initialised state directory (master key, admin token, broker passwords)."""
+    init_state(config)
+    return config
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session; each test gets its own schema."""
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (make setup-test installs it)")
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store_config(request, state):
+    """The state dir's config, pointing at the backend under test (MEDSEC_KEYSTORE_URL)."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        return dataclasses.replace(state, keystore_url=request.getfixturevalue("pg_server").schema_url())
+    return state
+
+
+@pytest.fixture
+def store(store_config):
+    s = open_store(store_config)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def auth_proc(state, config_env, procs):
+    """The real `python -m services.auth` on the test's state dir."""
+    proc = procs.start("auth", [sys.executable, "-m", "services.auth"], env=config_env)
+    wait_until(lambda: state.auth_socket.exists() or proc.poll() is not None, 10, what="auth socket")
+    assert proc.poll() is None, "auth exited at start"
+    assert os.stat(state.auth_socket).st_mode & 0o777 == 0o600
+    return proc
+
+
+@pytest.fixture
+def keyadmin(state, broker, config_env, procs):
+    """The real `python -m services.keyadmin` (waitress) with the real broker."""
+    proc = procs.start("keyadmin", [sys.executable, "-m", "services.keyadmin"], env=config_env)
+    wait_until(lambda: port_open(state.admin_port) or proc.poll() is not None, 15, what="keyadmin to listen")
+    assert proc.poll() is None
+    return proc
