@@ -1,4 +1,4 @@
-"""Legacy device protocol v1 (docs: README "Protocol v1"), as pure functions.
+"""Legacy device protocol v1 (docs/protocols.md), as pure functions.
 
 Wire: each 16-byte AES-128-CBC block as 32 hex characters, blocks joined by
 '+', readings written back to back with no delimiter. Nothing names the
