@@ -23,7 +23,7 @@ from services.auth.bursts import BurstDetector
 from services.auth.keystore import KeyStoreError, open_configured
 from services.auth.service import AuthService, Identified
 from services.common import authwire
-from services.common.config import Config
+from services.common.config import Config, ConfigError, bad_config
 from services.common.logs import kv, setup
 from services.common.state import StateError
 
@@ -188,6 +188,9 @@ def main() -> int:
     log = setup("auth")
     try:
         config = Config.from_env()
+    except ConfigError as exc:
+        return bad_config("auth", exc)
+    try:
         asyncio.run(run(config, log))
     except (StateError, ValueError, KeyStoreError) as exc:
         log.error(kv(event="start_failed", error=str(exc)))

@@ -10,13 +10,6 @@ from services.dispatch import provisioning as prov
 from services.dispatch.station import StationClient, StationError
 
 
-def _config() -> Config:
-    try:
-        return Config.from_env()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
 def _station_id(value: str) -> str:
     if not valid_device_id(value) or value == "dispatch":
         raise argparse.ArgumentTypeError("a station id is 1-64 of [A-Za-z0-9_.-] (not 'dispatch')")
@@ -41,7 +34,7 @@ def prepare_station(config: Config, station: str, say=print) -> StationClient:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     client = prepare_station(config, args.station)
     try:
         outcome = client.run(timeout=args.timeout)
@@ -56,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     try:
         status, doc = prov.api(config, "GET", "/stations")
     except prov.SetupError as exc:
@@ -73,7 +66,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     try:
         status, doc = prov.api(config, "DELETE", f"/stations/{args.station}")
     except prov.SetupError as exc:

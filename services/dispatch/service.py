@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +40,13 @@ class DispatchConfig:
     key_ttl: float = 0.0
 
     @classmethod
-    def from_env(cls, config: Config, env: Mapping[str, str] | None = None) -> DispatchConfig:
-        env = os.environ if env is None else env
-        params = env.get("MEDSEC_DISPATCH_DIR") or str(dispatch_dir(config) / "params")
+    def from_config(cls, config: Config) -> DispatchConfig:
         return cls(
-            params_dir=Path(params),
+            params_dir=Path(config.dispatch_params or dispatch_dir(config) / "params"),
             state_path=dispatch_dir(config) / "state.json",
-            line_env=env.get("MEDSEC_DISPATCH_LINE") or None,
-            window=float(env.get("MEDSEC_DISPATCH_WINDOW") or envelope.DEFAULT_WINDOW),
-            key_ttl=float(env.get("MEDSEC_DISPATCH_KEY_TTL") or 0.0),
+            line_env=config.dispatch_line or None,
+            window=config.dispatch_window,
+            key_ttl=config.dispatch_key_ttl,
         )
 
 

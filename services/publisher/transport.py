@@ -50,7 +50,7 @@ class BusTransport:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, serve, reconnect with back-off, until `stop` is set; then drain and disconnect."""
         backoff = 0.05
-        host = getattr(self.config, "broker_host", self.config.host)
+        host = self.config.broker_host
         while not stop.is_set():
             try:
                 async with asyncio.timeout(5):
