@@ -203,13 +203,12 @@ class MqttClient:
         try:
             async with asyncio.timeout(10):
                 packet = await _next_packet(reader, buf)
+            if packet is None or packet.kind != wire.CONNACK:
+                raise wire.WireError("no CONNACK")
+            session_present, code = wire.parse_connack(packet)
         except (TimeoutError, OSError, ConnectionError, wire.WireError) as exc:
             self.log.warning(kv(event="bus_connect_failed", error=exc or type(exc).__name__))
             return
-        if packet is None or packet.kind != wire.CONNACK:
-            self.log.warning(kv(event="bus_connect_failed", error="no CONNACK"))
-            return
-        session_present, code = wire.parse_connack(packet)
         if code != 0:
             self.log.error(kv(event="bus_refused", reason=f"CONNACK code {code}"))
             return
