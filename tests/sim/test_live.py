@@ -28,7 +28,7 @@ def live(config, config_env, procs, broker, tmp_path):
     wait_until(lambda: config.auth_socket.exists(), 15, what="auth socket")
     procs.start("proxy", [sys.executable, "-m", "services.proxy"], env=config_env)
     started("publisher", "bus_subscribed")
-    started("proxy", "listening", "subscribed")
+    started("proxy", "listening", "bus_subscribed")
     wait_until(lambda: port_open(config.admin_port), 15, what="key-admin API")
     return config
 
