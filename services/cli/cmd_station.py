@@ -5,6 +5,7 @@ import argparse
 import time
 
 from services.cli.errors import CliError
+from services.common.adminclient import error_message, quote
 from services.common.config import Config, valid_device_id
 from services.dispatch import provisioning as prov
 from services.dispatch.station import StationClient, StationError
@@ -55,7 +56,7 @@ def _list(args: argparse.Namespace) -> int:
     except prov.SetupError as exc:
         raise CliError(str(exc)) from None
     if status != 200:
-        raise CliError(f"{doc.get('error')} (HTTP {status})")
+        raise CliError(f"{error_message(doc, status)} (HTTP {status})")
     stations = doc.get("stations", [])
     if not stations:
         print("no stations registered")
@@ -68,11 +69,11 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     config = Config.from_env()
     try:
-        status, doc = prov.api(config, "DELETE", f"/stations/{args.station}")
+        status, doc = prov.api(config, "DELETE", f"/stations/{quote(args.station)}")
     except prov.SetupError as exc:
         raise CliError(str(exc)) from None
     if status != 200:
-        raise CliError(f"{doc.get('error')} (HTTP {status})")
+        raise CliError(f"{error_message(doc, status)} (HTTP {status})")
     print(f"revoked {args.station}: its key is refused and its broker account removed")
     return 0
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from supervisor.datatypes import dict_of_key_value_pairs
 
-from services.common.config import ENV_NAMES, Config, ConfigError
+from services.common.config import ENV_NAMES, EXIT_BAD_CONFIG, Config, ConfigError
 from services.stack.programs import _env_line
 
 NON_DEFAULT = {
@@ -50,3 +53,18 @@ def test_to_env_survives_supervisord_quoting() -> None:
 def test_a_bad_value_is_a_config_error_naming_the_variable(name, value) -> None:
     with pytest.raises(ConfigError, match=name):
         Config.from_env({"MEDSEC_HOME": "/tmp/h", name: value})
+
+
+@pytest.mark.parametrize("name,value", [
+    ("MEDSEC_MQTT_PORT", "not-a-port"), ("MEDSEC_DISPATCH_WINDOW", "2 minutes"),
+    ("MEDSEC_PROXY_PROTOCOL", "yes"),
+])
+def test_every_service_and_the_cli_exit_2_with_one_line_on_a_bad_setting(config_env, name, value) -> None:
+    env = {**os.environ, **config_env, name: value}
+    for argv in (["-m", "services.auth"], ["-m", "services.proxy"], ["-m", "services.publisher"],
+                 ["-m", "services.dispatch"], ["-m", "services.cli.main", "status"],
+                 ["-m", "services.cli.main", "device", "list"]):
+        done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == EXIT_BAD_CONFIG, (argv, done.stderr)
+        lines = [x for x in done.stderr.splitlines() if x.strip()]
+        assert len(lines) == 1 and name in lines[0] and "bad configuration" in lines[0], (argv, done.stderr)
