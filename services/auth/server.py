@@ -135,9 +135,8 @@ class AuthServer:
     def _answers(self, batch: list[dict], client: int) -> bytes:
         """The encoded answers of `batch`, in order; first readings of new connections are identified
         together in one pass over the keys."""
-        identify_batch = getattr(self._service, "identify_batch", None)  # stand-in services lack it
         try:
-            identified = identify_batch(batch, client) if identify_batch else [None] * len(batch)
+            identified = self._service.identify_batch(batch, client)
         except Exception as exc:  # then every request takes the one-at-a-time path
             self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
             identified = [None] * len(batch)
