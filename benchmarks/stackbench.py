@@ -341,15 +341,11 @@ def memory_with_connected(config: Config, counter: Counter, devices: list[Device
 
 def start_stack() -> tuple[Config, dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="medsec-bench-"))
-    env = {
-        "MEDSEC_HOME": str(home),
-        "MEDSEC_PROXY_PORT": str(free_port()),
-        "MEDSEC_ADMIN_PORT": str(free_port()),
-        "MEDSEC_MQTT_PORT": str(free_port()),
-        "MEDSEC_NODERED_PORT": str(free_port()),
-    }
+    config = Config(home=home, proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
+                    nodered_port=free_port())
+    env = config.to_env()
     medsec(env, "up", "--detach", "--no-nodered")
-    return Config.from_env(env), env
+    return config, env
 
 
 def run_all(quick: bool = False) -> dict:
