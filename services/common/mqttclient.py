@@ -71,6 +71,8 @@ class MqttClient:
         self._sub_mid: int | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._not_handling = asyncio.Event()  # cleared while an async handler runs
+        self._not_handling.set()
         self._out = bytearray()  # packets for the next write
         self._writer: asyncio.StreamWriter | None = None
         self._flush_pending = False
@@ -180,7 +182,12 @@ class MqttClient:
     async def _drain(self, writer: asyncio.StreamWriter, timeout: float) -> None:
         """Take no new messages, wait for the broker to acknowledge what is in flight, DISCONNECT."""
         self.stopping = True
-        await self.wait_idle(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with contextlib.suppress(TimeoutError):  # a handler already running finishes and is acknowledged
+            async with asyncio.timeout(timeout):
+                await self._not_handling.wait()
+        await self.wait_idle(max(0.0, deadline - loop.time()))
         with contextlib.suppress(OSError, ConnectionError):
             self._flush_now()
             writer.write(wire.DISCONNECT_PACKET)
@@ -267,7 +274,11 @@ class MqttClient:
         try:
             result = self.on_message(msg)
             if result is not None:
-                await result
+                self._not_handling.clear()
+                try:
+                    await result
+                finally:
+                    self._not_handling.set()
         except Exception:  # a bug must not kill the connection; the message stays unacknowledged
             self.log.exception(kv(event="handler_error", topic=msg.topic[:100]))
             return
