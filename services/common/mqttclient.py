@@ -115,7 +115,7 @@ class MqttClient:
         return self._idle.is_set()
 
     def _mid(self) -> int:
-        if len(self._outgoing) >= MAX_IN_FLIGHT:
+        if len(self._outgoing) >= MAX_IN_FLIGHT - 1:  # one id stays free for a SUBSCRIBE
             raise ConnectionError(f"{MAX_IN_FLIGHT} messages wait for the broker")
         while True:
             self._next_mid = self._next_mid % MAX_IN_FLIGHT + 1

@@ -202,3 +202,16 @@ def test_a_broker_that_sends_garbage_is_dropped_and_retried(config, garbage, cap
     assert asyncio.run(main()) >= 3
     assert not port_open(port_holder[0])
     assert "bus_connect_failed" in caplog.text and "bus_error" not in caplog.text
+
+
+def test_packet_ids_run_out_with_a_clear_error_not_a_hang() -> None:
+    async def main() -> None:
+        c = MqttClient("127.0.0.1", 1, "t", "u", "p")  # never started: everything stays in flight
+        futures = [c.publish("medsec/ingest/ids", b"") for _ in range(65534)]
+        assert not any(f.done() for f in futures)
+        refused = c.publish("medsec/ingest/ids", b"")
+        assert isinstance(refused.exception(), ConnectionError)
+        with pytest.raises(ConnectionError):
+            c.send("medsec/ingest/ids", b"")
+
+    asyncio.run(main())
