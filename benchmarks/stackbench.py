@@ -23,11 +23,12 @@ from Crypto.Cipher import AES
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.common import authwire, v1
+from services.common.adminclient import AdminClient
 from services.common.config import Config
 from services.common.state import mqtt_password
 from services.stack import control
 from tests.support.proc import free_port
-from tests.support.stack import api, medsec
+from tests.support.stack import medsec
 
 READING = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": 0.0,
            "Acel_z": 1.0, "TempMpu": 23.4}
@@ -59,7 +60,7 @@ def import_devices(config: Config, devices: list[Device]) -> None:
     for start in range(0, len(devices), 2000):
         chunk = devices[start:start + 2000]
         body = "\n".join(json.dumps({"id": d.id, "key": d.key, "iv": d.iv}) for d in chunk).encode()
-        status, answer = api(config, "POST", "/devices/import", raw=body)
+        status, answer = AdminClient.from_config(config).request("POST", "/devices/import", raw=body)
         if status not in (200, 201):
             raise RuntimeError(f"import failed: {status} {answer}")
 
@@ -340,15 +341,11 @@ def memory_with_connected(config: Config, counter: Counter, devices: list[Device
 
 def start_stack() -> tuple[Config, dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="medsec-bench-"))
-    env = {
-        "MEDSEC_HOME": str(home),
-        "MEDSEC_PROXY_PORT": str(free_port()),
-        "MEDSEC_ADMIN_PORT": str(free_port()),
-        "MEDSEC_MQTT_PORT": str(free_port()),
-        "MEDSEC_NODERED_PORT": str(free_port()),
-    }
+    config = Config(home=home, proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
+                    nodered_port=free_port())
+    env = config.to_env()
     medsec(env, "up", "--detach", "--no-nodered")
-    return Config.from_env(env), env
+    return config, env
 
 
 def run_all(quick: bool = False) -> dict:

@@ -60,13 +60,7 @@ def config(tmp_path) -> Config:
 @pytest.fixture
 def config_env(config) -> dict[str, str]:
     """The environment that makes a service process use `config`."""
-    return {
-        "MEDSEC_HOME": str(config.home),
-        "MEDSEC_PROXY_PORT": str(config.proxy_port),
-        "MEDSEC_ADMIN_PORT": str(config.admin_port),
-        "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-        "MEDSEC_NODERED_PORT": str(config.nodered_port),
-    }
+    return config.to_env()
 
 
 @pytest.fixture

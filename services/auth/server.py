@@ -24,7 +24,7 @@ from services.auth.bursts import BurstDetector
 from services.auth.identify import Identified
 from services.auth.service import AuthService
 from services.common import authwire
-from services.common.config import Config
+from services.common.config import Config, ConfigError, bad_config
 from services.common.logs import kv, setup
 from services.common.state import StateError
 from services.keystore.backends import open_store
@@ -211,6 +211,9 @@ def main() -> int:
     log = setup("auth")
     try:
         config = Config.from_env()
+    except ConfigError as exc:
+        return bad_config("auth", exc)
+    try:
         asyncio.run(run(config, log))
     except (StateError, ValueError, KeyStoreError) as exc:
         log.error(kv(event="start_failed", error=str(exc)))

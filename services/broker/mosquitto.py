@@ -23,8 +23,8 @@ PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_
                 "/usr/local/lib/mosquitto_dynamic_security.so")
 
 
-def dynsec_plugin() -> str:
-    configured = os.environ.get("MEDSEC_MOSQUITTO_DYNSEC")
+def dynsec_plugin(config: Config) -> str:
+    configured = config.mosquitto_dynsec
     found = [configured] if configured else [p for g in PLUGIN_GLOBS for p in sorted(glob.glob(g))]
     for path in found:
         if os.path.isfile(path):
@@ -83,7 +83,7 @@ def write_dynsec_file(config: Config) -> Path:
 
 def write_broker_files(config: Config) -> Path:
     """(Re)generate every broker file; returns the path of mosquitto.conf."""
-    plugin = dynsec_plugin()
+    plugin = dynsec_plugin(config)
     broker = config.broker_dir
     data_dir = broker / "data"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -5,54 +5,27 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from services.cli import provision
 from services.cli.errors import CliError
+from services.common.adminclient import AdminApiError, AdminClient, quote
 from services.common.config import Config
-from services.common.state import StateError, admin_token
-
-TIMEOUT = 30
-
-
-def _config() -> Config:
-    try:
-        return Config.from_env()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
 
 
 def api_call(method: str, path: str, body: Any = None, *, raw: bytes | None = None,
              content_type: str = "application/json", config: Config | None = None) -> Any:
     """One authenticated request to the key-admin API; CliError with the API's message on failure."""
-    config = config or _config()
     try:
-        token = admin_token(config)
-    except StateError as exc:
-        raise CliError(f"no admin token: {exc}") from None
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(config.admin_url + path, data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            answer = json.loads(exc.read())
-            message = answer.get("error", exc.reason)
-            lines = answer.get("lines") or []
-        except ValueError:
-            message, lines = exc.reason, []
+        client = AdminClient.from_config(config or Config.from_env())
+        return client.call(method, path, body, raw=raw, content_type=content_type)
+    except AdminApiError as exc:
+        if exc.unreachable:
+            raise CliError(exc.message) from None
+        lines = (exc.body.get("lines") if isinstance(exc.body, dict) else None) or []
         details = "".join(f"\n  line {e.get('line')}: {e.get('error')}" for e in lines)
-        raise CliError(f"{message} (HTTP {exc.code}){details}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CliError(f"the key-admin API at {config.admin_url} is not reachable ({reason}); "
-                       "is the stack running? Start it with `medsec up`.") from None
+        raise CliError(f"{exc}{details}") from None
 
 
 def _when(ts: float | None) -> str:
@@ -126,13 +99,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    device = api_call("GET", f"/devices/{args.id}")
+    device = api_call("GET", f"/devices/{quote(args.id)}")
     _print_json(device) if args.json else print(_device_text(device))
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    device = api_call("DELETE", f"/devices/{args.id}")
+    device = api_call("DELETE", f"/devices/{quote(args.id)}")
     if args.json:
         _print_json(device)
     else:
@@ -162,7 +135,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     for name in ("key", "iv"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
-    device = api_call("POST", f"/devices/{args.id}/rotate", body)
+    device = api_call("POST", f"/devices/{quote(args.id)}/rotate", body)
     if args.json:
         _print_json(device)
         return 0
@@ -189,11 +162,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    try:
-        from services.cli import provision  # written with the firmware; optional
-    except ImportError:
-        raise CliError("device provisioning is not available in this installation "
-                       "(services/cli/provision.py is missing)") from None
     return int(provision.run(args) or 0)
 
 

@@ -7,8 +7,9 @@ import threading
 import time
 import uuid
 
-from services.cli.cmd_station import _config, prepare_station
+from services.cli.cmd_station import prepare_station
 from services.cli.errors import CliError
+from services.common.config import Config
 from services.dispatch.service import DispatchConfig
 from services.dispatch.station import Outcome, StationError
 
@@ -24,8 +25,8 @@ def demo_file(station: str, fail_first: bool) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _config()
-    cfg = DispatchConfig.from_env(config)
+    config = Config.from_env()
+    cfg = DispatchConfig.from_config(config)
     if cfg.line_env:
         raise CliError("MEDSEC_DISPATCH_LINE is set; unset it so the line comes from line.json")
     stations = [f"{args.prefix}{i}" for i in range(1, args.stations + 1)]

@@ -8,8 +8,7 @@ import sys
 
 from services.cli.errors import CliError
 from services.common.config import Config
-from services.sim import devices as sim_devices
-from services.sim.devices import ProtocolUnavailable, make_device
+from services.sim.protocols import DEVICES, make_device
 from services.sim.registry import RegistryError, ensure_devices, store_path
 from services.sim.runner import SimOptions, SimStats, Simulation
 from services.sim.status import Reporter, summary
@@ -24,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", type=int, default=3, metavar="N", help="number of devices (default 3)")
     p.add_argument("--rate", type=float, default=1.0, metavar="HZ",
                    help="readings per second per device; 0 = as fast as possible (default 1)")
-    p.add_argument("--protocol", choices=sorted(sim_devices.PROTOCOLS), default="v1")
+    p.add_argument("--protocol", choices=sorted(DEVICES), default="v1")
     p.add_argument("--variant", choices=["chained", "per_block"], default="chained",
                    help="v1 CBC variant: chained (firmware) or per_block (original simulator)")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
@@ -51,16 +50,12 @@ def _check(args: argparse.Namespace) -> None:
 
 def run_sim(args: argparse.Namespace) -> int:
     _check(args)
+    config = Config.from_env()
     try:
-        config = Config.from_env()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    try:
-        sim_devices.device_class(args.protocol)
         creds = ensure_devices(config, args.devices, protocol=args.protocol, prefix=args.prefix,
                                register=args.register)
         devices = [make_device(c, args.variant) for c in creds]
-    except (ProtocolUnavailable, RegistryError, ValueError) as exc:
+    except (RegistryError, ValueError) as exc:
         raise CliError(str(exc)) from None
     options = SimOptions(host=args.host or config.host, port=args.port or config.proxy_port, rate=args.rate,
                          duration=args.duration, seed=args.seed)

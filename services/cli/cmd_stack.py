@@ -43,12 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     pw.set_defaults(func=cmd_mqtt_password)
 
 
-def _config() -> Config:
-    try:
-        return Config.from_env()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
 
 def _banner(config: Config, nodered: bool) -> str:
     lines = [
@@ -69,7 +63,7 @@ def _banner(config: Config, nodered: bool) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     if control.is_running(config):
         raise CliError(f"a stack is already running for {config.home}; `medsec down` stops it")
     try:
@@ -113,7 +107,7 @@ def _wait_foreground(config: Config, proc: subprocess.Popen) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     if control.stop(config):
         print(f"stopped the stack in {config.home}")
     else:
@@ -122,7 +116,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     if not control.is_running(config):
         print(f"no stack running for {config.home}")
         return 3
@@ -137,7 +131,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     files = sorted(config.logs_dir.glob("*.log")) if config.logs_dir.exists() else []
     if args.service:
         files = [f for f in files if f.stem == args.service]
@@ -153,7 +147,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_token(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     try:
         if args.rotate:
             init_state(config)
@@ -166,7 +160,7 @@ def cmd_admin_token(args: argparse.Namespace) -> int:
 
 
 def cmd_mqtt_password(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     try:
         print(mqtt_password(config, args.account))
     except StateError as exc:

@@ -5,16 +5,10 @@ import argparse
 import time
 
 from services.cli.errors import CliError
+from services.common.adminclient import error_message, quote
 from services.common.config import Config, valid_device_id
 from services.dispatch import provisioning as prov
 from services.dispatch.station import StationClient, StationError
-
-
-def _config() -> Config:
-    try:
-        return Config.from_env()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
 
 
 def _station_id(value: str) -> str:
@@ -41,7 +35,7 @@ def prepare_station(config: Config, station: str, say=print) -> StationClient:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     client = prepare_station(config, args.station)
     try:
         outcome = client.run(timeout=args.timeout)
@@ -56,13 +50,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     try:
         status, doc = prov.api(config, "GET", "/stations")
     except prov.SetupError as exc:
         raise CliError(str(exc)) from None
     if status != 200:
-        raise CliError(f"{doc.get('error')} (HTTP {status})")
+        raise CliError(f"{error_message(doc, status)} (HTTP {status})")
     stations = doc.get("stations", [])
     if not stations:
         print("no stations registered")
@@ -73,13 +67,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    config = _config()
+    config = Config.from_env()
     try:
-        status, doc = prov.api(config, "DELETE", f"/stations/{args.station}")
+        status, doc = prov.api(config, "DELETE", f"/stations/{quote(args.station)}")
     except prov.SetupError as exc:
         raise CliError(str(exc)) from None
     if status != 200:
-        raise CliError(f"{doc.get('error')} (HTTP {status})")
+        raise CliError(f"{error_message(doc, status)} (HTTP {status})")
     print(f"revoked {args.station}: its key is refused and its broker account removed")
     return 0
 

@@ -12,6 +12,7 @@ import sys
 
 import services.cli as cli_package
 from services.cli.errors import CliError
+from services.common.config import ConfigError, bad_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"medsec: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ConfigError as exc:  # a bad MEDSEC_* value, from whichever command read the config
+        return bad_config("medsec", exc)
     except KeyboardInterrupt:
         return 130
 

@@ -1,21 +1,40 @@
-"""One Config object for every service: the state directory and the ports.
+"""One Config object for every service: the state directory, the ports and every setting.
 
 Everything comes from the environment (prefix MEDSEC_) with defaults, so two
-stacks with different MEDSEC_HOME and ports run side by side.
+stacks with different MEDSEC_HOME and ports run side by side. `Config.to_env()`
+is the inverse: the environment that makes a child process use this config.
+Nothing else in the services reads MEDSEC_* variables.
+
+A bad value is a `ConfigError`; every service main and the CLI turn it into
+one line on stderr and exit code `EXIT_BAD_CONFIG`.
 """
 from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+# The exit code of every service main and of the CLI for a bad setting (like argparse's usage error).
+EXIT_BAD_CONFIG = 2
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def valid_device_id(device_id: object) -> bool:
     return isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id) is not None
+
+
+class ConfigError(ValueError):
+    """A MEDSEC_* variable with a value that cannot be used; the message names it."""
+
+
+def bad_config(service: str, exc: Exception) -> int:
+    """The one way a process reports a bad setting: a line on stderr, EXIT_BAD_CONFIG."""
+    print(f"{service}: bad configuration: {exc}", file=sys.stderr, flush=True)
+    return EXIT_BAD_CONFIG
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -25,7 +44,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "")
+    if raw in ("", "0"):
+        return False
+    if raw == "1":
+        return True
+    raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -35,7 +63,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -76,7 +104,17 @@ class Config:
     proxy_protocol: bool = False
     # EMQX's REST API (compose): station logins are added there instead of Mosquitto's plugin.
     emqx_api_url: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    # Publisher scale-out on EMQX: shared subscriptions, one persistent session per instance id.
+    publisher_shared: bool = False
+    publisher_id: str = ""
+    # Mosquitto's dynamic-security plugin, when it is not where Debian puts it.
+    mosquitto_dynsec: str = ""
+    # Dispatch: the parameter folder ("" is dispatch/params in the state dir), a line given as
+    # "s1,s2,s3" instead of line.json, the envelope time window (s), the station-key cache (s).
+    dispatch_params: str = ""
+    dispatch_line: str = ""
+    dispatch_window: float = 120.0
+    dispatch_key_ttl: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -103,8 +141,23 @@ class Config:
             auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
             emqx_api_url=env.get("MEDSEC_EMQX_API", ""),
-            proxy_protocol=_int(env, "MEDSEC_PROXY_PROTOCOL", 0) == 1,
+            proxy_protocol=_flag(env, "MEDSEC_PROXY_PROTOCOL"),
+            publisher_shared=_flag(env, "MEDSEC_PUBLISHER_SHARED"),
+            publisher_id=env.get("MEDSEC_PUBLISHER_ID", ""),
+            mosquitto_dynsec=env.get("MEDSEC_MOSQUITTO_DYNSEC", ""),
+            dispatch_params=env.get("MEDSEC_DISPATCH_DIR", ""),
+            dispatch_line=env.get("MEDSEC_DISPATCH_LINE", ""),
+            dispatch_window=_float(env, "MEDSEC_DISPATCH_WINDOW", 120.0),
+            dispatch_key_ttl=_float(env, "MEDSEC_DISPATCH_KEY_TTL", 0.0),
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process build this same Config (every field)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[ENV_NAMES[f.name]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
 
     # --- state directory layout (one place, so every service agrees) ---
     @property
@@ -157,3 +210,21 @@ class Config:
     @property
     def admin_url(self) -> str:
         return f"http://{self.host}:{self.admin_port}/api/v1"
+
+
+# Field -> variable: the one table from_env and to_env agree on (a test checks the round trip).
+ENV_NAMES = {
+    "home": "MEDSEC_HOME", "host": "MEDSEC_HOST", "proxy_port": "MEDSEC_PROXY_PORT",
+    "admin_port": "MEDSEC_ADMIN_PORT", "mqtt_port": "MEDSEC_MQTT_PORT", "nodered_port": "MEDSEC_NODERED_PORT",
+    "max_reading_blocks": "MEDSEC_MAX_READING_BLOCKS", "idle_timeout": "MEDSEC_IDLE_TIMEOUT",
+    "reading_timeout": "MEDSEC_READING_TIMEOUT", "max_connections": "MEDSEC_MAX_CONNECTIONS",
+    "throttle_failures": "MEDSEC_THROTTLE_FAILURES", "throttle_window": "MEDSEC_THROTTLE_WINDOW",
+    "throttle_cooldown": "MEDSEC_THROTTLE_COOLDOWN", "throttle_max_cooldown": "MEDSEC_THROTTLE_MAX_COOLDOWN",
+    "bus_timeout": "MEDSEC_BUS_TIMEOUT", "auth_wait": "MEDSEC_AUTH_WAIT", "mqtt_host": "MEDSEC_MQTT_HOST",
+    "auth_socket_override": "MEDSEC_AUTH_SOCKET", "keystore_url": "MEDSEC_KEYSTORE_URL",
+    "proxy_protocol": "MEDSEC_PROXY_PROTOCOL", "emqx_api_url": "MEDSEC_EMQX_API",
+    "publisher_shared": "MEDSEC_PUBLISHER_SHARED", "publisher_id": "MEDSEC_PUBLISHER_ID",
+    "mosquitto_dynsec": "MEDSEC_MOSQUITTO_DYNSEC", "dispatch_params": "MEDSEC_DISPATCH_DIR",
+    "dispatch_line": "MEDSEC_DISPATCH_LINE", "dispatch_window": "MEDSEC_DISPATCH_WINDOW",
+    "dispatch_key_ttl": "MEDSEC_DISPATCH_KEY_TTL",
+}

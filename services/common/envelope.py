@@ -61,6 +61,7 @@ _FIXED = struct.Struct(">4sQ16s")
 
 REASONS = (
     "malformed", "wrong_recipient", "unknown_sender", "bad_signature", "stale", "replay", "undecryptable",
+    "nonce_cache_unwritable",  # a holder that keeps its cache on disk could not write it (refused)
 )
 
 
@@ -264,6 +265,7 @@ class NonceCache:
         self.max_senders = max_senders
         self._seen: OrderedDict[str, OrderedDict[bytes, int]] = OrderedDict()
         self._floor: dict[str, int] = {}
+        self._floor_all = -1  # every sender: raised when a stored cache could not be read back
 
     def _expire(self, sender: str, now_ms: int) -> None:
         seen = self._seen.get(sender)
@@ -275,7 +277,7 @@ class NonceCache:
     def check_and_add(self, sender: str, nonce: bytes, ts_ms: int, now: float) -> None:
         self._expire(sender, int(now * 1000))
         seen = self._seen.get(sender)
-        if (seen is not None and nonce in seen) or ts_ms <= self._floor.get(sender, -1):
+        if (seen is not None and nonce in seen) or ts_ms <= max(self._floor.get(sender, -1), self._floor_all):
             raise EnvelopeError("replay", f"nonce from {sender!r} was seen before")
         if seen is None:
             if len(self._seen) >= self.max_senders:
@@ -292,6 +294,42 @@ class NonceCache:
     def __len__(self) -> int:
         return sum(len(s) for s in self._seen.values())
 
+    # --- a holder that restarts keeps refusing replays (services/dispatch/nonces.py) ---
+    def snapshot(self, now: float) -> dict:
+        """What must outlive a restart, pruned to the window (JSON-ready)."""
+        cutoff = int(now * 1000) - self.window_ms
+        return {
+            "version": 1,
+            "seen": {s: {n.hex(): ts for n, ts in seen.items() if ts >= cutoff}
+                     for s, seen in self._seen.items()},
+            "floor": {s: ts for s, ts in self._floor.items() if ts >= cutoff},
+            "floor_all": self._floor_all if self._floor_all >= cutoff else -1,
+        }
+
+    def restore(self, doc: object, now: float) -> None:
+        """Load a snapshot; ValueError if it is not one (then nothing is loaded)."""
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise ValueError("not a nonce cache snapshot")
+        cutoff = int(now * 1000) - self.window_ms
+        seen: OrderedDict[str, OrderedDict[bytes, int]] = OrderedDict()
+        try:
+            for sender, nonces in doc["seen"].items():
+                kept = sorted((ts, bytes.fromhex(n)) for n, ts in nonces.items() if int(ts) >= cutoff)
+                if kept:
+                    seen[str(sender)] = OrderedDict((n, int(ts)) for ts, n in kept[-self.per_sender:])
+            floor = {str(s): int(ts) for s, ts in doc["floor"].items()}
+            floor_all = int(doc["floor_all"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a nonce cache snapshot ({exc})") from None
+        while len(seen) > self.max_senders:
+            old_sender, old = seen.popitem(last=False)
+            floor[old_sender] = max([floor.get(old_sender, -1), *old.values()])
+        self._seen, self._floor, self._floor_all = seen, floor, floor_all
+
+    def refuse_before(self, ts_ms: int) -> None:
+        """Refuse every envelope stamped at or before ts_ms (what was seen before it is unknown)."""
+        self._floor_all = max(self._floor_all, ts_ms)
+
 
 KeyLookup = Callable[[str], "RSA.RsaKey | None"]
 
@@ -307,6 +345,7 @@ class Opener:
         window: float = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.time,
         max_payload: int = MAX_PAYLOAD,
+        nonces: NonceCache | None = None,
     ) -> None:
         self.me = me
         self.my_key = my_key
@@ -314,7 +353,7 @@ class Opener:
         self.window = window
         self.clock = clock
         self.max_payload = max_payload
-        self.nonces = NonceCache(window)
+        self.nonces = NonceCache(window) if nonces is None else nonces
 
     def open(self, data: bytes) -> tuple[Envelope, bytes]:
         env = parse(data, self.max_payload)

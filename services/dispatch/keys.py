@@ -8,19 +8,16 @@ as the DELETE has answered; MEDSEC_DISPATCH_KEY_TTL > 0 caches answers that long
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from Crypto.PublicKey import RSA
 
 from services.common import envelope
+from services.common.adminclient import AdminApiError, AdminClient, quote
 from services.common.config import Config
 from services.common.state import check_private, write_secret
 from services.common.stations import dispatch_dir, server_public_path
@@ -78,26 +75,21 @@ class StationKeyError(Exception):
 class StationKeys:
     """Station public keys from the key-admin API, cached for `ttl` seconds."""
 
-    def __init__(self, admin_url: str, token: str, ttl: float = 0.0, timeout: float = 3.0) -> None:
-        self.admin_url = admin_url.rstrip("/")
-        self.token = token
+    def __init__(self, api: AdminClient, ttl: float = 0.0) -> None:
+        self.api = api
         self.ttl = ttl
-        self.timeout = timeout
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, RSA.RsaKey | None]] = {}
 
     def fetch(self, station: str) -> RSA.RsaKey | None:
-        url = f"{self.admin_url}/stations/{urllib.parse.quote(station, safe='')}"
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                doc = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise StationKeyError(f"key-admin answered {exc.code} for station {station!r}") from None
-        except (OSError, ValueError) as exc:
-            raise StationKeyError(f"key-admin unreachable: {exc}") from None
+            status, doc = self.api.request("GET", f"/stations/{quote(station)}")
+        except AdminApiError as exc:
+            raise StationKeyError(f"key-admin unreachable: {exc.message}") from None
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("public_key"), str):
+            raise StationKeyError(f"key-admin answered {status} for station {station!r}")
         if doc.get("revoked_at"):
             return None
         return envelope.load_public_key(doc["public_key"])

@@ -5,17 +5,15 @@ with the operator's admin token (the stack's state dir must be readable).
 """
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from Crypto.PublicKey import RSA
 
 from services.common import envelope
+from services.common.adminclient import AdminApiError, AdminClient, error_message, quote
 from services.common.config import Config
-from services.common.state import StateError, admin_token, check_private, mqtt_password, write_secret
+from services.common.state import StateError, check_private, mqtt_password, write_secret
 from services.dispatch import keys as dkeys
 from services.dispatch.topics import account
 
@@ -41,30 +39,17 @@ def station_key(config: Config, station: str) -> tuple[RSA.RsaKey, bool]:
 
 
 def api(config: Config, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """(status, answer) of the key-admin API with the operator's token; SetupError if unreachable."""
     try:
-        token = admin_token(config)
-    except StateError as exc:
-        raise SetupError(f"no admin token: {exc}") from None
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(config.admin_url + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {"error": str(exc.reason)}
-    except (urllib.error.URLError, OSError) as exc:
-        raise SetupError(f"the key-admin API at {config.admin_url} is not reachable "
-                         f"({getattr(exc, 'reason', exc)}); is the stack running (`medsec up`)?") from None
+        return AdminClient.from_config(config).request(method, path, body)
+    except AdminApiError as exc:
+        raise SetupError(exc.message) from None
 
 
 def ensure_registered(config: Config, station: str, key: RSA.RsaKey) -> tuple[str, bool]:
     """(broker password, registered now): registers the public key unless it already is."""
     pem = envelope.public_pem(key)
-    status, doc = api(config, "GET", f"/stations/{station}")
+    status, doc = api(config, "GET", f"/stations/{quote(station)}")
     if status == 200 and not doc.get("revoked_at"):
         if doc.get("public_key", "").strip() != pem.strip():
             raise SetupError(f"station {station!r} is registered with another key; "
@@ -74,10 +59,10 @@ def ensure_registered(config: Config, station: str, key: RSA.RsaKey) -> tuple[st
         except StateError as exc:
             raise SetupError(str(exc)) from None
     if status not in (200, 404):
-        raise SetupError(f"key-admin answered {status}: {doc.get('error') if isinstance(doc, dict) else doc}")
+        raise SetupError(f"key-admin answered {status}: {error_message(doc, status)}")
     status, doc = api(config, "POST", "/stations", {"id": station, "public_key": pem})
     if status != 201:
-        raise SetupError(f"registering {station!r} failed: {doc.get('error')} (HTTP {status})")
+        raise SetupError(f"registering {station!r} failed: {error_message(doc, status)} (HTTP {status})")
     return doc["mqtt_password"], True
 
 

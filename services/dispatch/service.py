@@ -1,17 +1,17 @@
 """The dispatch server: opens sealed envelopes from stations, runs the line, seals the answers.
 
 `DispatchService` is the logic (no MQTT in it: it gets topic + bytes and a
-`publish` callable); `__main__` wires it to the broker.
+`publish` callable); transport.py carries it over the bus and `__main__` wires
+them (the same lifecycle as auth and proxy).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from services.common.logs import kv
 from services.common.state import write_secret
 from services.dispatch import topics, workflow
 from services.dispatch.keys import StationKeyError, dispatch_dir
+from services.dispatch.nonces import StoredNonceCache
 from services.dispatch.params import Line, ParamFile, ParamsError, load_line, load_param_file
 from services.dispatch.workflow import LineState, Out, Refused
 
@@ -36,20 +37,20 @@ KINDS = {"request": ("request",), "result": ("result", "done")}
 class DispatchConfig:
     params_dir: Path
     state_path: Path
+    nonces_path: Path
     line_env: str | None = None
     window: float = envelope.DEFAULT_WINDOW
     key_ttl: float = 0.0
 
     @classmethod
-    def from_env(cls, config: Config, env: Mapping[str, str] | None = None) -> DispatchConfig:
-        env = os.environ if env is None else env
-        params = env.get("MEDSEC_DISPATCH_DIR") or str(dispatch_dir(config) / "params")
+    def from_config(cls, config: Config) -> DispatchConfig:
         return cls(
-            params_dir=Path(params),
+            params_dir=Path(config.dispatch_params or dispatch_dir(config) / "params"),
             state_path=dispatch_dir(config) / "state.json",
-            line_env=env.get("MEDSEC_DISPATCH_LINE") or None,
-            window=float(env.get("MEDSEC_DISPATCH_WINDOW") or envelope.DEFAULT_WINDOW),
-            key_ttl=float(env.get("MEDSEC_DISPATCH_KEY_TTL") or 0.0),
+            nonces_path=dispatch_dir(config) / "nonces.json",
+            line_env=config.dispatch_line or None,
+            window=config.dispatch_window,
+            key_ttl=config.dispatch_key_ttl,
         )
 
 
@@ -82,7 +83,8 @@ class DispatchService:
         self.station_keys = station_keys
         self.publish = publish
         self.clock = clock
-        self.opener = envelope.Opener(topics.SERVER_ID, server_key, station_keys, cfg.window, clock)
+        self.opener = envelope.Opener(topics.SERVER_ID, server_key, station_keys, cfg.window, clock,
+                                      nonces=StoredNonceCache(cfg.nonces_path, cfg.window, clock))
         self.state: LineState | None = load_state(cfg.state_path)
         self.rejected: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()

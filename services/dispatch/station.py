@@ -22,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from services.common import envelope
 from services.common.config import Config
 from services.dispatch import topics
+from services.dispatch.nonces import StoredNonceCache
+from services.dispatch.provisioning import station_dir
 
 Operation = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -69,8 +71,11 @@ class StationClient:
         self.password = password
         self.operation = operation
         self.say = say
+        # The station keeps its nonce cache on disk too: `medsec station run` is a process that restarts.
+        nonces = StoredNonceCache(station_dir(config, station) / "nonces.json", window)
         self.opener = envelope.Opener(
-            station, key, lambda sender: server_key if sender == topics.SERVER_ID else None, window
+            station, key, lambda sender: server_key if sender == topics.SERVER_ID else None, window,
+            nonces=nonces,
         )
         self.inbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self._subscribed = threading.Event()

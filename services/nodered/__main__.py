@@ -9,7 +9,7 @@ import os
 import sys
 
 from services.common import logs
-from services.common.config import Config
+from services.common.config import Config, ConfigError, bad_config
 from services.common.state import StateError
 from services.nodered import available, prepare
 
@@ -21,6 +21,9 @@ def main() -> int:
         return 2
     try:
         config = Config.from_env()
+    except ConfigError as exc:
+        return bad_config("nodered", exc)
+    try:
         argv, env = prepare(config)
     except (StateError, ValueError) as exc:
         log.error(logs.kv(event="cannot_prepare", reason=exc))

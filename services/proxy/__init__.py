@@ -7,8 +7,8 @@ Layout (data flows top to bottom):
   v1.py          the v1 handler: a pure session (framing, timing) driven against auth
   v2.py          the v2 handler (authenticated frames, acknowledged after the broker's PUBACK)
   authclient.py  the pipelined Unix-socket client of services/auth, reconnecting
-  output.py      the bus: readings and events out (QoS 1, bounded), key events in
-  busloop.py     runs the paho client inside the asyncio loop (no network thread)
+  output.py      the bus (services/common/mqttclient): readings and events out (QoS 1, bounded),
+                 key events in
   state.py       what the server and its connections share: open connections, devices
   throttle.py    failed-identification throttling per source address (pure)
   metrics.py     counters rendered as Prometheus text

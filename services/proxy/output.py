@@ -17,7 +17,9 @@ from typing import Any
 from services.common import bus
 from services.common.config import Config
 from services.common.logs import kv
-from services.proxy.busloop import AsyncioBusLoop
+from services.common.mqttclient import MqttClient
+from services.common.mqttwire import Publish
+from services.common.state import mqtt_password
 from services.proxy.errors import BusUnavailable
 from services.proxy.metrics import Metrics
 
@@ -51,25 +53,32 @@ class Output:
         self.max_events = max_events
         self.readings_waiting = 0
         self.events_waiting = 0
-        self.subscribed = asyncio.Event()
-        self.bus_up = False
         self._on_key_event = on_key_event
-        self.client = bus.make_client(config, "proxy", client_id)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
-        self.acks = bus.AckTracker(self.client, loop)
-        self.driver = AsyncioBusLoop(self.client, loop, config.broker_host, config.mqtt_port)
+        # A clean session: key events matter only while connected (a revocation also closes
+        # connections through auth); readings in flight are resent after a reconnect anyway.
+        self.client = MqttClient(
+            config.broker_host, config.mqtt_port, client_id, "proxy", mqtt_password(config, "proxy"),
+            subscriptions=[(bus.KEY_EVENTS, 1)], on_message=self._on_message, log=log,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def subscribed(self) -> asyncio.Event:
+        return self.client.subscribed
+
+    @property
+    def bus_up(self) -> bool:
+        return self.client.connected
 
     def start(self) -> None:
-        self.driver.start()
+        self._task = self.loop.create_task(self.client.run(self._stop, drain=1.0), name="bus")
 
     # --- out ---
     def publish_reading(self, device: str, payload: bytes) -> asyncio.Future[None]:
         if self.readings_waiting >= self.max_readings:
             raise BusUnavailable(f"{self.readings_waiting} readings already wait for the broker")
-        future = self.acks.publish(bus.INGEST.format(device=device), payload, qos=1)
+        future = self.client.publish(bus.INGEST.format(device=device), payload)
         self.readings_waiting += 1
         started = time.perf_counter()
 
@@ -85,7 +94,7 @@ class Output:
         if self.events_waiting >= self.max_events:
             self.metrics.events_dropped += 1
             return
-        future = self.acks.publish(bus.EVENTS.format(device=device or bus.UNIDENTIFIED), payload, qos=1)
+        future = self.client.publish(bus.EVENTS.format(device=device or bus.UNIDENTIFIED), payload)
         self.events_waiting += 1
 
         def done(f: asyncio.Future[None]) -> None:
@@ -97,43 +106,20 @@ class Output:
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the broker acknowledged everything sent (shutdown)."""
-        deadline = self.loop.time() + timeout
-        while self.readings_waiting or self.events_waiting:
-            if self.loop.time() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
+        return await self.client.wait_idle(timeout)
 
     async def stop(self) -> None:
-        await self.driver.stop()
+        """DISCONNECT after what is queued and stop reconnecting."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
 
-    # --- paho callbacks (in the loop, from AsyncioBusLoop) ---
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if reason_code.is_failure:
-            log.warning(kv(event="bus_refused", detail=str(reason_code)))
-            return
-        client.subscribe(bus.KEY_EVENTS, qos=1)
-        self.bus_up = True
-        log.info(kv(event="bus_connected"))
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
-        self.loop.call_soon_threadsafe(self.subscribed.clear)
-        if self.bus_up:  # a refused connect was already logged as bus_refused
-            self.bus_up = False
-            log.warning(kv(event="bus_lost", detail=str(reason_code)))
-
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, props: Any) -> None:
-        if all(not rc.is_failure for rc in reason_codes):
-            self.loop.call_soon_threadsafe(self.subscribed.set)
-            log.info(kv(event="subscribed", topic=bus.KEY_EVENTS))
-        else:
-            log.error(kv(event="subscribe_denied", topic=bus.KEY_EVENTS))
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+    # --- in ---
+    def _on_message(self, message: Publish) -> None:
         try:
             event = json.loads(message.payload)
         except ValueError:
             log.warning(kv(event="bad_key_event", detail="not JSON"))
             return
         if isinstance(event, dict):
-            self.loop.call_soon_threadsafe(self._on_key_event, event)
+            self._on_key_event(event)

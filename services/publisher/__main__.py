@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import sys
 
 from services.common import logs
-from services.common.config import Config
+from services.common.config import Config, ConfigError, bad_config
 from services.common.logs import kv
 from services.common.state import StateError
 from services.publisher import lease, metrics
@@ -24,11 +23,11 @@ async def serve(config: Config, log) -> int:
     # session under a stable id (MEDSEC_PUBLISHER_ID): what EMQX queued for an instance while it was
     # down waits for it under that id. Mosquitto gets one active instance, the others wait as
     # standbys (services/publisher/lease.py).
-    shared = os.environ.get("MEDSEC_PUBLISHER_SHARED") == "1"
+    shared = config.publisher_shared
     try:
         service = PublisherService(log)
         if shared:
-            instance = os.environ.get("MEDSEC_PUBLISHER_ID") or socket.gethostname()
+            instance = config.publisher_id or socket.gethostname()
             transport = BusTransport(config, service, log, client_id=f"{CLIENT_ID}-{instance}",
                                      subscriptions=lease.shared(SUBSCRIPTIONS))
         else:
@@ -60,7 +59,7 @@ async def serve(config: Config, log) -> int:
             await asyncio.sleep(METRICS_INTERVAL)
             write_metrics()
 
-    log.info(kv(event="started", broker=f"{getattr(config, 'broker_host', config.host)}:{config.mqtt_port}"))
+    log.info(kv(event="started", broker=f"{config.broker_host}:{config.mqtt_port}"))
     writer = asyncio.create_task(metrics_loop())
     try:
         await transport.run(stop)
@@ -78,9 +77,8 @@ def main() -> int:
     log = logs.setup("publisher")
     try:
         config = Config.from_env()
-    except ValueError as exc:
-        log.error(kv(event="startup_failed", error=exc))
-        return 1
+    except ConfigError as exc:
+        return bad_config("publisher", exc)
     return asyncio.run(serve(config, log))
 
 

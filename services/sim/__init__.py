@@ -10,14 +10,16 @@ device), `Simulation` / `run` (the asyncio engine), `Vitals` (the readings).
 from __future__ import annotations
 
 from services.common.config import Config
-from services.sim.devices import Credentials, ProtocolUnavailable, SimDevice, V1Device, make_device
+from services.sim.devices import Credentials, SimDevice, V1Device
+from services.sim.protocols import UnknownProtocol, make_device
 from services.sim.registry import RegistryError, ensure_devices
 from services.sim.runner import OnSend, SimOptions, SimStats, Simulation, run, simulate
 from services.sim.vitals import Vitals
 
 __all__ = [
-    "Credentials", "OnSend", "ProtocolUnavailable", "RegistryError", "SimDevice", "SimOptions", "SimStats",
-    "Simulation", "V1Device", "Vitals", "ensure_devices", "make_device", "run", "run_devices", "simulate",
+    "Credentials", "OnSend", "RegistryError", "SimDevice", "SimOptions", "SimStats", "Simulation",
+    "UnknownProtocol", "V1Device", "Vitals", "ensure_devices", "make_device", "run", "run_devices",
+    "simulate",
 ]
 
 

@@ -1,7 +1,7 @@
 """Simulated devices, one class per protocol: readings in, wire bytes out.
 
-A protocol plugs in by providing a `SimDevice` subclass and an entry in
-PROTOCOLS (module:Class, imported on first use). The runner only calls:
+Each protocol is a `SimDevice` subclass (V1Device here, V2Device in v2.py), chosen by
+services/sim/protocols.py. The runner only calls:
 
 - `greeting()`: bytes to write right after connecting (a v2 handshake; v1: none);
 - `encode(values)`: one reading as it goes on the wire;
@@ -11,22 +11,11 @@ PROTOCOLS (module:Class, imported on first use). The runner only calls:
 from __future__ import annotations
 
 import binascii
-import importlib
 from dataclasses import dataclass, field
 
 from Crypto.Cipher import AES
 
 from services.common import v1
-
-# protocol -> "module:Class". v2 (issue 4) adds services/sim/v2.py with a SimDevice subclass.
-PROTOCOLS: dict[str, str] = {
-    "v1": "services.sim.devices:V1Device",
-    "v2": "services.sim.v2:V2Device",
-}
-
-
-class ProtocolUnavailable(Exception):
-    """The protocol is known but its simulated device is not in this build."""
 
 
 @dataclass(frozen=True)
@@ -102,22 +91,3 @@ class V1Device(SimDevice):
             cipher = self._ecb.encrypt((int.from_bytes(data, "big") ^ mask).to_bytes(n, "big"))
         text = binascii.hexlify(cipher)
         return b"+".join(text[i:i + v1.BLOCK_HEX] for i in range(0, len(text), v1.BLOCK_HEX))
-
-
-def device_class(protocol: str) -> type[SimDevice]:
-    """The SimDevice class of a protocol. Raises ProtocolUnavailable if it is not built yet."""
-    target = PROTOCOLS.get(protocol)
-    if target is None:
-        raise ProtocolUnavailable(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise ProtocolUnavailable(f"protocol {protocol} is not available in the simulator yet") from None
-    return getattr(module, class_name)
-
-
-def make_device(creds: Credentials, variant: str = "chained") -> SimDevice:
-    return device_class(creds.protocol)(creds, variant)

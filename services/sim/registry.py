@@ -6,13 +6,11 @@ sim registered each device, so reruns and `medsec up --demo N` reuse them.
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from services.common.adminclient import AdminApiError, AdminClient, quote
 from services.common.config import Config, valid_device_id
-from services.common.state import StateError, admin_token, check_private, write_secret
+from services.common.state import StateError, check_private, write_secret
 from services.sim.devices import Credentials
 
 FILE_NAME = "sim-devices.json"
@@ -58,51 +56,19 @@ def device_ids(count: int, prefix: str) -> list[str]:
     return ids
 
 
-class AdminApi:
-    """A minimal client of the key-admin API (stdlib only). Retries while the API is starting."""
-
-    def __init__(self, config: Config, wait: float = 15.0) -> None:
-        self.base = config.admin_url
-        self.config = config
-        self.wait = wait
-        self._token: str | None = None
-
-    def _auth(self) -> str:
-        if self._token is None:
-            try:
-                self._token = admin_token(self.config)
-            except StateError as exc:
-                raise RegistryError(str(exc)) from None
-        return self._token
-
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self._auth()}", "Content-Type": "application/json",
-        })
-        deadline = time.monotonic() + self.wait
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    return response.status, _json(response.read())
-            except urllib.error.HTTPError as exc:
-                return exc.code, _json(exc.read())
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise RegistryError(f"key-admin API at {self.base} is not reachable ({_reason(exc)}); "
-                                        "is the stack up (medsec up)?") from None
-                time.sleep(0.2)
-
-
-def _json(raw: bytes) -> object:
+def admin_client(config: Config) -> AdminClient:
+    """The key-admin client, waiting up to 15 s for an API that is still starting."""
     try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
+        return AdminClient.from_config(config, timeout=10, wait=15.0)
+    except AdminApiError as exc:
+        raise RegistryError(exc.message) from None
 
 
-def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "reason", exc))
+def _request(api: AdminClient, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    try:
+        return api.request(method, path, body)
+    except AdminApiError as exc:  # not reachable within the wait
+        raise RegistryError(exc.message) from None
 
 
 def _error(status: int, body: object) -> str:
@@ -124,7 +90,7 @@ def _credentials(device: str, protocol: str, body: object) -> Credentials:
 
 
 def ensure_devices(config: Config, count: int, protocol: str = "v1", prefix: str = "sim-",
-                   register: bool = True, api: AdminApi | None = None) -> list[Credentials]:
+                   register: bool = True, api: AdminClient | None = None) -> list[Credentials]:
     """The credentials of devices <prefix>001..N: stored ones reused, missing ones registered.
 
     Without `register`, every device must already be in sim-devices.json.
@@ -137,7 +103,7 @@ def ensure_devices(config: Config, count: int, protocol: str = "v1", prefix: str
             raise RegistryError(f"{len(missing)} device(s) such as {missing[0]} have no {protocol} "
                                 f"credentials in {store_path(config)}; rerun with --register")
         return [stored[d] for d in ids]
-    api = api or AdminApi(config)
+    api = api or admin_client(config)
     known = _registered(api)
     result = []
     unsaved = 0
@@ -164,9 +130,9 @@ def ensure_devices(config: Config, count: int, protocol: str = "v1", prefix: str
     return result
 
 
-def _registered(api: AdminApi) -> dict[str, str] | None:
+def _registered(api: AdminClient) -> dict[str, str] | None:
     """{device: protocol} of every registered device, or None if the list is not usable."""
-    status, body = api.call("GET", "/devices")
+    status, body = _request(api, "GET", "/devices")
     if status == 401:
         raise RegistryError("key-admin API refused the admin token (HTTP 401)")
     if status != 200:
@@ -183,8 +149,8 @@ def _registered(api: AdminApi) -> dict[str, str] | None:
     return out
 
 
-def _lookup(api: AdminApi, device: str) -> str | None:
-    status, body = api.call("GET", f"/devices/{device}")
+def _lookup(api: AdminClient, device: str) -> str | None:
+    status, body = _request(api, "GET", f"/devices/{quote(device)}")
     if status == 200 and isinstance(body, dict):
         return str(body.get("protocol", "v1"))
     if status == 404:
@@ -192,8 +158,8 @@ def _lookup(api: AdminApi, device: str) -> str | None:
     raise RegistryError(f"cannot look up {device}: {_error(status, body)}")
 
 
-def _add(api: AdminApi, device: str, protocol: str) -> Credentials:
-    status, body = api.call("POST", "/devices", {"id": device, "protocol": protocol})
+def _add(api: AdminClient, device: str, protocol: str) -> Credentials:
+    status, body = _request(api, "POST", "/devices", {"id": device, "protocol": protocol})
     if status in (200, 201):
         return _credentials(device, protocol, body)
     if status == 409:
@@ -201,9 +167,9 @@ def _add(api: AdminApi, device: str, protocol: str) -> Credentials:
     raise RegistryError(f"cannot register {device}: {_error(status, body)}")
 
 
-def _rotate(api: AdminApi, device: str, protocol: str) -> Credentials:
+def _rotate(api: AdminClient, device: str, protocol: str) -> Credentials:
     """A sim device registered earlier whose credentials were lost: give it new ones."""
-    status, body = api.call("POST", f"/devices/{device}/rotate")
+    status, body = _request(api, "POST", f"/devices/{quote(device)}/rotate")
     if status in (200, 201):
         return _credentials(device, protocol, body)
     raise RegistryError(

@@ -1,7 +1,6 @@
 """Which processes make up a stack, and the supervisord config that runs them (pure)."""
 from __future__ import annotations
 
-import importlib.util
 import resource
 import shutil
 import sys
@@ -9,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.config import Config
+from services.nodered import available, prepare
 
 
 @dataclass(frozen=True)
@@ -22,23 +22,11 @@ class Program:
 
 def config_env(config: Config) -> dict[str, str]:
     """The environment that makes a service process use this config."""
-    return {
-        "MEDSEC_HOME": str(config.home),
-        "MEDSEC_HOST": config.host,
-        "MEDSEC_PROXY_PORT": str(config.proxy_port),
-        "MEDSEC_ADMIN_PORT": str(config.admin_port),
-        "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-        "MEDSEC_NODERED_PORT": str(config.nodered_port),
-        "PYTHONUNBUFFERED": "1",
-    }
+    return {**config.to_env(), "PYTHONUNBUFFERED": "1"}
 
 
 def mosquitto_binary() -> str:
     return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def _module_exists(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
 
 
 def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = True) -> list[Program]:
@@ -49,15 +37,11 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
         Program("keyadmin", [py, "-m", "services.keyadmin"], 20),
         Program("proxy", [py, "-m", "services.proxy"], 30),
         Program("publisher", [py, "-m", "services.publisher"], 30),
+        Program("dispatch", [py, "-m", "services.dispatch"], 30),
     ]
-    if _module_exists("services.dispatch.__main__"):
-        progs.append(Program("dispatch", [py, "-m", "services.dispatch"], 30))
-    if nodered and _module_exists("services.nodered"):
-        from services.nodered import available, prepare  # the Node-RED runtime may not be installed
-
-        if available():
-            argv, env = prepare(config)
-            progs.append(Program("nodered", argv, 40, env=env))
+    if nodered and available():  # the Node-RED runtime may not be installed (make -C nodered install)
+        argv, env = prepare(config)
+        progs.append(Program("nodered", argv, 40, env=env))
     if demo:
         argv = [py, "-m", "services.cli.main", "sim", "--devices", str(demo), "--rate", "1", "--register"]
         progs.append(Program("demo", argv, 50, autostart=False))
@@ -71,7 +55,16 @@ def _fd_limit(wanted: int = 65536) -> int:
 
 
 def _env_line(env: dict[str, str]) -> str:
-    return ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
+    """supervisord's environment= line: it expands %(...)s (so % is doubled) and splits like a
+    non-POSIX shell (no escapes: a value is quoted with the quote it does not contain)."""
+    def quoted(name: str, value: str) -> str:
+        value = value.replace("%", "%%")
+        if '"' not in value:
+            return f'"{value}"'
+        if "'" not in value:
+            return f"'{value}'"
+        raise ValueError(f"{name} cannot contain both kinds of quotes")
+    return ",".join(f"{k}={quoted(k, v)}" for k, v in sorted(env.items()))
 
 
 def supervisord_conf(config: Config, progs: list[Program], daemon: bool) -> str:

@@ -1,7 +1,6 @@
 """`medsec device ...` and `medsec audit ...` against a real key-admin process."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 import sys
@@ -101,13 +100,6 @@ def test_audit_show_and_verify_names_the_edited_entry(keyadmin, env, capsys):
     db.close()
     code, _, err = run(capsys, "audit", "verify")
     assert code == 1 and "BROKEN at entry 2 (added b)" in err and "edited" in err
-
-
-@pytest.mark.skipif(importlib.util.find_spec("services.cli.provision") is not None,
-                    reason="provisioning is installed")
-def test_provision_missing_is_a_clear_error(env, capsys):
-    code, _, err = run(capsys, "device", "provision", "pico-1")
-    assert code == 1 and "not available" in err
 
 
 def test_truncation_and_rewrite_are_caught_and_never_witnessed(env, config_env, broker, procs, capsys):

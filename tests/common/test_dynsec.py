@@ -10,6 +10,7 @@ import pytest
 
 from services.broker import BrokerError, dynsec, dynsec_admin
 from services.broker.mosquitto import write_broker_files
+from services.common.config import Config
 from services.common.state import init_state
 
 LOGINS = {"dashboard": "dash-pw-0123456789", "station-s1": "s1-pw-0123456789"}
@@ -67,8 +68,9 @@ def test_no_broker_listening_means_the_file_applies_at_its_next_start(config):
     assert dynsec_admin.send(config, dynsec.delete_commands("station-x"), timeout=2) is False
 
 
-def test_missing_plugin_is_a_clear_error(config, monkeypatch):
+def test_missing_plugin_is_a_clear_error(config):
+    env = {**config.to_env(), "MEDSEC_MOSQUITTO_DYNSEC": "/nonexistent/mosquitto_dynamic_security.so"}
+    config = Config.from_env(env)
     init_state(config)
-    monkeypatch.setenv("MEDSEC_MOSQUITTO_DYNSEC", "/nonexistent/mosquitto_dynamic_security.so")
     with pytest.raises(BrokerError, match="MEDSEC_MOSQUITTO_DYNSEC"):
         write_broker_files(config)

@@ -99,7 +99,7 @@ def test_two_proxies_two_auths_one_postgres_store(config, config_env, procs, bro
              for n in range(2)]
     proxies = [start_logged(procs, tmp_path, f"proxy{n + 1}", [sys.executable, "-m", "services.proxy"],
                             {**auth_env[n], "MEDSEC_PROXY_PORT": str(ports[n]), "MEDSEC_PROXY_PROTOCOL": "1"},
-                            "event=subscribed")
+                            "event=bus_subscribed")
                for n in range(2)]
     publisher_argv = [sys.executable, "-m", "services.publisher"]
     active = start_logged(procs, tmp_path, "publisher1", publisher_argv, base, "bus_subscribed")

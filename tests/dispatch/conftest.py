@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +16,11 @@ from Crypto.PublicKey import RSA
 
 from services.common import envelope
 from services.common.config import Config
-from services.common.state import admin_token, write_secret
+from services.common.state import write_secret
 from services.dispatch import keys as dkeys
 from tests.support.broker import Subscriber, start_mosquitto
 from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.support.stack import api
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "envelope.json"
 
@@ -48,17 +47,6 @@ def demo_files(stations=STATIONS, fail_first=("s2",)) -> dict[str, dict]:
         files[s] = {"station": s, "value_sets": sets, "accept": {"field": "result", "min": 95, "max": 105},
                     "recipe": f"recipe-{s}"}
     return files
-
-
-def api(config: Config, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{config.admin_url}{path}", data=data, method=method, headers={
-        "Authorization": f"Bearer {admin_token(config)}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @dataclass
@@ -127,9 +115,7 @@ def shared_stack(tmp_path_factory, keys):
     tmp = tmp_path_factory.mktemp("dispatch")
     config = Config(home=tmp / "home", proxy_port=free_port(), admin_port=free_port(),
                     mqtt_port=free_port(), nodered_port=free_port())
-    env = {"MEDSEC_HOME": str(config.home), "MEDSEC_PROXY_PORT": str(config.proxy_port),
-           "MEDSEC_ADMIN_PORT": str(config.admin_port), "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-           "MEDSEC_NODERED_PORT": str(config.nodered_port)}
+    env = config.to_env()
     (tmp / "proclogs").mkdir()
     procs = Processes(tmp / "proclogs")
     try:

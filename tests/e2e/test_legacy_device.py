@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from services.common import v1
+from services.common.config import Config
 from tests.support.broker import Subscriber
 from tests.support.proc import free_port, wait_until
 from tests.support.stack import alive, api, device_socket, kill_all, medsec, supervised_pids
@@ -84,16 +85,9 @@ def test_dashboard_account_cannot_publish_public_or_read_internal(stack, request
 
 def test_two_stacks_side_by_side(stack, tmp_path, request):
     first = stack
-    second_env = {
-        "MEDSEC_HOME": str(tmp_path / "second"),
-        "MEDSEC_PROXY_PORT": str(free_port()),
-        "MEDSEC_ADMIN_PORT": str(free_port()),
-        "MEDSEC_MQTT_PORT": str(free_port()),
-        "MEDSEC_NODERED_PORT": str(free_port()),
-    }
-    from services.common.config import Config
-
-    second = Config.from_env(second_env)
+    second = Config(home=tmp_path / "second", proxy_port=free_port(), admin_port=free_port(),
+                    mqtt_port=free_port(), nodered_port=free_port())
+    second_env = second.to_env()
     medsec(second_env, "up", "--detach", "--no-nodered")
     pids = supervised_pids(second)
     try:

@@ -88,7 +88,7 @@ def test_acknowledged_readings_survive_publisher_and_broker_restarts(config, con
     store.close()
     procs.start("auth", [sys.executable, "-m", "services.auth"], env=env)
     wait_until(lambda: config.auth_socket.exists(), 10, what="auth socket")
-    proxy = start(procs, "proxy", env, tmp_path, "event=subscribed")
+    proxy = start(procs, "proxy", env, tmp_path, "event=bus_subscribed")
     publisher = start(procs, "publisher", env, tmp_path, "bus_subscribed")
     dashboard = Dashboard(config)
 

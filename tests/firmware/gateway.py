@@ -40,10 +40,10 @@ class Gateway:
         return path.read_text() if path.exists() else ""
 
     def start_proxy(self) -> None:
-        before = self._log("proxy").count("event=subscribed")
+        before = self._log("proxy").count("event=bus_subscribed")
         self.proxy = self.procs.start("proxy", [sys.executable, "-m", "services.proxy"], env=self.env)
         wait_until(lambda: port_open(self.config.proxy_port)
-                   and self._log("proxy").count("event=subscribed") > before, 10, what="proxy to listen")
+                   and self._log("proxy").count("event=bus_subscribed") > before, 10, what="proxy to listen")
 
     def stop_proxy(self) -> None:
         self.procs.stop(self.proxy)

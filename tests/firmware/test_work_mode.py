@@ -35,13 +35,7 @@ def gateway(tmp_path_factory):
         mqtt_port=free_port(),
         nodered_port=free_port(),
     )
-    env = {
-        "MEDSEC_HOME": str(config.home),
-        "MEDSEC_PROXY_PORT": str(config.proxy_port),
-        "MEDSEC_ADMIN_PORT": str(config.admin_port),
-        "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-        "MEDSEC_NODERED_PORT": str(config.nodered_port),
-    }
+    env = config.to_env()
     logs = home / "proclogs"
     logs.mkdir()
     procs = Processes(logs)

@@ -16,9 +16,7 @@ from tests.support.proc import Processes, free_port, port_open, wait_until
 
 
 def config_env(config: Config) -> dict[str, str]:
-    return {"MEDSEC_HOME": str(config.home), "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-            "MEDSEC_ADMIN_PORT": str(config.admin_port), "MEDSEC_NODERED_PORT": str(config.nodered_port),
-            "MEDSEC_PROXY_PORT": str(config.proxy_port)}
+    return config.to_env()
 
 
 def start_nodered(config: Config, procs: Processes):

@@ -39,8 +39,7 @@ def shared_stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shared-proxy")
     config = Config(home=tmp / "home", proxy_port=free_port(), admin_port=free_port(),
                     mqtt_port=free_port(), nodered_port=free_port())
-    env = {"MEDSEC_HOME": str(config.home), "MEDSEC_PROXY_PORT": str(config.proxy_port),
-           "MEDSEC_MQTT_PORT": str(config.mqtt_port), "MEDSEC_ADMIN_PORT": str(config.admin_port)}
+    env = config.to_env()
     (tmp / "proclogs").mkdir()
     procs = Processes(tmp / "proclogs")
     try:

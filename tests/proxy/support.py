@@ -95,7 +95,7 @@ class Stack:
                                 env={**self.env, **FAST_ENV, "MEDSEC_PROXY_PORT": str(port), **env})
         log = self.log_dir / f"{name}.log"
         # From its log, not by probing the port: a probe would hold a connection slot for a moment.
-        wait_until(lambda: all(f"event={e}" in log.read_text() for e in ("listening", "subscribed")), 10,
+        wait_until(lambda: all(f"event={e}" in log.read_text() for e in ("listening", "bus_subscribed")), 10,
                    what=f"{name} to listen and follow key events")
         self.proxies.append(proc)
         return proc

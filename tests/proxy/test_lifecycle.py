@@ -139,7 +139,7 @@ def test_broker_down_closes_with_bus_unavailable_then_recovers(stack):
     # The broker comes back (same config, persistence on): the proxy reconnects by itself.
     stack.monitor.close()
     start_mosquitto(stack.config, stack.procs)
-    wait_until(lambda: stack.log().count("event=subscribed") == 2, 10, what="the proxy to reconnect")
+    wait_until(lambda: stack.log().count("event=bus_subscribed") == 2, 10, what="the proxy to reconnect")
     stack.monitor = Subscriber(stack.config, "monitor")
     stack.monitor.subscribe("medsec/#")
     again = connect(stack.config.proxy_port)

@@ -9,7 +9,8 @@ import pytest
 from Crypto.Cipher import AES
 
 from services.common import v1
-from services.sim.devices import Credentials, ProtocolUnavailable, V1Device, device_class, make_device
+from services.sim.devices import Credentials, V1Device
+from services.sim.protocols import UnknownProtocol, device_class, make_device
 from services.sim.vitals import Vitals
 
 CREDS = Credentials("sim-001", "v1", {"key": "1234567890123456", "iv": "AAAAAAAAAAAAAAAA"})
@@ -62,6 +63,6 @@ def test_bad_credentials_and_unknown_protocols_are_clear_errors() -> None:
         V1Device(Credentials("d", "v1", {"key": "short", "iv": "AAAAAAAAAAAAAAAA"}))
     with pytest.raises(ValueError, match="variant"):
         V1Device(CREDS, "cbc")
-    with pytest.raises(ProtocolUnavailable, match="unknown protocol"):
+    with pytest.raises(UnknownProtocol, match="unknown protocol"):
         device_class("v9")
     assert device_class("v1") is V1Device

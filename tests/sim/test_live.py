@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from services.common.adminclient import AdminClient
 from services.sim import registry, run_devices
 from tests.support.broker import Subscriber
 from tests.support.proc import port_open, wait_until
@@ -27,7 +28,7 @@ def live(config, config_env, procs, broker, tmp_path):
     wait_until(lambda: config.auth_socket.exists(), 15, what="auth socket")
     procs.start("proxy", [sys.executable, "-m", "services.proxy"], env=config_env)
     started("publisher", "bus_subscribed")
-    started("proxy", "listening", "subscribed")
+    started("proxy", "listening", "bus_subscribed")
     wait_until(lambda: port_open(config.admin_port), 15, what="key-admin API")
     return config
 
@@ -42,7 +43,7 @@ def test_registers_once_then_reuses_the_stored_credentials(live) -> None:
     assert os.stat(path).st_mode & 0o777 == 0o600
     again = registry.ensure_devices(config, 3, prefix=prefix)
     assert again == first  # reused, not re-registered or rotated
-    status, listed = registry.AdminApi(config).call("GET", "/devices")
+    status, listed = AdminClient.from_config(config).request("GET", "/devices")
     assert status == 200
     assert sorted(d["id"] for d in listed["devices"] if d["id"].startswith(prefix)) == [c.id for c in first]
     assert not any("key" in d or "iv" in d for d in listed["devices"])  # the list never shows secrets

@@ -6,7 +6,8 @@ import secrets
 import pytest
 
 from services.common import v1, v2
-from services.sim.devices import Credentials, make_device
+from services.sim.devices import Credentials
+from services.sim.protocols import make_device
 from services.sim.runner import SimStats
 from services.sim.status import status_line
 from services.sim.v2 import MAX_UNACKED, SeqCounter, V2Device

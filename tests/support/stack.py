@@ -1,18 +1,16 @@
 """Drive a whole stack the way a user does: `medsec up --detach`, the HTTP API, a TCP device."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
+from services.common.adminclient import AdminClient
 from services.common.config import Config
 from services.common.state import admin_token
 
@@ -69,16 +67,9 @@ def kill_all(pids: list[int]) -> None:
 
 def api(config: Config, method: str, path: str, body: Any = None, raw: bytes | None = None,
         token: str | None = None) -> tuple[int, Any]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(config.admin_url + path, data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token or admin_token(config)}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+    """(status, answer) from the stack's key-admin API (the project's client, the admin token)."""
+    client = AdminClient(config.admin_url, admin_token(config), timeout=10)
+    return client.request(method, path, body, raw=raw, token=token)
 
 
 def device_socket(config: Config) -> socket.socket:

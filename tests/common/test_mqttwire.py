@@ -1,9 +1,9 @@
-"""The publisher's MQTT 3.1.1 codec: exact bytes out, packets back, incomplete and malformed input."""
+"""The MQTT 3.1.1 codec: exact bytes out, packets back, incomplete and malformed input."""
 from __future__ import annotations
 
 import pytest
 
-from services.publisher import mqttwire as wire
+from services.common import mqttwire as wire
 
 
 def test_publish_bytes_and_round_trip() -> None:

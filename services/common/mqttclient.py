@@ -1,0 +1,331 @@
+"""The one asyncio MQTT 3.1.1 client of the async services (publisher, proxy, dispatch).
+
+It only moves bytes and completes futures; the packets are services/common/mqttwire.py.
+
+- QoS 1 out: `publish()` returns a future completed by the broker's PUBACK
+  (`send()` is the same without a future). Until then the message is kept and
+  sent again (DUP) after every reconnect, so nothing acknowledged to a caller
+  is lost and nothing published is dropped while the broker is away.
+- QoS 1 in: `on_message(msg)` runs first, then the PUBACK is written, after
+  whatever the handler published, in the same write. A handler that raises
+  (or a client that is stopping) leaves the message unacknowledged: with a
+  persistent session (clean_session=False) the broker delivers it again. An
+  async handler is awaited before the next packet is read, which is the
+  backpressure: the broker keeps what the service has not taken.
+- One reconnect policy: jittered exponential back-off from `min_delay` to
+  `max_delay`, back to `min_delay` after a connection that lasted STABLE s.
+- `run(stop)`: when `stop` is set, take no new messages, wait up to `drain`
+  seconds for the broker to acknowledge what is in flight, DISCONNECT.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+from services.common import mqttwire as wire
+from services.common.logs import kv
+
+STABLE = 5.0  # seconds a connection must last before the back-off starts again from min_delay
+MAX_IN_FLIGHT = 65535  # packet ids
+
+MessageHandler = Callable[[wire.Publish], Awaitable[None] | None]
+
+
+class MqttClient:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        username: str,
+        password: str,
+        *,
+        clean_session: bool = True,
+        keepalive: int = 15,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_message: MessageHandler | None = None,
+        log: logging.Logger | None = None,
+        min_delay: float = 0.05,
+        max_delay: float = 2.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.client_id = client_id
+        self.username, self._password = username, password
+        self.clean_session = clean_session
+        self.keepalive = keepalive
+        self.subscriptions = list(subscriptions)
+        self.on_message = on_message
+        self.log = log or logging.getLogger("medsec.mqtt")
+        self.min_delay, self.max_delay = min_delay, max_delay
+        self.connect_timeout = connect_timeout
+        self.connected = False
+        self.stopping = False
+        self.subscribed = asyncio.Event()
+        # Sent (or to send) and not acknowledged: mid -> (topic, payload, retain, future or None).
+        self._outgoing: dict[int, tuple[str, bytes, bool, asyncio.Future[None] | None]] = {}
+        self._next_mid = 0
+        self._sub_mid: int | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._not_handling = asyncio.Event()  # cleared while an async handler runs
+        self._not_handling.set()
+        self._out = bytearray()  # packets for the next write
+        self._writer: asyncio.StreamWriter | None = None
+        self._flush_pending = False
+
+    # --- publishing (QoS 1) ---
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> asyncio.Future[None]:
+        """A future the broker's PUBACK completes; ConnectionError if 65535 messages are in flight."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue(topic, payload, retain, future)
+        except ConnectionError as exc:
+            future.set_exception(exc)
+        return future
+
+    def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """publish() without a future: kept and resent the same way until the broker has it."""
+        self._queue(topic, payload, retain, None)
+
+    def _queue(self, topic: str, payload: bytes, retain: bool, future: asyncio.Future[None] | None) -> None:
+        mid = self._mid()
+        self._outgoing[mid] = (topic, payload, retain, future)
+        self._idle.clear()
+        if self._writer is not None:  # else it goes out with the others when the connection is up
+            self._out += wire.publish(topic, payload, 1, retain, mid)
+            self._schedule_flush()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._outgoing)
+
+    @property
+    def drained(self) -> bool:
+        return not self._outgoing
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True once the broker acknowledged everything published, False after `timeout`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        return self._idle.is_set()
+
+    def _mid(self) -> int:
+        if len(self._outgoing) >= MAX_IN_FLIGHT - 1:  # one id stays free for a SUBSCRIBE
+            raise ConnectionError(f"{MAX_IN_FLIGHT} messages wait for the broker")
+        while True:
+            self._next_mid = self._next_mid % MAX_IN_FLIGHT + 1
+            if self._next_mid not in self._outgoing and self._next_mid != self._sub_mid:
+                return self._next_mid
+
+    def _schedule_flush(self) -> None:
+        # Everything published in one loop iteration goes out in one write.
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        if self._out and self._writer is not None:
+            self._writer.write(bytes(self._out))
+            self._out.clear()
+
+    # --- lifecycle ---
+    async def run(self, stop: asyncio.Event, drain: float = 5.0) -> None:
+        """Connect, serve, reconnect with back-off until `stop` is set; then drain and disconnect."""
+        loop = asyncio.get_running_loop()
+        delay = self.min_delay
+        try:
+            while not stop.is_set():
+                started = loop.time()
+                try:
+                    async with asyncio.timeout(self.connect_timeout):
+                        reader, writer = await asyncio.open_connection(self.host, self.port)
+                except (OSError, TimeoutError) as exc:
+                    self.log.warning(kv(event="bus_connect_failed", error=exc or type(exc).__name__))
+                else:
+                    await self._serve(reader, writer, stop, drain)
+                    if stop.is_set():
+                        break
+                    self.log.warning(kv(event="bus_disconnected"))
+                    if loop.time() - started >= STABLE:
+                        delay = self.min_delay
+                await _wait(stop, delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.max_delay)
+        finally:
+            for *_, future in self._outgoing.values():
+                if future is not None and not future.done():
+                    future.set_exception(ConnectionError("the bus client stopped"))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event,
+                     drain: float) -> None:
+        session = asyncio.create_task(self._session(reader, writer), name=f"mqtt-{self.client_id}")
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done() and not session.done():
+                await self._drain(writer, drain)
+        finally:
+            stopper.cancel()
+            session.cancel()
+            await asyncio.wait({session}, timeout=5)  # bounded: never hang a shutdown on a lost cancel
+            if session.done() and not session.cancelled() and session.exception() is not None:
+                exc = session.exception()
+                self.log.error(kv(event="bus_error", error=type(exc).__name__, detail=exc))
+            writer.close()
+            self._lost()
+
+    async def _drain(self, writer: asyncio.StreamWriter, timeout: float) -> None:
+        """Take no new messages, wait for the broker to acknowledge what is in flight, DISCONNECT."""
+        self.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with contextlib.suppress(TimeoutError):  # a handler already running finishes and is acknowledged
+            async with asyncio.timeout(timeout):
+                await self._not_handling.wait()
+        await self.wait_idle(max(0.0, deadline - loop.time()))
+        with contextlib.suppress(OSError, ConnectionError):
+            self._flush_now()
+            writer.write(wire.DISCONNECT_PACKET)
+            await writer.drain()
+
+    def _lost(self) -> None:
+        was = self.connected
+        self.connected = False
+        self._writer = None
+        self._out.clear()  # publishes stay in _outgoing (resent); unsent PUBACKs mean redelivery
+        self.subscribed.clear()
+        if was:
+            self.log.warning(kv(event="bus_lost"))
+
+    # --- one connection ---
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(wire.connect(self.client_id, self.username, self._password, self.clean_session,
+                                  self.keepalive))
+        buf = bytearray()
+        try:
+            async with asyncio.timeout(10):
+                packet = await _next_packet(reader, buf)
+            if packet is None or packet.kind != wire.CONNACK:
+                raise wire.WireError("no CONNACK")
+            session_present, code = wire.parse_connack(packet)
+        except (TimeoutError, OSError, ConnectionError, wire.WireError) as exc:
+            self.log.warning(kv(event="bus_connect_failed", error=exc or type(exc).__name__))
+            return
+        if code != 0:
+            self.log.error(kv(event="bus_refused", reason=f"CONNACK code {code}"))
+            return
+        self.connected = True
+        self._writer = writer
+        self.log.info(kv(event="bus_connected", client_id=self.client_id,
+                         session_present=int(session_present)))
+        for mid, (topic, payload, retain, _) in self._outgoing.items():
+            self._out += wire.publish(topic, payload, 1, retain, mid, dup=True)
+        if self.subscriptions:
+            self._sub_mid = None
+            self._sub_mid = self._mid()
+            self._out += wire.subscribe(self._sub_mid, self.subscriptions)
+        pinger = asyncio.create_task(self._ping(writer))
+        try:
+            self._flush_now()
+            await writer.drain()
+            await self._read_loop(reader, writer, buf)
+        except (TimeoutError, OSError, ConnectionError, wire.WireError) as exc:
+            self.log.warning(kv(event="bus_connection_lost", error=exc or type(exc).__name__))
+        finally:
+            pinger.cancel()
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         buf: bytearray) -> None:
+        while True:
+            pos = 0
+            while True:
+                if (mid := wire.puback_at(buf, pos)) is not None:  # the common case, without a Packet
+                    self._on_puback(mid)
+                    pos += 4
+                    continue
+                found = wire.read_packet(buf, offset=pos)
+                if found is None:
+                    break
+                packet, used = found
+                pos += used
+                if packet.kind == wire.PUBLISH:
+                    await self._on_publish(wire.parse_publish(packet))
+                elif packet.kind == wire.PUBACK:
+                    self._on_puback(wire.parse_mid(packet))
+                elif packet.kind == wire.SUBACK:
+                    self._on_suback(packet)
+            del buf[:pos]
+            self._flush_now()
+            await writer.drain()
+            async with asyncio.timeout(self.keepalive * 2):  # not wait_for: no task per read
+                data = await reader.read(65536)
+            if not data:
+                return
+            buf += data
+
+    async def _on_publish(self, msg: wire.Publish) -> None:
+        if self.stopping or self.on_message is None:
+            return  # unacknowledged: a persistent session gets it again
+        try:
+            result = self.on_message(msg)
+            if result is not None:
+                self._not_handling.clear()
+                try:
+                    await result
+                finally:
+                    self._not_handling.set()
+        except Exception:  # a bug must not kill the connection; the message stays unacknowledged
+            self.log.exception(kv(event="handler_error", topic=msg.topic[:100]))
+            return
+        if msg.qos and msg.mid is not None:
+            self._out += wire.puback(msg.mid)  # after what the handler published: same write, in order
+
+    def _on_puback(self, mid: int) -> None:
+        entry = self._outgoing.pop(mid, None)
+        if entry is None:
+            return
+        future = entry[3]
+        if future is not None and not future.done():
+            future.set_result(None)
+        if not self._outgoing:
+            self._idle.set()
+
+    def _on_suback(self, packet: wire.Packet) -> None:
+        mid, codes = wire.parse_suback(packet)
+        if mid != self._sub_mid:
+            return
+        self._sub_mid = None
+        topics = ",".join(t for t, _ in self.subscriptions)
+        if any(code >= 0x80 for code in codes):
+            self.log.error(kv(event="bus_subscribe_failed", topics=topics, codes=",".join(map(str, codes))))
+        else:
+            self.subscribed.set()
+            self.log.info(kv(event="bus_subscribed", topics=topics))
+
+    async def _ping(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while True:
+                await asyncio.sleep(self.keepalive / 2)
+                writer.write(wire.PINGREQ_PACKET)
+
+
+async def _next_packet(reader: asyncio.StreamReader, buf: bytearray) -> wire.Packet | None:
+    while (found := wire.read_packet(buf)) is None:
+        data = await reader.read(65536)
+        if not data:
+            return None
+        buf += data
+    packet, used = found
+    del buf[:used]
+    return packet
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -1,0 +1,217 @@
+"""The asyncio MQTT client (services/common/mqttclient.py) against the project's real Mosquitto.
+
+Accounts as the services use them: `proxy` publishes medsec/ingest/<id>, `publisher` subscribes to
+medsec/ingest/+ with a persistent session. Each test's device id is named after the test.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+
+from services.common import mqttwire as wire
+from services.common.config import Config
+from services.common.mqttclient import MqttClient
+from services.common.state import mqtt_password
+from tests.support.broker import start_mosquitto
+from tests.support.proc import port_open
+
+
+def client(config: Config, account: str, client_id: str | None = None, **kw) -> MqttClient:
+    return MqttClient(config.host, config.mqtt_port, client_id or f"t-{uuid.uuid4().hex[:8]}", account,
+                      kw.pop("password", None) or mqtt_password(config, account), min_delay=0.02,
+                      max_delay=0.3, log=logging.getLogger("test.mqtt"), **kw)
+
+
+async def until(condition, timeout: float, what: str) -> None:
+    """Wait on a condition inside the loop, with a deadline (no sleep as synchronisation)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+    assert condition(), what
+
+
+async def running(c: MqttClient) -> tuple[asyncio.Event, asyncio.Task]:
+    stop = asyncio.Event()
+    return stop, asyncio.create_task(c.run(stop, drain=2.0))
+
+
+async def shut(stop: asyncio.Event, task: asyncio.Task) -> None:
+    stop.set()
+    async with asyncio.timeout(10):
+        await task
+
+
+def topic(name: str) -> str:
+    return f"medsec/ingest/{name}-{uuid.uuid4().hex[:6]}"
+
+
+def test_qos1_publish_completes_on_puback_and_arrives(config, broker) -> None:
+    t = topic("qos1")
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        sub = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got.append(m.payload) if m.topic == t else None)
+        pub = client(config, "proxy")
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        futures = [pub.publish(t, b"%d" % n) for n in range(200)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert pub.drained and pub.in_flight == 0
+        await until(lambda: len(got) >= 200, 10, "all 200 messages")
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got
+
+    got = asyncio.run(main())
+    assert got == [b"%d" % n for n in range(200)]  # in order, each once
+
+
+def test_publishes_made_while_the_broker_is_down_go_out_after_it_returns(config, broker, procs) -> None:
+    t = topic("down")
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        sub = client(config, "publisher", client_id=f"persist-{uuid.uuid4().hex[:6]}", clean_session=False,
+                     subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got.append(m.payload) if m.topic == t else None)
+        pub = client(config, "proxy")
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        await asyncio.to_thread(procs.stop, broker)
+        await until(lambda: not pub.connected and not sub.connected, 10, "both to see the broker gone")
+        futures = [pub.publish(t, b"%d" % n) for n in range(20)]
+        assert not any(f.done() for f in futures)  # kept, not failed: nothing is dropped
+        await asyncio.to_thread(start_mosquitto, config, procs)
+        await asyncio.wait_for(asyncio.gather(*futures), 15)
+        await until(lambda: len(got) >= 20, 15, "the messages after the restart")
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got
+
+    got = asyncio.run(main())
+    assert sorted(set(got), key=int) == [b"%d" % n for n in range(20)]
+
+
+def test_a_message_is_acknowledged_only_after_its_handler_ran(config, broker) -> None:
+    """A handler that fails leaves the message unacknowledged: the persistent session redelivers it."""
+    t = topic("ack-after")
+    cid = f"persist-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        seen: list[bytes] = []
+
+        def failing(m: wire.Publish) -> None:
+            if m.topic == t:
+                seen.append(m.payload)
+                raise RuntimeError("handler bug")
+
+        sub = client(config, "publisher", client_id=cid, clean_session=False,
+                     subscriptions=[("medsec/ingest/+", 1)], on_message=failing)
+        pub = client(config, "proxy")
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        await asyncio.wait_for(pub.publish(t, b"one"), 10)
+        await until(lambda: seen, 10, "the first delivery")
+        await shut(s1, r1)
+
+        handled: list[bytes] = []
+
+        async def slow(m: wire.Publish) -> None:  # an async handler: awaited before the PUBACK
+            await asyncio.sleep(0)
+            if m.topic == t:
+                handled.append(m.payload)
+
+        again = client(config, "publisher", client_id=cid, clean_session=False,
+                       subscriptions=[("medsec/ingest/+", 1)], on_message=slow)
+        s3, r3 = await running(again)
+        await until(lambda: handled, 10, "the redelivery")
+        await shut(s3, r3)
+        await shut(s2, r2)
+        return seen, handled
+
+    seen, handled = asyncio.run(main())
+    assert seen == [b"one"] and handled == [b"one"]
+
+
+def test_refused_login_retries_with_back_off_and_never_connects(config, broker, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="test.mqtt")
+
+    async def main() -> MqttClient:
+        c = client(config, "proxy", password="wrong-password")
+        stop, task = await running(c)
+        future = c.publish(topic("refused"), b"x")
+        await until(lambda: caplog.text.count("bus_refused") >= 3, 10, "three refused logins")
+        assert not c.connected and not future.done()
+        await shut(stop, task)
+        assert isinstance(future.exception(), ConnectionError)  # failed when the client stopped
+        return c
+
+    asyncio.run(main())
+    assert "wrong-password" not in caplog.text
+
+
+def test_stop_waits_for_in_flight_pubacks_then_disconnects(config, broker) -> None:
+    t = topic("drain")
+
+    async def main() -> MqttClient:
+        pub = client(config, "proxy")
+        stop, task = await running(pub)
+        await until(lambda: pub.connected, 10, "connected")
+        futures = [pub.publish(t, b"x" * 1000) for _ in range(500)]
+        await shut(stop, task)  # set stop right after publishing: the drain waits for the PUBACKs
+        assert all(f.done() and f.exception() is None for f in futures)
+        return pub
+
+    pub = asyncio.run(main())
+    assert pub.drained and not pub.connected
+
+
+@pytest.mark.parametrize("garbage", [b"\x20\x03\x00\x00\x00", b"\xf0\x00", b"\x20\xff\xff\xff\xff\x7f"])
+def test_a_broker_that_sends_garbage_is_dropped_and_retried(config, garbage, caplog) -> None:
+    """A malformed CONNACK is a failed connect (logged), never an exception out of run()."""
+    caplog.set_level(logging.INFO)
+    port_holder: list[int] = []
+
+    async def main() -> int:
+        attempts = 0
+
+        async def fake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal attempts
+            attempts += 1
+            await reader.read(1024)
+            writer.write(garbage)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(fake, "127.0.0.1", 0)
+        port_holder.append(server.sockets[0].getsockname()[1])
+        c = MqttClient("127.0.0.1", port_holder[0], "t", "u", "p", min_delay=0.01, max_delay=0.05)
+        stop, task = await running(c)
+        await until(lambda: attempts >= 3, 10, "three attempts")
+        await shut(stop, task)
+        server.close()
+        return attempts
+
+    assert asyncio.run(main()) >= 3
+    assert not port_open(port_holder[0])
+    assert "bus_connect_failed" in caplog.text and "bus_error" not in caplog.text
+
+
+def test_packet_ids_run_out_with_a_clear_error_not_a_hang() -> None:
+    async def main() -> None:
+        c = MqttClient("127.0.0.1", 1, "t", "u", "p")  # never started: everything stays in flight
+        futures = [c.publish("medsec/ingest/ids", b"") for _ in range(65534)]
+        assert not any(f.done() for f in futures)
+        refused = c.publish("medsec/ingest/ids", b"")
+        assert isinstance(refused.exception(), ConnectionError)
+        with pytest.raises(ConnectionError):
+            c.send("medsec/ingest/ids", b"")
+
+    asyncio.run(main())
