@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from services.common.config import Config
+from services.common.config import Config, ConfigError, bad_config
 from services.common.logs import kv, setup
 from services.common.state import StateError
 from services.keyadmin import devices_api, openapi, ops_api, stations_api
@@ -122,6 +122,9 @@ def main() -> int:
     setup("keyadmin")
     try:
         config = Config.from_env()
+    except ConfigError as exc:
+        return bad_config("keyadmin", exc)
+    try:
         app = create_app(config)
     except (StateError, ValueError, KeyStoreError) as exc:
         log.error(kv(event="start_failed", error=str(exc)))

@@ -10,7 +10,7 @@ from services.common import authwire
 
 class Exploding:
     def identify_batch(self, requests, client=None):
-        return [None] * len(requests)
+        return [None] * len(requests)  # nothing identified ahead: every request takes handle()
 
     def handle(self, message, client=None, identified=None):
         if message.get("boom"):
@@ -22,9 +22,6 @@ class Exploding:
 
     def drop_client(self, client):
         pass
-
-    def identify_batch(self, batch, client):
-        return [None] * len(batch)  # nothing identified ahead: every request takes handle()
 
     def flush(self):
         pass

@@ -61,9 +61,9 @@ def test_a_bad_value_is_a_config_error_naming_the_variable(name, value) -> None:
 ])
 def test_every_service_and_the_cli_exit_2_with_one_line_on_a_bad_setting(config_env, name, value) -> None:
     env = {**os.environ, **config_env, name: value}
-    for argv in (["-m", "services.auth"], ["-m", "services.proxy"], ["-m", "services.publisher"],
-                 ["-m", "services.dispatch"], ["-m", "services.cli.main", "status"],
-                 ["-m", "services.cli.main", "device", "list"]):
+    for argv in (["-m", "services.auth"], ["-m", "services.keyadmin"], ["-m", "services.proxy"],
+                 ["-m", "services.publisher"], ["-m", "services.dispatch"],
+                 ["-m", "services.cli.main", "status"], ["-m", "services.cli.main", "device", "list"]):
         done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == EXIT_BAD_CONFIG, (argv, done.stderr)
         lines = [x for x in done.stderr.splitlines() if x.strip()]
