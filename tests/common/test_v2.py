@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common import v1, v2
-from services.common import v2device as v2codec
+from services.common import v1, v2, v2device
 
 ROOT = Path(__file__).parents[2]
 ALL = json.loads((ROOT / "tests" / "vectors" / "v2.json").read_text())
@@ -19,7 +18,7 @@ def keys_of(vec) -> v2.Keys:
 
 
 def device(vec, start=None):
-    return v2codec.Session(H(vec["master_key"]), H(vec["kid"]), v2codec.MemoryCounter(start or vec["seq"]))
+    return v2device.Session(H(vec["master_key"]), H(vec["kid"]), v2device.MemoryCounter(start or vec["seq"]))
 
 
 @pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
@@ -28,9 +27,9 @@ def test_key_derivation_and_nonce_match_vectors_on_both_sides(vec):
     derived = (keys.d2g.hex(), keys.g2d.hex(), keys.common_iv.hex())
     assert derived == (vec["key_d2g"], vec["key_g2d"], vec["common_iv"])
     assert v2.nonce(keys.common_iv, keys.kid, vec["seq"]).hex() == vec["nonce"]
-    d2g, g2d, iv = v2codec.derive(H(vec["master_key"]), H(vec["kid"]))
+    d2g, g2d, iv = v2device.derive(H(vec["master_key"]), H(vec["kid"]))
     assert (d2g, g2d, iv) == (keys.d2g, keys.g2d, keys.common_iv)
-    assert v2codec.nonce(iv, H(vec["kid"]), vec["seq"]).hex() == vec["nonce"]
+    assert v2device.nonce(iv, H(vec["kid"]), vec["seq"]).hex() == vec["nonce"]
 
 
 @pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
@@ -39,7 +38,7 @@ def test_device_frame_equals_vector_and_gateway_opens_it(vec):
     assert seq == vec["seq"] and frame.hex() == vec["frame"]
     keys = keys_of(vec)
     plaintext = vec["plaintext"].encode()
-    sealed = v2codec.seal_reading(keys.cipher("d2g"), keys.common_iv, keys.kid, vec["seq"], plaintext)
+    sealed = v2device.seal_reading(keys.cipher("d2g"), keys.common_iv, keys.kid, vec["seq"], plaintext)
     assert sealed.hex() == vec["frame"]
     parsed, used = v2.read(frame)
     assert used == len(frame) and parsed.kid == H(vec["kid"]) and parsed.seq == vec["seq"]
@@ -64,7 +63,7 @@ def test_gateway_refusal_equals_vector_and_device_verifies_it(vec):
     refusal = v2.seal_refusal(keys, vec["seq"], vec["refusal_reason"])
     assert refusal.hex() == vec["refusal"]
     assert device(vec).read_answer(refusal) == (v2.REFUSAL, vec["seq"], vec["refusal_code"], len(refusal))
-    assert v2codec.reason_name(vec["refusal_code"]) == vec["refusal_reason"]
+    assert v2device.reason_name(vec["refusal_code"]) == vec["refusal_reason"]
     # its nonce differs from the ack's (and the reading's) for the same kid and seq, in the first byte
     assert vec["refusal_nonce"] != vec["nonce"] and vec["refusal_nonce"][2:] == vec["nonce"][2:]
 
@@ -76,22 +75,22 @@ def test_refusal_nonces_never_meet_ack_nonces():
     for k in range(1, 8):
         for kid in (bytes(k), bytes([0xFF] * k), bytes(range(1, k + 1))):
             for seq in (1, 2, 255, 256, 1 << 32, v2.SEQ_MAX):
-                acks.add(v2codec.nonce(iv, kid, seq))
-                refusals.add(v2codec.nonce(iv, kid, seq, v2.REFUSAL))
+                acks.add(v2device.nonce(iv, kid, seq))
+                refusals.add(v2device.nonce(iv, kid, seq, v2.REFUSAL))
     assert not acks & refusals and len(refusals) == len(acks) == 7 * 3 * 6
 
 
 def test_reason_codes_are_the_shared_table():
-    assert ALL["refusal_codes"] == v2codec.REASON_CODES
+    assert ALL["refusal_codes"] == v2device.REASON_CODES
     for name, code in ALL["refusal_codes"].items():
-        assert v2codec.reason_code(name) == code and v2codec.reason_name(code) == name
-    assert v2codec.reason_code("device_changed") == 255 and v2codec.reason_name(42) == "refused"
+        assert v2device.reason_code(name) == code and v2device.reason_name(code) == name
+    assert v2device.reason_code("device_changed") == 255 and v2device.reason_name(42) == "refused"
 
 
 @pytest.mark.parametrize("rec", ALL["counter"], ids=lambda r: str(r["ceiling"]))
 def test_counter_records_match_vectors(rec):
-    assert v2codec.record(rec["ceiling"], rec["step"]) == rec["record"]
-    assert v2codec.parse_record(rec["record"].encode()) == (rec["ceiling"], rec["step"])
+    assert v2device.record(rec["ceiling"], rec["step"]) == rec["record"]
+    assert v2device.parse_record(rec["record"].encode()) == (rec["ceiling"], rec["step"])
 
 
 def test_ack_is_deterministic_and_direction_bound():
@@ -99,19 +98,19 @@ def test_ack_is_deterministic_and_direction_bound():
     keys = keys_of(vec)
     assert v2.seal_ack(keys, 7) == v2.seal_ack(keys, 7)
     # a reading frame reflected back at the device is not an ack; an ack sent to the gateway is not a reading
-    with pytest.raises(v2codec.V2Error):
+    with pytest.raises(v2device.V2Error):
         device(vec).read_answer(H(vec["frame"]))
     with pytest.raises(v2.V2Error, match="bad_type"):
         v2.read(H(vec["ack"]))
     # another device's ack does not verify
     other = VECTORS[0]
-    with pytest.raises(v2codec.V2Error):
+    with pytest.raises(v2device.V2Error):
         device(vec).read_answer(v2.seal_ack(keys_of(other), 7))
     # an answer's type byte swapped: its length and its nonce no longer fit
     ack, refusal = H(vec["ack"]), H(vec["refusal"])
     for forged in (bytes([v2.REFUSAL]) + ack[1:], bytes([v2.ACK]) + refusal[1:],
                    bytes([v2.REFUSAL]) + ack[1:-10] + (9).to_bytes(2, "big") + ack[-8:] + b"\x06"):
-        with pytest.raises(v2codec.V2Error):
+        with pytest.raises(v2device.V2Error):
             device(vec).read_answer(forged)
 
 
@@ -155,10 +154,10 @@ def test_every_single_bit_flip_of_an_answer_is_rejected_by_the_device(vec, name)
     for i in range(len(answer) * 8):
         bad = bytearray(answer)
         bad[i // 8] ^= 1 << (i % 8)
-        with pytest.raises(v2codec.V2Error):
+        with pytest.raises(v2device.V2Error):
             kind, _, _, _ = device(vec).read_answer(bytes(bad))
             if kind is None:
-                raise v2codec.V2Error("truncated", "")
+                raise v2device.V2Error("truncated", "")
 
 
 def test_truncated_frames_need_more_at_every_length():
@@ -215,7 +214,7 @@ def test_wrong_key_and_bad_reading_text():
     with pytest.raises(v2.V2Error, match="bad_tag"):
         v2.open_data(other, frame)
     keys = keys_of(vec)
-    junk, _ = v2.read(v2codec.seal_reading(keys.cipher("d2g"), keys.common_iv, keys.kid, 2, b"not json"))
+    junk, _ = v2.read(v2device.seal_reading(keys.cipher("d2g"), keys.common_iv, keys.kid, 2, b"not json"))
     with pytest.raises(v2.V2Error) as err:
         v2.parse_reading(v2.open_data(keys, junk))
     assert err.value.reason == "not_json"
@@ -225,18 +224,18 @@ def test_file_counter_never_reuses_a_seq_across_reboots(tmp_path):
     path = str(tmp_path / "v2seq")
     used = []
     for boot in range(4):
-        counter = v2codec.FileCounter(path, step=10)
+        counter = v2device.FileCounter(path, step=10)
         used += [counter.take() for _ in range(7 + boot * 5)]  # crash after a varying number
     assert used == sorted(used) and len(set(used)) == len(used) and used[0] == 1
     # at most `step` numbers are skipped per boot (corrupt copies: tests/firmware/test_counter.py)
     assert used[-1] - len(used) <= 4 * 10
-    assert v2codec.parse_record(Path(path + ".0").read_bytes())[0] > used[-1]
+    assert v2device.parse_record(Path(path + ".0").read_bytes())[0] > used[-1]
 
 
 def test_one_device_side_file():
     """The firmware, the simulator and the gateway share services/common/v2device.py: nobody keeps a copy."""
     lib = ROOT / "firmware" / "lib"
-    assert not [p.name for p in lib.glob("*.py") if p.name in ("v2codec.py", "v2device.py", "ccm.py")]
+    assert not [p.name for p in lib.glob("*.py") if p.name in ("v2device.py", "v2device.py", "ccm.py")]
     assert "v2device.py" in (ROOT / "firmware" / "Makefile").read_text()
     sources = (ROOT / "services" / "sim" / "v2.py").read_text() + (lib / "proto_v2.py").read_text()
     assert "hkdf" not in sources and "ccm." not in sources  # no key derivation or cipher of their own
