@@ -11,12 +11,13 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 
 import pytest
 
-from services.common import v2device
+from services.common import v2, v2device
 from services.common.config import Config
 from tests.firmware.conftest import WIFI
 from tests.firmware.gateway import Gateway
@@ -138,3 +139,96 @@ def test_a_gateway_restart_costs_a_v2_device_no_reading(make_device, gateway, bo
     assert "reading_refused" not in capsys.readouterr().out
     assert_nothing_lost(dev, dash, device)
     dash.close()
+
+
+class ForgingGateway:
+    """A man in the middle on the device's gateway port: it reads the device's frames and answers each
+    connection with one forged answer, then closes. `valid` switches to one genuine refusal."""
+
+    def __init__(self, keys: v2.Keys) -> None:
+        self.keys = keys
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sent: list[str] = []
+        self.seen: set[int] = set()
+        self.valid: int | None = None  # seq to refuse genuinely, once
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def forgeries(self, seq: int) -> dict[str, bytes]:
+        good = v2.seal_refusal(self.keys, seq, "out_of_range")
+        ack = v2.seal_ack(self.keys, seq)
+        return {
+            "wrong tag": good[:-1] + bytes([good[-1] ^ 1]),
+            "a seq never sent": v2.seal_refusal(self.keys, seq + 10_000, "out_of_range"),
+            "ack typed as refusal": bytes([v2.REFUSAL]) + ack[1:-10] + (9).to_bytes(2, "big") + ack[-8:]
+            + b"\x06",
+            "refusal typed as ack": bytes([v2.ACK]) + good[1:],
+            "other key": v2.seal_refusal(v2.derive_keys(bytes(16), self.keys.kid), seq, "out_of_range"),
+        }
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        n = 0
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(3)
+                try:
+                    data = conn.recv(4096)
+                    frame, _ = v2.read(data)
+                except (OSError, v2.V2Error):
+                    continue
+                if frame is None:
+                    continue
+                self.seen.add(frame.seq)
+                if self.valid is not None:
+                    conn.sendall(v2.seal_refusal(self.keys, self.valid, "out_of_range"))
+                    self.sent.append("genuine")
+                    self.valid = None
+                else:
+                    name, forged = list(self.forgeries(frame.seq).items())[n % 5]
+                    conn.sendall(forged)
+                    self.sent.append(name)
+                    n += 1
+                time.sleep(0.1)  # the device reads the answer before the link ends
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_forged_refusals_drop_nothing_and_a_genuine_one_drops_its_reading(make_device, board, capsys):
+    """The firmware's main loop against a forging gateway (wrong tag, a seq never sent, ack/refusal type
+    confusion, another key): every reading stays; then one genuine refusal drops exactly that reading."""
+    master, kid = os.urandom(16), os.urandom(4)
+    mitm = ForgingGateway(v2.derive_keys(master, kid))
+    dev = make_device(
+        net="wlan",
+        site={"device_id": "fw-mitm", "server_ip": "127.0.0.1", "protocol": "v2", "server_port": mitm.port,
+              "wifi_ssid": SSID, "interval_ms": 200, "backoff_min_ms": 50, "backoff_max_ms": 400},
+        secrets={"wifi_password": WIFI[SSID], "v2_master_key": master.hex(), "v2_key_id": kid.hex()},
+    )
+    try:
+        dev.start()
+        wait_until(lambda: len(mitm.sent) >= 10, 30, what="ten forged answers")
+        assert set(mitm.sent) == set(mitm.forgeries(1))
+        link = dev.app.link
+        assert link.refused == 0 and link.acked == 0 and link.dropped == 0
+        taken_before, pending, taken_after = dev.app.sent, link.pending(), dev.app.sent
+        assert taken_before <= pending <= taken_after + 1  # every reading taken is still waiting
+        target = link.ring[1][0]
+        before = link.pending()
+        mitm.valid = target
+        wait_until(lambda: link.refused == 1, 10, what="the genuine refusal")
+        assert target not in [seq for seq, _ in link.ring] and link.pending() >= before - 1
+        out = capsys.readouterr().out
+        assert out.count("event=reading_refused") == 1 and f"seq={target}" in out
+    finally:
+        dev.stop()
+        mitm.close()
