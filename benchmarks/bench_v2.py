@@ -94,11 +94,10 @@ async def _stream_v2(config: Config, dev: V2Device, count: int, sent: list[float
             buf += data
             now = time.perf_counter()
             while True:
-                frame, used = v2.read(buf, expect="ack")
-                if frame is None:
+                kind, seq, _, used = dev.session.read_answer(buf)
+                if kind is None:
                     break
                 del buf[:used]
-                seq = v2.open_ack(dev.keys, frame)
                 if seq in written:
                     acked.append(now - written.pop(seq))
                     got += 1

@@ -41,7 +41,7 @@ def make_net(settings, feed):
 
 def make_link(settings):
     if settings.get("protocol") == "v2":
-        from proto_v2 import V2Link  # needs lib/v2codec.py
+        from proto_v2 import V2Link  # needs lib/v2device.py and lib/ccm.py
         return V2Link(settings)
     from proto_v1 import V1Link
     return V1Link(settings)
@@ -134,39 +134,44 @@ class App:
         return False
 
     # --- work mode ---
+    # Back-off (docs/protocol-v2.md "Device rules"): a failed connect, or a v2 link that ends
+    # without one verified answer, waits a random time in [b/2, b] and doubles b up to
+    # backoff_max_ms; a verified answer (v2) or a connect (v1, which gets no answers) sets b
+    # back to backoff_min_ms. A gateway that accepts and closes at once (throttled, full,
+    # restarting) therefore sees a device slow down, never lose a reading.
     def work_mode(self):
         s = self.settings
         link = self.link = make_link(s)
         interval = s.get("interval_ms")
-        backoff_min = s.get("backoff_min_ms")
-        backoff_max = s.get("backoff_max_ms")
-        backoff = backoff_min
+        self.backoff_min = s.get("backoff_min_ms")
+        self.backoff_max = s.get("backoff_max_ms")
+        self.backoff = self.backoff_min
         from sensors import SensorError, Sensors
         sensors = Sensors(self.feed)
         host, port = s.get("server_ip"), int(s.get("server_port"))
         log("work_mode", server=host, port=port, protocol=link.name)
         now = ticks_ms()
         next_reading = now
-        next_attempt = now
+        self.next_attempt = now
         # Readings go on at their own pace while the network is away: v2 keeps them
-        # in its ring until acknowledged; v1 has no acknowledgement and drops them.
+        # in its ring until answered; v1 has no acknowledgement and drops them.
         while self.running:
             self.feed()
             now = ticks_ms()
-            if not self.net.connected() and ticks_diff(now, next_attempt) >= 0:
+            if not self.net.connected() and ticks_diff(now, self.next_attempt) >= 0:
                 try:
                     self._connect(link, host, port)
-                    backoff = backoff_min
+                    if link.name == "v1":
+                        self.backoff = self.backoff_min
                 except NetError as e:
                     self.led.set("error")
-                    log("net_error", error=e, retry_ms=backoff, pending=link.pending())
+                    log("net_error", error=e, retry_ms=self.backoff, pending=link.pending())
                     self.net.close()
                     link.lost()
-                    next_attempt = ticks_add(ticks_ms(), backoff)
-                    backoff = min(backoff * 2, backoff_max)
+                    self._back_off()
             done = self.max_readings and self.sent >= self.max_readings
             if done and not link.pending():
-                break  # max_readings (host runs and tests): N readings taken and acknowledged
+                break  # max_readings (host runs and tests): N readings taken and answered
             if ticks_diff(now, next_reading) >= 0 and not done:
                 next_reading = ticks_add(now, interval)
                 self._reading(link, sensors, SensorError)
@@ -175,6 +180,21 @@ class App:
                 self._listen(link, 20)
             else:
                 sleep_ms(20)
+
+    def _back_off(self):
+        wait = jitter(self.backoff)
+        self.next_attempt = ticks_add(ticks_ms(), wait)
+        self.backoff = min(self.backoff * 2, self.backoff_max)
+        return wait
+
+    def _lost(self, link, event, error):
+        self.net.close()
+        if link.lost():
+            self.backoff = self.backoff_min  # the gateway answered on that link: come back soon
+            self.next_attempt = ticks_ms()
+            log(event, error=error, pending=link.pending())
+        else:
+            log(event, error=error, pending=link.pending(), retry_ms=self._back_off())
 
     def _connect(self, link, host, port):
         s = self.settings
@@ -208,20 +228,30 @@ class App:
             self.led.set("online")
         except NetError as e:
             self.led.set("error")
-            log("send_failed", error=e, pending=link.pending())
-            self.net.close()
-            link.lost()
+            self._lost(link, "send_failed", e)
 
     def _listen(self, link, ms):
-        # v2 acknowledgements arrive between readings; a closed link shows here too.
+        # v2 answers arrive between readings; a closed link shows here too.
         try:
             data = self.net.recv(ms)
             if data:
                 link.received(data)
+                if getattr(link, "answered", False):
+                    self.backoff = self.backoff_min
         except NetError as e:
-            log("link_lost", error=e, pending=link.pending())
-            self.net.close()
-            link.lost()
+            self._lost(link, "link_lost", e)
+
+
+def jitter(ms):
+    """A random wait in [ms/2, ms]: devices cut off together do not come back in lockstep.
+    os.urandom is fine here (spreading retries, never keys or nonces)."""
+    half = ms // 2
+    try:
+        r = int.from_bytes(os.urandom(2), "big")
+    except AttributeError:  # a port without os.urandom
+        import random
+        r = random.getrandbits(16)
+    return half + (ms - half) * r // 65536
 
 
 def main(**kwargs):

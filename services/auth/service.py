@@ -187,7 +187,10 @@ class AuthService:
             self.refresh()
             answer = self._v2.frame(request) if request.get("op") == "v2" else self._v2.ack(request)
         except V2Rejected as exc:
-            return self._reject(rid, client, conn, request, Rejected(exc.reason, exc.detail, exc.device))
+            answer = self._reject(rid, client, conn, request, Rejected(exc.reason, exc.detail, exc.device))
+            if exc.refusal is not None:
+                answer["refusal"] = exc.refusal  # a verified reading refused for good: the device's answer
+            return answer
         if answer["status"] == "ok" and request.get("op") == "v2":
             seen = self._seen_for(answer["device"])
             seen.readings += 1

@@ -4,7 +4,9 @@ Ops on the auth socket (docs/architecture.md):
   {"op": "v2", "conn", "src", "frame": base64 of one whole frame}
      -> {"status": "ok", "device", "seq", "values", "redelivery": bool}
         {"status": "duplicate", "device", "seq", "ack": base64}   acknowledged before: re-ack, no publish
-        {"status": "rejected", "reason", "detail", "device"}
+        {"status": "rejected", "reason", "detail", "device"[, "refusal": base64]}
+            `refusal` only for a verified reading refused for good (not_json, missing_field,
+            not_numeric, out_of_range, ...): the authenticated refusal frame to write to the device
   {"op": "v2ack", "conn", "kid": hex, "seq"}   after the broker's PUBACK of that reading
      -> {"status": "ok", "device", "seq", "ack": base64}
 
@@ -34,11 +36,13 @@ Answer = dict[str, Any]
 
 
 class V2Rejected(Exception):
-    def __init__(self, reason: str, detail: str, device: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str, device: str | None = None,
+                 refusal: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
         self.device = device
+        self.refusal = refusal  # base64 refusal frame: only for a verified frame refused for good
 
 
 @dataclass
@@ -113,7 +117,9 @@ class V2Auth:
             values = v2.parse_reading(plaintext)
             validate(values)
         except (v2.V2Error, ReadingError) as exc:
-            raise V2Rejected(exc.reason, exc.detail, entry.device_id) from None
+            # Verified, so the genuine device sent it: tell it, authenticated, to stop sending it.
+            refusal = base64.b64encode(v2.seal_refusal(entry.keys, frame.seq, exc.reason)).decode()
+            raise V2Rejected(exc.reason, exc.detail, entry.device_id, refusal) from None
         return {"status": "ok", "device": entry.device_id, "seq": frame.seq, "values": values,
                 "redelivery": verdict == "redelivery"}
 

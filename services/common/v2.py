@@ -2,50 +2,48 @@
 
 A frame is a small header in the clear (type, version, flags, key id, sequence
 number, body length) and a body of AES-128-CCM ciphertext with an 8-byte tag;
-the whole header is the associated data. Nothing here does I/O:
+the whole header is the associated data. The layout, key derivation and nonce
+are services/common/v2device.py, the one file the firmware and the simulator
+use too; this module is the gateway's half. Nothing here does I/O:
 
 - `read(buf)` finds the first frame in a byte buffer: (Frame, consumed), or
   (None, 0) for "need more bytes"; raises V2Error for bytes no device sends,
   as early as the first offending byte allows (an oversize length is refused
   before its body is read).
-- `derive_keys(master, kid)` gives the per-direction keys and the common IV.
-- `open_data` / `seal_ack` are the gateway's half; `seal_data` / `open_ack` the
-  device's half (the simulator and tests use them; the firmware has its own copy
-  in firmware/lib/v2codec.py). AES-CCM is services/common/ccm.py with each key's
-  cipher built once (4x faster per frame than building pycryptodome's CCM object
-  per frame); tests check it against pycryptodome's CCM and RFC 3610.
+- `derive_keys(master, kid)` gives the per-direction keys and the common IV,
+  with each key's AES-CCM (services/common/ccm.py) built once per device key.
+- `open_data` verifies a reading; `seal_ack` and `seal_refusal` build the
+  gateway's two answers.
 - `ReplayWindow` is the per-device counter state auth keeps (last accepted
   sequence number and which recent ones were verified and acknowledged).
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
 from services.common import ccm, v1
+from services.common import v2device as layout
 from services.common.errors import ReasonError
 
-DATA = 0xC2  # device -> gateway: one reading
-ACK = 0xC3  # gateway -> device: the reading with this seq is on the internal bus
-VERSION = 2
-KID_MIN, KID_MAX = 1, 7  # 7 = nonce length 13 - 6 (OSCORE's bound for an ID in the nonce)
-SEQ_BYTES = 5  # OSCORE's maximum Partial IV: 2**40 readings
-SEQ_MAX = (1 << (8 * SEQ_BYTES)) - 1
-TAG = 8
-NONCE = 13
-MASTER_KEY = 16
-MAX_PLAINTEXT = 256  # a reading is ~125 bytes; twice that leaves room for longer firmware
-MAX_BODY = MAX_PLAINTEXT + TAG
-_LEN = struct.Struct(">H")
+DATA = layout.DATA
+ACK = layout.ACK
+REFUSAL = layout.REFUSAL
+VERSION = layout.VERSION
+KID_MIN, KID_MAX = layout.KID_MIN, layout.KID_MAX
+SEQ_BYTES = layout.SEQ_BYTES
+SEQ_MAX = layout.SEQ_MAX
+TAG = layout.TAG
+NONCE = layout.NONCE
+MASTER_KEY = layout.MASTER_KEY
+MAX_PLAINTEXT = layout.MAX_PLAINTEXT
+MAX_BODY = layout.MAX_BODY
+REASON_CODES = layout.REASON_CODES
+header_size = layout.header_size
 
-SALT = b"medsec-v2"
-INFO_D2G = b"medsec v2 key device->gateway "
-INFO_G2D = b"medsec v2 key gateway->device "
-INFO_IV = b"medsec v2 common iv "
-
-FrameKind = Literal["data", "ack"]
-_KINDS = {DATA: "data", ACK: "ack"}
+FrameKind = Literal["data", "ack", "refusal"]
+_KINDS: dict[int, FrameKind] = {DATA: "data", ACK: "ack", REFUSAL: "refusal"}
+_CODES = {name: code for code, name in _KINDS.items()}
 
 
 class V2Error(ReasonError, ValueError):
@@ -69,7 +67,7 @@ class Frame:
 class Keys:
     kid: bytes
     d2g: bytes  # device -> gateway (readings)
-    g2d: bytes  # gateway -> device (acknowledgements)
+    g2d: bytes  # gateway -> device (acknowledgements and refusals)
     common_iv: bytes
     _ciphers: dict[str, ccm.Ccm] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -83,12 +81,9 @@ class Keys:
 
 
 def is_v2_start(byte: int) -> bool:
-    """A v2 frame starts with a frame type byte; neither is a hex digit, so v1 and v2 share a port."""
+    """A v2 frame starts with a frame type byte; none is a hex digit, so v1 and v2 share a port
+    (an answer's type sent to the gateway is then refused as bad_type)."""
     return byte in _KINDS
-
-
-def header_size(kid_len: int) -> int:
-    return 4 + kid_len + SEQ_BYTES + _LEN.size
 
 
 def read(
@@ -96,79 +91,45 @@ def read(
 ) -> tuple[Frame | None, int]:
     """The first frame in buf and the bytes it used, or (None, 0) when more bytes are needed."""
     view = memoryview(buf)
-    n = len(view)
-    if n >= 1 and _KINDS.get(view[0]) != expect:
-        raise V2Error("bad_type", f"frame type {view[0]:#04x}, expected {expect}")
-    if n >= 2 and view[1] != VERSION:
-        raise V2Error("bad_version", f"version {view[1]}, expected {VERSION}")
-    if n >= 3 and view[2] != 0:
-        raise V2Error("bad_flags", f"reserved flags {view[2]:#04x} must be 0")
-    if n < 4:
+    try:
+        head = layout.parse_header(view, (_CODES[expect],), max_body)
+    except layout.V2Error as exc:
+        raise V2Error(exc.reason, exc.detail) from None
+    if head is None:
         return None, 0
-    kid_len = view[3]
-    if not KID_MIN <= kid_len <= KID_MAX:
-        raise V2Error("bad_kid_length", f"key id length {kid_len} outside {KID_MIN}..{KID_MAX}")
-    hsize = header_size(kid_len)
-    if n < hsize:
-        return None, 0
-    seq = int.from_bytes(view[4 + kid_len:4 + kid_len + SEQ_BYTES], "big")
-    if seq == 0:
-        raise V2Error("bad_seq", "sequence number 0 is never sent")
-    (length,) = _LEN.unpack_from(view, hsize - _LEN.size)
-    if expect == "ack":
-        if length != TAG:
-            raise V2Error("bad_length", f"ack body of {length} bytes, expected {TAG}")
-    elif length > max_body:
-        raise V2Error("too_long", f"body length {length} exceeds {max_body}")
-    elif length <= TAG:
-        raise V2Error("too_short", f"body length {length} leaves no reading beside the tag")
+    code, kid_len, seq, hsize, length = head
     end = hsize + length
-    if n < end:
+    if len(view) < end:
         return None, 0
-    kind: FrameKind = "data" if view[0] == DATA else "ack"
-    frame = Frame(kind, bytes(view[4:4 + kid_len]), seq, bytes(view[:hsize]), bytes(view[hsize:end]))
+    frame = Frame(_KINDS[code], bytes(view[4:4 + kid_len]), seq, bytes(view[:hsize]), bytes(view[hsize:end]))
     return frame, end
 
 
 def derive_keys(master: bytes, kid: bytes) -> Keys:
     """HKDF-SHA256 from the device's master key; the key id is bound into every label."""
-    if len(master) != MASTER_KEY:
-        raise V2Error("bad_key", f"master key must be {MASTER_KEY} bytes")
-    if not KID_MIN <= len(kid) <= KID_MAX:
-        raise V2Error("bad_kid_length", f"key id must be {KID_MIN}..{KID_MAX} bytes")
-    return Keys(
-        kid=kid,
-        d2g=ccm.hkdf_sha256(master, SALT, INFO_D2G + kid, 16),
-        g2d=ccm.hkdf_sha256(master, SALT, INFO_G2D + kid, 16),
-        common_iv=ccm.hkdf_sha256(master, SALT, INFO_IV + kid, NONCE),
-    )
+    try:
+        d2g, g2d, common_iv = layout.derive(master, kid)
+    except layout.V2Error as exc:
+        raise V2Error(exc.reason, exc.detail) from None
+    return Keys(kid=kid, d2g=d2g, g2d=g2d, common_iv=common_iv)
 
 
-def nonce(common_iv: bytes, kid: bytes, seq: int) -> bytes:
-    """OSCORE's construction (RFC 8613 5.2): len(kid) | kid padded to 7 | seq padded to 5, XOR common IV."""
-    piv = bytes([len(kid)]) + bytes(KID_MAX - len(kid)) + kid + seq.to_bytes(SEQ_BYTES, "big")
-    return bytes(a ^ b for a, b in zip(piv, common_iv, strict=True))
+def nonce(common_iv: bytes, kid: bytes, seq: int, kind: FrameKind = "data") -> bytes:
+    """OSCORE's construction (RFC 8613 5.2); a refusal's nonce has its own space (v2device.nonce)."""
+    return layout.nonce(common_iv, kid, seq, _CODES[kind])
 
 
 def build_header(kind: FrameKind, kid: bytes, seq: int, body_len: int) -> bytes:
-    if not 1 <= seq <= SEQ_MAX:
-        raise V2Error("bad_seq", f"sequence number must be 1..{SEQ_MAX}")
-    code = DATA if kind == "data" else ACK
-    return bytes([code, VERSION, 0, len(kid)]) + kid + seq.to_bytes(SEQ_BYTES, "big") + _LEN.pack(body_len)
-
-
-def seal_data(keys: Keys, seq: int, plaintext: bytes) -> bytes:
-    """A device's reading frame (simulator and tests; the firmware uses firmware/lib/v2codec.py)."""
-    if not 0 < len(plaintext) <= MAX_PLAINTEXT:
-        raise V2Error("too_long", f"plaintext must be 1..{MAX_PLAINTEXT} bytes")
-    header = build_header("data", keys.kid, seq, len(plaintext) + TAG)
-    return header + keys.cipher("d2g").encrypt(nonce(keys.common_iv, keys.kid, seq), header, plaintext)
+    try:
+        return layout.header(_CODES[kind], kid, seq, body_len)
+    except layout.V2Error as exc:
+        raise V2Error(exc.reason, exc.detail) from None
 
 
 def open_data(keys: Keys, frame: Frame) -> bytes:
     """Verify and decrypt a reading frame; nothing comes out unless the tag verifies."""
     try:
-        n = nonce(keys.common_iv, keys.kid, frame.seq)
+        n = layout.nonce(keys.common_iv, keys.kid, frame.seq)
         return keys.cipher("d2g").decrypt(n, frame.header, frame.body)
     except ccm.CcmError:
         raise V2Error("bad_tag", "authentication tag does not verify") from None
@@ -181,18 +142,19 @@ def seal_ack(keys: Keys, seq: int) -> bytes:
     re-sent ack reuses its nonce only with identical input and reveals nothing new.
     """
     header = build_header("ack", keys.kid, seq, TAG)
-    return header + keys.cipher("g2d").encrypt(nonce(keys.common_iv, keys.kid, seq), header, b"")
+    return header + keys.cipher("g2d").encrypt(layout.nonce(keys.common_iv, keys.kid, seq), header, b"")
 
 
-def open_ack(keys: Keys, frame: Frame) -> int:
-    """The seq an ack frame acknowledges, once its tag verifies under the gateway->device key."""
-    if frame.kid != keys.kid:
-        raise V2Error("unknown_kid", "ack for another key id")
-    try:
-        keys.cipher("g2d").decrypt(nonce(keys.common_iv, keys.kid, frame.seq), frame.header, frame.body)
-    except ccm.CcmError:
-        raise V2Error("bad_tag", "ack tag does not verify") from None
-    return frame.seq
+def seal_refusal(keys: Keys, seq: int, reason: str) -> bytes:
+    """The refusal of verified reading `seq` for `reason` (one code byte), under the ack's key.
+
+    Its nonce has bit 7 of its first byte set (layout.REFUSAL_NONCE), which no ack or reading
+    nonce has, and it is deterministic like an ack: a reading refused again gets the same bytes.
+    """
+    header = build_header("refusal", keys.kid, seq, layout.REFUSAL_BODY)
+    code = bytes([layout.reason_code(reason)])
+    n = layout.nonce(keys.common_iv, keys.kid, seq, REFUSAL)
+    return header + keys.cipher("g2d").encrypt(n, header, code)
 
 
 def parse_reading(plaintext: bytes) -> dict[str, str]:

@@ -7,6 +7,10 @@ broker's PUBACK arrives, auth builds the ack (op v2ack) and it is written to
 the device. Frames are pipelined: reading the next frame does not wait for the
 previous frame's PUBACK. A duplicate of an acknowledged reading is acked
 again at once and nothing is published (reason `replay`, connection kept).
+A verified reading refused for good (out_of_range, not_numeric, ...) gets auth's
+authenticated refusal frame, the only answer that makes a device drop a reading;
+the connection is kept, so the readings behind it flow. Every other refusal closes
+the connection with no answer (the device sends again later, backing off).
 """
 from __future__ import annotations
 
@@ -124,7 +128,9 @@ class V2Handler:
                     raise Reject("device_changed", f"frame of {device} on a connection of {conn.device}",
                                  conn.device)
                 self._replayed(conn, device, frame.seq)
-                _send(conn, _ack_bytes(reply))
+                _send(conn, _answer_bytes(reply, "ack", frame))
+            elif status == "rejected" and reply.get("refusal") is not None:
+                self._refuse(conn, frame, reply)
             elif status == "rejected":
                 raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
                              device if isinstance(device, str) else None)
@@ -140,13 +146,31 @@ class V2Handler:
                 {"op": "v2ack", "conn": conn.id, "kid": frame.kid.hex(), "seq": frame.seq})
             if reply.get("status") != "ok":
                 raise Reject(str(reply.get("reason") or "auth_protocol"), str(reply.get("detail") or ""))
-            _send(conn, _ack_bytes(reply))
+            _send(conn, _answer_bytes(reply, "ack", frame))
         except (TimeoutError, ConnectionError, BusUnavailable) as exc:
             log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-", seq=frame.seq,
                            detail=exc.__class__.__name__))
         except Reject as exc:
             log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-", seq=frame.seq,
                            reason=exc.reason, detail=exc.detail[:100]))
+
+    @staticmethod
+    def _refuse(conn: Connection, frame: codec.Frame, reply: dict[str, Any]) -> None:
+        """A verified reading refused for good: one log line, one event, the refusal to the device."""
+        device, reason = reply.get("device"), str(reply.get("reason") or "rejected")
+        detail = str(reply.get("detail") or "")
+        if not isinstance(device, str):
+            raise Reject("auth_protocol", "auth refused a reading without naming the device")
+        if conn.device is not None and device != conn.device:
+            raise Reject("device_changed", f"frame of {device} on a connection of {conn.device}", conn.device)
+        refusal = _answer_bytes(reply, "refusal", frame)
+        conn.state.metrics.rejected[reason] += 1
+        log.warning(kv(event="refused", conn=conn.id, device=device, seq=frame.seq, reason=reason,
+                       src=conn.src_text, detail=detail[:100]))
+        detail = f"seq {frame.seq}: {detail}; refusal sent"
+        conn.state.output.publish_event(device, event_payload(
+            "rejected", device, reason, detail, conn.src, "v2", time.time()))
+        _send(conn, refusal)
 
     @staticmethod
     def _replayed(conn: Connection, device: str, seq: int) -> None:
@@ -164,12 +188,14 @@ def _send(conn: Connection, ack: bytes) -> None:
         conn.write(ack)
 
 
-def _ack_bytes(reply: dict[str, Any]) -> bytes:
-    ack = reply.get("ack")
+def _answer_bytes(reply: dict[str, Any], name: str, frame: codec.Frame) -> bytes:
+    """Auth's answer frame (`ack` or `refusal`), checked to answer exactly this frame's kid and seq."""
+    value = reply.get(name)
     try:
-        data = base64.b64decode(ack, validate=True) if isinstance(ack, str) else b""
-    except ValueError:
-        data = b""
-    if not data:
-        raise Reject("auth_protocol", "auth answered without an ack frame")
+        data = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+        answer, used = codec.read(data, expect=name)  # type: ignore[arg-type]
+    except (ValueError, codec.V2Error):
+        answer, used = None, 0
+    if answer is None or used != len(data) or answer.kid != frame.kid or answer.seq != frame.seq:
+        raise Reject("auth_protocol", f"auth answered without a valid {name} frame for seq {frame.seq}")
     return data

@@ -40,6 +40,7 @@ class SimDevice:
 
     protocol = ""
     acknowledged = False  # does the gateway acknowledge readings of this protocol?
+    answered = False  # a verified answer came on the current connection (protocols that answer)
 
     def __init__(self, creds: Credentials, variant: str = "chained") -> None:
         self.creds = creds

@@ -2,8 +2,11 @@
 
 Each device task connects, writes readings at its rate (or as fast as the
 connection takes them with rate 0), feeds whatever the gateway sends back to
-its device object (v2 acknowledgements), and reconnects with exponential
-back-off when the connection fails or the gateway closes it. Stopping cancels
+its device object (v2 acks and refusals), and reconnects with exponential
+back-off (random in [b/2, b], doubling up to max_backoff) when the connection
+fails or the gateway closes it. The back-off starts over after a v2 connection
+that brought a verified answer (a v1 one: that lasted a while); a v2 device
+never drops a reading because a connection ended, only on a verified refusal. Stopping cancels
 the tasks, which close their connections.
 """
 from __future__ import annotations
@@ -149,7 +152,12 @@ class Simulation:
             if self._stopping():
                 return
             stats.errors += 1  # a session only ends on its own when the connection failed or was closed
-            if time.monotonic() - began > 5 * backoff:
+            if device.acknowledged:
+                # v2: a verified answer on that connection means the gateway is there: come back soon.
+                # One that ended without any (accepted and closed: throttled, full, restarting) backs off.
+                if device.answered:
+                    backoff = options.min_backoff
+            elif time.monotonic() - began > 5 * backoff:
                 backoff = options.min_backoff  # it worked for a while: start over quickly
             await asyncio.sleep(backoff * rng.uniform(0.5, 1.0))
             backoff = min(backoff * 2, options.max_backoff)

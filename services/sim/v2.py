@@ -1,20 +1,20 @@
-"""The simulated protocol v2 device (docs/protocol-v2.md): sealed frames, verified acks, resends.
+"""The simulated protocol v2 device (docs/protocol-v2.md): the firmware's own v2 code on CPython.
 
-Like the firmware, it keeps every reading until the gateway acknowledges it
-(at most MAX_UNACKED, the gateway's replay window; the oldest is dropped and
-counted beyond that) and sends the unacknowledged frames again, unchanged and
-oldest first, after a reconnect. Its sequence numbers only grow, also across
-runs of the simulator: a write-ahead ceiling per device in the state dir
-(OSCORE appendix B.1.1, the same rule as firmware/lib/v2codec.py).
+Frames, answers and the counter are services/common/v2device.py, the file the
+Pico runs. Like the firmware, the device keeps every reading until the gateway
+answers for its seq: an ack (on the bus) or a verified refusal (refused for good:
+dropped). Nothing else drops a reading except a full queue (MAX_UNACKED, the
+gateway's replay window; the oldest is dropped and counted). After a reconnect
+the unanswered frames are sent again, unchanged and oldest first; the runner
+backs off on connections that end without a verified answer.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from pathlib import Path
 
-from services.common import v1, v2
+from services.common import v1, v2, v2device
 from services.common.config import Config
 from services.sim.devices import Credentials, SimDevice
 
@@ -24,36 +24,21 @@ COUNTER_STEP = 1000
 # milliseconds since 2025 stay below 2**40 until 2059.
 _EPOCH_2025 = 1735689600
 
+Counter = v2device.FileCounter | v2device.MemoryCounter
 
-class SeqCounter:
-    """Sequence numbers that only grow, also across restarts: write-ahead ceiling in a file."""
 
-    def __init__(self, path: Path | None, step: int = COUNTER_STEP) -> None:
-        self.path = path
-        self.step = step
-        self.ceiling = self._load()
-        floor = int((time.time() - _EPOCH_2025) * 1000) if path is not None else 1
-        self.next_seq = max(self.ceiling, floor, 1)
+def seq_counter(path: Path | None, step: int = COUNTER_STEP) -> Counter:
+    """The device's counter (v2device.FileCounter) in `path`, or in memory for None (tests, benchmarks).
 
-    def _load(self) -> int:
-        if self.path is None:
-            return 0
-        try:
-            return int(self.path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
+    A fresh file starts at the milliseconds since 2025, not 1: a simulator whose state dir
+    was deleted must not reuse the seqs of its earlier runs."""
+    if path is None:
+        return v2device.MemoryCounter()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return v2device.FileCounter(str(path), step, start=int((time.time() - _EPOCH_2025) * 1000))
 
-    def take(self) -> int:
-        seq = self.next_seq
-        if seq >= self.ceiling:
-            self.ceiling = seq + self.step
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                tmp.write_text(str(self.ceiling))
-                os.replace(tmp, self.path)
-        self.next_seq = seq + 1
-        return seq
+
+SeqCounter = seq_counter  # the name benchmarks and tests import
 
 
 def counter_path(device_id: str) -> Path:
@@ -64,27 +49,27 @@ class V2Device(SimDevice):
     protocol = "v2"
     acknowledged = True
 
-    def __init__(self, creds: Credentials, variant: str = "chained",
-                 counter: SeqCounter | None = None) -> None:
+    def __init__(self, creds: Credentials, variant: str = "chained", counter: Counter | None = None) -> None:
         super().__init__(creds, variant)
         try:
             master = bytes.fromhex(creds.secrets["master_key"])
             kid = bytes.fromhex(creds.secrets["key_id"])
-            self.keys = v2.derive_keys(master, kid)
+            self.session = v2device.Session(master, kid, counter or seq_counter(counter_path(creds.id)))
         except (KeyError, ValueError) as exc:
             raise ValueError(f"device {creds.id}: v2 credentials need master_key and key_id (hex)") from exc
-        self.counter = counter or SeqCounter(counter_path(creds.id))
+        self.counter = self.session.counter
         self.pending: OrderedDict[int, bytes] = OrderedDict()
         self.dropped = 0  # readings given up because MAX_UNACKED were waiting
+        self.refused: list[tuple[int, str]] = []  # (seq, reason) of every verified refusal that dropped one
         self.acked_seqs: list[int] = []  # every seq the gateway acknowledged (tests check these)
+        self.answered = False  # a verified answer came on the current connection
         self._buf = bytearray()
 
     def encode(self, values: dict[str, float]) -> bytes:
         return self.seal(v1.format_reading(values))
 
     def seal(self, plaintext: bytes) -> bytes:
-        seq = self.counter.take()
-        frame = v2.seal_data(self.keys, seq, plaintext)
+        seq, frame = self.session.seal(plaintext)
         self.pending[seq] = frame
         if len(self.pending) > MAX_UNACKED:
             self.pending.popitem(last=False)
@@ -92,20 +77,26 @@ class V2Device(SimDevice):
         return frame
 
     def on_data(self, data: bytes) -> int:
-        """Verify acks; returns how many pending readings they acknowledged. Raises V2Error if forged."""
+        """Verify answers; returns how many pending readings acks cleared. Raises V2Error (a ValueError)
+        for anything that is not a verified answer of this device: the runner then reconnects."""
         self._buf += data
         count = 0
         while True:
-            frame, used = v2.read(self._buf, expect="ack")
-            if frame is None:
+            kind, seq, code, used = self.session.read_answer(self._buf)
+            if kind is None:
                 return count
             del self._buf[:used]
-            seq = v2.open_ack(self.keys, frame)
-            if self.pending.pop(seq, None) is not None:
+            self.answered = True
+            if self.pending.pop(seq, None) is None:
+                continue  # answered before (a re-sent answer) or never sent: nothing to drop
+            if kind == v2device.ACK:
                 self.acked_seqs.append(seq)
                 count += 1
+            else:
+                self.refused.append((seq, v2device.reason_name(code)))
 
     def unacked(self) -> list[bytes]:
-        """After a reconnect: the frames still waiting for an ack, as sent, oldest first."""
-        self._buf.clear()  # a partial ack of the old connection never completes
+        """After a reconnect: the frames still waiting for an answer, as sent, oldest first."""
+        self._buf.clear()  # a partial answer of the old connection never completes
+        self.answered = False
         return list(self.pending.values())

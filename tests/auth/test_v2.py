@@ -7,7 +7,7 @@ import threading
 from Crypto.Cipher import AES
 
 from services.auth.service import AuthService
-from services.common import v1, v2
+from services.common import v1, v2, v2device
 from services.common.v2 import ReplayWindow
 from services.keystore.backends import open_store
 from services.keystore.credentials import make_secret
@@ -24,7 +24,8 @@ def device(store, device_id: str) -> v2.Keys:
 
 
 def frame(keys: v2.Keys, seq: int, plaintext: bytes | None = None) -> dict:
-    raw = v2.seal_data(keys, seq, plaintext or v1.format_reading(GOOD))
+    raw = v2device.seal_reading(keys.cipher("d2g"), keys.common_iv, keys.kid, seq,
+                                plaintext or v1.format_reading(GOOD))
     return {"id": seq, "op": "v2", "conn": 1, "src": "127.0.0.1:1", "frame": base64.b64encode(raw).decode()}
 
 
@@ -32,9 +33,18 @@ def ack(keys: v2.Keys, seq: int) -> dict:
     return {"id": seq, "op": "v2ack", "conn": 1, "kid": keys.kid.hex(), "seq": seq}
 
 
+def answer_of(keys: v2.Keys, frame_b64: str) -> tuple[int, int, int]:
+    """(kind, seq, reason code) of an answer frame, verified as the device verifies it."""
+    raw = base64.b64decode(frame_b64)
+    kind, seq, code, used = v2device.open_answer(keys.cipher("g2d"), keys.common_iv, keys.kid, raw)
+    assert used == len(raw)
+    return kind, seq, code
+
+
 def ack_seq(keys: v2.Keys, answer: dict) -> int:
-    parsed, _ = v2.read(base64.b64decode(answer["ack"]), expect="ack")
-    return v2.open_ack(keys, parsed)
+    kind, seq, _ = answer_of(keys, answer["ack"])
+    assert kind == v2.ACK
+    return seq
 
 
 def test_accept_ack_duplicate_and_redelivery_survive_a_restart(store):
@@ -79,6 +89,35 @@ def test_counter_is_checked_before_decryption_and_moves_only_on_a_good_tag(store
     assert auth.handle(ack(keys, 13))["reason"] == "not_verified"  # never sent: no ack
     resent = auth.handle(frame(keys, 12, b'{"Temp":"1"}'))
     assert resent["reason"] == "missing_field"  # the same verdict when the device sends it again
+
+
+def test_a_verified_reading_refused_for_good_gets_an_authenticated_refusal(store):
+    keys = device(store, "pico-refuse")
+    auth = AuthService(store)
+    cases = {
+        "out_of_range": v1.format_reading({**GOOD, "Temp": 99.0}),
+        "not_numeric": v1.format_reading(GOOD).replace(b'"36.600"', b'"hot"'),
+        "missing_field": b'{"Temp":"1"}',
+        "not_json": b"\x00garbage",
+    }
+    for seq, (reason, plaintext) in enumerate(cases.items(), start=1):
+        answer = auth.handle(frame(keys, seq, plaintext))
+        assert answer["status"] == "rejected" and answer["reason"] == reason
+        assert answer_of(keys, answer["refusal"]) == (v2.REFUSAL, seq, v2device.REASON_CODES[reason])
+        again = auth.handle(frame(keys, seq, plaintext))  # the device resends it: the same bytes again
+        assert again["refusal"] == answer["refusal"]
+    # Frames that do not verify (or are refused before verification) get no refusal: no proof they are
+    # the device's.
+    forged = frame(keys, 20)
+    raw = bytearray(base64.b64decode(forged["frame"]))
+    raw[-1] ^= 1
+    forged["frame"] = base64.b64encode(bytes(raw)).decode()
+    assert "refusal" not in auth.handle(forged)
+    assert auth.handle(frame(keys, 30))["status"] == "ok"
+    old = auth.handle(frame(keys, 25, b'{"Temp":"1"}'))  # below the window, never verified: not decrypted
+    assert old["reason"] == "old_seq" and "refusal" not in old
+    stranger = v2.derive_keys(bytes(16), b"\x00\x00\x00\x07")
+    assert "refusal" not in auth.handle(frame(stranger, 1, b"{}"))
 
 
 def test_unknown_kid_revoked_and_bad_requests(store):

@@ -249,6 +249,12 @@ class Esp8266Sim:
                 self._drop(link)
             self._out("WIFI DISCONNECT\r\n")
 
+    def drop_links(self) -> None:
+        """The TCP links break (a NAT timeout, a router reboot) while the module stays joined."""
+        with self.lock:
+            for link in list(self.links):
+                self._drop(link)
+
     def restore_wifi(self) -> None:
         with self.lock:
             self.offline = False

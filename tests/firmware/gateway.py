@@ -26,14 +26,22 @@ class Gateway:
     procs: Processes
     log_dir: Path
     proxy: object = None
+    auth: object = None
 
     def start(self) -> Gateway:
-        self.procs.start("auth", [sys.executable, "-m", "services.auth"], env=self.env)
-        wait_until(lambda: self.config.auth_socket.exists(), 10, what="auth socket")
+        self.start_auth()
         self.procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=self.env)
         wait_until(lambda: "bus_subscribed" in self._log("publisher"), 10, what="publisher to subscribe")
         self.start_proxy()
         return self
+
+    def start_auth(self) -> None:
+        self.auth = self.procs.start("auth", [sys.executable, "-m", "services.auth"], env=self.env)
+        wait_until(lambda: self.config.auth_socket.exists(), 10, what="auth socket")
+
+    def stop_auth(self) -> None:
+        self.procs.stop(self.auth)
+        wait_until(lambda: not self.config.auth_socket.exists(), 5, what="auth socket to go")
 
     def _log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"

@@ -8,7 +8,7 @@ import json  # noqa: E402
 
 import cfgcodec  # noqa: E402
 import v1codec  # noqa: E402
-import v2codec  # noqa: E402
+import v2device  # noqa: E402
 import webconf  # noqa: E402
 from settings import Settings  # noqa: E402
 
@@ -21,6 +21,8 @@ result = {
     "macs": 0,
     "v2_frames": 0,
     "v2_acks": 0,
+    "v2_refusals": 0,
+    "counter_records": 0,
     "http": 0,
     "stored": 0,
     "fail": [],
@@ -99,16 +101,55 @@ with open("/data/v2.json") as f:
     v2 = json.load(f)
 for vec in v2["frames"]:
     kid = binascii.unhexlify(vec["kid"])
-    s = v2codec.Session(binascii.unhexlify(vec["master_key"]), kid, v2codec.MemoryCounter(vec["seq"]))
+    s = v2device.Session(binascii.unhexlify(vec["master_key"]), kid, v2device.MemoryCounter(vec["seq"]))
     seq, frame = s.seal(vec["plaintext"].encode())
     if seq == vec["seq"] and binascii.hexlify(frame).decode() == vec["frame"]:
         result["v2_frames"] += 1
     else:
         result["fail"].append("v2 frame %d" % vec["seq"])
-    if "ack" in vec:
-        got, used = s.read_ack(binascii.unhexlify(vec["ack"]))
-        if got == vec["seq"] and used == len(vec["ack"]) // 2:
-            result["v2_acks"] += 1
+    got = s.read_answer(binascii.unhexlify(vec["ack"]))
+    if got == (v2device.ACK, vec["seq"], 0, len(vec["ack"]) // 2):
+        result["v2_acks"] += 1
+    got = s.read_answer(binascii.unhexlify(vec["refusal"]))
+    if got == (v2device.REFUSAL, vec["seq"], vec["refusal_code"], len(vec["refusal"]) // 2):
+        result["v2_refusals"] += 1
+    # a refusal with one bit changed anywhere is no refusal, on real MicroPython too
+    raw = binascii.unhexlify(vec["refusal"])
+    for i in range(len(raw)):
+        bad = bytearray(raw)
+        bad[i] ^= 0x10
+        try:
+            kind, _, _, _ = s.read_answer(bytes(bad))
+            if kind is not None:
+                result["fail"].append("refusal with byte %d changed accepted" % i)
+        except ValueError:
+            pass
+
+# the counter file (two checked copies) on MicroPython's own filesystem
+for rec in v2["counter"]:
+    if v2device.record(rec["ceiling"], rec["step"]) == rec["record"] and v2device.parse_record(
+        rec["record"].encode()
+    ) == (rec["ceiling"], rec["step"]):
+        result["counter_records"] += 1
+os.mkdir("/data/ctr")
+used = []
+for _boot in range(3):
+    c = v2device.FileCounter("/data/ctr/v2seq", 10)
+    used += [c.take() for _ in range(13)]
+with open("/data/ctr/v2seq.0", "wb") as f:
+    f.write(b"\xff\xfe garbage")
+c = v2device.FileCounter("/data/ctr/v2seq", 10)
+after = c.take()
+os.remove("/data/ctr/v2seq.1")
+with open("/data/ctr/v2seq.0", "w") as f:
+    f.write("")
+lost = v2device.FileCounter("/data/ctr/v2seq", 10)
+try:
+    lost.take()
+    result["fail"].append("counter with no intact copy still counts")
+except ValueError as exc:
+    result["counter_lost"] = exc.reason
+result["counter_forward"] = after > max(used) and used == sorted(used) and len(set(used)) == len(used)
 
 # a forged ack closes the link (NetError) instead of crashing the device, on real MicroPython
 import proto_v2  # noqa: E402
@@ -143,11 +184,18 @@ try:
     result["fail"].append("forged ack accepted")
 except NetError:
     result["forged_ack_refused"] = link.pending() == 1
+kid0 = binascii.unhexlify(v2["frames"][0]["kid"])
+forged = bytes([0xC4, 2, 0, 1]) + kid0 + b"\x00\x00\x00\x00\x01\x00\x09" + b"\x06" * 9
+try:
+    link.received(forged)
+    result["fail"].append("forged refusal accepted")
+except NetError:
+    result["forged_refusal_refused"] = link.pending() == 1 and link.refused == 0
 
 # The error classes themselves must construct on MicroPython (ValueError.__init__(self, ...) does not).
 import ccm  # noqa: E402
 
-for error_class in (v2codec.V2Error, ccm.CcmError):
+for error_class in (v2device.V2Error, ccm.CcmError):
     try:
         raise error_class("bad_tag", "probe")
     except error_class as exc:

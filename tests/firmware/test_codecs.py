@@ -155,7 +155,6 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     modules = (
         "v1codec.py",
         "cfgcodec.py",
-        "v2codec.py",
         "webconf.py",
         "settings.py",
         "clock.py",
@@ -166,6 +165,7 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     files.append(f"/data/page.gz={FIRMWARE / 'build' / 'web' / 'config.html.gz'}")
     files += [
         f"/lib/ccm.py={ROOT / 'services' / 'common' / 'ccm.py'}",
+        f"/lib/v2device.py={ROOT / 'services' / 'common' / 'v2device.py'}",
         f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}",
         f"/data/v1.json={ROOT / 'tests' / 'vectors' / 'v1.json'}",
         f"/data/v2.json={ROOT / 'tests' / 'vectors' / 'v2.json'}",
@@ -186,10 +186,12 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
     assert result["v1"] == len(VECTORS["readings"])
     assert result["format"] >= len(FULL) // 2
     assert result["legacy_fields"] == len(VECTORS["config_page_fields"])
-    assert result["forged_ack_refused"] is True
+    assert result["forged_ack_refused"] is True and result["forged_refusal_refused"] is True
     assert result["errors_raise"] == [True, True]
     assert result["macs"] == result["v2_fields"] == result["http"] == result["stored"] == len(subs)
-    assert result["v2_frames"] == len(v2) and result["v2_acks"] == len([f for f in v2 if "ack" in f])
+    assert result["v2_frames"] == result["v2_acks"] == result["v2_refusals"] == len(v2)
+    assert result["counter_records"] == 3 and result["counter_forward"] is True
+    assert result["counter_lost"] == "counter_lost"
 
 
 def test_firmware_build_compiles_every_module_and_prints_page_size(built_firmware):
@@ -200,6 +202,7 @@ def test_firmware_build_compiles_every_module_and_prints_page_size(built_firmwar
     for module in LIB.glob("*.py"):
         assert (FIRMWARE / "build" / "lib" / (module.stem + ".mpy")).exists(), module.name
     assert (FIRMWARE / "build" / "lib" / "ccm.mpy").exists()
+    assert (FIRMWARE / "build" / "lib" / "v2device.mpy").exists()
 
 
 def test_mpy_cross_rejects_a_micropython_syntax_error(tmp_path):
@@ -250,6 +253,7 @@ def test_main_loop_under_real_micropython(tmp_path, built_firmware, protocol):
     files += [f"/lib/{p.name}={p}" for p in (HERE / "mp_fakes").glob("*.py")]
     files += [f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}", f"/data/case.json={case}"]
     files.append(f"/lib/ccm.py={ROOT / 'services' / 'common' / 'ccm.py'}")
+    files.append(f"/lib/v2device.py={ROOT / 'services' / 'common' / 'v2device.py'}")
     run = subprocess.run(
         ["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / "mp_main_loop.py"), *files],
         capture_output=True,

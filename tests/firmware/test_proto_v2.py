@@ -61,50 +61,81 @@ def test_frames_are_what_the_gateway_opens(tmp_path, keys):
     assert gateway_v2.parse_reading(plain)["Acel_x"] == "-0.50"
 
 
-class Clock:
-    """proto_v2's ticks_ms, moved by the test."""
-
-    def __init__(self) -> None:
-        self.ms = 1000
-
-    def __call__(self) -> int:
-        return self.ms
-
-
-def test_a_reading_the_gateway_refuses_three_times_is_dropped(tmp_path, keys, monkeypatch, capsys):
-    clock = Clock()
-    monkeypatch.setattr(proto_v2, "ticks_ms", clock)
+def test_a_verified_refusal_drops_exactly_that_reading(tmp_path, keys, capsys):
     link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
-    for _ in range(3):
-        link.reading(VALUES)
-    for attempt in range(1, 4):
-        link.connected()
-        clock.ms += 30  # the gateway closes the link at seq 1 within milliseconds
-        link.lost()
-        assert link.pending() == (3 if attempt < 3 else 2)
-    assert [item[0] for item in link.ring] == [2, 3] and link.refused == 1 and link.dropped == 0
-    assert "event=reading_refused seq=1 tries=3" in capsys.readouterr().out
+    frames = [link.reading(VALUES)[0] for _ in range(3)]
+    link.connected()
+    link.received(gateway_v2.seal_refusal(keys, 2, "out_of_range"))
+    assert [item[0] for item in link.ring] == [1, 3] and link.refused == 1 and link.dropped == 0
+    assert "event=reading_refused reason=out_of_range seq=2" in capsys.readouterr().out
+    assert link.connected() == [frames[0], frames[2]]  # the readings around it are still sent
+    # the same refusal again (the gateway answered a resent copy) drops nothing more
+    link.received(gateway_v2.seal_refusal(keys, 2, "out_of_range"))
+    assert link.pending() == 2 and link.refused == 1
+    assert "event=refusal_ignored" in capsys.readouterr().out
 
 
-def test_outages_and_acks_do_not_count_as_refusals(tmp_path, keys, monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(proto_v2, "ticks_ms", clock)
+def test_an_unknown_reason_code_is_still_a_refusal(tmp_path, keys):
+    link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
+    link.reading(VALUES)
+    link.received(gateway_v2.seal_refusal(keys, 1, "a_reason_of_a_newer_gateway"))
+    assert link.pending() == 0 and link.refused == 1
+
+
+def forgeries(keys, other):
+    """Refusals of seq 1 that the gateway did not make: each must leave the reading in place."""
+    good = gateway_v2.seal_refusal(keys, 1, "out_of_range")
+    ack = gateway_v2.seal_ack(keys, 1)
+    cases = {
+        "bad tag": bytes(good[:-1]) + bytes([good[-1] ^ 1]),
+        "reason byte changed": good[:-9] + bytes([good[-9] ^ 1]) + good[-8:],
+        "other device's key": gateway_v2.seal_refusal(other, 1, "out_of_range"),
+        "ack retyped as refusal": bytes([0xC4]) + ack[1:-10] + (9).to_bytes(2, "big") + ack[-8:] + b"\x00",
+        "refusal retyped as ack": bytes([0xC3]) + good[1:],
+        "refusal of seq 2 relabelled 1": gateway_v2.seal_refusal(keys, 2, "out_of_range")[:4 + 4]
+        + (1).to_bytes(5, "big") + gateway_v2.seal_refusal(keys, 2, "out_of_range")[4 + 4 + 5:],
+        "reading reflected back": None,
+        "tag under the ack nonce": gateway_v2.build_header("refusal", keys.kid, 1, 9)
+        + keys.cipher("g2d").encrypt(gateway_v2.nonce(keys.common_iv, keys.kid, 1),
+                                     gateway_v2.build_header("refusal", keys.kid, 1, 9), bytes([6])),
+        "truncated then another frame": good[:10] + good,
+    }
+    return cases
+
+
+@pytest.mark.parametrize("case", [
+    "bad tag", "reason byte changed", "other device's key", "ack retyped as refusal",
+    "refusal retyped as ack", "refusal of seq 2 relabelled 1", "reading reflected back",
+    "tag under the ack nonce", "truncated then another frame",
+])
+def test_a_forged_refusal_drops_nothing(tmp_path, keys, case):
+    other = gateway_v2.derive_keys(bytes(16), keys.kid)
+    link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
+    frame = link.reading(VALUES)[0]
+    link.reading(VALUES)
+    link.connected()
+    forged = forgeries(keys, other)[case] or frame
+    with pytest.raises(NetError):
+        link.received(forged)
+    assert link.pending() == 2 and link.refused == 0 and link.acked == 0
+    assert link.lost() is False  # no verified answer on that link: the app backs off
+
+
+def test_a_verified_refusal_for_a_seq_never_sent_drops_nothing(tmp_path, keys):
+    link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
+    link.reading(VALUES)
+    link.received(gateway_v2.seal_refusal(keys, 99, "out_of_range"))
+    assert link.pending() == 1 and link.refused == 0
+
+
+def test_links_that_end_without_an_answer_never_drop_a_reading(tmp_path, keys):
     link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
     link.reading(VALUES)
     link.reading(VALUES)
-    for _ in range(5):
+    for _ in range(50):  # accepted and closed at once, again and again
         link.connected()
-        clock.ms += proto_v2.REFUSAL_MS + 3000  # the gateway's bus or auth wait ran out: an outage
-        link.lost()
-        link.lost()  # a failed reconnect (no link went up) counts nothing either
+        assert link.lost() is False
     assert link.pending() == 2 and link.refused == 0
-    # Two quick losses, then seq 1 is acked: seq 2 starts from zero tries.
-    for _ in range(2):
-        link.connected()
-        clock.ms += 10
-        link.lost()
     link.connected()
     link.received(gateway_v2.seal_ack(keys, 1))
-    clock.ms += 10
-    link.lost()
-    assert link.tries == (2, 1) and link.pending() == 1 and link.refused == 0
+    assert link.lost() is True and link.pending() == 1

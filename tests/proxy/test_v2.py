@@ -1,25 +1,20 @@
 """Protocol v2 end to end through the real proxy, auth and broker (issue 4, "Done when" 1-3).
 
-Devices are the firmware's own module (firmware/lib/v2codec.py) over real TCP.
+Devices are the firmware's own module (services/common/v2device.py, copied to the Pico) over real TCP.
 """
 from __future__ import annotations
 
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 from Crypto.Cipher import AES
 
-from services.common import v1, v2
+from services.common import v1, v2, v2device
 from services.keystore.credentials import make_secret
 from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from tests.proxy.support import GOOD, closed_by_peer, connect
 from tests.support.proc import wait_until
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "firmware" / "lib"))
-import v2codec  # noqa: E402
 
 ACK_SIZE = v2.header_size(4) + v2.TAG
 
@@ -34,31 +29,39 @@ def register_v2(stack, device: str) -> dict[str, str]:
     return secret
 
 
-def session(secret: dict[str, str], start: int = 1) -> v2codec.Session:
-    return v2codec.Session(bytes.fromhex(secret["master_key"]), bytes.fromhex(secret["key_id"]),
-                           v2codec.MemoryCounter(start))
+def session(secret: dict[str, str], start: int = 1) -> v2device.Session:
+    return v2device.Session(bytes.fromhex(secret["master_key"]), bytes.fromhex(secret["key_id"]),
+                           v2device.MemoryCounter(start))
 
 
 def reading(n: int) -> bytes:
     return v1.format_reading(dict(GOOD, Temp=36.0 + n / 100))
 
 
-def read_acks(sock: socket.socket, dev: v2codec.Session, count: int,
-              timeout: float = 5.0) -> list[tuple[int, bytes]]:
+def read_answers(sock: socket.socket, dev: v2device.Session, count: int,
+                 timeout: float = 5.0) -> list[tuple[int, int, int, bytes]]:
+    """(kind, seq, reason code, frame) of the next `count` answers, each verified as the device does."""
     sock.settimeout(timeout)
     buf, out = bytearray(), []
     while len(out) < count:
         data = sock.recv(4096)
         if not data:
-            raise AssertionError(f"connection closed after {len(out)} acks")
+            raise AssertionError(f"connection closed after {len(out)} answers")
         buf += data
         while True:
-            seq, used = dev.read_ack(buf)
-            if seq is None:
+            kind, seq, code, used = dev.read_answer(buf)
+            if kind is None:
                 break
-            out.append((seq, bytes(buf[:used])))
+            out.append((kind, seq, code, bytes(buf[:used])))
             del buf[:used]
     return out
+
+
+def read_acks(sock: socket.socket, dev: v2device.Session, count: int,
+              timeout: float = 5.0) -> list[tuple[int, bytes]]:
+    answers = read_answers(sock, dev, count, timeout)
+    assert all(kind == v2.ACK for kind, _, _, _ in answers), answers
+    return [(seq, raw) for _, seq, _, raw in answers]
 
 
 def seqs(stack, device: str) -> list[int]:
@@ -90,6 +93,35 @@ def test_readings_are_published_then_acked_and_replays_are_reacked_not_republish
     assert read_acks(sock, dev, 1)[0][0] == 4
     sock.close()
     other.close()
+
+
+def test_a_reading_refused_for_good_gets_a_refusal_and_the_next_readings_flow(proxy):
+    secret = register_v2(proxy, "v2-glitch")
+    dev = session(secret)
+    bad = {2: dict(GOOD, Temp=99.0), 4: dict(GOOD, Temp=-50.0)}
+    frames = [dev.seal(v1.format_reading(bad.get(n, GOOD)))[1] for n in range(1, 7)]
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(b"".join(frames))
+    answers = read_answers(sock, dev, 6)
+    refused = {seq: code for kind, seq, code, _ in answers if kind == v2.REFUSAL}
+    acked = sorted(seq for kind, seq, _, _ in answers if kind == v2.ACK)
+    assert refused == {2: v2device.REASON_CODES["out_of_range"], 4: v2device.REASON_CODES["out_of_range"]}
+    assert acked == [1, 3, 5, 6]
+    wait_until(lambda: seqs(proxy, "v2-glitch") == [1, 3, 5, 6], 5, what="the good readings on the bus")
+    wait_until(lambda: len(proxy.rejected("out_of_range", "v2-glitch")) == 2, 5, what="two rejected events")
+    # the refused frame sent again (the refusal was lost): the same refusal, the connection still open
+    sock.sendall(frames[1])
+    (kind, seq, _, raw), = read_answers(sock, dev, 1)
+    assert (kind, seq) == (v2.REFUSAL, 2) and raw == [a[3] for a in answers if a[1] == 2][0]
+    sock.sendall(dev.seal(reading(7))[1])
+    assert read_acks(sock, dev, 1)[0][0] == 7
+    # a frame that does not verify gets no answer at all: the connection just closes
+    forged = bytearray(dev.seal(v1.format_reading(bad[2]))[1])
+    forged[-1] ^= 1
+    sock.sendall(bytes(forged))
+    sock.settimeout(5)
+    assert sock.recv(4096) == b""
+    assert seqs(proxy, "v2-glitch") == [1, 3, 5, 6, 7]
 
 
 def _refused(stack, sock: socket.socket, payload: bytes, reason: str, device: str) -> None:
@@ -136,7 +168,7 @@ def test_each_bad_frame_has_its_own_reason_and_nothing_is_published(proxy):
     oversize[header - 2:header] = (60000).to_bytes(2, "big")
     _refused(proxy, connect(port), bytes(oversize), "too_long", "~unidentified")
 
-    stranger = v2codec.Session(bytes(16), b"\xde\xad\xbe\xef", v2codec.MemoryCounter())
+    stranger = v2device.Session(bytes(16), b"\xde\xad\xbe\xef", v2device.MemoryCounter())
     _refused(proxy, connect(port), stranger.seal(reading(1))[1], "unknown_kid", "~unidentified")
 
     s = connect(port)
@@ -223,7 +255,7 @@ def test_session_clocks_start_when_the_gateway_is_ready_for_the_next_frame():
     """Time spent on earlier frames (auth, PUBACK waits) never counts against the device."""
     from services.proxy.v2 import V2Session
 
-    dev = v2codec.Session(bytes(16), b"\x01\x02\x03\x04", v2codec.MemoryCounter())
+    dev = v2device.Session(bytes(16), b"\x01\x02\x03\x04", v2device.MemoryCounter())
     one, two = dev.seal(reading(1))[1], dev.seal(reading(2))[1]
     session = V2Session(idle_timeout=60, reading_timeout=10, now=0.0)
     session.feed(one + two[:20], 0.0)
