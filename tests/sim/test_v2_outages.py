@@ -92,7 +92,7 @@ def test_a_minute_without_answers_costs_the_simulated_devices_no_reading(config,
     creds = register(config, DEVICES)
     auth = start(procs, tmp_path, "auth", env, "event=listening")
     start(procs, tmp_path, "publisher", env, "bus_subscribed")
-    proxy = start(procs, tmp_path, "proxy", env, "event=subscribed")
+    proxy = start(procs, tmp_path, "proxy", env, "event=bus_subscribed")
     lb = HAProxy(procs, tmp_path, [config.proxy_port])
     dash = Subscriber(config, "dashboard")
     dash.subscribe("Pico/+/json")
@@ -115,7 +115,7 @@ def test_a_minute_without_answers_costs_the_simulated_devices_no_reading(config,
         # backed off: without back-off a device would reconnect every 0.1 s (600 times a minute)
         assert DEVICES <= closed <= DEVICES * (REFUSAL_S / (MAX_BACKOFF / 2) + 8), closed
         start(procs, tmp_path, "auth", env, "event=listening")
-        start(procs, tmp_path, "proxy", env, "event=subscribed")
+        start(procs, tmp_path, "proxy", env, "event=bus_subscribed")
         wait_until(lambda: all(not d.pending for d in devices), 60, what="every reading answered")
     finally:
         run.stop()
@@ -139,7 +139,7 @@ def test_a_refused_reading_is_dropped_on_its_refusal_and_the_rest_flows(config, 
     creds = register(config, 2)
     start(procs, tmp_path, "auth", config_env, "event=listening")
     start(procs, tmp_path, "publisher", config_env, "bus_subscribed")
-    start(procs, tmp_path, "proxy", config_env, "event=subscribed")
+    start(procs, tmp_path, "proxy", config_env, "event=bus_subscribed")
     dash = Subscriber(config, "dashboard")
     dash.subscribe("Pico/+/json")
     devices = [Glitchy(c, counter=SeqCounter(None)) for c in creds]
