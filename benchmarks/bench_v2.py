@@ -30,7 +30,7 @@ from services.keystore.credentials import make_secret
 from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from services.sim.devices import Credentials
-from services.sim.v2 import SeqCounter, V2Device
+from services.sim.v2 import V2Device, seq_counter
 from tests.support.stack import medsec
 
 READING = v1.format_reading(stackbench.READING)
@@ -45,7 +45,7 @@ def register_v2(config: Config, prefix: str, n: int) -> list[V2Device]:
             store.import_many(new[start:start + 2000], actor="bench")
     finally:
         store.close()
-    return [V2Device(Credentials(d.id, "v2", d.secret), counter=SeqCounter(None)) for d in new]
+    return [V2Device(Credentials(d.id, "v2", d.secret), counter=seq_counter(None)) for d in new]
 
 
 def _ask(sock: socket.socket, buf: bytearray, request: dict) -> dict:

@@ -38,7 +38,6 @@ def seq_counter(path: Path | None, step: int = COUNTER_STEP) -> Counter:
     return v2device.FileCounter(str(path), step, start=int((time.time() - _EPOCH_2025) * 1000))
 
 
-SeqCounter = seq_counter  # the name benchmarks and tests import
 
 
 def counter_path(device_id: str) -> Path:

@@ -29,7 +29,7 @@ from services.keystore.postgres import PostgresKeyStore
 from services.keystore.sealing import Sealer
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
-from services.sim.v2 import SeqCounter, V2Device
+from services.sim.v2 import V2Device, seq_counter
 from tests.support.haproxy import HAProxy, haproxy_binary
 from tests.support.proc import free_port, wait_until
 
@@ -108,7 +108,7 @@ def test_two_proxies_two_auths_one_postgres_store(config, config_env, procs, bro
     dashboard = Dashboard(config)
 
     timings: dict[str, float] = {}
-    devices = [V2Device(c, counter=SeqCounter(None)) for c in creds]
+    devices = [V2Device(c, counter=seq_counter(None)) for c in creds]
     sim = Simulation(devices, SimOptions(port=lb.port, rate=RATE, min_backoff=0.05, max_backoff=0.5))
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=lambda: loop.run_until_complete(sim.run()), daemon=True)

@@ -11,7 +11,7 @@ from services.sim.devices import Credentials
 from services.sim.protocols import make_device
 from services.sim.runner import SimStats
 from services.sim.status import status_line
-from services.sim.v2 import MAX_UNACKED, SeqCounter, V2Device
+from services.sim.v2 import MAX_UNACKED, V2Device, seq_counter
 
 GOOD = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": -0.5,
         "Acel_z": 1.0, "TempMpu": 23.4}
@@ -28,7 +28,7 @@ def keys(dev: V2Device) -> v2.Keys:
 
 
 def test_frames_open_at_the_gateway_and_acks_clear_pending(tmp_path):
-    dev = V2Device(creds(), counter=SeqCounter(tmp_path / "c.seq"))
+    dev = V2Device(creds(), counter=seq_counter(tmp_path / "c.seq"))
     frames = [dev.encode(GOOD) for _ in range(3)]
     opened = []
     for raw in frames:
@@ -44,19 +44,19 @@ def test_frames_open_at_the_gateway_and_acks_clear_pending(tmp_path):
 
 
 def test_forged_or_foreign_acks_are_refused(tmp_path):
-    dev = V2Device(creds(), counter=SeqCounter(None))
+    dev = V2Device(creds(), counter=seq_counter(None))
     seq = v2.read(dev.encode(GOOD))[0].seq
-    other = V2Device(creds("other"), counter=SeqCounter(None))
+    other = V2Device(creds("other"), counter=seq_counter(None))
     with pytest.raises(ValueError):
         dev.on_data(v2.seal_ack(keys(other), seq))
     forged = bytearray(v2.seal_ack(keys(dev), seq))
     forged[-1] ^= 1
     with pytest.raises(ValueError):
-        V2Device(dev.creds, counter=SeqCounter(None)).on_data(bytes(forged))
+        V2Device(dev.creds, counter=seq_counter(None)).on_data(bytes(forged))
 
 
 def test_pending_is_bounded_and_counted(tmp_path):
-    dev = V2Device(creds(), counter=SeqCounter(None))
+    dev = V2Device(creds(), counter=seq_counter(None))
     frames = [dev.encode(GOOD) for _ in range(MAX_UNACKED + 5)]
     assert dev.dropped == 5 and dev.unacked() == frames[5:]
 
@@ -65,7 +65,7 @@ def test_counter_only_grows_across_restarts(tmp_path):
     path = tmp_path / "dev.seq"
     used = []
     for _ in range(3):
-        counter = SeqCounter(path, step=10)
+        counter = seq_counter(path, step=10)
         used += [counter.take() for _ in range(25)]
     assert used == sorted(used) and len(set(used)) == len(used)
     assert used[-1] < 2 ** 40
@@ -78,14 +78,14 @@ def test_make_device_and_status_line_show_resent():
 
 
 def test_a_verified_refusal_drops_exactly_its_reading_and_forgeries_drop_nothing():
-    dev = V2Device(creds(), counter=SeqCounter(None))
+    dev = V2Device(creds(), counter=seq_counter(None))
     frames = [dev.encode(GOOD) for _ in range(3)]
     gateway = keys(dev)
     good = v2.seal_refusal(gateway, 2, "out_of_range")
     forged = [
         good[:-1] + bytes([good[-1] ^ 1]),  # tag
         good[:-9] + bytes([good[-9] ^ 4]) + good[-8:],  # reason byte
-        v2.seal_refusal(keys(V2Device(creds("other"), counter=SeqCounter(None))), 2, "out_of_range"),
+        v2.seal_refusal(keys(V2Device(creds("other"), counter=seq_counter(None))), 2, "out_of_range"),
         bytes([v2.ACK]) + good[1:],  # a refusal passed off as an ack
         bytes([v2.REFUSAL]) + v2.seal_ack(gateway, 2)[1:-10] + (9).to_bytes(2, "big")
         + v2.seal_ack(gateway, 2)[-8:] + b"\x06",  # an ack's tag passed off as a refusal

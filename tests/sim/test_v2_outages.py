@@ -24,7 +24,7 @@ from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
-from services.sim.v2 import SeqCounter, V2Device
+from services.sim.v2 import V2Device, seq_counter
 from tests.support.broker import Subscriber
 from tests.support.haproxy import HAProxy, haproxy_binary
 from tests.support.proc import port_open, wait_until
@@ -96,7 +96,7 @@ def test_a_minute_without_answers_costs_the_simulated_devices_no_reading(config,
     lb = HAProxy(procs, tmp_path, [config.proxy_port])
     dash = Subscriber(config, "dashboard")
     dash.subscribe("Pico/+/json")
-    devices = [V2Device(c, counter=SeqCounter(None)) for c in creds]
+    devices = [V2Device(c, counter=seq_counter(None)) for c in creds]
     run = Running(devices, lb.port)
     try:
         wait_until(lambda: all(len(d.acked_seqs) >= 2 for d in devices), 20, what="readings before")
@@ -142,7 +142,7 @@ def test_a_refused_reading_is_dropped_on_its_refusal_and_the_rest_flows(config, 
     start(procs, tmp_path, "proxy", config_env, "event=bus_subscribed")
     dash = Subscriber(config, "dashboard")
     dash.subscribe("Pico/+/json")
-    devices = [Glitchy(c, counter=SeqCounter(None)) for c in creds]
+    devices = [Glitchy(c, counter=seq_counter(None)) for c in creds]
     run = Running(devices, config.proxy_port, rate=10.0)
     try:
         wait_until(lambda: all(len(d.acked_seqs) >= 8 for d in devices), 20, what="readings past glitches")
