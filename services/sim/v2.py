@@ -38,8 +38,6 @@ def seq_counter(path: Path | None, step: int = COUNTER_STEP) -> Counter:
     return v2device.FileCounter(str(path), step, start=int((time.time() - _EPOCH_2025) * 1000))
 
 
-
-
 def counter_path(device_id: str) -> Path:
     return Config.from_env().home / "sim-v2-seq" / f"{device_id}.seq"
 
