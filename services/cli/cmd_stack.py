@@ -65,7 +65,8 @@ def _banner(config: Config, nodered: bool) -> str:
         lines.append(f"  Node-RED dashboard    http://{config.host}:{config.nodered_port}/dashboard")
         lines.append("     logins: viewer (vitals, status, alerts), operator (also the Devices page), admin;"
                      " password: `medsec password nodered-<login>`")
-        lines.append(f"  Node-RED editor       http://{config.host}:{config.nodered_port}/   (login admin only)")
+        lines.append(f"  Node-RED editor       http://{config.host}:{config.nodered_port}/"
+                     "   (login admin only)")
     lines.append(f"  state directory       {config.home}")
     return "\n".join(lines)
 

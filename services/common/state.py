@@ -21,7 +21,10 @@ class StateError(Exception):
 def ensure_dirs(config: Config) -> None:
     for path in (config.home, config.secrets_dir, config.run_dir, config.logs_dir, config.broker_dir):
         path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        # The home keeps the group passage (0710) Node-RED's own OS user was given to reach
+        # its userDir (services/nodered/osuser.py); everything else is the owner's alone.
+        passage = path.stat().st_mode & 0o010 if path == config.home else 0
+        os.chmod(path, 0o700 | passage)
 
 
 def write_secret(path: Path, data: bytes) -> None:

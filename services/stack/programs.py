@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import resource
 import shutil
 import sys
@@ -18,6 +19,7 @@ class Program:
     priority: int
     autostart: bool = True
     env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None  # the OS user supervisord runs it as (None: supervisord's own)
 
 
 def config_env(config: Config) -> dict[str, str]:
@@ -54,10 +56,14 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
         progs.append(Program("dispatch", [py, "-m", "services.dispatch"], 30))
     if nodered and _module_exists("services.nodered"):
         from services.nodered import available, prepare  # the Node-RED runtime may not be installed
+        from services.nodered.osuser import UnreachableHome
 
         if available():
-            argv, env = prepare(config)
-            progs.append(Program("nodered", argv, 40, env=env))
+            try:
+                argv, env, user = prepare(config)
+                progs.append(Program("nodered", argv, 40, env=env, user=user.name if user else None))
+            except UnreachableHome as exc:  # never run it as root instead: leave it out, say why
+                logging.getLogger("medsec.stack").warning("event=nodered_not_started reason=%s", exc)
     if demo:
         argv = [py, "-m", "services.cli.main", "sim", "--devices", str(demo), "--rate", "1", "--register"]
         progs.append(Program("demo", argv, 50, autostart=False))
@@ -115,8 +121,10 @@ def supervisord_conf(config: Config, progs: list[Program], daemon: bool) -> str:
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=3",
             f"environment={_env_line({**base_env, **prog.env})}",
-            "",
         ]
+        if prog.user:
+            lines.append(f"user={prog.user}")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -77,8 +77,9 @@ describe("dashboard access by role", function () {
     });
 
     it("the editor guard answers 403 to viewers' and operators' logins, lets the rest reach Node-RED", function () {
-        const mw = access.adminMiddleware(USERS, log);
+        const mw = access.adminMiddleware(USERS, "/dashboard", log);
         assert.strictEqual(call(mw, "/flows", basic("viewer", PASSWORDS.viewer)), 403);
+        assert.strictEqual(call(mw, "/dashboard/fleet", basic("viewer", PASSWORDS.viewer)), 200, "the dashboard's own");
         assert.strictEqual(call(mw, "/", basic("operator", PASSWORDS.operator)), 403);
         assert.strictEqual(call(mw, "/flows", basic("admin", PASSWORDS.admin)), 200);
         assert.strictEqual(call(mw, "/flows"), 200, "no Basic header: Node-RED's own token check decides");

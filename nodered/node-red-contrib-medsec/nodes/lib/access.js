@@ -70,8 +70,8 @@ function deny(res, status, text, headers) {
     res.end(text + "\n");
 }
 
-// httpNodeMiddleware: every HTTP route of the dashboard and the flows needs a login; a page the
-// role may not see answers 403 (the browser never gets its HTML).
+// httpNodeAuth (as a middleware): every HTTP route of the dashboard and the flows needs a login;
+// a page the role may not see answers 403 (the browser never gets its HTML).
 function httpMiddleware(users, base, log) {
     const pages = knownPages();
     return function medsecHttpAuth(req, res, next) {
@@ -96,9 +96,16 @@ function httpMiddleware(users, base, log) {
 
 // httpAdminMiddleware: the editor and the admin API are the admin's. Node-RED checks its own
 // bearer tokens; a browser that logged into the dashboard as viewer or operator sends their
-// Basic credentials here too, and gets a plain 403 instead of the editor.
-function adminMiddleware(users, log) {
+// Basic credentials here too, and gets a plain 403 instead of the editor. With the editor and
+// the dashboard both at "/", Node-RED's admin app sees every request first: the dashboard's
+// are left to the dashboard's own checks.
+function adminMiddleware(users, base, log) {
     return function medsecEditorGuard(req, res, next) {
+        const path = req.path || "";
+        if (path === base || path.startsWith(base + "/")) {
+            next();
+            return;
+        }
         const user = authenticate(users, req.headers.authorization);
         if (user && !ROLES[user.role].editor) {
             log(`event=refused reason=editor user=${user.username} role=${user.role} path=${req.path}`);
