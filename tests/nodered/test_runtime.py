@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
+from services.common.accounts import NODERED_ACCOUNTS
 from services.common.state import init_state, load_passwords
-from services.nodered import credentials, runtime
-from services.nodered.runtime import ADMIN_ACCOUNT, install_flows, prepare
+from services.nodered import credentials, osuser, runtime
+from services.nodered.runtime import ADMIN_ACCOUNT, LOGINS, install_flows, prepare
 
 from .support import needs_nodered
 
@@ -44,17 +45,18 @@ def test_node_red_decrypts_what_we_write():
 
 def test_prepare_writes_private_files_without_secrets(config):
     init_state(config)
-    argv, env = prepare(config)
+    argv, env, user = prepare(config)
     user_dir = config.home / "nodered"
     assert stat.S_IMODE(user_dir.stat().st_mode) == 0o700
-    for name in ("settings.js", "flows.json", "flows_cred.json"):
+    for name in ("settings.js", "flows.json", "flows_cred.json", "secrets.json"):
         assert stat.S_IMODE((user_dir / name).stat().st_mode) == 0o600, name
     assert argv[-4:] == ["--settings", str(user_dir / "settings.js"), "--userDir", str(user_dir)]
     passwords = load_passwords(config)
-    assert ADMIN_ACCOUNT in passwords
+    assert set(NODERED_ACCOUNTS) <= set(passwords)
+    assert set(LOGINS) == {"viewer", "operator", "admin"}
     secrets_written = [
         passwords["dashboard"],
-        passwords[ADMIN_ACCOUNT],
+        *(passwords[a] for a in NODERED_ACCOUNTS),
         (config.secrets_dir / "admin.token").read_text().strip(),
         (config.secrets_dir / "nodered-credential.secret").read_text().strip(),
     ]
@@ -62,14 +64,58 @@ def test_prepare_writes_private_files_without_secrets(config):
     generated += " ".join(argv) + json.dumps(env)
     for secret in secrets_written:
         assert secret not in generated
+    # Node-RED's own secrets: its logins only as hashes, never a login's password.
+    own = json.loads((user_dir / "secrets.json").read_text())
+    assert {u: e["role"] for u, e in own["users"].items()} == {"viewer": "viewer", "operator": "operator",
+                                                                "admin": "admin"}
+    for account in NODERED_ACCOUNTS:
+        assert passwords[account] not in json.dumps(own)
     settings = (user_dir / "settings.js").read_text()
     assert f"uiPort: {config.nodered_port}" in settings
     assert 'uiHost: "127.0.0.1"' in settings
+    assert str(config.secrets_dir) not in settings, "Node-RED never reads secrets/"
     # The gateway credentials are environment references, encrypted with the credential secret.
-    creds = credentials.decrypt(json.loads((user_dir / "flows_cred.json").read_text()), secrets_written[3])
+    creds = credentials.decrypt(json.loads((user_dir / "flows_cred.json").read_text()), secrets_written[-1])
     assert creds == {"medsec.gateway": runtime.GATEWAY_CREDENTIALS}
     assert runtime.GATEWAY_CREDENTIALS == {
         "password": "${MEDSEC_NR_MQTT_PASSWORD}", "token": "${MEDSEC_NR_ADMIN_TOKEN}"}
+
+
+@pytest.mark.skipif(not osuser.needed(), reason="only root can run Node-RED as another user")
+def test_prepare_as_root_hands_the_userdir_to_node_reds_own_user(config):
+    init_state(config)
+    _, _, user = prepare(config)
+    assert user is not None and user.name == osuser.USER and user.uid != 0
+    user_dir = config.home / "nodered"
+    for path in [user_dir, *user_dir.iterdir()]:
+        assert path.stat().st_uid == user.uid, path
+    home = config.home.stat()
+    assert stat.S_IMODE(home.st_mode) == 0o710 and home.st_gid == user.gid
+    assert config.secrets_dir.stat().st_uid == 0 and stat.S_IMODE(config.secrets_dir.stat().st_mode) == 0o700
+    # A later init_state keeps the passage (Node-RED must still reach its userDir).
+    init_state(config)
+    assert stat.S_IMODE(config.home.stat().st_mode) == 0o710
+    # What Node-RED's user can open, checked by that user: its own files, none of secrets/.
+    for path, readable in ((user_dir / "secrets.json", True), (user_dir / "settings.js", True),
+                           (config.master_key_path, False), (config.mqtt_passwords_path, False),
+                           (config.admin_token_path, False)):
+        result = subprocess.run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
+                                 "head", "-c", "1", str(path)], capture_output=True, text=True, timeout=30)
+        assert (result.returncode == 0) == readable, (path, result.stderr)
+        if not readable:
+            assert "Permission denied" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not osuser.needed(), reason="only root can run Node-RED as another user")
+def test_an_unreachable_home_is_refused_not_run_as_root(tmp_path):
+    """pytest's own temporary directories are closed to other users: Node-RED is not started."""
+    from services.common.config import Config
+
+    closed = Config(home=tmp_path / "closed" / "home")
+    os.makedirs(tmp_path / "closed", mode=0o700)
+    init_state(closed)
+    with pytest.raises(osuser.UnreachableHome, match="cannot reach"):
+        prepare(closed)
 
 
 def test_prepare_again_keeps_secrets_and_editor_changes(config, tmp_path):

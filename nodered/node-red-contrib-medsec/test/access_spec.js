@@ -29,8 +29,6 @@ function fakeSocket(header, { url = "/dashboard/socket.io/?EIO=4&transport=polli
             close() { this.closed = true; } } },
         handshake: { xdomain },
         data: {},
-        disconnected: false,
-        disconnect() { this.disconnected = true; },
         emit(event, ...args) { sent.push([event, ...args]); return true; },
         use(fn) { this.packetMiddleware = fn; },
     };
@@ -102,12 +100,10 @@ describe("dashboard access by role", function () {
         const direct = fakeSocket(basic("admin", PASSWORDS.admin), { url: "/x?EIO=4&transport=websocket" });
         mw(direct.socket, next);
         assert.ok(direct.socket.client.conn.closed);
-        const foreign = fakeSocket(basic("admin", PASSWORDS.admin), { xdomain: true });
-        mw(foreign.socket, next);
-        assert.ok(foreign.socket.disconnected);
+        mw(fakeSocket(basic("admin", PASSWORDS.admin), { xdomain: true }).socket, next);
         mw(fakeSocket(undefined).socket, next);
         mw(fakeSocket(basic("viewer", "wrong")).socket, next);
-        assert.deepStrictEqual(results, ["unauthorized", "unauthorized"]);
+        assert.deepStrictEqual(results, ["cross-origin", "unauthorized", "unauthorized"]);
 
         const viewer = fakeSocket(basic("viewer", PASSWORDS.viewer));
         mw(viewer.socket, next);
@@ -141,7 +137,7 @@ describe("dashboard access by role", function () {
         const admin = fakeSocket(basic("admin", PASSWORDS.admin));
         mw(admin.socket, next);
         assert.strictEqual(admin.socket.packetMiddleware, undefined, "the admin sees every page");
-        assert.deepStrictEqual(results.slice(2), ["ok", "ok", "ok"]);
+        assert.deepStrictEqual(results.slice(3), ["ok", "ok", "ok"]);
     });
 
     it("only operators and admins may ask a dashboard for add, rotate, revoke, import", function () {

@@ -191,8 +191,9 @@ function ioMiddleware(users, log) {
             next(new Error("unauthorized"));
             return;
         }
-        if (socket.handshake.xdomain !== false) {
-            socket.disconnect(true);
+        if (socket.handshake.xdomain !== false) { // an Origin header: another site's page
+            log(`event=refused reason=origin user=${user.username}`);
+            next(new Error("cross-origin"));
             return;
         }
         socket.data.medsecUser = user;
