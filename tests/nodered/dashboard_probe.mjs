@@ -7,6 +7,8 @@
 //   {"cmd": "admin", "url", "action", "id", "protocol"}   press a button on the Devices page
 //   {"cmd": "alerts", "url"}                     the Alerts page: open alerts and the log
 //   {"cmd": "screenshot", "path", "tab"}         tab "device" for the device page
+//   {"cmd": "visit", "url", "user", "password", "pages"}   another login in its own browser context:
+//                                                the HTTP status of each page and the pages its navigation offers
 import { createRequire } from "node:module";
 import readline from "node:readline";
 
@@ -98,6 +100,23 @@ const commands = {
             return null;
         }, { action, id }, { timeout: 20000 });
         return shown.jsonValue();
+    },
+    async visit({ url, user, password, pages }) {
+        const other = await browser.newContext({ httpCredentials: { username: user, password } });
+        try {
+            const tab = await other.newPage();
+            const status = {};
+            for (const name of pages) {
+                status[name] = (await tab.goto(`${url}/${name}`)).status();
+            }
+            await tab.goto(`${url}/${pages[0]}`);
+            await tab.waitForSelector("[data-medsec]", { timeout: 20000 });
+            await tab.waitForSelector("[data-nav]", { state: "attached", timeout: 20000 });
+            const nav = await tab.$$eval("[data-nav]", (links) => links.map((a) => a.textContent.trim()));
+            return { status, nav };
+        } finally {
+            await other.close();
+        }
     },
     async screenshot({ path, tab }) {
         await (tab === "device" ? devicePage : page).screenshot({ path, fullPage: true });

@@ -15,7 +15,8 @@ ADMIN_API = [("GET", "/flows"), ("POST", "/flows"), ("GET", "/nodes"), ("POST", 
              ("GET", "/settings"), ("GET", "/credentials/medsec-gateway/medsec.gateway"),
              ("POST", "/inject/tick.1s"),
              # Dashboard 2.0's admin-side API (editing pages from the dashboard).
-             ("PATCH", "/dashboard/api/v1/ui.base/flows"), ("PATCH", "/dashboard/api/v1/ui.base/edit/ui.page.fleet")]
+             ("PATCH", "/dashboard/api/v1/ui.base/flows"),
+             ("PATCH", "/dashboard/api/v1/ui.base/edit/ui.page.fleet")]
 
 
 def test_admin_api_and_dashboard_need_credentials(nodered):
@@ -63,11 +64,13 @@ def test_each_login_gets_its_roles_pages_and_only_admin_the_editor(nodered):
         assert login(base, user, pw[user]).status in (401, 403), user
         for method, path in ADMIN_API + [("GET", "/"), ("GET", "/red/red.min.js")]:
             data = b"[]" if method in ("POST", "PATCH") else None
-            res = http(method, base + path, {**basic(user, pw[user]), "Content-Type": "application/json"}, data)
+            headers = {**basic(user, pw[user]), "Content-Type": "application/json"}
+            res = http(method, base + path, headers, data)
             assert res.status in (401, 403), f"{user}: {method} {path} answered {res.status}"
     token = login(base, "admin", pw["admin"])
     assert token.status == 200
-    assert http("GET", f"{base}/flows", {"Authorization": f"Bearer {token.json()['access_token']}"}).status == 200
+    bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    assert http("GET", f"{base}/flows", bearer).status == 200
     assert http("GET", f"{base}/", basic("admin", pw["admin"])).status == 200
     assert "event=refused reason=page user=viewer" in nodered["log"].read_text()
 
