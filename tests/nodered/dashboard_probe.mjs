@@ -7,6 +7,8 @@
 //   {"cmd": "admin", "url", "action", "id", "protocol"}   press a button on the Devices page
 //   {"cmd": "alerts", "url"}                     the Alerts page: open alerts and the log
 //   {"cmd": "screenshot", "path", "tab"}         tab "device" for the device page
+//   {"cmd": "watch", "url", "user", "password"}  a second session on the Devices page, kept open
+//   {"cmd": "watched"}                           what that session shows: device rows and any credentials
 //   {"cmd": "visit", "url", "user", "password", "pages"}   another login in its own browser context:
 //                                                the HTTP status of each page and the pages its navigation offers
 import { createRequire } from "node:module";
@@ -23,6 +25,7 @@ const browser = await chromium.launch({
 let context = null;
 let page = null;
 let devicePage = null; // a second tab that stays on the device page while the test goes on
+let watcher = null; // another login's session on the Devices page
 
 const commands = {
     async open({ url, user, password }) {
@@ -100,6 +103,20 @@ const commands = {
             return null;
         }, { action, id }, { timeout: 20000 });
         return shown.jsonValue();
+    },
+    async watch({ url, user, password }) {
+        const other = await browser.newContext({ httpCredentials: { username: user, password } });
+        watcher = await other.newPage();
+        await watcher.goto(url);
+        await watcher.waitForSelector("[data-medsec=admin-list]", { timeout: 20000 });
+        return true;
+    },
+    async watched() {
+        return watcher.evaluate(() => ({
+            rows: [...document.querySelectorAll("[data-medsec=admin-list] tr[data-device]")]
+                .map((tr) => [tr.dataset.device, tr.dataset.state]),
+            secret: (document.querySelector("[data-medsec=admin-secret]") || {}).textContent || null,
+        }));
     },
     async visit({ url, user, password, pages }) {
         const other = await browser.newContext({ httpCredentials: { username: user, password } });

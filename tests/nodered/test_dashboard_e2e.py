@@ -131,12 +131,17 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         # The Devices page adds a device through `medsec devices` and the real key-admin API: the
         # credentials are shown once, there; then revokes it.
         admin_url = f"{base}/devices"
+        probe.call("watch", url=admin_url, user="admin", password=login_password(config, "admin"))
         added = probe.call("admin", url=admin_url, action="add", id="e2e-page-1", protocol="v2")
         assert "error" not in added, added
         secret = json.loads(added["secret"])
         assert secret["id"] == "e2e-page-1" and set(secret) - {"id", "protocol"}, secret
         status, body = api(config, "GET", "/devices/e2e-page-1")
         assert status == 200 and body["protocol"] == "v2"
+        # Another session on the Devices page sees the new device, never its credentials.
+        other = wait_until(lambda: (w := probe.call("watched")) and ["e2e-page-1", "active"] in w["rows"]
+                           and w, 30, what="the new device on the other session's Devices page")
+        assert other["secret"] is None, other
         listed = json.dumps(api(config, "GET", "/devices")[1])
         assert not [v for k, v in secret.items() if k not in ("id", "protocol") and str(v) in listed]
         revoked = probe.call("admin", url=admin_url, action="revoke", id="e2e-page-1")
