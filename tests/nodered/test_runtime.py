@@ -183,3 +183,69 @@ def test_main_refuses_an_uninitialised_state_dir(config, config_env):
     assert result.returncode == 2
     assert "event=cannot_prepare" in result.stderr and "Traceback" not in result.stderr
     assert not config.home.exists()
+
+
+RENDER = runtime.NODERED_DIR / "tools" / "render-settings.js"
+CONTAINER_SECRETS = {
+    "nodered_viewer_password": "viewer-pw-0123456789", "nodered_operator_password": "op-pw-0123456789",
+    "nodered_admin_password": "admin-pw-0123456789", "mqtt_dashboard": "mqtt-pw-0123456789",
+    "admin_token": "token-0123456789", "nodered_credential_secret": "cred-0123456789"}
+LOGIN_SECRETS = ["nodered_viewer_password", "nodered_operator_password", "nodered_admin_password"]
+
+
+def render_container(tmp_path, secrets: dict[str, str]) -> subprocess.CompletedProcess:
+    secrets_dir = tmp_path / "run-secrets"
+    secrets_dir.mkdir(exist_ok=True)
+    for name, value in secrets.items():
+        (secrets_dir / name).write_text(value + "\n")
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "MEDSEC_SECRETS_DIR": str(secrets_dir), "MEDSEC_NR_HOST": "127.0.0.1",
+           "MEDSEC_NR_PORT": "1881", "MEDSEC_NR_MQTT_URL": "mqtt://emqx:1883",
+           "MEDSEC_NR_ADMIN_URL": "http://keyadmin:8080/api/v1"}
+    argv = ["node", str(RENDER), str(runtime.TEMPLATE), str(data)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=runtime.NODERED_DIR)
+
+
+@needs_nodered
+def test_the_container_renders_the_same_template_with_the_same_checks(tmp_path):
+    """One source: the container's settings are the local template rendered the same way."""
+    result = render_container(tmp_path, CONTAINER_SECRETS)
+    assert result.returncode == 0, result.stderr
+    data = tmp_path / "data"
+    settings = (data / "settings.js").read_text()
+    assert settings == runtime.render(runtime.TEMPLATE.read_text(), {
+        "SECRETS_FILE": str(data / "secrets.json"), "ACCESS_LIB": str(runtime.ACCESS_LIB.resolve()),
+        "MQTT_URL": "mqtt://emqx:1883", "ADMIN_URL": "http://keyadmin:8080/api/v1", "HOST": "127.0.0.1",
+        "PORT": 1881, "USERDIR": str(data)})
+    for name in ("settings.js", "secrets.json"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    everything = settings + (data / "secrets.json").read_text()
+    for name in LOGIN_SECRETS:
+        assert CONTAINER_SECRETS[name] not in everything, name
+    # Node loads it: the editor for admin only, the dashboard's HTTP and socket checks in place.
+    probe = ("const s = require(process.argv[1]); const users = ['viewer', 'operator', 'admin'];"
+             "Promise.all(users.map((u, i) => s.adminAuth.authenticate(u, process.argv[2 + i])))"
+             ".then((r) => console.log(JSON.stringify({"
+             "editor: r, node: typeof s.httpNodeAuth, admin: typeof s.httpAdminMiddleware,"
+             "io: typeof s.dashboard.ioMiddleware, token: process.env.MEDSEC_NR_ADMIN_TOKEN,"
+             "host: s.uiHost})))")
+    argv = ["node", "-e", probe, str(data / "settings.js"), *(CONTAINER_SECRETS[n] for n in LOGIN_SECRETS)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    loaded = json.loads(out.stdout)
+    assert loaded["editor"] == [None, None, {"username": "admin", "permissions": "*"}]
+    assert (loaded["node"], loaded["admin"], loaded["io"]) == ("function", "function", "function")
+    assert loaded["token"] == CONTAINER_SECRETS["admin_token"] and loaded["host"] == "127.0.0.1"
+
+
+@needs_nodered
+def test_the_container_refuses_to_start_without_an_admin_login(tmp_path):
+    missing = {k: v for k, v in CONTAINER_SECRETS.items() if k != "nodered_admin_password"}
+    result = render_container(tmp_path, missing)
+    assert result.returncode == 2 and "nodered_admin_password" in result.stderr
+    assert not (tmp_path / "data" / "settings.js").exists()
+    # A deployment made before the roles keeps its editor password as the admin's.
+    result = render_container(tmp_path, {**missing, "nodered_editor_password": "old-editor-pw-0123"})
+    assert result.returncode == 0, result.stderr
+    own = json.loads((tmp_path / "data" / "secrets.json").read_text())
+    assert set(own["users"]) == {"viewer", "operator", "admin"}
