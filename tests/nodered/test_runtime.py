@@ -249,3 +249,25 @@ def test_the_container_refuses_to_start_without_an_admin_login(tmp_path):
     assert result.returncode == 0, result.stderr
     own = json.loads((tmp_path / "data" / "secrets.json").read_text())
     assert set(own["users"]) == {"viewer", "operator", "admin"}
+
+
+@needs_nodered
+@pytest.mark.skipif(not osuser.needed(), reason="only root can run Node-RED as another user")
+def test_supervisord_runs_node_red_as_its_own_user_or_not_at_all(config, tmp_path, caplog):
+    from services.common.config import Config
+    from services.stack.programs import programs, supervisord_conf
+
+    init_state(config)
+    progs = {p.name: p for p in programs(config, tmp_path / "broker.conf")}
+    assert progs["nodered"].user == osuser.USER and progs["auth"].user is None
+    conf = supervisord_conf(config, list(progs.values()), daemon=True)
+    section = conf.split("[program:nodered]")[1].split("[program:")[0]
+    assert f"user={osuser.USER}" in section
+    assert conf.count("user=") == 1, "every other service stays the state directory's owner"
+    # A home its user cannot reach: the stack starts without Node-RED, saying why; never as root.
+    closed = Config(home=tmp_path / "closed" / "home")
+    os.makedirs(tmp_path / "closed", mode=0o700)
+    init_state(closed)
+    names = [p.name for p in programs(closed, tmp_path / "broker.conf")]
+    assert "nodered" not in names and "auth" in names
+    assert "event=nodered_not_started" in caplog.text and "cannot reach" in caplog.text
