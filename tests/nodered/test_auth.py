@@ -75,15 +75,23 @@ def test_each_login_gets_its_roles_pages_and_only_admin_the_editor(nodered):
     assert "event=refused reason=page user=viewer" in nodered["log"].read_text()
 
 
-def socket_connect(base: str, headers: dict[str, str], origin: str | None = None) -> str:
-    """One socket.io session over polling, as the dashboard opens it: what the server answers first."""
+def socket_session(base: str, headers: dict[str, str], origin: str | None = None):
+    """One socket.io session over polling, as the dashboard opens it: what the server answers
+    first, a function that sends a packet and one that polls for what comes next."""
     url = f"{base}/dashboard/socket.io/?EIO=4&transport=polling"
     if origin:
         headers = {**headers, "Origin": origin}
     hello = http("GET", url, headers)
     sid = json.loads(hello.body[1:])["sid"]
-    http("POST", f"{url}&sid={sid}", {**headers, "Content-Type": "text/plain"}, b"40")
-    return http("GET", f"{url}&sid={sid}", headers).body.decode()
+    post = {**headers, "Content-Type": "text/plain"}
+    http("POST", f"{url}&sid={sid}", post, b"40")
+    answer = http("GET", f"{url}&sid={sid}", headers).body.decode()
+    return (answer, lambda packet: http("POST", f"{url}&sid={sid}", post, packet),
+            lambda: http("GET", f"{url}&sid={sid}", headers, timeout=40).body.decode())
+
+
+def socket_connect(base: str, headers: dict[str, str], origin: str | None = None) -> str:
+    return socket_session(base, headers, origin)[0]
 
 
 def ui_config(answer: str) -> dict:
@@ -142,3 +150,27 @@ def test_flow_gateway_logs_into_the_broker_as_dashboard(nodered):
     log = nodered["log"].read_text()
     assert "Not authorized" not in log
     assert "Started flows" in log
+
+
+def test_a_viewers_socket_cannot_reach_the_devices_page(nodered):
+    """Server-side, not hidden in the page: a viewer's events for the Devices page's widget are
+    dropped before the flow; the same events from an operator reach it and the medsec devices
+    node, whose answer (here: the id is refused) comes back to that session."""
+    base, pw = nodered["base"], nodered["passwords"]
+
+    def action(device: str) -> bytes:
+        msg = {"action": "add", "payload": {"id": device, "protocol": "v2"},
+               "_client": {"user": {"username": "admin", "role": "admin"}}}  # forged: replaced by the plugin
+        return ("42" + json.dumps(["widget-send", "admin.view", msg])).encode()
+
+    log = nodered["log"]
+    _, send, _ = socket_session(base, basic("viewer", pw["viewer"]))
+    send(action("viewer dev 1"))
+    wait_until(lambda: "reason=widget user=viewer role=viewer widget=admin.view" in log.read_text(), 15,
+               what="the viewer's event refused")
+    _, send, poll = socket_session(base, basic("operator", pw["operator"]))
+    send(action("operator dev 1"))  # not a device id: the node refuses it before any request
+    seen: list[str] = []
+    wait_until(lambda: seen.append(poll()) or "add needs a device id" in "".join(seen), 60,
+               what="the medsec devices node's answer to the operator's session")
+    assert "msg-input:admin.view" in "".join(seen)
