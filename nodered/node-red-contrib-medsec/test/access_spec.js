@@ -71,6 +71,11 @@ describe("dashboard access by role", function () {
             assert.strictEqual(call(mw, path, basic("operator", PASSWORDS.operator)), 200, path);
             assert.strictEqual(call(mw, path, basic("admin", PASSWORDS.admin)), 200, path);
         }
+        for (const path of ["/dashboard/_debug/datastore/w4", "/dashboard/_debug/statestore/w4"]) {
+            assert.strictEqual(call(mw, path, basic("viewer", PASSWORDS.viewer)), 403, path);
+            assert.strictEqual(call(mw, path, basic("operator", PASSWORDS.operator)), 403, path);
+            assert.strictEqual(call(mw, path, basic("admin", PASSWORDS.admin)), 200, path);
+        }
         assert.ok(logs.some((l) => /event=refused reason=page user=viewer/.test(l)));
     });
 
