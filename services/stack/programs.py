@@ -62,6 +62,10 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
             try:
                 argv, env, user = prepare(config)
                 progs.append(Program("nodered", argv, 40, env=env, user=user.name if user else None))
+                if user is None:  # only root can start it as another user
+                    logging.getLogger("medsec.stack").warning(
+                        "event=nodered_same_user reason=not_root hint=%s",
+                        "Node-RED runs as this user and could read secrets/; start as root for its own user")
             except UnreachableHome as exc:  # never run it as root instead: leave it out, say why
                 logging.getLogger("medsec.stack").warning("event=nodered_not_started reason=%s", exc)
     if demo:
