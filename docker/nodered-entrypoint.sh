@@ -1,14 +1,11 @@
 #!/bin/sh
-# Node-RED in compose: secrets from Docker secret files into the environment the medsec flows
-# reference (${MEDSEC_NR_MQTT_PASSWORD}, ${MEDSEC_NR_ADMIN_TOKEN}), never into the image or
-# compose.yaml; then start Node-RED as the image does, with medsec's settings.
+# Node-RED in compose: the settings medsec's local stack uses, rendered from Docker secret files
+# (never the image or compose.yaml); settings.js hands the flows their secrets as the
+# ${MEDSEC_NR_*} variables they reference; then start Node-RED as the image does.
 set -eu
-read_secret() { [ -r "/run/secrets/$1" ] && tr -d '\n' < "/run/secrets/$1"; }
-MEDSEC_NR_MQTT_PASSWORD=$(read_secret mqtt_dashboard || true)
-MEDSEC_NR_ADMIN_TOKEN=$(read_secret admin_token || true)
-MEDSEC_EDITOR_PASSWORD=$(read_secret nodered_editor_password || true)
-NODE_RED_CREDENTIAL_SECRET=$(read_secret nodered_credential_secret || true)
-export MEDSEC_NR_MQTT_PASSWORD MEDSEC_NR_ADMIN_TOKEN MEDSEC_EDITOR_PASSWORD NODE_RED_CREDENTIAL_SECRET
-node /opt/medsec/nodered-creds.js /data
+# Node-RED's settings from the shared template, its secrets.json (login hashes by role, the
+# credential secret, the dashboard broker password, the key-admin token) from the Docker secrets.
 cd /usr/src/node-red
-exec npm --no-update-notifier --no-fund start --cache /data/.npm -- --userDir /data --settings /opt/medsec/settings.js
+node /opt/medsec/render-settings.js /opt/medsec/settings.js.tmpl /data
+node /opt/medsec/nodered-creds.js /data
+exec npm --no-update-notifier --no-fund start --cache /data/.npm -- --userDir /data --settings /data/settings.js

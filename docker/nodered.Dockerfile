@@ -9,7 +9,10 @@ RUN cd /usr/src/node-red \
  && npm install --omit=dev --no-audit --no-fund /opt/node-red-contrib-medsec @flowfuse/node-red-dashboard@~1.31.0 \
  && npm cache clean --force
 COPY --chown=node-red:node-red nodered/flows.json /data/flows.json
-COPY docker/nodered-settings.js /opt/medsec/settings.js
+# One settings template for the local stack and the container (services/nodered/settings.js.tmpl),
+# rendered at start by nodered/tools/render-settings.js from the Docker secrets.
+COPY services/nodered/settings.js.tmpl /opt/medsec/settings.js.tmpl
+COPY nodered/tools/render-settings.js /opt/medsec/render-settings.js
 COPY docker/nodered-creds.js /opt/medsec/nodered-creds.js
 COPY docker/nodered-entrypoint.sh /usr/local/bin/medsec-nodered
 RUN chmod 0755 /usr/local/bin/medsec-nodered

@@ -27,7 +27,7 @@ nodes.append({"id": TAB, "type": "tab", "label": "medsec dashboard", "disabled":
 nodes.append({"id": "medsec.gateway", "type": "medsec-gateway", "name": "medsec", "broker": "${MEDSEC_NR_MQTT_URL}",
               "username": "${MEDSEC_NR_MQTT_USER}", "adminUrl": "${MEDSEC_NR_ADMIN_URL}"})
 nodes.append({"id": "ui.base", "type": "ui-base", "name": "medsec", "path": "/dashboard", "appIcon": "",
-              "includeClientData": True, "acceptsClientConfig": ["ui-notification", "ui-control"],
+              "includeClientData": True, "acceptsClientConfig": ["ui-notification", "ui-control", "ui-template"],
               "showPathInSidebar": False, "headerContent": "page", "navigationStyle": "default",
               "titleBarStyle": "default", "showReconnectNotification": True, "notificationDisplayTime": 1,
               "showDisconnectNotification": True, "allowInstall": False})
@@ -453,7 +453,8 @@ ADMIN = r"""<template>
 template("admin.view", "device administration", "ui.g.admin", ADMIN, 190, 480, [["admin.action"]], width="12")
 add(id="admin.action", type="medsec-devices", name="add / rotate / revoke", gateway="medsec.gateway",
     action="list", x=430, y=480, wires=[["admin.result"]])
-fn("admin.result", "admin: result", "// Only add and rotate answers carry credentials: to this page, once; never stored.\n"
+fn("admin.result", "admin: result", "// Only add and rotate answers carry credentials: to the session that asked only\n"
+   "// (msg._client.socketId, kept from its request), once; never stored or broadcast.\n"
    "msg.topic = 'result';\n"
    "return [msg, { payload: 'refresh' }];\n", 2, 640, 480, [["admin.view"], ["admin.list"]])
 add(id="admin.list", type="medsec-devices", name="list", gateway="medsec.gateway", action="list",
@@ -472,8 +473,10 @@ fn("admin.devices", "admin: devices", "// The registry: to the admin page, and e
    "return { topic: 'devices', payload: list };\n", 1, 600, 360, [["admin.view"]])
 add(id="admin.catch", type="catch", name="admin errors", scope=["admin.action", "admin.list"], uncaught=False,
     x=160, y=540, wires=[["admin.error"]])
-fn("admin.error", "admin: error", "// The API's own message (never the token) to the admin page.\n"
-   "return { topic: 'error', payload: msg.error && msg.error.message ? msg.error.message : String(msg.error) };\n",
+fn("admin.error", "admin: error", "// The API's own message (never the token), to the session that asked (or, for the\n"
+   "// flow's own list, to every Devices page).\n"
+   "const text = msg.error && msg.error.message ? msg.error.message : String(msg.error);\n"
+   "return { topic: 'error', payload: text, _client: msg._client };\n",
    1, 380, 540, [["admin.view"]])
 
 

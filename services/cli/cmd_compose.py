@@ -130,7 +130,10 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
         _write(hash_path, expected_hash, 0o644)
         report.created.append(hash_path.name)
     passwords = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in EMQX_ACCOUNTS}
-    _secret(sec / "nodered_editor_password", _password, report)
+    _secret(sec / "nodered_editor_password", _password, report)  # the Node-RED login `admin`
+    # Node-RED's dashboard logins `viewer` and `operator` (nodered/tools/render-settings.js).
+    _secret(sec / "nodered_viewer_password", _password, report)
+    _secret(sec / "nodered_operator_password", _password, report)
     # EMQX's REST API key, "key:secret": EMQX reads it as its api_key bootstrap file, keyadmin
     # uses it to add station logins.
     _secret(sec / "emqx_api_key", lambda: b"medsec-keyadmin:" + secrets.token_urlsafe(32).encode(), report)

@@ -1,4 +1,4 @@
-"""`medsec up | down | status | logs | admin-token | mqtt-password`."""
+"""`medsec up | down | status | logs | admin-token | password` (alias `mqtt-password`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import time
 from services.broker import BrokerError
 from services.cli.errors import CliError
 from services.common.config import Config
-from services.common.state import StateError, admin_token, init_state, mqtt_password, set_admin_token
+from services.common.state import StateError, admin_token, generated_password, init_state, set_admin_token
 from services.stack import control
 from services.stack.metrics import stack_metrics
 
@@ -38,9 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     token.add_argument("--rotate", action="store_true", help="issue a new token; the old one stops working")
     token.set_defaults(func=cmd_admin_token)
 
-    pw = sub.add_parser("mqtt-password", help="print the generated broker password of an account")
+    pw = sub.add_parser("password", aliases=["mqtt-password"], help="print a generated password: a broker "
+                        "account's (e.g. dashboard) or a Node-RED login's (nodered-viewer, nodered-operator, "
+                        "nodered-admin)")
     pw.add_argument("account")
-    pw.set_defaults(func=cmd_mqtt_password)
+    pw.set_defaults(func=cmd_password)
 
 
 
@@ -49,15 +51,16 @@ def _banner(config: Config, nodered: bool) -> str:
         "medsec is running",
         f"  devices (v1/v2, TCP)  {config.host}:{config.proxy_port}",
         f"  MQTT broker           mqtt://{config.host}:{config.mqtt_port}"
-        "   (read-only account: dashboard, password: `medsec mqtt-password dashboard`)",
+        "   (read-only account: dashboard, password: `medsec password dashboard`)",
         f"  key-admin API         {config.admin_url}",
         f"  admin token           {admin_token(config)}",
     ]
     if nodered:
         lines.append(f"  Node-RED dashboard    http://{config.host}:{config.nodered_port}/dashboard")
+        lines.append("     logins: viewer (vitals, status, alerts), operator (also the Devices page), admin;"
+                     " password: `medsec password nodered-<login>`")
         lines.append(f"  Node-RED editor       http://{config.host}:{config.nodered_port}/"
-                     "   (user admin, password: `medsec mqtt-password nodered-admin`; "
-                     "the dashboard uses the same login)")
+                     "   (login admin only)")
     lines.append(f"  state directory       {config.home}")
     return "\n".join(lines)
 
@@ -159,10 +162,10 @@ def cmd_admin_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mqtt_password(args: argparse.Namespace) -> int:
+def cmd_password(args: argparse.Namespace) -> int:
     config = Config.from_env()
     try:
-        print(mqtt_password(config, args.account))
+        print(generated_password(config, args.account))
     except StateError as exc:
         raise CliError(str(exc)) from None
     return 0

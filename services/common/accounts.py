@@ -57,3 +57,7 @@ POLICY: tuple[Rule, ...] = (
 
 ACCOUNTS: tuple[str, ...] = tuple(dict.fromkeys(r.account for r in POLICY if r.account != EVERY_ACCOUNT))
 
+
+# Node-RED's logins, one per role (Node-RED user names viewer, operator, admin). Generated with
+# the broker passwords and printed by `medsec password ACCOUNT`; never broker logins.
+NODERED_ACCOUNTS: tuple[str, ...] = ("nodered-viewer", "nodered-operator", "nodered-admin")

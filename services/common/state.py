@@ -10,7 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
-from services.common.accounts import ACCOUNTS
+from services.common.accounts import ACCOUNTS, NODERED_ACCOUNTS
 from services.common.config import Config
 
 
@@ -21,7 +21,10 @@ class StateError(Exception):
 def ensure_dirs(config: Config) -> None:
     for path in (config.home, config.secrets_dir, config.run_dir, config.logs_dir, config.broker_dir):
         path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        # The home keeps the group passage (0710) Node-RED's own OS user was given to reach
+        # its userDir (services/nodered/osuser.py); everything else is the owner's alone.
+        passage = path.stat().st_mode & 0o010 if path == config.home else 0
+        os.chmod(path, 0o700 | passage)
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -74,7 +77,7 @@ def init_state(config: Config) -> None:
     if not config.admin_token_path.exists() or not config.admin_token_hash_path.exists():
         set_admin_token(config)
     passwords = load_passwords(config) if config.mqtt_passwords_path.exists() else {}
-    missing = [a for a in ACCOUNTS if a not in passwords]
+    missing = [a for a in ACCOUNTS + NODERED_ACCOUNTS if a not in passwords]
     if missing:
         passwords.update({a: generate_password() for a in missing})
         write_secret(config.mqtt_passwords_path, json.dumps(passwords, indent=1).encode())
@@ -91,6 +94,14 @@ def mqtt_password(config: Config, account: str) -> str:
     passwords = load_passwords(config)
     if account not in passwords:
         raise StateError(f"no broker account {account!r}; accounts: {', '.join(sorted(passwords))}")
+    return passwords[account]
+
+
+def generated_password(config: Config, account: str) -> str:
+    """Any generated password: a broker account's, a station's or a Node-RED login's."""
+    passwords = load_passwords(config)
+    if account not in passwords:
+        raise StateError(f"no generated password for {account!r}; accounts: {', '.join(sorted(passwords))}")
     return passwords[account]
 
 

@@ -11,7 +11,7 @@ import sys
 from services.common import logs
 from services.common.config import Config, ConfigError, bad_config
 from services.common.state import StateError
-from services.nodered import available, prepare
+from services.nodered import available, osuser, prepare
 
 
 def main() -> int:
@@ -24,11 +24,14 @@ def main() -> int:
     except ConfigError as exc:
         return bad_config("nodered", exc)
     try:
-        argv, env = prepare(config)
+        argv, env, user = prepare(config)
     except (StateError, ValueError) as exc:
         log.error(logs.kv(event="cannot_prepare", reason=exc))
         return 2
-    log.info(logs.kv(event="starting", port=config.nodered_port, userdir=config.home / "nodered"))
+    log.info(logs.kv(event="starting", port=config.nodered_port, userdir=config.home / "nodered",
+                     user=user.name if user else os.getuid()))
+    if user:
+        osuser.drop_to(user)
     os.execvpe(argv[0], argv, {**os.environ, **env})
     return 0  # not reached
 

@@ -1,6 +1,7 @@
 """Which processes make up a stack, and the supervisord config that runs them (pure)."""
 from __future__ import annotations
 
+import logging
 import resource
 import shutil
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from services.common.config import Config
 from services.nodered import available, prepare
+from services.nodered.osuser import UnreachableHome
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,7 @@ class Program:
     priority: int
     autostart: bool = True
     env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None  # the OS user supervisord runs it as (None: supervisord's own)
 
 
 def config_env(config: Config) -> dict[str, str]:
@@ -40,8 +43,15 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
         Program("dispatch", [py, "-m", "services.dispatch"], 30),
     ]
     if nodered and available():  # the Node-RED runtime may not be installed (make -C nodered install)
-        argv, env = prepare(config)
-        progs.append(Program("nodered", argv, 40, env=env))
+        try:
+            argv, env, user = prepare(config)
+            progs.append(Program("nodered", argv, 40, env=env, user=user.name if user else None))
+            if user is None:  # only root can start it as another user
+                logging.getLogger("medsec.stack").warning(
+                    "event=nodered_same_user reason=not_root hint=%s",
+                    "Node-RED runs as this user and could read secrets/; start as root for its own user")
+        except UnreachableHome as exc:  # never run it as root instead: leave it out, say why
+            logging.getLogger("medsec.stack").warning("event=nodered_not_started reason=%s", exc)
     if demo:
         argv = [py, "-m", "services.cli.main", "sim", "--devices", str(demo), "--rate", "1", "--register"]
         progs.append(Program("demo", argv, 50, autostart=False))
@@ -108,8 +118,10 @@ def supervisord_conf(config: Config, progs: list[Program], daemon: bool) -> str:
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=3",
             f"environment={_env_line({**base_env, **prog.env})}",
-            "",
         ]
+        if prog.user:
+            lines.append(f"user={prog.user}")
+        lines.append("")
     return "\n".join(lines)
 
 

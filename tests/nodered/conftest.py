@@ -1,15 +1,21 @@
 """A Node-RED started the way the stack starts it: prepare() on free ports, with a real broker.
 
 Module-scoped: starting Node-RED takes seconds, and the tests using it only read from it.
+State directories live where Node-RED's own OS user can reach them (pytest's temporary
+directories are closed to other users): a fresh directory under /tmp, removed afterwards.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from services.common.config import Config
-from services.nodered import admin_password
+from services.nodered import LOGINS, login_password
 from services.nodered.runtime import ADMIN_USER
 from tests.support.broker import start_mosquitto
 from tests.support.proc import Processes, free_port, port_open, wait_until
@@ -31,10 +37,34 @@ def start_nodered(config: Config, procs: Processes):
     return proc
 
 
-@pytest.fixture(scope="module")
-def shared_config(tmp_path_factory) -> Config:
-    return Config(home=tmp_path_factory.mktemp("nr") / "home", proxy_port=free_port(), admin_port=free_port(),
+def _reachable_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="medsec-nr-", dir="/tmp"))
+    os.chmod(root, 0o711)  # passage only, like /home/<user> on many systems
+    return root
+
+
+def _config(root: Path) -> Config:
+    return Config(home=root / "home", proxy_port=free_port(), admin_port=free_port(),
                   mqtt_port=free_port(), nodered_port=free_port())
+
+
+@pytest.fixture
+def config():
+    """Overrides tests/conftest.py's: a state directory Node-RED's own user can reach."""
+    root = _reachable_root()
+    try:
+        yield _config(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared_config():
+    root = _reachable_root()
+    try:
+        yield _config(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +78,8 @@ def nodered(shared_config, tmp_path_factory):
             "config": shared_config,
             "base": f"http://{shared_config.host}:{shared_config.nodered_port}",
             "user": ADMIN_USER,
-            "password": admin_password(shared_config),
+            "password": login_password(shared_config, ADMIN_USER),
+            "passwords": {user: login_password(shared_config, user) for user in LOGINS},
             "proc": proc,
             "log": log_dir / "nodered.log",
             "broker_log": log_dir / "mosquitto.log",

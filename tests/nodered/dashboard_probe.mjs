@@ -7,6 +7,10 @@
 //   {"cmd": "admin", "url", "action", "id", "protocol"}   press a button on the Devices page
 //   {"cmd": "alerts", "url"}                     the Alerts page: open alerts and the log
 //   {"cmd": "screenshot", "path", "tab"}         tab "device" for the device page
+//   {"cmd": "watch", "url", "user", "password"}  a second session on the Devices page, kept open
+//   {"cmd": "watched"}                           what that session shows: device rows and any credentials
+//   {"cmd": "visit", "url", "user", "password", "pages"}   another login in its own browser context:
+//                                                the HTTP status of each page and the pages its navigation offers
 import { createRequire } from "node:module";
 import readline from "node:readline";
 
@@ -21,6 +25,7 @@ const browser = await chromium.launch({
 let context = null;
 let page = null;
 let devicePage = null; // a second tab that stays on the device page while the test goes on
+let watcher = null; // another login's session on the Devices page
 
 const commands = {
     async open({ url, user, password }) {
@@ -98,6 +103,37 @@ const commands = {
             return null;
         }, { action, id }, { timeout: 20000 });
         return shown.jsonValue();
+    },
+    async watch({ url, user, password }) {
+        const other = await browser.newContext({ httpCredentials: { username: user, password } });
+        watcher = await other.newPage();
+        await watcher.goto(url);
+        await watcher.waitForSelector("[data-medsec=admin-list]", { timeout: 20000 });
+        return true;
+    },
+    async watched() {
+        return watcher.evaluate(() => ({
+            rows: [...document.querySelectorAll("[data-medsec=admin-list] tr[data-device]")]
+                .map((tr) => [tr.dataset.device, tr.dataset.state]),
+            secret: (document.querySelector("[data-medsec=admin-secret]") || {}).textContent || null,
+        }));
+    },
+    async visit({ url, user, password, pages }) {
+        const other = await browser.newContext({ httpCredentials: { username: user, password } });
+        try {
+            const tab = await other.newPage();
+            const status = {};
+            for (const name of pages) {
+                status[name] = (await tab.goto(`${url}/${name}`)).status();
+            }
+            await tab.goto(`${url}/${pages[0]}`);
+            await tab.waitForSelector("[data-medsec]", { timeout: 20000 });
+            await tab.waitForSelector("[data-nav]", { state: "attached", timeout: 20000 });
+            const nav = await tab.$$eval("[data-nav]", (links) => links.map((a) => a.textContent.trim()));
+            return { status, nav };
+        } finally {
+            await other.close();
+        }
     },
     async screenshot({ path, tab }) {
         await (tab === "device" ? devicePage : page).screenshot({ path, fullPage: true });

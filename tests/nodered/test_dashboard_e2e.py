@@ -1,6 +1,8 @@
 """Issue 6, done-when 2: the whole stack with Node-RED and 3 simulated devices, the dashboard in
 headless Chromium. All three devices show live values; a fourth registered through the API appears
-without any flow change; revoking one turns it offline on the page."""
+without any flow change; revoking one turns it offline on the page.
+Issue 15: the operator adds and revokes from the Devices page, the viewer sees Fleet, Device and
+Alerts but not Devices, and the stack's Node-RED process cannot open secrets/master.key."""
 from __future__ import annotations
 
 import json
@@ -8,12 +10,13 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from services.nodered import admin_password
+from services.nodered import login_password, osuser
 from services.nodered.runtime import NODERED_DIR
 from tests.support.proc import wait_until
 from tests.support.stack import MEDSEC, api, kill_all, medsec, supervised_pids
@@ -73,6 +76,21 @@ def live(card: dict | None) -> bool:
     return bool(card and card["status"] == "online" and card["temp"] and card["temp"] != "- °C")
 
 
+def node_red_pid(pids: list[int]) -> int:
+    """Node-RED renames its process (process.title): "node-red" replaces the command line."""
+    return next(pid for pid in pids if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] in
+                (b"node-red", b"node"))
+
+
+def open_as(pid: int, path: Path) -> subprocess.CompletedProcess:
+    """Open a file as the uid and gid the running Node-RED process has (read from /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    ids = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("Uid:", "Gid:"))}
+    return subprocess.run(["setpriv", f"--reuid={ids['Uid']}", f"--regid={ids['Gid']}", "--clear-groups",
+                           sys.executable, "-c", f"open({str(path)!r}, 'rb').read(1)"],
+                          capture_output=True, text=True, timeout=30)
+
+
 def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
     probe = Probe()  # Chromium starts while the stack does
     pids: list[int] = []
@@ -80,7 +98,16 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         medsec(config_env, "up", "--detach", "--demo", "3", timeout=120)
         pids = supervised_pids(config)
         base = f"http://{config.host}:{config.nodered_port}/dashboard"
-        probe.call("open", url=f"{base}/fleet", user="admin", password=admin_password(config))
+        probe.call("open", url=f"{base}/fleet", user="operator", password=login_password(config, "operator"))
+
+        # Node-RED runs as its own user, who cannot open the key store's master key.
+        if osuser.needed():
+            nr = node_red_pid(pids)
+            assert Path(f"/proc/{nr}/status").stat().st_uid != 0
+            denied = open_as(nr, config.master_key_path)
+            assert denied.returncode != 0 and "PermissionError" in denied.stderr, denied.stderr
+            assert "PermissionError" in open_as(nr, config.keystore_path).stderr
+            assert open_as(nr, config.home / "nodered" / "secrets.json").returncode == 0
 
         # Three demo devices, with values that change: live, not a snapshot.
         demo = ["sim-001", "sim-002", "sim-003"]
@@ -104,12 +131,17 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         # The Devices page adds a device through `medsec devices` and the real key-admin API: the
         # credentials are shown once, there; then revokes it.
         admin_url = f"{base}/devices"
+        probe.call("watch", url=admin_url, user="admin", password=login_password(config, "admin"))
         added = probe.call("admin", url=admin_url, action="add", id="e2e-page-1", protocol="v2")
         assert "error" not in added, added
         secret = json.loads(added["secret"])
         assert secret["id"] == "e2e-page-1" and set(secret) - {"id", "protocol"}, secret
         status, body = api(config, "GET", "/devices/e2e-page-1")
         assert status == 200 and body["protocol"] == "v2"
+        # Another session on the Devices page sees the new device, never its credentials.
+        other = wait_until(lambda: (w := probe.call("watched")) and ["e2e-page-1", "active"] in w["rows"]
+                           and w, 30, what="the new device on the other session's Devices page")
+        assert other["secret"] is None, other
         listed = json.dumps(api(config, "GET", "/devices")[1])
         assert not [v for k, v in secret.items() if k not in ("id", "protocol") and str(v) in listed]
         revoked = probe.call("admin", url=admin_url, action="revoke", id="e2e-page-1")
@@ -133,6 +165,15 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         assert ["sim-002", "offline"] in alerts["open"], alerts
         assert any("sim-002" in row and "offline" in row for row in alerts["log"]), alerts
         probe.call("fleet_page", url=f"{base}/fleet")
+
+        # The viewer: Fleet, Device and Alerts, not the Devices page (neither its URL nor its link).
+        seen = probe.call("visit", url=base, user="viewer", password=login_password(config, "viewer"),
+                          pages=["fleet", "device", "alerts", "devices"])
+        assert seen["status"] == {"fleet": 200, "device": 200, "alerts": 200, "devices": 403}, seen
+        assert sorted(seen["nav"]) == ["Alerts", "Device", "Fleet"], seen
+        admin = probe.call("visit", url=base, user="admin", password=login_password(config, "admin"),
+                           pages=["fleet", "devices"])
+        assert admin["status"] == {"fleet": 200, "devices": 200} and "Devices" in admin["nav"], admin
 
         shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "dashboard.png"
         probe.call("screenshot", path=str(shot.resolve()))

@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
+from services.common.accounts import NODERED_ACCOUNTS
 from services.common.state import init_state, load_passwords
-from services.nodered import credentials, runtime
-from services.nodered.runtime import ADMIN_ACCOUNT, install_flows, prepare
+from services.nodered import credentials, osuser, runtime
+from services.nodered.runtime import ADMIN_ACCOUNT, LOGINS, install_flows, prepare
 
 from .support import needs_nodered
 
@@ -44,17 +45,18 @@ def test_node_red_decrypts_what_we_write():
 
 def test_prepare_writes_private_files_without_secrets(config):
     init_state(config)
-    argv, env = prepare(config)
+    argv, env, user = prepare(config)
     user_dir = config.home / "nodered"
     assert stat.S_IMODE(user_dir.stat().st_mode) == 0o700
-    for name in ("settings.js", "flows.json", "flows_cred.json"):
+    for name in ("settings.js", "flows.json", "flows_cred.json", "secrets.json"):
         assert stat.S_IMODE((user_dir / name).stat().st_mode) == 0o600, name
     assert argv[-4:] == ["--settings", str(user_dir / "settings.js"), "--userDir", str(user_dir)]
     passwords = load_passwords(config)
-    assert ADMIN_ACCOUNT in passwords
+    assert set(NODERED_ACCOUNTS) <= set(passwords)
+    assert set(LOGINS) == {"viewer", "operator", "admin"}
     secrets_written = [
         passwords["dashboard"],
-        passwords[ADMIN_ACCOUNT],
+        *(passwords[a] for a in NODERED_ACCOUNTS),
         (config.secrets_dir / "admin.token").read_text().strip(),
         (config.secrets_dir / "nodered-credential.secret").read_text().strip(),
     ]
@@ -62,14 +64,58 @@ def test_prepare_writes_private_files_without_secrets(config):
     generated += " ".join(argv) + json.dumps(env)
     for secret in secrets_written:
         assert secret not in generated
+    # Node-RED's own secrets: its logins only as hashes, never a login's password.
+    own = json.loads((user_dir / "secrets.json").read_text())
+    assert {u: e["role"] for u, e in own["users"].items()} == {"viewer": "viewer", "operator": "operator",
+                                                                "admin": "admin"}
+    for account in NODERED_ACCOUNTS:
+        assert passwords[account] not in json.dumps(own)
     settings = (user_dir / "settings.js").read_text()
     assert f"uiPort: {config.nodered_port}" in settings
     assert 'uiHost: "127.0.0.1"' in settings
+    assert str(config.secrets_dir) not in settings, "Node-RED never reads secrets/"
     # The gateway credentials are environment references, encrypted with the credential secret.
-    creds = credentials.decrypt(json.loads((user_dir / "flows_cred.json").read_text()), secrets_written[3])
+    creds = credentials.decrypt(json.loads((user_dir / "flows_cred.json").read_text()), secrets_written[-1])
     assert creds == {"medsec.gateway": runtime.GATEWAY_CREDENTIALS}
     assert runtime.GATEWAY_CREDENTIALS == {
         "password": "${MEDSEC_NR_MQTT_PASSWORD}", "token": "${MEDSEC_NR_ADMIN_TOKEN}"}
+
+
+@pytest.mark.skipif(not osuser.needed(), reason="only root can run Node-RED as another user")
+def test_prepare_as_root_hands_the_userdir_to_node_reds_own_user(config):
+    init_state(config)
+    _, _, user = prepare(config)
+    assert user is not None and user.name == osuser.USER and user.uid != 0
+    user_dir = config.home / "nodered"
+    for path in [user_dir, *user_dir.iterdir()]:
+        assert path.stat().st_uid == user.uid, path
+    home = config.home.stat()
+    assert stat.S_IMODE(home.st_mode) == 0o710 and home.st_gid == user.gid
+    assert config.secrets_dir.stat().st_uid == 0 and stat.S_IMODE(config.secrets_dir.stat().st_mode) == 0o700
+    # A later init_state keeps the passage (Node-RED must still reach its userDir).
+    init_state(config)
+    assert stat.S_IMODE(config.home.stat().st_mode) == 0o710
+    # What Node-RED's user can open, checked by that user: its own files, none of secrets/.
+    for path, readable in ((user_dir / "secrets.json", True), (user_dir / "settings.js", True),
+                           (config.master_key_path, False), (config.mqtt_passwords_path, False),
+                           (config.admin_token_path, False)):
+        result = subprocess.run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
+                                 "head", "-c", "1", str(path)], capture_output=True, text=True, timeout=30)
+        assert (result.returncode == 0) == readable, (path, result.stderr)
+        if not readable:
+            assert "Permission denied" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not osuser.needed(), reason="only root can run Node-RED as another user")
+def test_an_unreachable_home_is_refused_not_run_as_root(tmp_path):
+    """pytest's own temporary directories are closed to other users: Node-RED is not started."""
+    from services.common.config import Config
+
+    closed = Config(home=tmp_path / "closed" / "home")
+    os.makedirs(tmp_path / "closed", mode=0o700)
+    init_state(closed)
+    with pytest.raises(osuser.UnreachableHome, match="cannot reach"):
+        prepare(closed)
 
 
 def test_prepare_again_keeps_secrets_and_editor_changes(config, tmp_path):
@@ -137,3 +183,91 @@ def test_main_refuses_an_uninitialised_state_dir(config, config_env):
     assert result.returncode == 2
     assert "event=cannot_prepare" in result.stderr and "Traceback" not in result.stderr
     assert not config.home.exists()
+
+
+RENDER = runtime.NODERED_DIR / "tools" / "render-settings.js"
+CONTAINER_SECRETS = {
+    "nodered_viewer_password": "viewer-pw-0123456789", "nodered_operator_password": "op-pw-0123456789",
+    "nodered_admin_password": "admin-pw-0123456789", "mqtt_dashboard": "mqtt-pw-0123456789",
+    "admin_token": "token-0123456789", "nodered_credential_secret": "cred-0123456789"}
+LOGIN_SECRETS = ["nodered_viewer_password", "nodered_operator_password", "nodered_admin_password"]
+
+
+def render_container(tmp_path, secrets: dict[str, str]) -> subprocess.CompletedProcess:
+    secrets_dir = tmp_path / "run-secrets"
+    secrets_dir.mkdir(exist_ok=True)
+    for name, value in secrets.items():
+        (secrets_dir / name).write_text(value + "\n")
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "MEDSEC_SECRETS_DIR": str(secrets_dir), "MEDSEC_NR_HOST": "127.0.0.1",
+           "MEDSEC_NR_PORT": "1881", "MEDSEC_NR_MQTT_URL": "mqtt://emqx:1883",
+           "MEDSEC_NR_ADMIN_URL": "http://keyadmin:8080/api/v1"}
+    argv = ["node", str(RENDER), str(runtime.TEMPLATE), str(data)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=runtime.NODERED_DIR)
+
+
+@needs_nodered
+def test_the_container_renders_the_same_template_with_the_same_checks(tmp_path):
+    """One source: the container's settings are the local template rendered the same way."""
+    result = render_container(tmp_path, CONTAINER_SECRETS)
+    assert result.returncode == 0, result.stderr
+    data = tmp_path / "data"
+    settings = (data / "settings.js").read_text()
+    assert settings == runtime.render(runtime.TEMPLATE.read_text(), {
+        "SECRETS_FILE": str(data / "secrets.json"), "ACCESS_LIB": str(runtime.ACCESS_LIB.resolve()),
+        "MQTT_URL": "mqtt://emqx:1883", "ADMIN_URL": "http://keyadmin:8080/api/v1", "HOST": "127.0.0.1",
+        "PORT": 1881, "USERDIR": str(data)})
+    for name in ("settings.js", "secrets.json"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    everything = settings + (data / "secrets.json").read_text()
+    for name in LOGIN_SECRETS:
+        assert CONTAINER_SECRETS[name] not in everything, name
+    # Node loads it: the editor for admin only, the dashboard's HTTP and socket checks in place.
+    probe = ("const s = require(process.argv[1]); const users = ['viewer', 'operator', 'admin'];"
+             "Promise.all(users.map((u, i) => s.adminAuth.authenticate(u, process.argv[2 + i])))"
+             ".then((r) => console.log(JSON.stringify({"
+             "editor: r, node: typeof s.httpNodeAuth, admin: typeof s.httpAdminMiddleware,"
+             "io: typeof s.dashboard.ioMiddleware, token: process.env.MEDSEC_NR_ADMIN_TOKEN,"
+             "host: s.uiHost})))")
+    argv = ["node", "-e", probe, str(data / "settings.js"), *(CONTAINER_SECRETS[n] for n in LOGIN_SECRETS)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    loaded = json.loads(out.stdout)
+    assert loaded["editor"] == [None, None, {"username": "admin", "permissions": "*"}]
+    assert (loaded["node"], loaded["admin"], loaded["io"]) == ("function", "function", "function")
+    assert loaded["token"] == CONTAINER_SECRETS["admin_token"] and loaded["host"] == "127.0.0.1"
+
+
+@needs_nodered
+def test_the_container_refuses_to_start_without_an_admin_login(tmp_path):
+    missing = {k: v for k, v in CONTAINER_SECRETS.items() if k != "nodered_admin_password"}
+    result = render_container(tmp_path, missing)
+    assert result.returncode == 2 and "nodered_admin_password" in result.stderr
+    assert not (tmp_path / "data" / "settings.js").exists()
+    # A deployment made before the roles keeps its editor password as the admin's.
+    result = render_container(tmp_path, {**missing, "nodered_editor_password": "old-editor-pw-0123"})
+    assert result.returncode == 0, result.stderr
+    own = json.loads((tmp_path / "data" / "secrets.json").read_text())
+    assert set(own["users"]) == {"viewer", "operator", "admin"}
+
+
+@needs_nodered
+@pytest.mark.skipif(not osuser.needed(), reason="only root can run Node-RED as another user")
+def test_supervisord_runs_node_red_as_its_own_user_or_not_at_all(config, tmp_path, caplog):
+    from services.common.config import Config
+    from services.stack.programs import programs, supervisord_conf
+
+    init_state(config)
+    progs = {p.name: p for p in programs(config, tmp_path / "broker.conf")}
+    assert progs["nodered"].user == osuser.USER and progs["auth"].user is None
+    conf = supervisord_conf(config, list(progs.values()), daemon=True)
+    section = conf.split("[program:nodered]")[1].split("[program:")[0]
+    assert f"user={osuser.USER}" in section
+    assert conf.count("user=") == 1, "every other service stays the state directory's owner"
+    # A home its user cannot reach: the stack starts without Node-RED, saying why; never as root.
+    closed = Config(home=tmp_path / "closed" / "home")
+    os.makedirs(tmp_path / "closed", mode=0o700)
+    init_state(closed)
+    names = [p.name for p in programs(closed, tmp_path / "broker.conf")]
+    assert "nodered" not in names and "auth" in names
+    assert "event=nodered_not_started" in caplog.text and "cannot reach" in caplog.text

@@ -3,6 +3,7 @@
 "use strict";
 
 const { request } = require("./lib/adminapi");
+const { refuseAction } = require("./lib/access");
 
 module.exports = function (RED) {
     function MedsecDevicesNode(config) {
@@ -20,6 +21,15 @@ module.exports = function (RED) {
                 return;
             }
             const action = msg.action || defaultAction;
+            // A dashboard session may change devices only with an operator's or admin's login.
+            const refused = refuseAction(action, msg);
+            if (refused) {
+                msg.statusCode = 403;
+                node.status({ fill: "red", shape: "ring", text: `${action}: refused` });
+                node.warn(refused);
+                done(new Error(refused));
+                return;
+            }
             let req;
             try {
                 req = request(action, msg.payload);

@@ -149,6 +149,38 @@ describe("medsec devices", function () {
         assert.ok(!seen.errorText()[0].includes(TOKEN));
     });
 
+    it("a dashboard session changes devices only with an operator's or admin's login", async function () {
+        const { node, messages } = await devicesNode("list");
+        const seen = record(node);
+        const viewer = { user: { username: "viewer", role: "viewer" }, socketId: "s1" };
+        let n = 0;
+        for (const action of ["add", "rotate", "revoke"]) {
+            node.receive({ action, payload: { id: "pico-1" }, _client: viewer });
+            node.receive({ action, payload: { id: "pico-1" }, _client: { socketId: "s2" } }); // no login
+            node.receive({ action, payload: { id: "pico-1" }, _client: { user: { username: "x", role: "root" } } });
+            n += 3;
+            await waitUntil(() => seen.errors.length === n, 5000, `${action} refused`);
+        }
+        assert.strictEqual(api.calls.length, 0, "nothing refused reached the API");
+        assert.ok(seen.errorText().every((e) => /refused/.test(e)), seen.errorText());
+        assert.strictEqual(seen.errors[0][1].statusCode, 403);
+        // Reading is every role's; the flow itself (no _client) and operators and admins may change.
+        const allowed = [
+            { action: "show", payload: "pico-1", _client: viewer },
+            { action: "add", payload: { id: "pico-op", protocol: "v2" },
+                _client: { user: { username: "operator", role: "operator" }, socketId: "s3" } },
+            { action: "rotate", payload: "pico-op", _client: { user: { username: "admin", role: "admin" } } },
+            { action: "revoke", payload: "pico-op" },
+        ];
+        for (const [i, msg] of allowed.entries()) {
+            node.receive(msg);
+            await waitUntil(() => messages.length === i + 1, 5000, msg.action);
+        }
+        assert.deepStrictEqual(messages.map((m) => m.statusCode).sort(), [200, 200, 200, 201]);
+        const added = messages.find((m) => m.statusCode === 201);
+        assert.strictEqual(added._client.socketId, "s3", "the answer keeps the session that asked");
+    });
+
     it("maps actions onto the API (pure)", function () {
         assert.deepStrictEqual(request("add", { id: "a", protocol: "v1", key: "1234567890123456", iv: "" }),
             { method: "POST", path: "/devices", body: { id: "a", protocol: "v1", key: "1234567890123456" } });
