@@ -352,7 +352,8 @@ class AuthService:
         seen.readings += 1
         seen.last_seen = now
         self.metrics.accepted += 1
-        return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant}
+        return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant,
+                "gen": cand.generation}
 
     def _identify(self, block0: bytes, now: float, pre: Identified | None = None) -> Candidate:
         # A batched result stands if the keys were not reloaded since and its match is still in time

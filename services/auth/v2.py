@@ -115,7 +115,7 @@ class V2Auth:
         except (v2.V2Error, ReadingError) as exc:
             raise V2Rejected(exc.reason, exc.detail, entry.device_id) from None
         return {"status": "ok", "device": entry.device_id, "seq": frame.seq, "values": values,
-                "redelivery": verdict == "redelivery"}
+                "redelivery": verdict == "redelivery", "gen": entry.generation}
 
     def ack(self, request: dict[str, Any]) -> Answer:
         kid_text, seq = request.get("kid"), request.get("seq")

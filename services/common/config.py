@@ -11,10 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Device (and station) ids: 1-64 of [A-Za-z0-9_.-], neither starting nor ending with a dot. The
+# dots rule keeps out `.` and `..` (a URL client removes them as path segments, a file path climbs
+# with them: /devices/.. is /, stations/../key.pem), ids made only of dots, hidden names (`.x`)
+# and a trailing dot that Windows file names and DNS-style names drop (`a.` would become `a`).
+# The one rule for every place an id enters: key-admin API, import, stations, CLI, sim, bus.
+DEVICE_ID_RE = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,64}(?<!\.)$")
+DEVICE_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ . -, not starting or ending with a dot"
 
 
 def valid_device_id(device_id: object) -> bool:
+    """The one device id check (see DEVICE_ID_RE); anything but a str is invalid."""
     return isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id) is not None
 
 
@@ -59,6 +66,21 @@ class Config:
     throttle_window: float = 60.0
     throttle_cooldown: float = 30.0
     throttle_max_cooldown: float = 3600.0
+    # Connections from an address in its refusal period are not all closed at accept (a shared NAT
+    # must not lock out the devices behind it): they start one per throttle_grace s, in arrival
+    # order, at most throttle_queue waiting; 0 s closes them all at accept.
+    throttle_grace: float = 2.0
+    throttle_queue: int = 8
+    # Per-device limit on v1 readings (all its connections on one proxy): device_max_rate readings/s
+    # sustained, device_burst at once; above it readings are dropped (rate_limited). 0 = no limit.
+    device_max_rate: float = 10.0
+    device_burst: int = 20
+    # A v1 reading byte-identical to one the same device sent within replay_window s is dropped
+    # (replay). 0 switches the check off.
+    replay_window: float = 600.0
+    # Replayed v1 readings, or v2 duplicates beyond a device's resend, that close a connection.
+    # 0 never closes.
+    max_duplicates: int = 3
     # A reading the broker has not acknowledged within this many seconds closes its connection
     # (bus_unavailable) instead of queueing without bound while the broker is down.
     bus_timeout: float = 5.0
@@ -74,6 +96,9 @@ class Config:
     # Behind a load balancer that sends PROXY protocol v2 (HAProxy `send-proxy-v2`): every device
     # connection starts with the header that names the device's own address.
     proxy_protocol: bool = False
+    # Who may send that header: comma-separated addresses or networks (IPv4/IPv6). Unset: loopback
+    # only (services/proxy/trust.py).
+    proxy_trusted: str = ""
     # EMQX's REST API (compose): station logins are added there instead of Mosquitto's plugin.
     emqx_api_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
@@ -97,6 +122,12 @@ class Config:
             throttle_window=_float(env, "MEDSEC_THROTTLE_WINDOW", 60.0),
             throttle_cooldown=_float(env, "MEDSEC_THROTTLE_COOLDOWN", 30.0),
             throttle_max_cooldown=_float(env, "MEDSEC_THROTTLE_MAX_COOLDOWN", 3600.0),
+            throttle_grace=_float(env, "MEDSEC_THROTTLE_GRACE", 2.0),
+            throttle_queue=_int(env, "MEDSEC_THROTTLE_QUEUE", 8),
+            device_max_rate=_float(env, "MEDSEC_DEVICE_MAX_RATE", 10.0),
+            device_burst=_int(env, "MEDSEC_DEVICE_BURST", 20),
+            replay_window=_float(env, "MEDSEC_REPLAY_WINDOW", 600.0),
+            max_duplicates=_int(env, "MEDSEC_MAX_DUPLICATES", 3),
             bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
             auth_wait=_float(env, "MEDSEC_AUTH_WAIT", 5.0),
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
@@ -104,6 +135,7 @@ class Config:
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
             emqx_api_url=env.get("MEDSEC_EMQX_API", ""),
             proxy_protocol=_int(env, "MEDSEC_PROXY_PROTOCOL", 0) == 1,
+            proxy_trusted=env.get("MEDSEC_PROXY_TRUSTED", ""),
         )
 
     # --- state directory layout (one place, so every service agrees) ---
