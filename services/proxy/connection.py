@@ -86,17 +86,19 @@ class Connection:
         return reply
 
     async def accept_reading(self, device: str, values: dict[str, str], protocol: str,
-                             seq: int | None = None, gen: int | None = None) -> asyncio.Future[None]:
+                             seq: int | None = None, gen: int | None = None,
+                             fingerprint: int | None = None) -> asyncio.Future[None]:
         """Publish a decoded reading; returns the PUBACK future (v2 acks the device after it).
 
-        A v1 reading that is a replay or above the device's rate is dropped instead (counted,
+        A v1 reading (`fingerprint`: a hash of its ciphertext blocks, byte-identical readings have
+        the same) that is a replay or above the device's rate is dropped instead (counted,
         reported, never published, and it does not bring the device online): the future
         returned is then already done, with nothing to wait for.
         """
         if not isinstance(gen, int) or isinstance(gen, bool):
             gen = None  # an auth that does not send it yet
         self._bind(device)
-        if protocol == "v1" and self._drop_v1(device, values):
+        if fingerprint is not None and self._drop_v1(device, fingerprint):
             done: asyncio.Future[None] = self.loop.create_future()
             done.set_result(None)
             return done
@@ -172,10 +174,10 @@ class Connection:
         state.output.publish_event(device, event_payload(
             "duplicate_session", device, reason, detail, self.src, self.protocol, time.time(), other.src))
 
-    def _drop_v1(self, device: str, values: dict[str, str]) -> bool:
+    def _drop_v1(self, device: str, fingerprint: int) -> bool:
         """Replays and readings above the device's rate: True when this reading is dropped."""
         state, now = self.state, self.loop.time()
-        if state.replays.seen(device, hash(tuple(values.values())), now):
+        if state.replays.seen(device, fingerprint, now):
             self._dropped(device, "replay", "byte-identical to a reading of the last "
                           f"{self.config.replay_window:g} s")
             if self.guard.duplicate(None):

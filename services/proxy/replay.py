@@ -1,12 +1,12 @@
 """What v1 allows against replay: recently seen readings per device, and strikes per connection.
 
 v1 has no counter or timestamp, and its IV is static: the same reading text under the same key
-always gives the same ciphertext. So a byte-identical reading is the only replay the gateway
-can see. `ReplayMemory` remembers a fingerprint of each reading's decrypted content (the seven
-value strings as sent; equal content means equal ciphertext for one device and variant, and
-the content does not depend on the variant) for `window` seconds. A real device's pulse signal
-and accelerometer carry noise in the last decimal, so two equal readings within minutes do not
-happen while its sensors work. What v1 cannot see: a replay older than the window, blocks of
+and variant always gives the same ciphertext. So a byte-identical reading is the only replay the
+gateway can see. `ReplayMemory` remembers a fingerprint of each reading's ciphertext blocks (a
+64-bit hash; equal ciphertext means equal text for one device, and an attacker without the key
+cannot re-encrypt a reading in the other variant) for `window` seconds. A real device's pulse
+signal and accelerometer carry noise in the last decimal, so two equal readings within minutes
+do not happen while its sensors work; a device whose every sensor is stuck looks like a replay. What v1 cannot see: a replay older than the window, blocks of
 sniffed readings spliced into new ones (the per_block variant encrypts blocks independently),
 or a replay sent to another proxy instance; the per-device rate limit bounds all of these.
 

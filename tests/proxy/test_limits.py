@@ -7,8 +7,11 @@ from tests.support.proc import wait_until
 ATTACKER = "127.0.0.2"  # another loopback address: a second source address on this machine
 
 
-def test_an_address_guessing_keys_is_refused_before_its_20th_try(proxy):
-    """Issue 3 "Done when" 3, with the default MEDSEC_THROTTLE_FAILURES=10."""
+def test_an_address_guessing_keys_is_refused_before_its_20th_try(stack):
+    """Issue 3 "Done when" 3, with the default MEDSEC_THROTTLE_FAILURES=10 and no start slots for
+    a refused address (MEDSEC_THROTTLE_GRACE=0: every connection is closed at accept)."""
+    proxy = stack
+    proxy.start_proxy(MEDSEC_THROTTLE_GRACE="0")
     key, iv = proxy.register("bystander")
     good = Streamer(proxy.config.proxy_port, key, iv)
     good.start()

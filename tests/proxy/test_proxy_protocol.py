@@ -15,7 +15,7 @@ needs_haproxy = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy not
 
 @needs_haproxy
 def test_throttling_behind_the_balancer_blocks_the_guesser_not_every_device(stack, tmp_path):
-    stack.start_proxy(MEDSEC_PROXY_PROTOCOL="1", MEDSEC_THROTTLE_FAILURES="3")
+    stack.start_proxy(MEDSEC_PROXY_PROTOCOL="1", MEDSEC_THROTTLE_FAILURES="3", MEDSEC_THROTTLE_GRACE="0")
     lb = HAProxy(stack.procs, tmp_path, [stack.config.proxy_port])
     key, iv = stack.register("behind-lb")
     for _ in range(5):

@@ -57,7 +57,7 @@ def test_every_public_topic_with_the_exact_strings() -> None:
 def test_v2_json_carries_the_sequence_number() -> None:
     payload = encode(message(device="d.2", seq=41, protocol="v2", uid=None))
     reading = parse_ingest("medsec/ingest/d.2", payload)
-    assert reading.dedup_key == ("seq", 41)
+    assert reading.dedup_key == ("seq", None, 41)
     doc = json.loads(public_messages(reading)[-1][1])
     assert (doc["seq"], doc["protocol"], doc["device"]) == (41, "v2", "d.2")
 
