@@ -6,7 +6,8 @@ gateway can see. `ReplayMemory` remembers a fingerprint of each reading's cipher
 64-bit hash; equal ciphertext means equal text for one device, and an attacker without the key
 cannot re-encrypt a reading in the other variant) for `window` seconds. A real device's pulse
 signal and accelerometer carry noise in the last decimal, so two equal readings within minutes
-do not happen while its sensors work; a device whose every sensor is stuck looks like a replay. What v1 cannot see: a replay older than the window, blocks of
+do not happen while its sensors work; a device whose every sensor is stuck looks like a replay.
+What v1 cannot see: a replay older than the window, blocks of
 sniffed readings spliced into new ones (the per_block variant encrypts blocks independently),
 or a replay sent to another proxy instance; the per-device rate limit bounds all of these.
 
