@@ -7,9 +7,9 @@ gateway can see. `ReplayMemory` remembers a fingerprint of each reading's cipher
 cannot re-encrypt a reading in the other variant) for `window` seconds. A real device's pulse
 signal and accelerometer carry noise in the last decimal, so two equal readings within minutes
 do not happen while its sensors work; a device whose every sensor is stuck looks like a replay.
-What v1 cannot see: a replay older than the window, blocks of
-sniffed readings spliced into new ones (the per_block variant encrypts blocks independently),
-or a replay sent to another proxy instance; the per-device rate limit bounds all of these.
+What v1 cannot see: a replay older than the window, blocks of sniffed readings spliced into
+new ones (the per_block variant encrypts blocks independently), or a replay sent to another
+proxy instance; the per-device rate limit bounds all of these.
 
 `DuplicateGuard` counts, per connection, the duplicates that no honest device sends: every
 replayed v1 reading; for v2, a duplicate seq (already acknowledged) that is not part of the
