@@ -29,6 +29,8 @@ MAX_PENDING_ACKS = 8
 MAX_WRITE_BUFFER = 64 * 1024
 # Failed identifications that count toward throttling an address: keys or key ids nobody registered.
 GUESSES = frozenset({"unknown_key", "unknown_kid"})
+# Closes that count too, although the readings decoded: replaying sniffed traffic.
+REPLAYS = frozenset({"replay", "too_many_duplicates"})
 
 
 class Connection:
@@ -297,14 +299,15 @@ class Connection:
         if fault:
             state.metrics.rejected[reason] += 1
             self._event("rejected", device, reason, detail)
-            if reason in GUESSES and self.device is None:
+            if (reason in GUESSES and self.device is None) or reason in REPLAYS:
                 block = state.throttle.failure(self.src[0], self.loop.time())
                 if block is not None:
                     log.warning(kv(event="throttled", src=self.src[0], seconds=f"{block.seconds:g}",
                                    strikes=block.strikes))
                     state.output.publish_event(None, event_payload(
                         "throttled", None, "too_many_failures",
-                        f"{state.throttle.failures} failed identifications; refused for {block.seconds:g} s",
+                        f"{state.throttle.failures} failed identifications or replays; "
+                        f"refused for {block.seconds:g} s",
                         self.src, self.protocol, time.time()))
         if self.online and self.device is not None:
             left = state.remove_device(self.device, self)
