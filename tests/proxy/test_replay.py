@@ -8,12 +8,9 @@ Pico/<id>/alert), and closes a connection after MEDSEC_MAX_DUPLICATES replays or
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid
-
-import pytest
 
 from tests.proxy.support import Streamer, closed_by_peer, connect, reading
 from tests.proxy.test_v2 import read_acks, register_v2, session
@@ -27,18 +24,6 @@ RATE, BURST = 5, 10
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture
-def publisher(stack):
-    stack.procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=stack.env)
-    log = stack.log_dir / "publisher.log"
-    wait_until(lambda: log.exists() and "bus_subscribed" in log.read_text(), 10,
-               what="publisher to subscribe")
-    dashboard = Subscriber(stack.config, "dashboard")
-    dashboard.subscribe("Pico/#")
-    yield dashboard
-    dashboard.close()
 
 
 class Replayer(threading.Thread):
