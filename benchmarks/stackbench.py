@@ -346,6 +346,10 @@ def start_stack() -> tuple[Config, dict[str, str]]:
         "MEDSEC_ADMIN_PORT": str(free_port()),
         "MEDSEC_MQTT_PORT": str(free_port()),
         "MEDSEC_NODERED_PORT": str(free_port()),
+        # Capacity, not policy: each device here sends one reading again and again, flat out, which
+        # the per-device rate limit and the v1 replay check (issue 14) would rightly drop.
+        "MEDSEC_DEVICE_MAX_RATE": "0",
+        "MEDSEC_REPLAY_WINDOW": "0",
     }
     medsec(env, "up", "--detach", "--no-nodered")
     return Config.from_env(env), env

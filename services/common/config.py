@@ -77,7 +77,7 @@ class Config:
     device_burst: int = 20
     # A v1 reading byte-identical to one the same device sent within replay_window s is dropped
     # (replay). 0 switches the check off.
-    replay_window: float = 600.0
+    replay_window: float = 300.0
     # Replayed v1 readings, or v2 duplicates beyond a device's resend, that close a connection.
     # 0 never closes.
     max_duplicates: int = 3
@@ -126,7 +126,7 @@ class Config:
             throttle_queue=_int(env, "MEDSEC_THROTTLE_QUEUE", 8),
             device_max_rate=_float(env, "MEDSEC_DEVICE_MAX_RATE", 10.0),
             device_burst=_int(env, "MEDSEC_DEVICE_BURST", 20),
-            replay_window=_float(env, "MEDSEC_REPLAY_WINDOW", 600.0),
+            replay_window=_float(env, "MEDSEC_REPLAY_WINDOW", 300.0),
             max_duplicates=_int(env, "MEDSEC_MAX_DUPLICATES", 3),
             bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
             auth_wait=_float(env, "MEDSEC_AUTH_WAIT", 5.0),
