@@ -146,9 +146,10 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
 
 
 class Streamer(threading.Thread):
-    """A well-behaved device sending a reading every `interval` seconds until stopped."""
+    """A well-behaved device sending a reading every `interval` seconds until stopped (by default
+    under MEDSEC_DEVICE_MAX_RATE, 10 readings/s)."""
 
-    def __init__(self, port: int, key: str, iv: str, interval: float = 0.05, device: str = "",
+    def __init__(self, port: int, key: str, iv: str, interval: float = 0.15, device: str = "",
                  source: str | None = None) -> None:
         super().__init__(daemon=True)
         self.device = device
