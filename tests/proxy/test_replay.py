@@ -178,3 +178,33 @@ def test_a_v2_connection_that_keeps_sending_duplicates_is_closed_but_a_resend_is
     assert f"device={dev_id} " in closed[0]
     assert wait_until(lambda: proxy.rejected("too_many_duplicates", dev_id), 5)
     assert [m["seq"] for m in proxy.ingest(dev_id)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_rate_limit_is_per_device_across_its_connections_and_spares_other_devices(stack):
+    stack.start_proxy(MEDSEC_DEVICE_MAX_RATE="2", MEDSEC_DEVICE_BURST="5", MEDSEC_IDLE_TIMEOUT="30")
+    flooded, calm = unique("flooded"), unique("calm")
+    key, iv = stack.register(flooded)
+    calm_key, calm_iv = stack.register(calm)
+    started = time.monotonic()
+    socks = [connect(stack.config.proxy_port, source) for source in ("127.0.0.1", ATTACKER)]
+    for k, sock in enumerate(socks):  # 2 x 15 distinct readings at once, no replay among them
+        sock.sendall(b"".join(reading(key, iv, 100 * k + n) for n in range(15)))
+    other = connect(stack.config.proxy_port)
+    other.sendall(b"".join(reading(calm_key, calm_iv, n) for n in range(5)))
+    wait_until(lambda: len(stack.ingest(calm)) == 5, 5, what="every reading of the other device")
+    metrics = (stack.config.run_dir / "metrics-proxy.prom").read_text
+
+    def dropped() -> int:
+        text = metrics()
+        marker = 'medsec_proxy_dropped_total{reason="rate_limited"} '
+        return int(text.split(marker)[1].split()[0]) if marker in text else 0
+
+    # Every reading is either published or counted as dropped (the metrics file is rewritten every 2 s).
+    wait_until(lambda: len(stack.ingest(flooded)) + dropped() == 30, 10, what="30 readings accounted for")
+    elapsed = time.monotonic() - started
+    published = len(stack.ingest(flooded))
+    assert 5 <= published <= 5 + 2 * elapsed + 1
+    assert [e["reason"] for e in stack.events(flooded) if e["event"] == "dropped"][:1] == ["rate_limited"]
+    assert not [e for e in stack.events(flooded) if e["event"] == "dropped" and e["reason"] != "rate_limited"]
+    for sock in socks + [other]:
+        sock.close()
