@@ -5,6 +5,7 @@ stacks with different MEDSEC_HOME and ports run side by side.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -33,6 +34,31 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def parse_networks(name: str, text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IPv4/IPv6 addresses or networks ("" gives none); the error names `name`."""
+    if not text.strip():
+        return ()
+    networks = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{name}: {item[:60]!r} is not an IPv4/IPv6 address or network "
+                             "(comma-separated, e.g. 10.0.0.5,10.1.0.0/16,fd00::/8)") from None
+    if not networks:
+        raise ValueError(f"{name} names no address")
+    return tuple(networks)
+
+
+def _networks(env: Mapping[str, str], name: str) -> str:
+    """The variable as given, once it parses (a bad value stops the service at start)."""
+    raw = env.get(name, "")
+    parse_networks(name, raw)
+    return raw
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -135,7 +161,7 @@ class Config:
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
             emqx_api_url=env.get("MEDSEC_EMQX_API", ""),
             proxy_protocol=_int(env, "MEDSEC_PROXY_PROTOCOL", 0) == 1,
-            proxy_trusted=env.get("MEDSEC_PROXY_TRUSTED", ""),
+            proxy_trusted=_networks(env, "MEDSEC_PROXY_TRUSTED"),
         )
 
     # --- state directory layout (one place, so every service agrees) ---

@@ -9,7 +9,6 @@ from services.common import logs
 from services.common.config import Config
 from services.common.logs import kv
 from services.common.state import StateError
-from services.proxy import trust
 from services.proxy.server import ProxyServer, install_signals
 
 
@@ -35,7 +34,6 @@ def main() -> int:
     log = logs.setup("proxy")
     try:
         config = Config.from_env()
-        trust.parse_trusted(config.proxy_trusted)  # a bad MEDSEC_PROXY_TRUSTED stops the start
     except ValueError as exc:
         log.error(kv(event="bad_config", detail=str(exc)))
         return 2

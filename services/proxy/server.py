@@ -38,7 +38,7 @@ class ProxyServer:
         self._suppressed = 0
         self._last_untrusted_report = float("-inf")
         self._untrusted = 0
-        # Raises ValueError for a bad MEDSEC_PROXY_TRUSTED: main() reports it as bad_config.
+        # Config.from_env already refused a bad MEDSEC_PROXY_TRUSTED.
         self.trusted = trust.parse_trusted(config.proxy_trusted)
 
     # --- lifecycle ---

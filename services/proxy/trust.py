@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 
+from services.common.config import parse_networks
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 def parse_trusted(text: str) -> tuple[Network, ...]:
-    """The networks of MEDSEC_PROXY_TRUSTED; "" is loopback. ValueError names a bad entry."""
-    if not text.strip():
-        return LOOPBACK
-    networks = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"MEDSEC_PROXY_TRUSTED: {item[:60]!r} is not an IPv4/IPv6 address or "
-                             "network (comma-separated, e.g. 10.0.0.5,10.1.0.0/16,fd00::/8)") from None
-    if not networks:
-        raise ValueError("MEDSEC_PROXY_TRUSTED names no address")
-    return tuple(networks)
+    """The networks of MEDSEC_PROXY_TRUSTED; unset is loopback. ValueError names a bad entry."""
+    return parse_networks("MEDSEC_PROXY_TRUSTED", text) or LOOPBACK
 
 
 def trusted(address: str, networks: tuple[Network, ...]) -> bool:

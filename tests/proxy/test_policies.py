@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from services.common.config import Config
 from services.proxy.probation import Probation
 from services.proxy.ratelimit import DeviceRateLimit
 from services.proxy.replay import V2_RESEND, DuplicateGuard, ReplayMemory
@@ -160,3 +161,10 @@ def test_unset_trusts_loopback_only():
 def test_a_bad_trusted_list_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="MEDSEC_PROXY_TRUSTED"):
         parse_trusted(bad)
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.300", "lb", ",", "::g"])
+def test_the_config_refuses_a_bad_trusted_list_at_start(bad, tmp_path):
+    with pytest.raises(ValueError, match="MEDSEC_PROXY_TRUSTED"):
+        Config.from_env({"MEDSEC_HOME": str(tmp_path), "MEDSEC_PROXY_TRUSTED": bad})
+    assert Config.from_env({"MEDSEC_HOME": str(tmp_path), "MEDSEC_PROXY_TRUSTED": "10.0.0.1"}).proxy_trusted
