@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from services.auth.credentials import make_secret
-from services.auth.keystore import SQLiteKeyStore
 from tests.proxy.support import connect
 from tests.proxy.support import reading as v1_reading
-from tests.proxy.test_v2 import read_acks, register_v2, session
+
+# The store and the secret maker through test_v2, which names them where they live.
+from tests.proxy.test_v2 import SQLiteKeyStore, make_secret, read_acks, register_v2, session
 from tests.proxy.test_v2 import reading as v2_reading
 from tests.support.proc import wait_until
 
