@@ -4,6 +4,10 @@ Every way a connection ends goes through `run()`'s single close path: one log
 line, one "rejected" event for a fault (unidentified connections on
 `medsec/events/~unidentified`), and a "disconnect" event when the last
 connection of an identified device closes in this proxy.
+
+Readings pass the v1 policies of issue 14 first (replay.py, ratelimit.py): a replay or a reading
+above its device's rate is dropped (event `dropped`, reported once per interval) and brings
+nothing online; two live connections of one device are a `duplicate_session` until one is left.
 """
 from __future__ import annotations
 
@@ -200,7 +204,7 @@ class Connection:
             return
         detail = f"{count} reading{'s' if count != 1 else ''} dropped: {why}"
         log.warning(kv(event="dropped", device=device, reason=reason, conn=self.id, src=self.src_text,
-                       count=count))
+                       count=count, detail=why))
         self._event("dropped", device, reason, detail)
 
     def _identify(self, device: str, protocol: str) -> None:
