@@ -341,8 +341,10 @@ def memory_with_connected(config: Config, counter: Counter, devices: list[Device
 
 def start_stack() -> tuple[Config, dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="medsec-bench-"))
+    # Capacity, not policy: each device here sends one reading again and again, flat out, which
+    # the per-device rate limit and the v1 replay check (issue 14) would rightly drop.
     config = Config(home=home, proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port())
+                    nodered_port=free_port(), device_max_rate=0, replay_window=0)
     env = config.to_env()
     medsec(env, "up", "--detach", "--no-nodered")
     return config, env

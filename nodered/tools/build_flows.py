@@ -88,7 +88,7 @@ add(id="src.status", type="medsec-status", name="online / offline", gateway="med
     x=150, y=160, wires=[["fleet.status"]])
 add(id="src.alert", type="medsec-alert", name="alert rules", gateway="medsec.gateway", device="",
     tempHigh="38", tempLow="35", hysteresis="0.2", flatSeconds="10", flatDelta="0.02", silentSeconds="15",
-    offline=True, requireV2=False, x=150, y=220, wires=[["fleet.alert"]])
+    offline=True, requireV2=False, sessions=True, x=150, y=220, wires=[["fleet.alert"]])
 add(id="tick.1s", type="inject", name="every second", props=[{"p": "payload"}], repeat="1", crontab="",
     once=True, onceDelay="0.5", topic="", payload="", payloadType="date", x=150, y=300, wires=[["fleet.snapshot"]])
 add(id="tick.5s", type="inject", name="every 5 s", props=[{"p": "payload"}], repeat="5", crontab="",

@@ -264,7 +264,8 @@ class AuthService:
         seen.readings += 1
         seen.last_seen = now
         self.metrics.accepted += 1
-        return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant}
+        return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant,
+                "gen": cand.generation}
 
     def _identify(self, block0: bytes, now: float, pre: Identified | None = None) -> Candidate:
         found, stale, elapsed, longest = self._keys.identify(block0, now, pre)

@@ -121,7 +121,7 @@ class V2Auth:
             refusal = base64.b64encode(v2.seal_refusal(entry.keys, frame.seq, exc.reason)).decode()
             raise V2Rejected(exc.reason, exc.detail, entry.device_id, refusal) from None
         return {"status": "ok", "device": entry.device_id, "seq": frame.seq, "values": values,
-                "redelivery": verdict == "redelivery"}
+                "redelivery": verdict == "redelivery", "gen": entry.generation}
 
     def ack(self, request: dict[str, Any]) -> Answer:
         kid_text, seq = request.get("kid"), request.get("seq")

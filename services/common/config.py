@@ -10,6 +10,7 @@ one line on stderr and exit code `EXIT_BAD_CONFIG`.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -20,10 +21,17 @@ from pathlib import Path
 # The exit code of every service main and of the CLI for a bad setting (like argparse's usage error).
 EXIT_BAD_CONFIG = 2
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Device (and station) ids: 1-64 of [A-Za-z0-9_.-], neither starting nor ending with a dot. The
+# dots rule keeps out `.` and `..` (a URL client removes them as path segments, a file path climbs
+# with them: /devices/.. is /, stations/../key.pem), ids made only of dots, hidden names (`.x`)
+# and a trailing dot that Windows file names and DNS-style names drop (`a.` would become `a`).
+# The one rule for every place an id enters: key-admin API, import, stations, CLI, sim, bus.
+DEVICE_ID_RE = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,64}(?<!\.)$")
+DEVICE_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ . -, not starting or ending with a dot"
 
 
 def valid_device_id(device_id: object) -> bool:
+    """The one device id check (see DEVICE_ID_RE); anything but a str is invalid."""
     return isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id) is not None
 
 
@@ -54,6 +62,31 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw == "1":
         return True
     raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+
+
+def parse_networks(name: str, text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IPv4/IPv6 addresses or networks ("" gives none); the error names `name`."""
+    if not text.strip():
+        return ()
+    networks = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {item[:60]!r} is not an IPv4/IPv6 address or network "
+                             "(comma-separated, e.g. 10.0.0.5,10.1.0.0/16,fd00::/8)") from None
+    if not networks:
+        raise ConfigError(f"{name} names no address")
+    return tuple(networks)
+
+
+def _networks(env: Mapping[str, str], name: str) -> str:
+    """The variable as given, once it parses (a bad value stops the service at start)."""
+    raw = env.get(name, "")
+    parse_networks(name, raw)
+    return raw
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -87,6 +120,21 @@ class Config:
     throttle_window: float = 60.0
     throttle_cooldown: float = 30.0
     throttle_max_cooldown: float = 3600.0
+    # Connections from an address in its refusal period are not all closed at accept (a shared NAT
+    # must not lock out the devices behind it): they start one per throttle_grace s, in arrival
+    # order, at most throttle_queue waiting; 0 s closes them all at accept.
+    throttle_grace: float = 2.0
+    throttle_queue: int = 8
+    # Per-device limit on v1 readings (all its connections on one proxy): device_max_rate readings/s
+    # sustained, device_burst at once; above it readings are dropped (rate_limited). 0 = no limit.
+    device_max_rate: float = 10.0
+    device_burst: int = 20
+    # A v1 reading byte-identical to one the same device sent within replay_window s is dropped
+    # (replay). 0 switches the check off.
+    replay_window: float = 300.0
+    # Replayed v1 readings, or v2 duplicates beyond a device's resend, that close a connection.
+    # 0 never closes.
+    max_duplicates: int = 3
     # A reading the broker has not acknowledged within this many seconds closes its connection
     # (bus_unavailable) instead of queueing without bound while the broker is down.
     bus_timeout: float = 5.0
@@ -102,6 +150,9 @@ class Config:
     # Behind a load balancer that sends PROXY protocol v2 (HAProxy `send-proxy-v2`): every device
     # connection starts with the header that names the device's own address.
     proxy_protocol: bool = False
+    # Who may send that header: comma-separated addresses or networks (IPv4/IPv6). Unset: loopback
+    # only (services/proxy/trust.py).
+    proxy_trusted: str = ""
     # EMQX's REST API (compose): station logins are added there instead of Mosquitto's plugin.
     emqx_api_url: str = ""
     # Publisher scale-out on EMQX: shared subscriptions, one persistent session per instance id.
@@ -135,6 +186,12 @@ class Config:
             throttle_window=_float(env, "MEDSEC_THROTTLE_WINDOW", 60.0),
             throttle_cooldown=_float(env, "MEDSEC_THROTTLE_COOLDOWN", 30.0),
             throttle_max_cooldown=_float(env, "MEDSEC_THROTTLE_MAX_COOLDOWN", 3600.0),
+            throttle_grace=_float(env, "MEDSEC_THROTTLE_GRACE", 2.0),
+            throttle_queue=_int(env, "MEDSEC_THROTTLE_QUEUE", 8),
+            device_max_rate=_float(env, "MEDSEC_DEVICE_MAX_RATE", 10.0),
+            device_burst=_int(env, "MEDSEC_DEVICE_BURST", 20),
+            replay_window=_float(env, "MEDSEC_REPLAY_WINDOW", 300.0),
+            max_duplicates=_int(env, "MEDSEC_MAX_DUPLICATES", 3),
             bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
             auth_wait=_float(env, "MEDSEC_AUTH_WAIT", 5.0),
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
@@ -149,6 +206,7 @@ class Config:
             dispatch_line=env.get("MEDSEC_DISPATCH_LINE", ""),
             dispatch_window=_float(env, "MEDSEC_DISPATCH_WINDOW", 120.0),
             dispatch_key_ttl=_float(env, "MEDSEC_DISPATCH_KEY_TTL", 0.0),
+            proxy_trusted=_networks(env, "MEDSEC_PROXY_TRUSTED"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -226,5 +284,8 @@ ENV_NAMES = {
     "publisher_shared": "MEDSEC_PUBLISHER_SHARED", "publisher_id": "MEDSEC_PUBLISHER_ID",
     "mosquitto_dynsec": "MEDSEC_MOSQUITTO_DYNSEC", "dispatch_params": "MEDSEC_DISPATCH_DIR",
     "dispatch_line": "MEDSEC_DISPATCH_LINE", "dispatch_window": "MEDSEC_DISPATCH_WINDOW",
-    "dispatch_key_ttl": "MEDSEC_DISPATCH_KEY_TTL",
+    "dispatch_key_ttl": "MEDSEC_DISPATCH_KEY_TTL", "proxy_trusted": "MEDSEC_PROXY_TRUSTED",
+    "throttle_grace": "MEDSEC_THROTTLE_GRACE", "throttle_queue": "MEDSEC_THROTTLE_QUEUE",
+    "device_max_rate": "MEDSEC_DEVICE_MAX_RATE", "device_burst": "MEDSEC_DEVICE_BURST",
+    "replay_window": "MEDSEC_REPLAY_WINDOW", "max_duplicates": "MEDSEC_MAX_DUPLICATES",
 }

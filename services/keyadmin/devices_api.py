@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from services.common.config import Config, valid_device_id
+from services.common.config import DEVICE_ID_RULE, Config, valid_device_id
 from services.common.logs import kv
 from services.keyadmin import api_common as api
 from services.keystore.credentials import CredentialError, make_secret
@@ -21,7 +21,7 @@ MAX_IMPORT_ERRORS = 100
 
 def _device_id(device_id: object) -> str:
     if not valid_device_id(device_id):
-        raise api.ApiError(400, "device id must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        raise api.ApiError(400, f"device id must be {DEVICE_ID_RULE}")
     return device_id  # type: ignore[return-value]
 
 
@@ -60,7 +60,7 @@ def parse_key_file(text: str) -> tuple[list[NewDevice], list[dict[str, Any]]]:
         if unknown:
             errors.append({"line": number, "error": f"unknown fields: {', '.join(unknown)[:100]}"})
         elif not valid_device_id(obj.get("id")):
-            errors.append({"line": number, "error": "id must be 1-64 characters of A-Z a-z 0-9 _ . -"})
+            errors.append({"line": number, "error": f"id must be {DEVICE_ID_RULE}"})
         elif protocol != "v1":
             errors.append({"line": number, "error": "legacy key files hold v1 devices only"})
         elif "key" not in obj or "iv" not in obj:

@@ -11,6 +11,11 @@ Layout (data flows top to bottom):
                  key events in
   state.py       what the server and its connections share: open connections, devices
   throttle.py    failed-identification throttling per source address (pure)
+  probation.py   start slots for connections of a refused address, so a NAT's good devices get in (pure)
+  trust.py       who may send a PROXY header (MEDSEC_PROXY_TRUSTED) (pure)
+  ratelimit.py   per-device reading rate limit, a token bucket (pure)
+  replay.py      v1 replay memory (byte-identical readings) and per-connection duplicate strikes (pure)
+  reporter.py    one log line and event per device and reason per interval (pure)
   metrics.py     counters rendered as Prometheus text
   errors.py      Reject (reason, detail, device) and its two transport cases
 """

@@ -4,6 +4,10 @@ Every way a connection ends goes through `run()`'s single close path: one log
 line, one "rejected" event for a fault (unidentified connections on
 `medsec/events/~unidentified`), and a "disconnect" event when the last
 connection of an identified device closes in this proxy.
+
+Readings pass the v1 policies of issue 14 first (replay.py, ratelimit.py): a replay or a reading
+above its device's rate is dropped (event `dropped`, reported once per interval) and brings
+nothing online; two live connections of one device are a `duplicate_session` until one is left.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from services.common.logs import kv
 from services.proxy import protocols, proxyproto
 from services.proxy.errors import NORMAL_CLOSE, BusUnavailable, Reject
 from services.proxy.output import event_payload, ingest_payload
+from services.proxy.replay import DuplicateGuard
 from services.proxy.state import ProxyState
 
 log = logging.getLogger("medsec.proxy")
@@ -28,6 +33,8 @@ MAX_PENDING_ACKS = 8
 MAX_WRITE_BUFFER = 64 * 1024
 # Failed identifications that count toward throttling an address: keys or key ids nobody registered.
 GUESSES = frozenset({"unknown_key", "unknown_kid"})
+# Closes that count too, although the readings decoded: replaying sniffed traffic.
+REPLAYS = frozenset({"replay", "too_many_duplicates"})
 
 
 class Connection:
@@ -43,7 +50,9 @@ class Connection:
         self.src = src  # the device's address: the peer's, or the balancer's PROXY header's
         self.gw: tuple[str, int] = (str(sock[0]), int(sock[1]))
         self.src_text = f"{self.src[0]}:{self.src[1]}"
-        self.device: str | None = None
+        self.device: str | None = None  # set by the first reading that decodes under a device's key
+        self.online = False  # a new reading came: the connection counts for the device's status
+        self.guard = DuplicateGuard(self.config.max_duplicates)
         self.protocol: str | None = None
         self.readings = 0
         self.started = self.loop.time()
@@ -83,17 +92,29 @@ class Connection:
         return reply
 
     async def accept_reading(self, device: str, values: dict[str, str], protocol: str,
-                             seq: int | None = None) -> asyncio.Future[None]:
-        """Publish a decoded reading; returns the PUBACK future (v2 acks the device after it)."""
-        if self.device is None:
+                             seq: int | None = None, gen: int | None = None,
+                             fingerprint: int | None = None) -> asyncio.Future[None]:
+        """Publish a decoded reading; returns the PUBACK future (v2 acks the device after it).
+
+        A v1 reading (`fingerprint`: a hash of its ciphertext blocks, byte-identical readings have
+        the same) that is a replay or above the device's rate is dropped instead (counted,
+        reported, never published, and it does not bring the device online): the future
+        returned is then already done, with nothing to wait for.
+        """
+        if not isinstance(gen, int) or isinstance(gen, bool):
+            gen = None  # an auth that does not send it yet
+        self._bind(device)
+        if fingerprint is not None and self._drop_v1(device, fingerprint):
+            done: asyncio.Future[None] = self.loop.create_future()
+            done.set_result(None)
+            return done
+        self.guard.fresh(seq)
+        if not self.online:
             self._identify(device, protocol)
-        elif device != self.device:
-            raise Reject("device_changed", f"reading of {device} on a connection of {self.device}",
-                         self.device)
         while len(self._acks) >= MAX_PENDING_ACKS:
             await self._await_ack(self._acks.popleft())
         payload = ingest_payload(device, values, protocol, seq, self.src, self.gw,
-                                 self.state.next_uid(), time.time())
+                                 self.state.next_uid(), time.time(), gen)
         future = self.state.output.publish_reading(device, payload)
         self._acks.append(future)
         # A device may send nothing more for a while: the broker's silence must close it anyway.
@@ -119,11 +140,75 @@ class Connection:
         if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.kill("slow_consumer", f"device left more than {MAX_WRITE_BUFFER} bytes of answers unread")
 
+    def duplicate(self, device: str, seq: int | None) -> None:
+        """A reading the gateway already has (v2: auth answered `duplicate`; its ack is written).
+
+        A device resending its unacknowledged readings after a reconnect is forgiven; a
+        connection that keeps sending duplicates is closed (too_many_duplicates).
+        """
+        self._bind(device)
+        if self.guard.duplicate(seq):
+            raise Reject("too_many_duplicates",
+                         f"{self.guard.strikes} readings already acknowledged sent again", device)
+
     # --- internals ---
-    def _identify(self, device: str, protocol: str) -> None:
+    def _bind(self, device: str) -> None:
+        """The first reading decoded under a device's key ties the connection to that device."""
+        if self.device is not None:
+            if device != self.device:
+                raise Reject("device_changed", f"reading of {device} on a connection of {self.device}",
+                             self.device)
+            return
         if self.state.recently_revoked(device):
             raise Reject("revoked", "device was revoked", device)
         self.device = device
+        others = self.state.bind(device, self)
+        if others and device not in self.state.duplicate_open:
+            self._duplicate_session(device, others[0])
+
+    def _duplicate_session(self, device: str, other: Connection) -> None:
+        """Two connections speak for one device: a replay, a clone, or a reconnect the old
+        connection has not noticed yet. Reported once until the device is down to one again."""
+        state = self.state
+        state.duplicate_open.add(device)
+        state.metrics.duplicate_sessions += 1
+        reason = "new_address" if other.src[0] != self.src[0] else "two_connections"
+        detail = (f"{device} on two connections: {other.src_text} (since "
+                  f"{self.loop.time() - other.started:.0f} s) and {self.src_text}")
+        log.warning(kv(event="duplicate_session", device=device, reason=reason, conn=self.id,
+                       src=self.src_text, peer=other.src_text))
+        state.output.publish_event(device, event_payload(
+            "duplicate_session", device, reason, detail, self.src, self.protocol, time.time(), other.src))
+
+    def _drop_v1(self, device: str, fingerprint: int) -> bool:
+        """Replays and readings above the device's rate: True when this reading is dropped."""
+        state, now = self.state, self.loop.time()
+        if state.replays.seen(device, fingerprint, now):
+            self._dropped(device, "replay", "byte-identical to a reading of the last "
+                          f"{self.config.replay_window:g} s")
+            if self.guard.duplicate(None):
+                raise Reject("replay", f"{self.guard.strikes} replayed readings", device)
+            return True
+        if not state.rate.allow(device, now):
+            self._dropped(device, "rate_limited", f"above {self.config.device_max_rate:g} readings/s "
+                          f"(burst {self.config.device_burst})")
+            return True
+        return False
+
+    def _dropped(self, device: str, reason: str, why: str) -> None:
+        """Counted always; logged and evented at most once per device and reason per interval."""
+        state = self.state
+        state.metrics.dropped[reason] += 1
+        count = state.reporter.due(device, reason, self.loop.time())
+        if count is None:
+            return
+        detail = f"{count} reading{'s' if count != 1 else ''} dropped: {why}"
+        log.warning(kv(event="dropped", device=device, reason=reason, conn=self.id, src=self.src_text,
+                       count=count, detail=why))
+        self._event("dropped", device, reason, detail)
+
+    def _identify(self, device: str, protocol: str) -> None:
+        self.online = True
         count = self.state.add_device(device, self)
         self.state.metrics.observe(self.state.metrics.identify, self.loop.time() - self.first_byte_at)
         log.info(kv(event="connect", conn=self.id, device=device, src=self.src_text, protocol=protocol,
@@ -218,16 +303,27 @@ class Connection:
         if fault:
             state.metrics.rejected[reason] += 1
             self._event("rejected", device, reason, detail)
-            if reason in GUESSES and self.device is None:
+            if (reason in GUESSES and self.device is None) or reason in REPLAYS:
                 block = state.throttle.failure(self.src[0], self.loop.time())
                 if block is not None:
                     log.warning(kv(event="throttled", src=self.src[0], seconds=f"{block.seconds:g}",
                                    strikes=block.strikes))
                     state.output.publish_event(None, event_payload(
                         "throttled", None, "too_many_failures",
-                        f"{state.throttle.failures} failed identifications; refused for {block.seconds:g} s",
+                        f"{state.throttle.failures} failed identifications or replays; "
+                        f"refused for {block.seconds:g} s",
                         self.src, self.protocol, time.time()))
-        if self.device is not None:
+        if self.online and self.device is not None:
             left = state.remove_device(self.device, self)
             if left == 0:
                 self._event("disconnect", self.device, reason, detail)
+        if self.device is not None:
+            self._unbind(self.device, reason)
+
+    def _unbind(self, device: str, reason: str) -> None:
+        state = self.state
+        if state.unbind(device, self) <= 1 and device in state.duplicate_open:
+            state.duplicate_open.discard(device)
+            log.info(kv(event="duplicate_session_end", device=device, conn=self.id, src=self.src_text))
+            self._event("duplicate_session_end", device, reason,
+                        f"{device} is down to one connection ({self.src_text} closed)")

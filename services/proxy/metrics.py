@@ -14,6 +14,9 @@ class Metrics:
         self.refused = Counter[str]()  # closed at accept: throttled, too_many_connections
         self.closed = Counter[str]()  # by close reason
         self.rejected = Counter[str]()  # by rejection reason
+        self.dropped = Counter[str]()  # readings not published, connection kept: replay, rate_limited
+        self.duplicate_sessions = 0  # devices seen on two connections at once
+        self.probation = 0  # connections of a refused address let in on a start slot
         self.identify = [0.0, 0]  # seconds sum, count: first byte to identified device
         self.auth = [0.0, 0]  # auth round trips
         self.publish = [0.0, 0]  # publish to PUBACK
@@ -43,8 +46,12 @@ class Metrics:
             f"{p}readings_accepted_total {self.readings_accepted}",
             f"# TYPE {p}readings_per_second gauge", f"{p}readings_per_second {self.rate:.3f}",
             f"# TYPE {p}events_dropped_total counter", f"{p}events_dropped_total {self.events_dropped}",
+            f"# TYPE {p}duplicate_sessions_total counter",
+            f"{p}duplicate_sessions_total {self.duplicate_sessions}",
+            f"# TYPE {p}probation_total counter", f"{p}probation_total {self.probation}",
         ]
-        by_reason = (("refused", self.refused), ("closed", self.closed), ("rejected", self.rejected))
+        by_reason = (("refused", self.refused), ("closed", self.closed), ("rejected", self.rejected),
+                     ("dropped", self.dropped))
         for name, counter in by_reason:
             lines.append(f"# TYPE {p}{name}_total counter")
             lines.extend(f'{p}{name}_total{{reason="{reason}"}} {n}' for reason, n in sorted(counter.items()))

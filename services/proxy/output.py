@@ -27,20 +27,30 @@ log = logging.getLogger("medsec.proxy.bus")
 
 
 def ingest_payload(device: str, values: dict[str, str], protocol: str, seq: int | None,
-                   src: tuple[str, int], gw: tuple[str, int], uid: str, ts: float) -> bytes:
-    """medsec/ingest/<device> (docs/architecture.md): values exactly as the device sent them."""
+                   src: tuple[str, int], gw: tuple[str, int], uid: str, ts: float,
+                   gen: int | None = None) -> bytes:
+    """medsec/ingest/<device> (docs/architecture.md): values exactly as the device sent them.
+
+    `gen` is the generation of the key the reading verified under (auth's answer): a v2 seq
+    starts again after a rotation, so the publisher tells duplicates apart by (device, gen, seq).
+    """
     return json.dumps({
-        "device": device, "ts": ts, "seq": seq, "protocol": protocol, "values": values,
+        "device": device, "ts": ts, "seq": seq, "gen": gen, "protocol": protocol, "values": values,
         "src": list(src), "gw": list(gw), "uid": uid,
     }, separators=(",", ":")).encode()
 
 
 def event_payload(event: str, device: str | None, reason: str | None, detail: str,
-                  src: tuple[str, int] | None, protocol: str | None, ts: float) -> bytes:
-    return json.dumps({
+                  src: tuple[str, int] | None, protocol: str | None, ts: float,
+                  peer: tuple[str, int] | None = None) -> bytes:
+    """medsec/events/<device>; `peer` (duplicate_session only) is the other connection's address."""
+    doc: dict[str, Any] = {
         "event": event, "device": device, "reason": reason, "detail": detail[:200], "ts": ts,
         "src": list(src) if src else None, "protocol": protocol,
-    }, separators=(",", ":")).encode()
+    }
+    if peer is not None:
+        doc["peer"] = list(peer)
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 class Output:

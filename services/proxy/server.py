@@ -11,7 +11,7 @@ from typing import Any
 
 from services.common.config import Config
 from services.common.logs import kv
-from services.proxy import proxyproto
+from services.proxy import proxyproto, trust
 from services.proxy.authclient import AuthClient
 from services.proxy.connection import Connection
 from services.proxy.metrics import Metrics, write_atomic
@@ -36,6 +36,10 @@ class ProxyServer:
         self.metrics_path = config.run_dir / "metrics-proxy.prom"
         self._last_refusal_report = float("-inf")
         self._suppressed = 0
+        self._last_untrusted_report = float("-inf")
+        self._untrusted = 0
+        # Config.from_env already refused a bad MEDSEC_PROXY_TRUSTED.
+        self.trusted = trust.parse_trusted(config.proxy_trusted)
 
     # --- lifecycle ---
     async def serve(self) -> None:
@@ -58,7 +62,12 @@ class ProxyServer:
         self._metrics_task = asyncio.create_task(self._write_metrics(), name="metrics")
         log.info(kv(event="listening", host=cfg.host, port=cfg.proxy_port, instance=self.instance,
                     max_connections=cfg.max_connections, idle_timeout=cfg.idle_timeout,
-                    reading_timeout=cfg.reading_timeout))
+                    reading_timeout=cfg.reading_timeout, device_max_rate=cfg.device_max_rate,
+                    replay_window=cfg.replay_window))
+        if cfg.proxy_protocol:
+            log.info(kv(event="proxy_protocol", trusted=",".join(str(n) for n in self.trusted),
+                        detail="PROXY headers accepted only from these peers"
+                        + ("" if cfg.proxy_trusted.strip() else " (MEDSEC_PROXY_TRUSTED unset: loopback)")))
 
     async def shutdown(self) -> None:
         state = self.state
@@ -96,15 +105,30 @@ class ProxyServer:
             writer.close()
             return
         if self.config.proxy_protocol:
+            if not trust.trusted(str(peer[0]), self.trusted):
+                self._untrusted_peer(writer, peer)
+                return
             peer = await self._proxy_header(reader, writer, peer)
             if peer is None:
                 return
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if state.throttle.blocked(str(peer[0]), now):
-            state.metrics.refused["throttled"] += 1
-            log.debug(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="throttled"))
-            writer.close()
-            return
+            # A refused address may be a NAT with good devices behind it: its connections
+            # start one per grace period instead of all being closed (probation.py).
+            start = state.probation.slot(str(peer[0]), now)
+            if start is None:
+                state.metrics.refused["throttled"] += 1
+                log.debug(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="throttled"))
+                writer.close()
+                return
+            state.metrics.probation += 1
+            if start > now:
+                await asyncio.sleep(start - now)
+            if self.should_exit.is_set():
+                writer.close()
+                return
+            now = loop.time()
         if len(state.connections) >= self.config.max_connections:
             state.metrics.refused["too_many_connections"] += 1
             writer.close()
@@ -126,6 +150,22 @@ class ProxyServer:
         if conn.task is not None:
             conn.task.set_name(f"conn-{conn.id}")
         await conn.run()
+
+    def _untrusted_peer(self, writer: asyncio.StreamWriter, peer: tuple) -> None:
+        """A PROXY header names the device's address: only the balancer may send one."""
+        assert self.state is not None
+        self.state.metrics.refused["untrusted_proxy"] += 1
+        writer.close()
+        now = asyncio.get_running_loop().time()
+        self._untrusted += 1
+        if now - self._last_untrusted_report < 1.0:  # at most one line and event a second
+            return
+        detail = (f"peer {peer[0]} is not in MEDSEC_PROXY_TRUSTED; {self._untrusted} refused since "
+                  "last report")
+        log.warning(kv(event="refused", src=f"{peer[0]}:{peer[1]}", reason="untrusted_proxy", detail=detail))
+        self.state.output.publish_event(None, event_payload(
+            "rejected", None, "untrusted_proxy", detail, (str(peer[0]), int(peer[1])), None, time.time()))
+        self._last_untrusted_report, self._untrusted = now, 0
 
     async def _proxy_header(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             peer: tuple) -> tuple | None:
@@ -159,7 +199,7 @@ class ProxyServer:
             return
         if kind == "revoked":
             state.revoked[device] = time.monotonic()
-            conns = list(state.devices.get(device, ()))
+            conns = list(state.sessions.get(device, ()))
             log.info(kv(event="revoked", device=device, connections=len(conns)))
             for conn in conns:
                 conn.kill("revoked", "device key revoked")

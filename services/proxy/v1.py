@@ -121,7 +121,8 @@ class V1Handler:
                 device = reply.get("device")
                 if not isinstance(device, str):
                     raise Reject("auth_protocol", "auth answered ok without a device")
-                await conn.accept_reading(device, check_values(reply.get("values")), "v1")
+                await conn.accept_reading(device, check_values(reply.get("values")), "v1", None,
+                                          reply.get("gen"), hash(b"".join(found.blocks)))
                 session.accepted(found, conn.now())
             elif status == "rejected":
                 device = reply.get("device")

@@ -119,7 +119,8 @@ class V2Handler:
             if status in ("ok", "duplicate") and not answered:
                 raise Reject("auth_protocol", "auth answered without the device or the frame's seq")
             if status == "ok":
-                puback = await conn.accept_reading(device, check_values(reply.get("values")), "v2", frame.seq)
+                puback = await conn.accept_reading(device, check_values(reply.get("values")), "v2", frame.seq,
+                                                   reply.get("gen"))
                 task = asyncio.create_task(self._ack_after(conn, frame, puback), name=f"v2-ack-{conn.id}")
                 acks.add(task)
                 task.add_done_callback(acks.discard)
@@ -129,6 +130,7 @@ class V2Handler:
                                  conn.device)
                 self._replayed(conn, device, frame.seq)
                 _send(conn, _answer_bytes(reply, "ack", frame))
+                conn.duplicate(device, frame.seq)  # a connection that keeps sending them is closed
             elif status == "rejected" and reply.get("refusal") is not None:
                 self._refuse(conn, frame, reply)
             elif status == "rejected":

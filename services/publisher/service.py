@@ -24,6 +24,7 @@ from services.publisher.topics import (
     PROTOCOLS,
     BusMessageError,
     Publish,
+    alert_message,
     device_from_topic,
     parse_ingest,
     public_messages,
@@ -39,6 +40,7 @@ class Counters:
         self.accepted = 0
         self.duplicates = 0
         self.status_updates = 0
+        self.alerts = 0
         self.published = 0
         self.rejected: Counter[str] = Counter()
 
@@ -56,6 +58,7 @@ class Counters:
                 "accepted": self.accepted,
                 "duplicates": self.duplicates,
                 "status_updates": self.status_updates,
+                "alerts": self.alerts,
                 "published": self.published,
                 "rejected": dict(self.rejected),
             }
@@ -97,10 +100,16 @@ class PublisherService:
 
     def on_event(self, topic: str, payload: bytes) -> list[Publish]:
         message = status_message(topic, payload)
-        if message is None:
-            return []
-        self.counters.add("status_updates")
-        return [message]
+        if message is not None:
+            self.counters.add("status_updates")
+            return [message]
+        alert = alert_message(topic, payload)
+        if alert is not None:
+            self.counters.add("alerts")
+            self.log.warning(kv(event="alert", device=device_from_topic(topic, EVENTS_PREFIX) or "-",
+                                topic=alert[0]))
+            return [alert]
+        return []
 
     def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> Publish:
         """One log line, one counter, and a `rejected` event; never the reading itself."""

@@ -33,6 +33,9 @@ VALUE_TOPICS: tuple[tuple[str, str], ...] = (
 )
 PROTOCOLS = ("v1", "v2")
 STATUS_EVENTS = {"connect": "online", "disconnect": "offline"}
+# Proxy events the dashboards must see as alerts: event -> (rule, state), on Pico/<id>/alert.
+ALERT_EVENTS = {"duplicate_session": ("duplicate_session", "alert"),
+                "duplicate_session_end": ("duplicate_session", "clear")}
 
 Publish = tuple[str, bytes, bool]  # (topic, payload, retain)
 
@@ -48,6 +51,7 @@ class Ingest:
     device: str
     ts: float
     seq: int | None
+    gen: int | None  # generation of the device key the reading verified under (null: unknown)
     protocol: str
     values: dict[str, str]  # the seven strings exactly as the device sent them
     numbers: dict[str, float]  # the same values as numbers (validated)
@@ -56,9 +60,10 @@ class Ingest:
     uid: str | None
 
     @property
-    def dedup_key(self) -> tuple[str, object]:
-        """v2 readings carry a sequence number; v1 readings are told apart by the proxy's uid."""
-        return ("seq", self.seq) if self.seq is not None else ("uid", self.uid)
+    def dedup_key(self) -> tuple[object, ...]:
+        """v2 readings carry a sequence number, which starts again under a rotated key: (gen, seq).
+        v1 readings are told apart by the proxy's uid."""
+        return ("seq", self.gen, self.seq) if self.seq is not None else ("uid", self.uid)
 
 
 def device_from_topic(topic: str, prefix: str) -> str | None:
@@ -121,6 +126,9 @@ def parse_ingest(topic: str, payload: bytes) -> Ingest:
     seq = obj.get("seq")
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
         raise _bad("seq must be null or a non-negative integer")
+    gen = obj.get("gen")
+    if gen is not None and (not isinstance(gen, int) or isinstance(gen, bool) or gen < 0):
+        raise _bad("gen must be null or a non-negative integer")
     protocol = obj.get("protocol")
     if protocol not in PROTOCOLS:
         raise _bad(f"protocol must be one of {', '.join(PROTOCOLS)}")
@@ -139,7 +147,7 @@ def parse_ingest(topic: str, payload: bytes) -> Ingest:
     gw = _address(obj, "gw")
     numbers = validate(values)  # ReadingError: missing_field, not_numeric, out_of_range
     return Ingest(
-        device=device, ts=float(ts), seq=seq, protocol=protocol,
+        device=device, ts=float(ts), seq=seq, gen=gen, protocol=protocol,
         values={f: values[f] for f in FIELDS}, numbers=numbers, src=src, gw=gw, uid=uid,
     )
 
@@ -165,8 +173,8 @@ def public_messages(reading: Ingest) -> list[Publish]:
     return out
 
 
-def status_message(topic: str, payload: bytes) -> Publish | None:
-    """The retained Pico/<id>/status a connect or disconnect event sets; None for any other event.
+def _device_event(topic: str, payload: bytes) -> tuple[str, dict] | None:
+    """(device, event) of a well-formed event about a valid device; None otherwise.
 
     Events of unidentified connections (`~unidentified`, not a valid device id) and
     malformed events are ignored: they must not invent a device.
@@ -176,10 +184,52 @@ def status_message(topic: str, payload: bytes) -> Publish | None:
         return None
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     if not isinstance(obj, dict) or obj.get("device") != device:
         return None
+    return device, obj
+
+
+def alert_message(topic: str, payload: bytes) -> Publish | None:
+    """The retained Pico/<id>/alert a duplicate_session(_end) event sets; None for other events.
+
+    `{"device", "rule": "duplicate_session", "state": "alert"|"clear", "reason", "text", "src",
+    "peer", "ts"}`: what the medsec alert node and the dashboard's Alerts page show.
+    """
+    found = _device_event(topic, payload)
+    if found is None:
+        return None
+    device, obj = found
+    kind = ALERT_EVENTS.get(obj.get("event"))  # type: ignore[arg-type]
+    if kind is None:
+        return None
+    ts = obj.get("ts")
+    reason = obj.get("reason")
+    detail = obj.get("detail")
+    doc = {
+        "device": device, "rule": kind[0], "state": kind[1],
+        "reason": reason if isinstance(reason, str) and len(reason) <= 64 else None,
+        "text": detail[:200] if isinstance(detail, str) else "",
+        "src": _maybe_address(obj, "src"), "peer": _maybe_address(obj, "peer"),
+        "ts": float(ts) if _is_number(ts) else None,
+    }
+    return f"Pico/{device}/alert", json.dumps(doc, separators=(",", ":")).encode(), True
+
+
+def _maybe_address(obj: dict, name: str) -> list | None:
+    try:
+        return list(_address(obj, name))
+    except BusMessageError:
+        return None
+
+
+def status_message(topic: str, payload: bytes) -> Publish | None:
+    """The retained Pico/<id>/status a connect or disconnect event sets; None for any other event."""
+    found = _device_event(topic, payload)
+    if found is None:
+        return None
+    device, obj = found
     status = STATUS_EVENTS.get(obj.get("event"))  # type: ignore[arg-type]
     if status is None:
         return None

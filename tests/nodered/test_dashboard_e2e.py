@@ -18,6 +18,7 @@ import pytest
 
 from services.nodered import login_password, osuser
 from services.nodered.runtime import NODERED_DIR
+from tests.proxy.support import connect, reading
 from tests.support.proc import wait_until
 from tests.support.stack import MEDSEC, api, kill_all, medsec, supervised_pids
 
@@ -161,9 +162,24 @@ def test_dashboard_follows_the_fleet(config, config_env, procs, tmp_path):
         now = cards(probe)
         assert live(now["sim-001"]) and live(now["sim-003"]) and live(now["e2e4-001"]), now
 
-        alerts = probe.call("alerts", url=f"{base}/alerts")
+        # One device on two connections from two addresses (a replay of sniffed v1 traffic, or a
+        # clone): the gateway's duplicate_session alert reaches the Alerts page (issue 14, item 3).
+        key, iv = "Twice-0123456789", "Twice-IV-0123456"
+        status, _ = api(config, "POST", "/devices",
+                        {"id": "e2e-twice", "protocol": "v1", "key": key, "iv": iv})
+        assert status == 201
+        twice = [connect(config.proxy_port, source) for source in ("127.0.0.1", "127.0.0.2")]
+        for n, sock in enumerate(twice):
+            sock.sendall(reading(key, iv, n))
+
+        alerts = wait_until(lambda: (a := probe.call("alerts", url=f"{base}/alerts"))
+                            and ["e2e-twice", "duplicate_session"] in a["open"] and a, 30,
+                            what="the duplicate-session alert on the Alerts page")
         assert ["sim-002", "offline"] in alerts["open"], alerts
         assert any("sim-002" in row and "offline" in row for row in alerts["log"]), alerts
+        assert any("e2e-twice" in row and "duplicate_session" in row for row in alerts["log"]), alerts
+        for sock in twice:
+            sock.close()
         probe.call("fleet_page", url=f"{base}/fleet")
 
         # The viewer: Fleet, Device and Alerts, not the Devices page (neither its URL nor its link).

@@ -28,6 +28,19 @@ def stack(config, config_env, procs, broker, tmp_path):
 
 
 @pytest.fixture
+def publisher(stack):
+    """The real publisher on the stack's broker; yields a dashboard client subscribed to Pico/#."""
+    stack.procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=stack.env)
+    log = stack.log_dir / "publisher.log"
+    wait_until(lambda: log.exists() and "bus_subscribed" in log.read_text(), 10,
+               what="publisher to subscribe")
+    dashboard = Subscriber(stack.config, "dashboard")
+    dashboard.subscribe("Pico/#")
+    yield dashboard
+    dashboard.close()
+
+
+@pytest.fixture
 def proxy(stack):
     stack.start_proxy()
     return stack

@@ -37,7 +37,9 @@ def encode(key: str, iv: str, plaintext: bytes, variant: str = "chained") -> byt
 
 
 def reading(key: str, iv: str, n: int = 0, variant: str = "chained") -> bytes:
-    values = dict(GOOD, Temp=36.0 + (n % 100) / 100)
+    """The n-th reading of a device: a different text for every n below 100,000 (the proxy drops
+    a byte-identical reading as a replay)."""
+    values = dict(GOOD, Temp=36.0 + (n % 100) / 100, PulseSig=2.123 + (n // 100 % 1000) / 1000)
     return encode(key, iv, v1.format_reading(values), variant)
 
 
@@ -145,12 +147,14 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
 
 
 class Streamer(threading.Thread):
-    """A well-behaved device sending a reading every `interval` seconds until stopped."""
+    """A well-behaved device sending a reading every `interval` seconds until stopped (by default
+    under MEDSEC_DEVICE_MAX_RATE, 10 readings/s)."""
 
-    def __init__(self, port: int, key: str, iv: str, interval: float = 0.05, device: str = "") -> None:
+    def __init__(self, port: int, key: str, iv: str, interval: float = 0.15, device: str = "",
+                 source: str | None = None) -> None:
         super().__init__(daemon=True)
         self.device = device
-        self.sock = connect(port)
+        self.sock = connect(port, source)
         self.key, self.iv, self.interval = key, iv, interval
         self.sent = 0
         self.error: Exception | None = None

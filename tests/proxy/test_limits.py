@@ -1,14 +1,23 @@
 """Limits on a real proxy: failed-identification throttling and the connection cap."""
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
+
 from tests.proxy.support import Streamer, closed_by_peer, connect, credentials, reading
 from tests.support.proc import wait_until
 
 ATTACKER = "127.0.0.2"  # another loopback address: a second source address on this machine
+NAT = "127.0.0.4"  # a shared address: a guesser and a good device behind one NAT
 
 
-def test_an_address_guessing_keys_is_refused_before_its_20th_try(proxy):
-    """Issue 3 "Done when" 3, with the default MEDSEC_THROTTLE_FAILURES=10."""
+def test_an_address_guessing_keys_is_refused_before_its_20th_try(stack):
+    """Issue 3 "Done when" 3, with the default MEDSEC_THROTTLE_FAILURES=10 and no start slots for
+    a refused address (MEDSEC_THROTTLE_GRACE=0: every connection is closed at accept)."""
+    proxy = stack
+    proxy.start_proxy(MEDSEC_THROTTLE_GRACE="0")
     key, iv = proxy.register("bystander")
     good = Streamer(proxy.config.proxy_port, key, iv)
     good.start()
@@ -67,3 +76,60 @@ def test_connections_beyond_the_maximum_are_refused(stack):
     wait_until(lambda: len(stack.ingest("capped")) == 2, 5, what="a connection once there is room")
     for sock in held[1:] + [late]:
         sock.close()
+
+
+class Guesser(threading.Thread):
+    """Unknown keys from one address, one connection at a time, as fast as the proxy lets it."""
+
+    def __init__(self, port: int, source: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.source = port, source
+        self.tries = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                sock = connect(self.port, source=self.source)
+                self.tries += 1
+                sock.sendall(reading(*credentials()))
+                closed_by_peer(sock)
+                sock.close()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
+
+
+@pytest.mark.parametrize("grace", [0.5, 1.0])
+def test_a_good_device_behind_a_guessing_neighbour_is_served_within_two_start_slots(stack, grace):
+    """Issue 14 item 5: one NAT address, a guesser and a good device. The address is refused, but its
+    connections start one per MEDSEC_THROTTLE_GRACE in arrival order: the good device waits at most
+    two slots (the guesser's, then its own), and the guesser gets at most one try per slot."""
+    stack.start_proxy(MEDSEC_THROTTLE_FAILURES="3", MEDSEC_THROTTLE_GRACE=str(grace))
+    key, iv = stack.register(f"behind-nat-{grace:g}")
+    guesser = Guesser(stack.config.proxy_port, NAT)
+    guesser.start()
+    try:
+        wait_until(lambda: [e for e in stack.events() if e["event"] == "throttled"], 10, what="the block")
+        blocked_at = time.monotonic()
+        tries_at_block = len(stack.rejected("unknown_key"))
+        for n in range(3):  # the device reconnects a few times during the block
+            asked = time.monotonic()
+            sock = connect(stack.config.proxy_port, source=NAT)
+            sock.sendall(reading(key, iv, n))
+            wait_until(lambda k=n: len(stack.ingest(f"behind-nat-{grace:g}")) == k + 1, 2 * grace + 3,
+                       what="the good device's reading")
+            waited = time.monotonic() - asked
+            assert waited <= 2 * grace + 1.0, f"served after {waited:.2f} s"
+            sock.close()
+        during = time.monotonic() - blocked_at
+    finally:
+        guesser.stop()
+    # The guesser kept trying all along, but only one try per slot reached auth.
+    guesses = len(stack.rejected("unknown_key")) - tries_at_block
+    assert guesses <= during / grace + 2
+    assert guesses >= 1  # it was let in on slots too: the block is a pace, not a lockout
+    assert stack.ingest(f"behind-nat-{grace:g}")[0]["src"][0] == NAT

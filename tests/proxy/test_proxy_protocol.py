@@ -2,8 +2,13 @@
 each device's own address, not the balancer's; a connection without the header is refused."""
 from __future__ import annotations
 
+import ipaddress
+import struct
+import sys
+
 import pytest
 
+from services.proxy import proxyproto
 from tests.proxy.support import closed_by_peer, connect, credentials, reading
 from tests.support.haproxy import HAProxy, haproxy_binary
 from tests.support.proc import wait_until
@@ -15,7 +20,7 @@ needs_haproxy = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy not
 
 @needs_haproxy
 def test_throttling_behind_the_balancer_blocks_the_guesser_not_every_device(stack, tmp_path):
-    stack.start_proxy(MEDSEC_PROXY_PROTOCOL="1", MEDSEC_THROTTLE_FAILURES="3")
+    stack.start_proxy(MEDSEC_PROXY_PROTOCOL="1", MEDSEC_THROTTLE_FAILURES="3", MEDSEC_THROTTLE_GRACE="0")
     lb = HAProxy(stack.procs, tmp_path, [stack.config.proxy_port])
     key, iv = stack.register("behind-lb")
     for _ in range(5):
@@ -70,3 +75,48 @@ def test_a_header_the_proxy_does_not_expect_names_the_setting(stack, tmp_path):
     sock.close()
     refused = wait_until(lambda: stack.rejected("unsupported_protocol"), 5)
     assert "set MEDSEC_PROXY_PROTOCOL=1" in refused[0]["detail"]
+
+
+def forged_header(src: str, sport: int) -> bytes:
+    """A PROXY v2 header as HAProxy writes it, claiming the connection comes from src:sport."""
+    addresses = (ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address("127.0.0.1").packed
+                 + struct.pack(">HH", sport, 9998))
+    return proxyproto.SIGNATURE + bytes([0x21, 0x11]) + struct.pack(">H", len(addresses)) + addresses
+
+
+@needs_haproxy
+@pytest.mark.parametrize("claimed", ["10.9.8.7", "127.0.0.1", BYSTANDER])
+def test_a_forged_header_from_an_untrusted_peer_is_refused_and_the_balancer_is_served(stack, tmp_path,
+                                                                                      claimed):
+    """Issue 14 item 5: MEDSEC_PROXY_TRUSTED names the balancer; anyone else's header is refused."""
+    stack.start_proxy(MEDSEC_PROXY_PROTOCOL="1", MEDSEC_PROXY_TRUSTED="127.0.0.1, ::1")
+    lb = HAProxy(stack.procs, tmp_path, [stack.config.proxy_port])  # connects from 127.0.0.1
+    key, iv = stack.register("trusting")
+    # A peer that is not the balancer writes a well-formed header naming another address.
+    forger = connect(stack.config.proxy_port, source=GUESSER)
+    try:
+        forger.sendall(forged_header(claimed, 4242) + reading(key, iv, 1))
+    except OSError:
+        pass  # refused at accept: the write may meet a closed socket
+    assert closed_by_peer(forger)
+    forger.close()
+    refused = wait_until(lambda: stack.rejected("untrusted_proxy"), 5, what="the refusal's event")
+    assert refused[0]["src"][0] == GUESSER and "MEDSEC_PROXY_TRUSTED" in refused[0]["detail"]
+    assert "reason=untrusted_proxy" in stack.log() and f"src={GUESSER}:" in stack.log()
+    # The balancer's own header is believed: the device's address is the one it names.
+    device = connect(lb.port, source=BYSTANDER)
+    device.sendall(reading(key, iv, 2))
+    got = wait_until(lambda: stack.ingest("trusting"), 5, what="the reading through the balancer")
+    assert [m["src"] for m in got] == [[BYSTANDER, device.getsockname()[1]]]
+    device.close()
+    metrics = (stack.config.run_dir / "metrics-proxy.prom").read_text
+    wait_until(lambda: 'refused_total{reason="untrusted_proxy"} 1' in metrics(), 5, what="the counter")
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.300", "balancer.local", "10.0.0.0/40", ","])
+def test_a_bad_trusted_list_stops_the_proxy_with_a_clear_message(stack, bad):
+    proc = stack.procs.start("proxy-bad", [sys.executable, "-m", "services.proxy"],
+                             env={**stack.env, "MEDSEC_PROXY_PROTOCOL": "1", "MEDSEC_PROXY_TRUSTED": bad})
+    assert proc.wait(20) == 2
+    log = (stack.log_dir / "proxy-bad.log").read_text()
+    assert "MEDSEC_PROXY_TRUSTED" in log and "Traceback" not in log

@@ -214,3 +214,38 @@ def test_killed_under_load_loses_nothing(publisher, proxy, dashboard, procs, con
     for doc in jsons(dashboard, device):
         counts[doc["ts"]] = counts.get(doc["ts"], 0) + 1
     assert max(counts.values()) <= 2
+
+
+def test_after_a_rotation_a_seq_seen_under_the_old_key_is_not_a_duplicate(publisher, proxy, dashboard):
+    """Issue 14 item 6: a v2 device's seq starts again under a new key; dedup is by (device, gen, seq)."""
+    device = new_device()
+    dashboard.subscribe(f"Pico/{device}/json")
+    for n, gen, seq in ((1, 1, 5), (2, 1, 6), (3, 2, 5), (4, 2, 6), (5, 2, 5), (6, 1, 6), (7, None, 5)):
+        send(proxy, f"medsec/ingest/{device}", reading(device, n, protocol="v2", seq=seq, gen=gen, uid=None))
+    send(proxy, f"medsec/ingest/{device}", reading(device, 8, protocol="v2", seq=9, gen=2, uid=None))
+    wait_until(lambda: any(d["seq"] == 9 for d in jsons(dashboard, device)), 5, what="the last reading")
+    # (2, 5) and (2, 6) are new; (2, 5) and (1, 6) again are duplicates; no gen is its own space.
+    assert [d["ts"] - 1763790000.0 for d in jsons(dashboard, device)] == [1, 2, 3, 4, 7, 8]
+
+
+def test_duplicate_session_events_become_a_retained_alert_and_its_clear(publisher, proxy, dashboard) -> None:
+    device = new_device()
+    dashboard.subscribe("Pico/+/alert")
+    start = {"event": "duplicate_session", "device": device, "reason": "new_address",
+             "detail": f"{device} on two connections", "ts": 1.5, "src": ["10.0.0.9", 5000],
+             "peer": ["10.0.0.8", 4000], "protocol": "v1"}
+    send(proxy, "medsec/events/~unidentified", json.dumps(dict(start, device=None)).encode())
+    send(proxy, f"medsec/events/{device}", json.dumps(dict(start, device="someone-else")).encode())
+    send(proxy, f"medsec/events/{device}", json.dumps(start).encode())
+    got = wait_until(lambda: dashboard.on(f"Pico/{device}/alert"), 5, what="the alert")
+    alert = json.loads(got[0])
+    assert alert == {"device": device, "rule": "duplicate_session", "state": "alert", "reason": "new_address",
+                     "text": f"{device} on two connections", "src": ["10.0.0.9", 5000],
+                     "peer": ["10.0.0.8", 4000], "ts": 1.5}
+    send(proxy, f"medsec/events/{device}", json.dumps(
+        {"event": "duplicate_session_end", "device": device, "reason": "eof", "detail": "down to one",
+         "ts": 2.0, "src": ["10.0.0.8", 4000], "protocol": "v1"}).encode())
+    wait_until(lambda: len(dashboard.on(f"Pico/{device}/alert")) == 2, 5, what="the clear")
+    cleared = json.loads(dashboard.on(f"Pico/{device}/alert")[1])
+    assert cleared["state"] == "clear" and cleared["peer"] is None
+    assert dashboard.topics() == {f"Pico/{device}/alert"}  # nothing for the forged or unnamed events

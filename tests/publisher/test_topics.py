@@ -8,6 +8,7 @@ import pytest
 from services.common.readings import ReadingError
 from services.publisher.topics import (
     BusMessageError,
+    alert_message,
     parse_ingest,
     public_messages,
     status_message,
@@ -57,7 +58,10 @@ def test_every_public_topic_with_the_exact_strings() -> None:
 def test_v2_json_carries_the_sequence_number() -> None:
     payload = encode(message(device="d.2", seq=41, protocol="v2", uid=None))
     reading = parse_ingest("medsec/ingest/d.2", payload)
-    assert reading.dedup_key == ("seq", 41)
+    assert reading.dedup_key == ("seq", None, 41)
+    rotated = parse_ingest("medsec/ingest/d.2", encode(message(device="d.2", seq=41, gen=3, protocol="v2",
+                                                                uid=None)))
+    assert rotated.gen == 3 and rotated.dedup_key == ("seq", 3, 41) != reading.dedup_key
     doc = json.loads(public_messages(reading)[-1][1])
     assert (doc["seq"], doc["protocol"], doc["device"]) == (41, "v2", "d.2")
 
@@ -82,6 +86,12 @@ def test_v2_json_carries_the_sequence_number() -> None:
         ("medsec/ingest/pico-1", encode(message(values=["36.600"])), "bad_bus_message"),
         ("medsec/ingest/pico-1", encode(message(src="10.0.0.7:1")), "bad_bus_message"),
         ("medsec/ingest/pico-1", encode(message(gw=["127.0.0.1", 70000])), "bad_bus_message"),
+        ("medsec/ingest/pico-1", encode(message(gen=-1)), "bad_bus_message"),
+        ("medsec/ingest/pico-1", encode(message(gen="2")), "bad_bus_message"),
+        ("medsec/ingest/pico-1", encode(message(gen=True)), "bad_bus_message"),
+        ("medsec/ingest/pico-1", encode(message(gen=1.0)), "bad_bus_message"),
+        ("medsec/ingest/..", encode(message(device="..")), "bad_bus_message"),
+        ("medsec/ingest/.", encode(message(device=".")), "bad_bus_message"),
     ],
 )
 def test_bad_shapes_are_refused_with_a_reason(topic: str, payload: bytes, reason: str) -> None:
@@ -134,3 +144,27 @@ def test_status_follows_connect_and_disconnect_only(topic: str, event: object, e
 
 def test_status_ignores_garbage() -> None:
     assert status_message("medsec/events/pico-1", b"\x00garbage") is None
+
+
+@pytest.mark.parametrize("event,state", [("duplicate_session", "alert"), ("duplicate_session_end", "clear")])
+def test_duplicate_sessions_map_to_a_retained_alert(event: str, state: str) -> None:
+    topic, payload, retain = alert_message("medsec/events/pico-1", encode(
+        {"event": event, "device": "pico-1", "reason": "new_address", "detail": "x" * 500, "ts": 3,
+         "src": ["10.0.0.1", 1], "peer": ["10.0.0.2", 2]}))
+    doc = json.loads(payload)
+    assert (topic, retain) == ("Pico/pico-1/alert", True)
+    assert (doc["rule"], doc["state"]) == ("duplicate_session", state)
+    assert len(doc["text"]) == 200 and doc["src"] == ["10.0.0.1", 1] and doc["peer"] == ["10.0.0.2", 2]
+
+
+@pytest.mark.parametrize("topic,event", [
+    ("medsec/events/pico-1", {"event": "connect", "device": "pico-1"}),
+    ("medsec/events/pico-1", {"event": "dropped", "device": "pico-1", "reason": "replay"}),
+    ("medsec/events/~unidentified", {"event": "duplicate_session", "device": None}),
+    ("medsec/events/pico-1", {"event": "duplicate_session", "device": "pico-2"}),
+    ("medsec/events/..", {"event": "duplicate_session", "device": ".."}),
+    ("medsec/events/pico-1", ["duplicate_session"]),
+])
+def test_other_events_are_no_alert(topic: str, event: object) -> None:
+    assert alert_message(topic, encode(event)) is None
+    assert alert_message("medsec/events/pico-1", b"\x00garbage") is None

@@ -1,4 +1,5 @@
-// medsec alert: watches readings and status, emits one "alert" message per episode and one
+// medsec alert: watches readings, status and the gateway's own alerts (Pico/<id>/alert: a device
+// on two connections at once), emits one "alert" message per episode and one
 // "clear" when it ends (msg.topic = device id, msg.payload = the event).
 "use strict";
 
@@ -64,6 +65,20 @@ module.exports = function (RED) {
             if (parsed) {
                 emit(engine.status(parsed.device, payload.toString(), now()));
             }
+        }));
+        undo.push(gateway.subscribe(filterFor("alert", device), (topic, payload) => {
+            const parsed = parseTopic(topic);
+            if (!parsed) {
+                return;
+            }
+            let alert;
+            try {
+                alert = JSON.parse(payload.toString());
+            } catch (err) {
+                node.error(`bad alert on ${topic}: not JSON`, { topic: parsed.device });
+                return;
+            }
+            emit(engine.gateway(parsed.device, alert, now()));
         }));
         if (rules.silentSeconds !== null) {
             const every = Math.min(1000, Math.max(50, (rules.silentSeconds * 1000) / 5));

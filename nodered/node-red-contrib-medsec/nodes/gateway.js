@@ -88,8 +88,8 @@ module.exports = function (RED) {
                 notify("error", err.message);
             });
             client.on("message", (topic, payload, packet) => {
-                // Pico/<id>/status is retained by contract even when it arrives live.
-                if (packet.retain || topic.endsWith("/status")) {
+                // Pico/<id>/status and /alert are retained by contract even when they arrive live.
+                if (packet.retain || topic.endsWith("/status") || topic.endsWith("/alert")) {
                     if (payload.length === 0) {
                         node.retained.delete(topic);
                     } else {

@@ -28,9 +28,55 @@ describe("medsec alert", function () {
             offline: false, requireV2: false, ...rules,
         });
         await waitUntil(() => loaded.gateway.subscribed.has(`Pico/${device}/json`)
-            && loaded.gateway.subscribed.has(`Pico/${device}/status`), 5000, "subscriptions");
+            && loaded.gateway.subscribed.has(`Pico/${device}/status`)
+            && loaded.gateway.subscribed.has(`Pico/${device}/alert`), 5000, "subscriptions");
         return loaded;
     }
+
+    it("a device on two connections at once: the gateway's alert, then its clear", async function () {
+        const d = deviceId("twice");
+        const { node, messages } = await alertNode(d, {});
+        const seen = record(node);
+        const alert = {
+            device: d, rule: "duplicate_session", state: "alert", reason: "new_address",
+            text: `${d} on two connections: 10.0.0.8:4000 and 10.0.0.9:5000`,
+            src: ["10.0.0.9", 5000], peer: ["10.0.0.8", 4000], ts: 1,
+        };
+        await publish(pub, `Pico/${d}/alert`, JSON.stringify(alert), { retain: true });
+        await waitUntil(() => messages.length === 1, 5000, "the duplicate-session alert");
+        assert.deepStrictEqual(events(messages, d), ["duplicate_session:alert"]);
+        const got = messages[0].payload;
+        assert.strictEqual(got.text, alert.text);
+        assert.deepStrictEqual([got.src, got.peer, got.reason], [alert.src, alert.peer, "new_address"]);
+        await waitUntil(() => seen.lastStatus().text === "1 active alert", 5000, "status 1 active alert");
+        // Unknown rules, bad states and garbage are ignored; the clear ends the episode.
+        await publish(pub, `Pico/${d}/alert`, JSON.stringify({ ...alert, rule: "temp_high" }), { retain: true });
+        await publish(pub, `Pico/${d}/alert`, JSON.stringify({ ...alert, state: "maybe" }), { retain: true });
+        await publish(pub, `Pico/${d}/alert`, JSON.stringify({ ...alert, state: "clear", text: "" }), { retain: true });
+        await waitUntil(() => messages.length === 2, 5000, "the clear");
+        assert.deepStrictEqual(events(messages, d), ["duplicate_session:alert", "duplicate_session:clear"]);
+        assert.match(messages[1].payload.text, /down to one connection/);
+        await waitUntil(() => seen.lastStatus().text === "no alerts", 5000, "no alerts");
+    });
+
+    it("an open duplicate-session alert is seen by a node that starts later (retained)", async function () {
+        const d = deviceId("twice-late");
+        const alert = { device: d, rule: "duplicate_session", state: "alert", text: "two", src: null, peer: null };
+        await publish(pub, `Pico/${d}/alert`, JSON.stringify(alert), { retain: true });
+        const { messages } = await alertNode(d, {});
+        await waitUntil(() => messages.length === 1, 5000, "the retained alert");
+        assert.deepStrictEqual(events(messages, d), ["duplicate_session:alert"]);
+    });
+
+    it("the duplicate-session rule can be switched off", async function () {
+        const d = deviceId("twice-off");
+        const { messages } = await alertNode(d, { sessions: false, tempHigh: "38" });
+        const alert = { device: d, rule: "duplicate_session", state: "alert", text: "two", src: null, peer: null };
+        await publish(pub, `Pico/${d}/alert`, JSON.stringify(alert), { retain: true });
+        await publish(pub, `Pico/${d}/json`, reading(d, { Temp: 39 }));
+        await waitUntil(() => messages.length >= 1, 5000, "the fever alert after it");
+        assert.deepStrictEqual(events(messages, d), ["temp_high:alert"]);
+    });
 
     it("a fever episode: one alert, then one clear", async function () {
         const d = deviceId("fever");

@@ -10,6 +10,21 @@ function engine(config) {
 const states = (events) => events.map((e) => `${e.rule}:${e.state}`);
 
 describe("alert rules", function () {
+    it("duplicate session: the gateway's alert opens and clears an episode, once", function () {
+        const e = engine({});
+        const alert = { rule: "duplicate_session", state: "alert", text: "d on two", src: ["1.2.3.4", 5], peer: ["5.6.7.8", 9] };
+        const opened = e.gateway("d", alert, 1);
+        assert.deepStrictEqual(states(opened), ["duplicate_session:alert"]);
+        assert.deepStrictEqual([opened[0].src, opened[0].peer, opened[0].text], [alert.src, alert.peer, "d on two"]);
+        assert.deepStrictEqual(states(e.gateway("d", alert, 2)), [], "already open");
+        assert.deepStrictEqual(states(e.gateway("d", { ...alert, state: "clear" }, 4)), ["duplicate_session:clear"]);
+        for (const bad of [null, {}, { ...alert, rule: "offline" }, { ...alert, state: "on" }, "alert", 7]) {
+            assert.deepStrictEqual(e.gateway("d", bad, 5), []);
+        }
+        assert.deepStrictEqual(engine({ sessions: false }).gateway("d", alert, 1), []);
+        assert.deepStrictEqual(engine({ sessions: "false" }).gateway("d", alert, 1), []);
+    });
+
     it("temperature above: one alert per episode, a clear past the hysteresis", function () {
         const e = engine({ tempHigh: "38", hysteresis: "0.5" });
         assert.deepStrictEqual(states(e.reading("d", { Temp: 37.9 }, 1)), []);

@@ -2,7 +2,9 @@
 // alert / clear events out. One "alert" when an episode starts, one "clear" when it ends.
 "use strict";
 
-const RULES = ["temp_high", "temp_low", "pulse_flat", "silent", "offline", "protocol_v1"];
+const RULES = ["temp_high", "temp_low", "pulse_flat", "silent", "offline", "protocol_v1", "duplicate_session"];
+// Alerts the gateway raises itself (Pico/<id>/alert, published from proxy events), by rule.
+const GATEWAY_RULES = new Set(["duplicate_session"]);
 
 function num(value) {
     if (value === undefined || value === null || value === "") {
@@ -23,6 +25,8 @@ function parseRules(config) {
         silentSeconds: num(config.silentSeconds),
         offline: config.offline === true || config.offline === "true",
         requireV2: config.requireV2 === true || config.requireV2 === "true",
+        // On unless switched off: a device on two connections at once may be a replay or a clone.
+        sessions: !(config.sessions === false || config.sessions === "false"),
     };
     for (const key of ["flatSeconds", "silentSeconds"]) {
         if (rules[key] !== null && rules[key] <= 0) {
@@ -122,6 +126,24 @@ class AlertEngine {
             }));
         }
         return events;
+    }
+
+    // An alert the gateway raised (Pico/<id>/alert): {rule, state: "alert"|"clear", text, src, peer}.
+    gateway(id, alert, now) {
+        if (!this.rules.sessions || !alert || !GATEWAY_RULES.has(alert.rule)
+            || (alert.state !== "alert" && alert.state !== "clear")) {
+            return [];
+        }
+        const on = alert.state === "alert";
+        const text = typeof alert.text === "string" && alert.text ? alert.text.slice(0, 200)
+            : `${id} ${on ? "is on two connections at once" : "is down to one connection"}`;
+        const details = { text, reason: typeof alert.reason === "string" ? alert.reason : null };
+        for (const key of ["src", "peer"]) {
+            const a = alert[key];
+            details[key] = Array.isArray(a) && a.length === 2 && typeof a[0] === "string" ? [a[0], a[1]] : null;
+        }
+        const e = this.set(id, alert.rule, on, now, details);
+        return e ? [e] : [];
     }
 
     status(id, status, now) {

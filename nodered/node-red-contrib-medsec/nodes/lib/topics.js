@@ -1,13 +1,14 @@
 // The public topic tree of medsec (docs: DESIGN.md "Topics"). Pure functions, no I/O.
 "use strict";
 
-const DEVICE_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+// The gateway's rule (services/common/config.py): no leading or trailing dot, so never `.` or `..`.
+const DEVICE_ID_RE = /^(?!\.)[A-Za-z0-9_.-]{1,64}(?<!\.)$/;
 
 function validDeviceId(id) {
     return typeof id === "string" && DEVICE_ID_RE.test(id);
 }
 
-// Filter for one kind of message ("json" or "status") of one device, or of all ("" or undefined).
+// Filter for one kind of message ("json", "status" or "alert") of one device, or of all ("" or undefined).
 function filterFor(kind, device) {
     return `Pico/${device ? device : "+"}/${kind}`;
 }
