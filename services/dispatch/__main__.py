@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 from services.common import bus
 from services.common.config import Config
 from services.common.logs import kv, setup
-from services.common.state import StateError, admin_token
+from services.common.state import StateError, service_token
 from services.dispatch import topics
 from services.dispatch.keys import StationKeys, load_or_create_server_key
 from services.dispatch.service import DispatchConfig, DispatchService
@@ -25,7 +25,8 @@ def main() -> int:
     try:
         config = Config.from_env()
         cfg = DispatchConfig.from_env(config)
-        station_keys = StationKeys(config.admin_url, admin_token(config), ttl=cfg.key_ttl)
+        # Its own token, scope stations:read: station public keys and nothing else (state.SERVICE_TOKENS).
+        station_keys = StationKeys(config.admin_url, service_token(config, "dispatch"), ttl=cfg.key_ttl)
         server_key = load_or_create_server_key(config)
     except (StateError, ValueError, OSError) as exc:
         log.error(kv(event="start_failed", error=str(exc)))
