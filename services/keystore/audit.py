@@ -67,7 +67,8 @@ def _hash_of(entry: AuditEntry, key: bytes | None) -> str:
 
 def verify_chain(entries: Iterable[AuditEntry], key: bytes) -> Broken | None:
     """The first entry whose link is broken (edited, removed before it, reordered, recomputed
-    without the key), or None. Entries before the first keyed checkpoint may be plain SHA-256."""
+    without the key), or None. Entries before the first keyed checkpoint may be plain SHA-256
+    (written before the chain was keyed) or keyed."""
     items = list(entries)
     checkpoint = next((i for i, e in enumerate(items)
                        if e.action == CHECKPOINT and hmac.compare_digest(_hash_of(e, key), e.hash)), None)
@@ -80,7 +81,8 @@ def verify_chain(entries: Iterable[AuditEntry], key: bytes) -> Broken | None:
             return Broken(entry, "its link to the previous entry is broken "
                                  "(an entry before it was removed or changed)")
         keyed = checkpoint is None or index >= checkpoint
-        if not hmac.compare_digest(_hash_of(entry, key if keyed else None), entry.hash):
+        if not hmac.compare_digest(_hash_of(entry, key), entry.hash) and (
+                keyed or not hmac.compare_digest(_hash_of(entry, None), entry.hash)):
             return Broken(entry, "its content does not match its keyed hash (the entry was edited, "
                                  "or the chain was recomputed without the key)" if keyed else
                                  "its content does not match its hash (the entry was edited)")

@@ -44,9 +44,11 @@ from services.keystore.models import (
     TokenExists,
     TokenNotFound,
 )
-from services.keystore.sealing import Sealer
+from services.keystore.sealing import Sealer, SealError
 
 log = logging.getLogger("medsec.keystore")
+# services/common/v2.py ReplayWindow().to_text(): nothing accepted yet.
+INITIAL_WINDOW = "0:0:0"
 
 
 class SQLKeyStoreBase:
@@ -121,6 +123,13 @@ class SQLKeyStoreBase:
                     'SELECT key_id, device_id, "window" FROM v2_windows WHERE mac IS NULL').fetchall():
                 self._x("UPDATE v2_windows SET mac = ? WHERE key_id = ?",
                         (self._mac("v2_windows", integrity.window_fields(key_id, device_id, window)), key_id))
+        if "v2_windows" in tables:
+            # Keys registered before windows were created at registration: give them one now.
+            for key_id, device_id, protocol in self._x(
+                    "SELECT c.key_id, c.device_id, d.protocol FROM credentials c JOIN devices d"
+                    " ON d.id = c.device_id WHERE c.key_id IS NOT NULL AND NOT EXISTS"
+                    " (SELECT 1 FROM v2_windows w WHERE w.key_id = c.key_id)").fetchall():
+                self._init_window(device_id, protocol, {"key_id": key_id})
         anchored = None
         if "devices" in tables:
             head = self._x("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -217,21 +226,29 @@ class SQLKeyStoreBase:
                 "SELECT c.device_id, c.generation, c.sealed, c.created_at, c.expires_at, c.confirmed_at,"
                 " c.mac, d.revoked_at, d.mac FROM credentials c JOIN devices d ON d.id = c.device_id"
                 " WHERE d.protocol = ? AND d.changed > ?", (protocol, since))
+            # Fail closed per device: one of its rows edited without the master key makes all of its
+            # credentials unusable (counted as revoked, so auth answers "revoked" for them).
+            bad = set()
+            for device_id, gen, _, created, expires, confirmed, mac, revoked, device_mac in rows:
+                fields = integrity.credential_fields(device_id, gen, created, expires, confirmed)
+                if not (self._intact("devices", device_id, device_id,
+                                     integrity.device_fields(device_id, protocol, revoked), device_mac)
+                        and self._intact("credentials", f"{device_id}/{gen}", device_id, fields, mac)):
+                    bad.add(device_id)
             out = []
-            for device_id, gen, sealed, created, expires, confirmed, mac, revoked, device_mac in rows:
+            for device_id, gen, sealed, _, expires, _, _, revoked, _ in rows:
                 secret = self._unsealed.get((device_id, gen))
                 if secret is None:
-                    # bytes(): psycopg hands BYTEA back as a memoryview.
-                    secret = self._sealer.unseal(device_id, protocol, bytes(sealed))
+                    try:
+                        # bytes(): psycopg hands BYTEA back as a memoryview.
+                        secret = self._sealer.unseal(device_id, protocol, bytes(sealed))
+                    except SealError:
+                        if device_id in bad:  # e.g. relabelled v2 -> v1: nothing to serve
+                            continue
+                        raise
                     self._unsealed[(device_id, gen)] = secret
-                # Fail closed: a row edited without the master key makes the credential unusable.
-                intact = self._intact(
-                    "devices", device_id, device_id, integrity.device_fields(device_id, protocol, revoked),
-                    device_mac) and self._intact(
-                    "credentials", f"{device_id}/{gen}", device_id,
-                    integrity.credential_fields(device_id, gen, created, expires, confirmed), mac)
                 out.append(Credential(device_id, protocol, gen, secret, expires,
-                                      revoked is not None or not intact))
+                                      revoked is not None or device_id in bad))
             return out, current
 
     def _current_change(self) -> int:
@@ -276,6 +293,16 @@ class SQLKeyStoreBase:
                  self._mac("devices", integrity.device_fields(device.id, device.protocol, None))))
         self._insert_credential(device.id, device.protocol, 1, device.secret, now)
         self._remac_credentials(device.id, {1})
+        self._init_window(device.id, device.protocol, device.secret)
+
+    def _init_window(self, device_id: str, protocol: str, secret: dict[str, str]) -> None:
+        """A v2 key's replay window exists (MAC'd) from registration on, so a window deleted from
+        the database is told apart from one never used: v2_window refuses a missing one."""
+        key_id = KINDS[protocol].key_id(secret)
+        if key_id is not None:
+            self._x('INSERT INTO v2_windows(key_id, device_id, "window", mac) VALUES (?, ?, ?, ?)'
+                    " ON CONFLICT (key_id) DO NOTHING",
+                    (key_id, device_id, INITIAL_WINDOW, self._window_mac(key_id, device_id, INITIAL_WINDOW)))
 
     def _intact_generations(self, device_id: str) -> set[int]:
         """Inside a write: the device's credential generations whose rows verify now. A write
@@ -356,6 +383,7 @@ class SQLKeyStoreBase:
                     (now + grace, device_id, top))
             self._insert_credential(device_id, protocol, top + 1, secret, now)
             self._remac_credentials(device_id, intact | {top + 1})
+            self._init_window(device_id, protocol, secret)
             self._stamp(device_id)
             self._append_audit(actor, "rotated", device_id, {"generation": top + 1, "grace": grace}, now)
         return self._must_get(device_id)
@@ -396,6 +424,10 @@ class SQLKeyStoreBase:
         # "window" quoted: a reserved word in PostgreSQL.
         rows = self._read('SELECT "window", device_id, mac FROM v2_windows WHERE key_id = ?', (key_id,))
         if not rows:
+            known = self._read("SELECT device_id FROM credentials WHERE key_id = ?", (key_id,))
+            if known:  # registered keys have a window from the start: this one was deleted
+                self.integrity_failures.report("v2_windows", key_id, known[0][0], None)
+                raise IntegrityFailed(f"the replay window of key id {key_id} is missing", known[0][0])
             return None
         window, device_id, mac = rows[0]
         if not self._intact("v2_windows", key_id, device_id,
