@@ -75,7 +75,7 @@ def authorise() -> None:
     if rule is None or request.method == "OPTIONS":
         return
     route = rule.rule[len(PREFIX):] if rule.rule.startswith(PREFIX) else rule.rule
-    need = scopes.needed(request.method, route)
+    route, need = scopes.lookup(request.method, route) or (route, None)
     if need == scopes.PUBLIC:
         return
     name, held = _holder(_bearer())

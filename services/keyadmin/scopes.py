@@ -49,13 +49,18 @@ def shape(path: str) -> str:
     return re.sub(r"<[^>]+>|{[^}]+}", "{}", path)
 
 
-_BY_SHAPE = {(method, shape(path)): scope for (method, path), scope in ROUTES.items()}
+_BY_SHAPE = {(method, shape(path)): (path, scope) for (method, path), scope in ROUTES.items()}
+
+
+def lookup(method: str, rule: str) -> tuple[str, str] | None:
+    """(documented path, scope needed) of route `rule` (Flask form, without /api/v1) for `method`;
+    None if the table does not list it."""
+    return _BY_SHAPE.get(("GET" if method == "HEAD" else method, shape(rule)))
 
 
 def needed(method: str, rule: str) -> str | None:
-    """The scope route `rule` (Flask form, without /api/v1) needs for `method`; None if unlisted."""
-    method = "GET" if method == "HEAD" else method
-    return _BY_SHAPE.get((method, shape(rule)))
+    found = lookup(method, rule)
+    return found[1] if found else None
 
 
 def allows(held: str, need: str) -> bool:
