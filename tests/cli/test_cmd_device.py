@@ -4,42 +4,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import sqlite3
-import sys
 
 import pytest
 
-from services.cli.main import main
-from services.common.state import init_state
 from services.keyadmin.audit_witness import read_witness
-from tests.support.proc import port_open, wait_until
+from tests.cli.conftest import run, start_keyadmin
+from tests.support.proc import wait_until
 
 KEY, IV = "1234567890123456", "AAAAAAAAAAAAAAAA"
-
-
-@pytest.fixture
-def env(config, config_env, monkeypatch):
-    init_state(config)
-    for name, value in config_env.items():
-        monkeypatch.setenv(name, value)
-    return config
-
-
-def start_keyadmin(procs, config, config_env, name: str = "keyadmin"):
-    proc = procs.start(name, [sys.executable, "-m", "services.keyadmin"], env=config_env)
-    wait_until(lambda: port_open(config.admin_port) or proc.poll() is not None, 15, what="keyadmin")
-    assert proc.poll() is None
-    return proc
-
-
-@pytest.fixture
-def keyadmin(env, config_env, procs):
-    return start_keyadmin(procs, env, config_env)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_clear_message_when_api_not_running(env, capsys):
