@@ -2,8 +2,10 @@
 
 `create_app(config, overrides)` builds the very app production runs; tests
 pass overrides (TESTING, STORE, EVENTS). Errors become `{"error": ...}`
-answers in one place. More endpoints: add a blueprint factory to BLUEPRINTS
-and its paths to openapi.PATHS.
+answers in one place; every request's token and scope are checked in one
+place too (api_common.authorise, before any blueprint). More endpoints: add a
+blueprint factory to BLUEPRINTS, its paths to openapi.PATHS and their scopes to
+scopes.ROUTES (a route missing there is refused).
 """
 from __future__ import annotations
 

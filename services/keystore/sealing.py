@@ -72,4 +72,4 @@ class Sealer:
     def row_mac(self, table: str, fields: tuple) -> str:
         """A MAC over a row's protected fields (a canonical JSON list, the table name first)."""
         body = json.dumps([table, *fields], separators=(",", ":")).encode()
-        return hmac.new(self._row_key, body, hashlib.sha256).hexdigest()
+        return hmac.digest(self._row_key, body, "sha256").hex()

@@ -76,6 +76,7 @@ class SQLKeyStoreBase:
         self._lock = threading.RLock()
         self._unsealed: dict[tuple[str, int], dict[str, str]] = {}
         self.integrity_failures = integrity.Failures()
+        self._verified: dict[str, tuple[str, tuple]] = {}
 
     # --- the schema: one migration path for both backends ---
     def _migrate(self) -> None:
@@ -145,8 +146,14 @@ class SQLKeyStoreBase:
         return integrity.mac(self._sealer, table, fields)
 
     def _intact(self, table: str, key: str, device: str | None, fields: tuple, stored: str | None) -> bool:
-        """Check a row's MAC; a failure is logged (once per row state) and counted."""
+        """Check a row's MAC; a failure is logged (once per row state) and counted. Rows verified
+        before are remembered by MAC (auth reloads the same rows often)."""
+        if stored is not None and self._verified.get(stored) == (table, fields):
+            return True
         if integrity.intact(self._sealer, table, fields, stored):
+            if len(self._verified) > 1_000_000:
+                self._verified.clear()
+            self._verified[stored] = (table, fields)  # type: ignore[index]
             return True
         self.integrity_failures.report(table, key, device, stored)
         return False
