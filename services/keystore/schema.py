@@ -95,6 +95,8 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS credentials_fingerprint ON credentials(fingerprint)",
     "CREATE INDEX IF NOT EXISTS credentials_key_id ON credentials(key_id)",
     "CREATE INDEX IF NOT EXISTS tokens_hash ON tokens(hash)",
+    # integrity.py: a device the audit log says was revoked must still be (rollback check).
+    "CREATE INDEX IF NOT EXISTS audit_device ON audit(device)",
 )
 
 

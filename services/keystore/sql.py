@@ -202,6 +202,7 @@ class SQLKeyStoreBase:
             if not self._intact("credentials", f"{dev}/{gen}", dev,
                                 integrity.credential_fields(dev, gen, created, expires, confirmed), mac):
                 bad.add(dev)
+        bad |= self._unrevoked(f"SELECT id FROM devices {where}", args)
         devices = []
         for *row, mac in rows:
             ok = self._intact("devices", row[0], row[0], integrity.device_fields(row[0], row[1], row[3]), mac)
@@ -235,7 +236,8 @@ class SQLKeyStoreBase:
                 " WHERE d.protocol = ? AND d.changed > ?", (protocol, since))
             # Fail closed per device: one of its rows edited without the master key makes all of its
             # credentials unusable (counted as revoked, so auth answers "revoked" for them).
-            bad = set()
+            bad = self._unrevoked("SELECT id FROM devices WHERE protocol = ? AND changed > ?",
+                                  (protocol, since))
             for device_id, gen, _, created, expires, confirmed, mac, revoked, device_mac in rows:
                 fields = integrity.credential_fields(device_id, gen, created, expires, confirmed)
                 if not (self._intact("devices", device_id, device_id,
@@ -257,6 +259,20 @@ class SQLKeyStoreBase:
                 out.append(Credential(device_id, protocol, gen, secret, expires,
                                       revoked is not None or device_id in bad))
             return out, current
+
+    def _unrevoked(self, devices_sql: str, args: tuple) -> set[str]:
+        """Devices among `devices_sql` that the audit log says were revoked but are not revoked now.
+
+        A row MAC binds values, not their age: an older copy of a device row, MAC and all, put
+        back after its revocation, verifies. Its revocation entry in the keyed audit log does not
+        go away so easily (editing or dropping it breaks the chain, cutting the log's end is caught
+        by the broker's witness), and a revoked id is never registered again: so this is refused."""
+        found = {row[0] for row in self._read(
+            "SELECT DISTINCT a.device FROM audit a JOIN devices d ON d.id = a.device"
+            f" WHERE a.action = 'revoked' AND d.revoked_at IS NULL AND d.id IN ({devices_sql})", args)}
+        for device_id in found:
+            self.integrity_failures.report("devices", device_id, device_id, "revoked in the audit log")
+        return found
 
     def _current_change(self) -> int:
         return int(self._read("SELECT value FROM meta WHERE name = ?", (self._CHANGES,))[0][0])
