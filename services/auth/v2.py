@@ -30,6 +30,7 @@ from typing import Any
 from services.common import v2
 from services.common.logs import kv
 from services.common.readings import ReadingError, validate
+from services.keystore.integrity import IntegrityFailed
 from services.keystore.models import Credential
 
 Answer = dict[str, Any]
@@ -156,9 +157,16 @@ class V2Auth:
     def _window(self, kid: bytes) -> v2.ReplayWindow:
         window = self._windows.get(kid)
         if window is None:
-            window = v2.ReplayWindow.from_text(self._store.v2_window(kid.hex()))
+            window = v2.ReplayWindow.from_text(self._stored_window(kid))
             self._windows[kid] = window
         return window
+
+    def _stored_window(self, kid: bytes) -> str | None:
+        """The stored window; a window changed without the master key is refused (fail closed)."""
+        try:
+            return self._store.v2_window(kid.hex())
+        except IntegrityFailed as exc:
+            raise V2Rejected("integrity_failed", str(exc), exc.device) from None
 
     def _accept(self, kid: bytes, entry: Entry, window: v2.ReplayWindow,
                 seq: int) -> tuple[v2.Verdict, v2.ReplayWindow]:
@@ -183,7 +191,7 @@ class V2Auth:
 
     def _reload(self, kid: bytes, device_id: str, stale: v2.ReplayWindow) -> v2.ReplayWindow:
         """The stored window, with the ack bits this instance recorded and has not flushed yet."""
-        fresh = v2.ReplayWindow.from_text(self._store.v2_window(kid.hex()))
+        fresh = v2.ReplayWindow.from_text(self._stored_window(kid))
         stored_acks = fresh.acked
         for i in range(v2.ReplayWindow.WINDOW):
             if stale.acked >> i & 1:

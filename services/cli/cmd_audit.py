@@ -1,4 +1,4 @@
-"""`medsec audit show | verify`: the key-admin audit log, and a check of its hash chain."""
+"""`medsec audit show | verify`: the key-admin audit log, and a check of its keyed hash chain."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from services.cli.errors import CliError
 from services.common.config import Config
 from services.common.state import StateError
 from services.keyadmin.audit_witness import Witness, mismatch, read_witness
-from services.keystore.audit import GENESIS, AuditEntry, audit_hash, verify_chain
+from services.keystore.audit import GENESIS, AuditEntry
 
 PAGE = 1000
 
@@ -32,15 +32,6 @@ def _entry(raw: dict[str, Any]) -> AuditEntry:
                       raw.get("detail") or {}, raw["prev"], raw["hash"])
 
 
-def why_broken(entry: AuditEntry, prev_hash: str) -> str:
-    if entry.prev != prev_hash:
-        return "its link to the previous entry is broken (an entry before it was removed or changed)"
-    if audit_hash(prev_hash, entry.seq, entry.ts, entry.actor, entry.action, entry.device,
-                  entry.detail) != entry.hash:
-        return "its content does not match its hash (the entry was edited)"
-    return "its sequence number is out of order (an entry was removed)"
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     entries = fetch_all()
     if args.device:
@@ -58,30 +49,38 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """The chain is keyed with a key derived from the master key, so keyadmin checks it
+    (GET /audit/verify); this compares the result with the broker's witness (truncation)."""
     # The witness first: it never runs ahead of the log, so entries added meanwhile are no alarm.
     try:
         witness, unchecked = read_witness(Config.from_env()), ""
     except (OSError, StateError) as exc:
         witness, unchecked = None, f"truncation not checked: {exc}"
-    entries = [_entry(e) for e in fetch_all()]
-    broken = verify_chain(entries)
-    if broken is not None:
-        index = entries.index(broken)
-        prev_hash = entries[index - 1].hash if index else GENESIS
-        raise CliError(f"audit log BROKEN at entry {broken.seq} ({broken.action} "
-                       f"{broken.device or ''}): {why_broken(broken, prev_hash)}".replace(" )", ")"))
-    head = entries[-1].hash[:16] if entries else GENESIS[:16]
-    print(f"audit log intact: {len(entries)} entries, chain head {head}")
-    print(unchecked or witness_check(entries, witness))
+    check = api_call("GET", "/audit/verify")
+    broken = check.get("broken")
+    if not check.get("intact") or broken:
+        broken = broken or {}
+        raise CliError(f"audit log BROKEN at entry {broken.get('seq')} ({broken.get('action')} "
+                       f"{broken.get('device') or ''}): {broken.get('reason')}".replace(" )", ")"))
+    head = check.get("head")
+    print(f"audit log intact: {check['entries']} entries, keyed chain head "
+          f"{head['hash'][:16] if head else GENESIS[:16]}")
+    if unchecked or witness is None:
+        print(unchecked or witness_check([], None, 0))
+        return 0
+    page = api_call("GET", f"/audit?after={witness.seq - 1}&limit=1")["entries"]
+    entries = [_entry(e) for e in page if e["seq"] == witness.seq]
+    print(witness_check(entries, witness, head["seq"] if head else 0))
     return 0
 
 
-def witness_check(entries: list[AuditEntry], witness: Witness | None) -> str:
-    """Compare the log's end with the head keyadmin witnessed on the broker (truncation)."""
+def witness_check(entries: list[AuditEntry], witness: Witness | None, last_seq: int) -> str:
+    """Compare the log with the head keyadmin witnessed on the broker (truncation): `entries`
+    holds the log's entry at the witness's seq, if it still has one; `last_seq` its last."""
     if witness is None:
         return "truncation not checked: no witness on the broker yet (keyadmin publishes one a second)"
     entry = next((e for e in entries if e.seq == witness.seq), None)
-    problem = mismatch(witness, entry, entries[-1].seq if entries else 0)
+    problem = mismatch(witness, entry, last_seq)
     if problem:
         raise CliError(f"audit log {problem}")
     return f"the broker's witness (entry {witness.seq}) matches: nothing was cut off before it"

@@ -62,6 +62,36 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Key-admin tokens generated at first start for the services that call the API, with the least
+# scope each needs: name -> scope. Each is secrets/<name>.token (the value, for its holder) and
+# <name>.token.sha256 (what keyadmin registers at start); the operator's own is admin.token.
+SERVICE_TOKENS = {
+    "nodered-read": "read",  # Node-RED's dashboard pages: devices and their state
+    "nodered-manage": "manage",  # Node-RED's Devices page: add, rotate, revoke
+    "dispatch": "stations:read",  # dispatch: station public keys only
+}
+
+
+def service_token_path(config: Config, name: str) -> Path:
+    return config.secrets_dir / f"{name}.token"
+
+
+def service_token_hash_path(config: Config, name: str) -> Path:
+    return config.secrets_dir / f"{name}.token.sha256"
+
+
+def service_token(config: Config, name: str) -> str:
+    """The value of generated token `name` (SERVICE_TOKENS), for the service that holds it."""
+    return read_secret(service_token_path(config, name)).decode().strip()
+
+
+def set_service_token(config: Config, name: str, token: str | None = None) -> str:
+    token = token or secrets.token_urlsafe(32)
+    write_secret(service_token_path(config, name), token.encode() + b"\n")
+    write_secret(service_token_hash_path(config, name), hash_token(token).encode() + b"\n")
+    return token
+
+
 def set_admin_token(config: Config, token: str | None = None) -> str:
     token = token or secrets.token_urlsafe(32)
     write_secret(config.admin_token_path, token.encode() + b"\n")
@@ -76,6 +106,10 @@ def init_state(config: Config) -> None:
         write_secret(config.master_key_path, secrets.token_bytes(32))
     if not config.admin_token_path.exists() or not config.admin_token_hash_path.exists():
         set_admin_token(config)
+    for name in SERVICE_TOKENS:
+        paths = (service_token_path(config, name), service_token_hash_path(config, name))
+        if not all(p.exists() for p in paths):
+            set_service_token(config, name)
     passwords = load_passwords(config) if config.mqtt_passwords_path.exists() else {}
     missing = [a for a in ACCOUNTS + NODERED_ACCOUNTS if a not in passwords]
     if missing:

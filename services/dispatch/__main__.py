@@ -12,7 +12,7 @@ import sys
 from services.common.adminclient import AdminApiError, AdminClient
 from services.common.config import Config, ConfigError, bad_config
 from services.common.logs import kv, setup
-from services.common.state import StateError
+from services.common.state import StateError, service_token
 from services.dispatch.keys import StationKeys, load_or_create_server_key
 from services.dispatch.service import DispatchConfig, DispatchService
 from services.dispatch.transport import DispatchTransport
@@ -37,7 +37,8 @@ def main() -> int:
         return bad_config("dispatch", exc)
     cfg = DispatchConfig.from_config(config)
     try:
-        api = AdminClient.from_config(config, timeout=KEY_LOOKUP_TIMEOUT)
+        # Its own token, scope stations:read: station public keys and nothing else (state.SERVICE_TOKENS).
+        api = AdminClient(config.admin_url, service_token(config, "dispatch"), timeout=KEY_LOOKUP_TIMEOUT)
         server_key = load_or_create_server_key(config)
         service = DispatchService(cfg, server_key, StationKeys(api, ttl=cfg.key_ttl), lambda *_: None)
     except (StateError, AdminApiError, ValueError, OSError) as exc:

@@ -2,9 +2,10 @@
 
 The server's pair is generated at first start into the state dir (private 0600).
 Station public keys live in the key store, which only auth and keyadmin open;
-the server asks the key-admin API for them (GET /api/v1/stations/<id>, admin
-token) for every envelope by default, so a revoked station is refused as soon
-as the DELETE has answered; MEDSEC_DISPATCH_KEY_TTL > 0 caches answers that long.
+the server asks the key-admin API for them (GET /api/v1/stations/<id>, with its
+own token of scope stations:read, secrets/dispatch.token) for every envelope by
+default, so a revoked station is refused as soon as the DELETE has answered;
+MEDSEC_DISPATCH_KEY_TTL > 0 caches answers that long.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from flask import current_app, g, request
 
 from services.common.config import Config
 from services.common.state import StateError, hash_token, read_secret
+from services.keyadmin import scopes
 from services.keyadmin.events import KeyEvents
 from services.keystore.store import KeyStore
 
@@ -34,24 +35,59 @@ def events() -> KeyEvents:
     return current_app.extensions["medsec.events"]
 
 
-def require_token() -> None:
-    """Bearer token, compared in constant time with the stored SHA-256.
+OPERATOR = "operator"  # the name of the operator's token (secrets/admin.token)
+PREFIX = "/api/v1"
 
-    The hash is read per request, so `medsec admin-token --rotate` applies at once.
-    """
+
+def _bearer() -> str:
     header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _holder(token: str) -> tuple[str, str]:
+    """(name, scope) of a presented token; ApiError 401 when it is missing, unknown or revoked.
+
+    The operator's token is checked against admin.token.sha256, read per request (so
+    `medsec admin-token --rotate` applies at once); every other token against the store."""
+    if not token:
+        raise ApiError(401, "missing token (send Authorization: Bearer <token>)")
+    digest = hash_token(token)
     try:
-        expected = read_secret(config().admin_token_hash_path).decode().strip()
+        operator = read_secret(config().admin_token_hash_path).decode().strip()
     except StateError:
-        raise ApiError(503, "the admin token is not set up; run `medsec up` once") from None
-    if not token or not hmac.compare_digest(hash_token(token), expected):
-        raise ApiError(401, "missing or wrong admin token")
-    g.actor = f"admin@{request.remote_addr or '-'}"
+        operator = ""
+    if operator and hmac.compare_digest(digest, operator):
+        return OPERATOR, "admin"
+    found = store().token_by_hash(digest)
+    if found is None or found.revoked_at is not None or not found.intact:
+        if not operator:
+            raise ApiError(503, "the admin token is not set up; run `medsec up` once")
+        raise ApiError(401, "unknown or revoked token")
+    return found.name, found.scope
+
+
+def authorise() -> None:
+    """Before every request: the route's scope (scopes.ROUTES), the token's name as the actor.
+
+    401 without a valid token, 403 when its scope is below the route's; unknown routes and
+    methods are left to Flask (404, 405)."""
+    rule = request.url_rule
+    if rule is None or request.method == "OPTIONS":
+        return
+    route = rule.rule[len(PREFIX):] if rule.rule.startswith(PREFIX) else rule.rule
+    route, need = scopes.lookup(request.method, route) or (route, None)
+    if need == scopes.PUBLIC:
+        return
+    name, held = _holder(_bearer())
+    g.actor, g.scope = name, held
+    if need is None or not scopes.allows(held, need):
+        raise ApiError(403, f"this token's scope is {held}; {request.method} {route} "
+                            f"needs {need or 'a scope it does not list'}")
 
 
 def actor() -> str:
-    return getattr(g, "actor", "admin")
+    """The name of the token that made this request (never its value): audit and logs."""
+    return getattr(g, "actor", "-")
 
 
 def json_body(allowed: set[str] | None = None, optional: bool = False) -> dict[str, Any]:

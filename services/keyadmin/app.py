@@ -2,8 +2,10 @@
 
 `create_app(config, overrides)` builds the very app production runs; tests
 pass overrides (TESTING, STORE, EVENTS). Errors become `{"error": ...}`
-answers in one place. More endpoints: add a blueprint factory to BLUEPRINTS
-and its paths to openapi.PATHS.
+answers in one place; every request's token and scope are checked in one
+place too (api_common.authorise, before any blueprint). More endpoints: add a
+blueprint factory to BLUEPRINTS, its paths to openapi.PATHS and their scopes to
+scopes.ROUTES (a route missing there is refused).
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from werkzeug.exceptions import HTTPException
 
 from services.common.config import Config, ConfigError, bad_config
 from services.common.logs import kv, setup
-from services.common.state import StateError
-from services.keyadmin import devices_api, openapi, ops_api, stations_api
-from services.keyadmin.api_common import ApiError
+from services.common.state import SERVICE_TOKENS, StateError, read_secret, service_token_hash_path
+from services.keyadmin import devices_api, openapi, ops_api, stations_api, tokens_api
+from services.keyadmin.api_common import ApiError, actor, authorise
 from services.keyadmin.audit_witness import WitnessKeeper
 from services.keyadmin.events import BusKeyEvents
 from services.keystore.backends import open_store
 from services.keystore.credentials import CredentialError
+from services.keystore.integrity import IntegrityFailed
 from services.keystore.models import (
     CredentialsInUse,
     DeviceExists,
@@ -34,7 +37,10 @@ from services.keystore.models import (
     KeyStoreError,
     StationExists,
     StationNotFound,
+    TokenExists,
+    TokenNotFound,
 )
+from services.keystore.store import KeyStore
 
 log = logging.getLogger("medsec.keyadmin")
 MAX_BODY = 8 << 20
@@ -47,6 +53,7 @@ BLUEPRINTS: list[Callable[[Config], Blueprint]] = [
     devices_api.create_blueprint,
     ops_api.create_blueprint,
     stations_api.create_blueprint,
+    tokens_api.create_blueprint,
 ]
 
 _STORE_ERRORS: dict[type[KeyStoreError], int] = {
@@ -56,6 +63,9 @@ _STORE_ERRORS: dict[type[KeyStoreError], int] = {
     CredentialsInUse: 409,
     StationNotFound: 404,
     StationExists: 409,
+    TokenNotFound: 404,
+    TokenExists: 409,
+    IntegrityFailed: 409,
 }
 
 
@@ -82,6 +92,22 @@ def _handle(exc: Exception) -> Any:
     return _error(500, "internal error; see the keyadmin log")
 
 
+def register_service_tokens(config: Config, store: KeyStore) -> None:
+    """The tokens generated at first start (state.SERVICE_TOKENS), registered by their SHA-256
+    files: keyadmin never needs their values. A revoked one stays revoked until its file changes."""
+    for name, scope in SERVICE_TOKENS.items():
+        path = service_token_hash_path(config, name)
+        if not path.exists():
+            continue
+        try:
+            digest = read_secret(path).decode().strip()
+        except StateError as exc:
+            log.warning(kv(event="service_token_skipped", name=name, error=str(exc)))
+            continue
+        if store.ensure_token(name, scope, digest, actor="keyadmin"):
+            log.info(kv(event="service_token_registered", name=name, scope=scope))
+
+
 def create_app(config: Config | None = None, overrides: dict[str, Any] | None = None) -> Flask:
     config = config or Config.from_env()
     overrides = dict(overrides or {})
@@ -96,6 +122,9 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
     app.extensions["medsec.request_counts"] = {}
     app.extensions["medsec.openapi"] = openapi.spec()
     counts_lock = threading.Lock()
+    register_service_tokens(config, store)
+    # Every route's scope is checked here, before any blueprint sees the request (scopes.py).
+    app.before_request(authorise)
 
     for factory in BLUEPRINTS:
         app.register_blueprint(factory(config), url_prefix="/api/v1")
@@ -108,11 +137,12 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
         with counts_lock:
             counts = current_app.extensions["medsec.request_counts"]
             counts[key] = counts.get(key, 0) + 1
-        # One line per request (the path holds at most a device id; bodies and tokens never logged).
+        # One line per request, naming the token (its name, never its value) that made it; the
+        # path holds at most a device id; bodies are never logged.
         level = logging.WARNING if response.status_code in (401, 403) else logging.INFO
         if rule not in QUIET_RULES or response.status_code >= 400:
             log.log(level, kv(event="request", method=request.method, path=request.path[:200],
-                              status=response.status_code, client=request.remote_addr or "-"))
+                              status=response.status_code, actor=actor(), client=request.remote_addr or "-"))
         return response
 
     return app

@@ -2,13 +2,18 @@
 
 The one source for every path of every blueprint, written by hand next to the
 code; tests/keyadmin/test_openapi.py checks that it names exactly the app's
-routes, and schemathesis checks the answers against it.
+routes, and schemathesis checks the answers against it. Each operation's scope
+(`x-scope`, its security and its 403) comes from scopes.ROUTES, the table the
+token check reads.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from services.common.config import DEVICE_ID_RE
+from services.keyadmin import scopes
+from services.keystore.models import SCOPES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -81,6 +86,36 @@ PATHS: dict[str, Any] = {
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
                 "responses": {"200": _json(_ref("AuditPage"), "Entries after `after`, oldest first"),
                               **_errors(400, 401)}},
+    },
+    "/audit/verify": {
+        "get": {"summary": "Check the audit log's keyed hash chain (the key derives from the master key,"
+                           " so the check runs here)", "operationId": "auditVerify", "security": SECURE,
+                "responses": {"200": _json(_ref("AuditCheck"), "Whether the chain is intact, and where not"),
+                              **_errors(401)}},
+    },
+    # --- key-admin API tokens (tokens_api.py) ---
+    "/tokens": {
+        "get": {"summary": "List tokens: names, scopes, times (never a value)", "operationId": "listTokens",
+                "security": SECURE, "responses": {"200": _json({"type": "object", "required": ["tokens"],
+                "properties": {"tokens": {"type": "array", "items": _ref("Token")}}}, "The tokens"),
+                **_errors(401)}},
+        "post": {"summary": "Create a token; the answer is the only time its value is shown",
+                 "operationId": "createToken", "security": SECURE,
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["name", "scope"], "additionalProperties": False,
+                     "properties": {"name": {"type": "string", "pattern": DEVICE_ID_RE.pattern},
+                                    "scope": {"type": "string", "enum": list(SCOPES)}}}}}},
+                 "responses": {"201": _json({"allOf": [_ref("Token"), {
+                     "type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}]},
+                     "Created"),
+                     **_errors(400, 401, 409, 415)}},
+    },
+    "/tokens/{name}": {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "delete": {"summary": "Revoke a token: the next request with it gets 401",
+                   "operationId": "revokeToken",
+                   "security": SECURE, "responses": {"200": _json(_ref("Token"), "Revoked"),
+                                                     **_errors(400, 401, 404)}},
     },
     "/healthz": {
         "get": {"summary": "Liveness (no token)", "operationId": "healthz", "security": [],
@@ -179,16 +214,53 @@ SCHEMAS: dict[str, Any] = {
                        "seq": {"type": "integer"}, "ts": {"type": "number"}, "actor": {"type": "string"},
                        "action": {"type": "string"}, "device": {"type": "string", "nullable": True},
                        "detail": {"type": "object"}, "prev": {"type": "string"}, "hash": {"type": "string"}}},
+    "AuditCheck": {"type": "object", "required": ["intact", "entries"], "properties": {
+        "intact": {"type": "boolean"}, "entries": {"type": "integer"},
+        "head": {"type": "object", "nullable": True, "properties": {
+            "seq": {"type": "integer"}, "hash": {"type": "string"}}},
+        "broken": {"type": "object", "nullable": True, "properties": {
+            "seq": {"type": "integer"}, "action": {"type": "string"},
+            "device": {"type": "string", "nullable": True}, "reason": {"type": "string"}}}}},
+    "Token": {"type": "object", "required": ["name", "scope"], "properties": {
+        "name": {"type": "string"}, "scope": {"type": "string", "enum": list(SCOPES)},
+        "created_at": _NUM_OR_NULL, "revoked_at": _NUM_OR_NULL,
+        "integrity": {"type": "string", "enum": ["ok", "failed"]}}},
     "AuditPage": {"type": "object", "required": ["entries"], "properties": {
         "entries": {"type": "array", "items": _ref("AuditEntry")},
         "next": {"type": "integer", "nullable": True}}},
 }
 
-_ERROR_TEXT = {400: "Bad input", 401: "Missing or wrong admin token", 404: "Not found",
+_ERROR_TEXT = {400: "Bad input", 401: "Missing, unknown or revoked token",
+               403: "The token's scope is below the one the operation needs (x-scope)", 404: "Not found",
                409: "Conflict (exists, revoked, or credentials in use)", 413: "Body too large",
                415: "Unsupported media type (send JSON)",
                503: "Not done in full: the admin token is not set up, or the change is stored but the broker "
                     "did not take it (the message says which)"}
+
+
+_SCOPE_TEXT = ("Bearer token with a scope. Scopes are ordered, each holding the ones below it: "
+               "admin (tokens, audit log) > manage (add, rotate, revoke, import devices; stations) > "
+               "read (devices and their state) > stations:read (station and dispatch public keys). "
+               "Each operation's `x-scope` names the scope it needs.")
+
+
+def _scoped(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each operation's scope from scopes.ROUTES, the table the token check uses: `x-scope`,
+    its security and its 403 answer. An operation the table does not list is an error here."""
+    paths = copy.deepcopy(paths)
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            scope = scopes.ROUTES[(method.upper(), path)]
+            op["x-scope"] = scope
+            if scope == scopes.PUBLIC:
+                op["security"] = []
+            else:
+                op["security"] = SECURE
+                op["description"] = f"Needs a token of scope `{scope}` (or higher)."
+                op["responses"].update(_errors(403))
+    return paths
 
 
 def spec() -> dict[str, Any]:
@@ -198,9 +270,10 @@ def spec() -> dict[str, Any]:
                  "description": "Register, rotate and revoke the devices of a medsec gateway."},
         "servers": [{"url": "/api/v1"}],
         "security": SECURE,
-        "paths": PATHS,
+        "paths": _scoped(PATHS),
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": _SCOPE_TEXT}},
             "schemas": SCHEMAS,
             "responses": {f"E{code}": _json(_ref("Error"), text) for code, text in _ERROR_TEXT.items()},
         },

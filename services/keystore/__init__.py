@@ -2,7 +2,8 @@
 windows, dispatch station keys and the audit log. The only package that opens the database.
 
     models.py       the records (dataclasses) and the store's domain errors
-    audit.py        the hash-chained audit log: entries, hashing, verification
+    audit.py        the keyed hash-chained audit log: entries, hashing, verification
+    integrity.py    row MACs over revocation, expiry, v2 windows and tokens (fail closed)
     store.py        KeyStore: the one interface every caller uses
     schema.py       the tables, written once for both backends, and their migration
     sql.py          SQLKeyStoreBase: the logic and statements both backends share

@@ -67,9 +67,13 @@ class Device:
     rejected: int
     connections: int
     credentials: tuple[CredentialInfo, ...] = ()
+    # False when a protected row of the device fails its MAC (integrity.py): unusable.
+    intact: bool = True
 
     def state(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
+        if not self.intact:
+            return "integrity_failed"
         if self.revoked_at is not None:
             return "revoked"
         if any(c.state(now) == "previous" for c in self.credentials):
@@ -89,6 +93,7 @@ class Device:
             "readings": self.readings,
             "rejected": self.rejected,
             "connections": self.connections,
+            "integrity": "ok" if self.intact else "failed",
             "credentials": [
                 {"generation": c.generation, "state": c.state(now), "created_at": c.created_at,
                  "expires_at": c.expires_at, "confirmed_at": c.confirmed_at}
@@ -148,3 +153,30 @@ class Station:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "fingerprint": self.fingerprint, "public_key": self.public_key,
                 "created_at": self.created_at, "revoked_at": self.revoked_at}
+
+
+SCOPES = ("stations:read", "read", "manage", "admin")
+
+
+@dataclass(frozen=True)
+class Token:
+    """A key-admin API token: only its SHA-256 is stored; the value is shown once, at creation."""
+
+    name: str
+    scope: str
+    created_at: float
+    revoked_at: float | None
+    intact: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        """Never the value nor its hash."""
+        return {"name": self.name, "scope": self.scope, "created_at": self.created_at,
+                "revoked_at": self.revoked_at, "integrity": "ok" if self.intact else "failed"}
+
+
+class TokenExists(KeyStoreError):
+    """An active token has this name: revoke it first."""
+
+
+class TokenNotFound(KeyStoreError):
+    """No (or, to revoke, no active) token has this name."""

@@ -65,6 +65,14 @@ TABLES = (
         fingerprint TEXT NOT NULL,
         created_at {real} NOT NULL,
         revoked_at {real})""",
+    # Key-admin API tokens: the SHA-256 of the value, never the value; `mac` as in integrity.py.
+    """CREATE TABLE IF NOT EXISTS tokens (
+        name TEXT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_at {real} NOT NULL,
+        revoked_at {real},
+        mac TEXT NOT NULL)""",
 )
 
 # Columns added after the first release: (table, column, declaration), added when missing.
@@ -72,12 +80,23 @@ COLUMNS = (
     # Change stamp: every write that matters to auth stamps its devices with the next change
     # number, so auth reloads only what changed (credentials_changed).
     ("devices", "changed", "{int} NOT NULL DEFAULT 0"),
+    # Row MACs (integrity.py) over what decides whether a key may be used. Added to an older
+    # database, they are computed for its rows once, in the migration that adds them (sql.py).
+    ("devices", "mac", "TEXT"),
+    ("credentials", "mac", "TEXT"),
+    ("v2_windows", "mac", "TEXT"),
 )
+
+# The tables whose rows carry a MAC added by COLUMNS (filled for existing rows when added).
+MAC_TABLES = ("devices", "credentials", "v2_windows")
 
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS devices_changed ON devices(changed)",
     "CREATE INDEX IF NOT EXISTS credentials_fingerprint ON credentials(fingerprint)",
     "CREATE INDEX IF NOT EXISTS credentials_key_id ON credentials(key_id)",
+    "CREATE INDEX IF NOT EXISTS tokens_hash ON tokens(hash)",
+    # integrity.py: a device the audit log says was revoked must still be (rollback check).
+    "CREATE INDEX IF NOT EXISTS audit_device ON audit(device)",
 )
 
 

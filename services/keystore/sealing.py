@@ -1,8 +1,13 @@
-"""Device secrets sealed at rest: AES-256-GCM under the state dir's master key.
+"""Device secrets sealed at rest: AES-256-GCM under the state dir's master key; and the keys
+derived from it that authenticate the rest of the store.
 
 The device id and protocol are the associated data, so a sealed blob copied
 onto another device's row (or relabelled v1 <-> v2) fails to open instead of
 silently lending one device's key to another.
+
+Each job has its own key derived from the master key (HMAC-SHA256 with a label):
+fingerprints, row MACs (integrity.py: revocation, expiry, v2 windows, tokens) and
+the audit chain (audit.py). Without the master key none of them can be recomputed.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class Sealer:
         self._aead = AESGCM(master_key)
         # A separate key for fingerprints, so the sealing key is never used for two jobs.
         self._fp_key = hmac.new(master_key, b"medsec fingerprint v1", hashlib.sha256).digest()
+        self._row_key = hmac.new(master_key, b"medsec row mac v1", hashlib.sha256).digest()
+        self.audit_key = hmac.new(master_key, b"medsec audit chain v1", hashlib.sha256).digest()
 
     @classmethod
     def from_file(cls, path: Path) -> Sealer:
@@ -61,3 +68,8 @@ class Sealer:
     def fingerprint(self, protocol: str, material: bytes) -> str:
         """A keyed digest of credentials: finds two devices sharing a key without unsealing all."""
         return hmac.new(self._fp_key, protocol.encode() + b"\x00" + material, hashlib.sha256).hexdigest()
+
+    def row_mac(self, table: str, fields: tuple) -> str:
+        """A MAC over a row's protected fields (a canonical JSON list, the table name first)."""
+        body = json.dumps([table, *fields], separators=(",", ":")).encode()
+        return hmac.digest(self._row_key, body, "sha256").hex()

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from services.keystore import schema
-from services.keystore.audit import GENESIS, AuditEntry, audit_hash, loads_detail
+from services.common.logs import kv
+from services.keystore import integrity, schema
+from services.keystore.audit import (
+    CHECKPOINT,
+    GENESIS,
+    AuditEntry,
+    Broken,
+    audit_hash,
+    loads_detail,
+    verify_chain,
+)
 from services.keystore.credentials import KINDS
+from services.keystore.integrity import IntegrityFailed
 from services.keystore.models import (
     Credential,
     CredentialInfo,
@@ -29,8 +40,15 @@ from services.keystore.models import (
     Station,
     StationExists,
     StationNotFound,
+    Token,
+    TokenExists,
+    TokenNotFound,
 )
-from services.keystore.sealing import Sealer
+from services.keystore.sealing import Sealer, SealError
+
+log = logging.getLogger("medsec.keystore")
+# services/common/v2.py ReplayWindow().to_text(): nothing accepted yet.
+INITIAL_WINDOW = "0:0:0"
 
 
 class SQLKeyStoreBase:
@@ -57,6 +75,8 @@ class SQLKeyStoreBase:
         self._clock = clock
         self._lock = threading.RLock()
         self._unsealed: dict[tuple[str, int], dict[str, str]] = {}
+        self.integrity_failures = integrity.Failures()
+        self._verified: dict[str, tuple[str, tuple]] = {}
 
     # --- the schema: one migration path for both backends ---
     def _migrate(self) -> None:
@@ -64,16 +84,79 @@ class SQLKeyStoreBase:
         with self._tx():
             for stmt in schema.tables(self._TYPES):
                 self._x(stmt)
+            added = set()
             for table, name, declaration in schema.COLUMNS:
                 if name not in self._columns(table):
                     declared = schema.column(declaration, self._TYPES)
                     self._x(f"ALTER TABLE {table} ADD COLUMN {name} {declared}")
+                    added.add((table, name))
             for stmt in schema.INDEXES + self._TRIGGERS:
                 self._x(stmt)
             # The change counter: every write that matters to auth stamps the device, so auth
             # reloads only the devices changed since its last look (not 10,000 keys per added device).
             self._x("INSERT INTO meta(name, value) VALUES ('schema', ?), (?, '0')"
                     " ON CONFLICT (name) DO NOTHING", (str(schema.SCHEMA_VERSION), self._CHANGES))
+            self._protect_existing([t for t in schema.MAC_TABLES if (t, "mac") in added])
+
+    def _protect_existing(self, tables: list[str]) -> None:
+        """The one-time upgrade of a store written before row MACs and the keyed audit chain.
+
+        Runs only in the migration that adds the MAC columns: the rows as they are now get their
+        MACs, and a non-empty unkeyed audit log gets a keyed checkpoint entry anchoring its head.
+        After that, a missing MAC is a failure like a wrong one (never filled in again)."""
+        counts = {}
+        for table in tables:
+            counts[table] = len(self._x(f"SELECT 1 FROM {table} WHERE mac IS NULL").fetchall())
+        if "devices" in tables:
+            for device_id, protocol, revoked in self._x(
+                    "SELECT id, protocol, revoked_at FROM devices WHERE mac IS NULL").fetchall():
+                fields = integrity.device_fields(device_id, protocol, revoked)
+                self._x("UPDATE devices SET mac = ? WHERE id = ?", (self._mac("devices", fields), device_id))
+        if "credentials" in tables:
+            for device_id, gen, *rest in self._x(
+                    "SELECT device_id, generation, created_at, expires_at, confirmed_at FROM credentials"
+                    " WHERE mac IS NULL").fetchall():
+                self._x("UPDATE credentials SET mac = ? WHERE device_id = ? AND generation = ?",
+                        (self._mac("credentials", integrity.credential_fields(device_id, gen, *rest)),
+                         device_id, gen))
+        if "v2_windows" in tables:
+            for key_id, device_id, window in self._x(
+                    'SELECT key_id, device_id, "window" FROM v2_windows WHERE mac IS NULL').fetchall():
+                self._x("UPDATE v2_windows SET mac = ? WHERE key_id = ?",
+                        (self._mac("v2_windows", integrity.window_fields(key_id, device_id, window)), key_id))
+        if "v2_windows" in tables:
+            # Keys registered before windows were created at registration: give them one now.
+            for key_id, device_id, protocol in self._x(
+                    "SELECT c.key_id, c.device_id, d.protocol FROM credentials c JOIN devices d"
+                    " ON d.id = c.device_id WHERE c.key_id IS NOT NULL AND NOT EXISTS"
+                    " (SELECT 1 FROM v2_windows w WHERE w.key_id = c.key_id)").fetchall():
+                self._init_window(device_id, protocol, {"key_id": key_id})
+        anchored = None
+        if "devices" in tables:
+            head = self._x("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            if head is not None:
+                anchored = head[0]
+                self._append_audit("keystore", CHECKPOINT, None, {"anchors": anchored}, self._clock())
+        if any(counts.values()) or anchored:
+            log.warning(kv(event="integrity_migrated", devices=counts.get("devices", 0),
+                           credentials=counts.get("credentials", 0), windows=counts.get("v2_windows", 0),
+                           audit_anchored=anchored or 0))
+
+    def _mac(self, table: str, fields: tuple) -> str:
+        return integrity.mac(self._sealer, table, fields)
+
+    def _intact(self, table: str, key: str, device: str | None, fields: tuple, stored: str | None) -> bool:
+        """Check a row's MAC; a failure is logged (once per row state) and counted. Rows verified
+        before are remembered by MAC (auth reloads the same rows often)."""
+        if stored is not None and self._verified.get(stored) == (table, fields):
+            return True
+        if integrity.intact(self._sealer, table, fields, stored):
+            if len(self._verified) > 1_000_000:
+                self._verified.clear()
+            self._verified[stored] = (table, fields)  # type: ignore[index]
+            return True
+        self.integrity_failures.report(table, key, device, stored)
+        return False
 
     def _columns(self, table: str) -> set[str]:
         return {column[0] for column in self._x(f"SELECT * FROM {table} LIMIT 0").description}
@@ -106,16 +189,26 @@ class SQLKeyStoreBase:
     # --- reads ---
     def _device_rows(self, where: str = "", args: tuple = ()) -> list[Device]:
         rows = self._read(
-            "SELECT id, protocol, created_at, revoked_at, last_seen, readings, rejected, connections"
+            "SELECT id, protocol, created_at, revoked_at, last_seen, readings, rejected, connections, mac"
             f" FROM devices {where} ORDER BY {self._BY_ID}", args)
         creds: dict[str, list[CredentialInfo]] = {}
-        cred_sql = "SELECT device_id, generation, created_at, expires_at, confirmed_at FROM credentials"
+        bad: set[str] = set()
+        cred_sql = "SELECT device_id, generation, created_at, expires_at, confirmed_at, mac FROM credentials"
         if where:
             cred_sql += " WHERE device_id IN (SELECT id FROM devices " + where + ")"
         cred_sql += " ORDER BY generation"
-        for dev, gen, created, expires, confirmed in self._read(cred_sql, args):
+        for dev, gen, created, expires, confirmed, mac in self._read(cred_sql, args):
             creds.setdefault(dev, []).append(CredentialInfo(gen, created, expires, confirmed))
-        return [Device(*row, credentials=tuple(creds.get(row[0], ()))) for row in rows]
+            if not self._intact("credentials", f"{dev}/{gen}", dev,
+                                integrity.credential_fields(dev, gen, created, expires, confirmed), mac):
+                bad.add(dev)
+        bad |= self._unrevoked(f"SELECT id FROM devices {where}", args)
+        devices = []
+        for *row, mac in rows:
+            ok = self._intact("devices", row[0], row[0], integrity.device_fields(row[0], row[1], row[3]), mac)
+            devices.append(Device(*row, credentials=tuple(creds.get(row[0], ())),
+                                  intact=ok and row[0] not in bad))
+        return devices
 
     def get(self, device_id: str) -> Device | None:
         with self._lock:
@@ -138,18 +231,48 @@ class SQLKeyStoreBase:
         with self._lock:
             current = self._current_change()
             rows = self._read(
-                "SELECT c.device_id, c.generation, c.sealed, c.expires_at, d.revoked_at"
-                " FROM credentials c JOIN devices d ON d.id = c.device_id WHERE d.protocol = ?"
-                " AND d.changed > ?", (protocol, since))
+                "SELECT c.device_id, c.generation, c.sealed, c.created_at, c.expires_at, c.confirmed_at,"
+                " c.mac, d.revoked_at, d.mac FROM credentials c JOIN devices d ON d.id = c.device_id"
+                " WHERE d.protocol = ? AND d.changed > ?", (protocol, since))
+            # Fail closed per device: one of its rows edited without the master key makes all of its
+            # credentials unusable (counted as revoked, so auth answers "revoked" for them).
+            bad = self._unrevoked("SELECT id FROM devices WHERE protocol = ? AND changed > ?",
+                                  (protocol, since))
+            for device_id, gen, _, created, expires, confirmed, mac, revoked, device_mac in rows:
+                fields = integrity.credential_fields(device_id, gen, created, expires, confirmed)
+                if not (self._intact("devices", device_id, device_id,
+                                     integrity.device_fields(device_id, protocol, revoked), device_mac)
+                        and self._intact("credentials", f"{device_id}/{gen}", device_id, fields, mac)):
+                    bad.add(device_id)
             out = []
-            for device_id, gen, sealed, expires, revoked in rows:
+            for device_id, gen, sealed, _, expires, _, _, revoked, _ in rows:
                 secret = self._unsealed.get((device_id, gen))
                 if secret is None:
-                    # bytes(): psycopg hands BYTEA back as a memoryview.
-                    secret = self._sealer.unseal(device_id, protocol, bytes(sealed))
+                    try:
+                        # bytes(): psycopg hands BYTEA back as a memoryview.
+                        secret = self._sealer.unseal(device_id, protocol, bytes(sealed))
+                    except SealError:
+                        if device_id in bad:  # e.g. relabelled v2 -> v1: nothing to serve
+                            continue
+                        raise
                     self._unsealed[(device_id, gen)] = secret
-                out.append(Credential(device_id, protocol, gen, secret, expires, revoked is not None))
+                out.append(Credential(device_id, protocol, gen, secret, expires,
+                                      revoked is not None or device_id in bad))
             return out, current
+
+    def _unrevoked(self, devices_sql: str, args: tuple) -> set[str]:
+        """Devices among `devices_sql` that the audit log says were revoked but are not revoked now.
+
+        A row MAC binds values, not their age: an older copy of a device row, MAC and all, put
+        back after its revocation, verifies. Its revocation entry in the keyed audit log does not
+        go away so easily (editing or dropping it breaks the chain, cutting the log's end is caught
+        by the broker's witness), and a revoked id is never registered again: so this is refused."""
+        found = {row[0] for row in self._read(
+            "SELECT DISTINCT a.device FROM audit a JOIN devices d ON d.id = a.device"
+            f" WHERE a.action = 'revoked' AND d.revoked_at IS NULL AND d.id IN ({devices_sql})", args)}
+        for device_id in found:
+            self.integrity_failures.report("devices", device_id, device_id, "revoked in the audit log")
+        return found
 
     def _current_change(self) -> int:
         return int(self._read("SELECT value FROM meta WHERE name = ?", (self._CHANGES,))[0][0])
@@ -188,9 +311,41 @@ class SQLKeyStoreBase:
         if existing is not None:
             state = " (revoked)" if existing[0] is not None else ""
             raise DeviceExists(f"device {device.id} already exists{state}", device.id)
-        self._x("INSERT INTO devices(id, protocol, created_at, changed) VALUES (?, ?, ?, ?)",
-                (device.id, device.protocol, now, change))
+        self._x("INSERT INTO devices(id, protocol, created_at, changed, mac) VALUES (?, ?, ?, ?, ?)",
+                (device.id, device.protocol, now, change,
+                 self._mac("devices", integrity.device_fields(device.id, device.protocol, None))))
         self._insert_credential(device.id, device.protocol, 1, device.secret, now)
+        self._remac_credentials(device.id, {1})
+        self._init_window(device.id, device.protocol, device.secret)
+
+    def _init_window(self, device_id: str, protocol: str, secret: dict[str, str]) -> None:
+        """A v2 key's replay window exists (MAC'd) from registration on, so a window deleted from
+        the database is told apart from one never used: v2_window refuses a missing one."""
+        key_id = KINDS[protocol].key_id(secret)
+        if key_id is not None:
+            self._x('INSERT INTO v2_windows(key_id, device_id, "window", mac) VALUES (?, ?, ?, ?)'
+                    " ON CONFLICT (key_id) DO NOTHING",
+                    (key_id, device_id, INITIAL_WINDOW, self._window_mac(key_id, device_id, INITIAL_WINDOW)))
+
+    def _intact_generations(self, device_id: str) -> set[int]:
+        """Inside a write: the device's credential generations whose rows verify now. A write
+        re-MACs only these, so it never launders a row edited behind the store's back."""
+        rows = self._x("SELECT generation, created_at, expires_at, confirmed_at, mac FROM credentials"
+                       " WHERE device_id = ?", (device_id,)).fetchall()
+        fields = integrity.credential_fields
+        return {gen for gen, created, expires, confirmed, mac in rows
+                if self._intact("credentials", f"{device_id}/{gen}", device_id,
+                                fields(device_id, gen, created, expires, confirmed), mac)}
+
+    def _remac_credentials(self, device_id: str, generations: set[int]) -> None:
+        """Inside a write: (re)write the MACs of `generations` of the device from their stored fields."""
+        for gen, created, expires, confirmed in self._x(
+                "SELECT generation, created_at, expires_at, confirmed_at FROM credentials"
+                " WHERE device_id = ?", (device_id,)).fetchall():
+            if gen in generations:
+                self._x("UPDATE credentials SET mac = ? WHERE device_id = ? AND generation = ?",
+                        (self._mac("credentials", integrity.credential_fields(
+                            device_id, gen, created, expires, confirmed)), device_id, gen))
 
     def add(self, device: NewDevice, actor: str = "admin") -> Device:
         now = self._clock()
@@ -214,12 +369,14 @@ class SQLKeyStoreBase:
     def revoke(self, device_id: str, actor: str = "admin") -> Device:
         now = self._clock()
         with self._tx():
-            row = self._x("SELECT revoked_at FROM devices WHERE id = ?", (device_id,)).fetchone()
+            row = self._x("SELECT revoked_at, protocol FROM devices WHERE id = ?", (device_id,)).fetchone()
             if row is None:
                 raise DeviceNotFound(f"no device {device_id}", device_id)
             if row[0] is not None:
                 raise DeviceRevoked(f"device {device_id} is already revoked", device_id)
-            self._x("UPDATE devices SET revoked_at = ? WHERE id = ?", (now, device_id))
+            # Revoked is the safe state: the row gets a fresh MAC even if it had been tampered with.
+            self._x("UPDATE devices SET revoked_at = ?, mac = ? WHERE id = ?",
+                    (now, self._mac("devices", integrity.device_fields(device_id, row[1], now)), device_id))
             self._stamp(device_id)
             self._append_audit(actor, "revoked", device_id, {}, now)
         return self._must_get(device_id)
@@ -228,12 +385,18 @@ class SQLKeyStoreBase:
         """New current credentials; the previous current ones stay valid for `grace` seconds."""
         now = self._clock()
         with self._tx():
-            row = self._x("SELECT protocol, revoked_at FROM devices WHERE id = ?", (device_id,)).fetchone()
+            row = self._x("SELECT protocol, revoked_at, mac FROM devices WHERE id = ?",
+                          (device_id,)).fetchone()
             if row is None:
                 raise DeviceNotFound(f"no device {device_id}", device_id)
-            protocol, revoked = row
+            protocol, revoked, mac = row
             if revoked is not None:
                 raise DeviceRevoked(f"device {device_id} is revoked", device_id)
+            if not self._intact("devices", device_id, device_id,
+                                integrity.device_fields(device_id, protocol, revoked), mac):
+                raise IntegrityFailed(f"device {device_id} failed its integrity check (its row was changed "
+                                      "without the master key); revoke it and register it again", device_id)
+            intact = self._intact_generations(device_id)
             (top,) = self._x("SELECT MAX(generation) FROM credentials WHERE device_id = ?",
                              (device_id,)).fetchone()
             # Only the credential current until now gets the overlap; older ones end at once.
@@ -242,6 +405,8 @@ class SQLKeyStoreBase:
             self._x("UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation = ?",
                     (now + grace, device_id, top))
             self._insert_credential(device_id, protocol, top + 1, secret, now)
+            self._remac_credentials(device_id, intact | {top + 1})
+            self._init_window(device_id, protocol, secret)
             self._stamp(device_id)
             self._append_audit(actor, "rotated", device_id, {"generation": top + 1, "grace": grace}, now)
         return self._must_get(device_id)
@@ -250,6 +415,7 @@ class SQLKeyStoreBase:
         """The device used credential `generation`: the overlap of older ones ends now."""
         now = self._clock()
         with self._tx():
+            intact = self._intact_generations(device_id)
             changed = self._x(
                 "UPDATE credentials SET confirmed_at = ? WHERE device_id = ? AND generation = ?"
                 " AND confirmed_at IS NULL", (now, device_id, generation)).rowcount
@@ -257,6 +423,7 @@ class SQLKeyStoreBase:
                 "UPDATE credentials SET expires_at = ? WHERE device_id = ? AND generation < ?"
                 " AND (expires_at IS NULL OR expires_at > ?)", (now, device_id, generation, now)).rowcount
             if changed or ended:
+                self._remac_credentials(device_id, intact)
                 self._stamp(device_id)
             if changed and ended:
                 self._append_audit("auth", "rotation_confirmed", device_id, {"generation": generation}, now)
@@ -275,16 +442,33 @@ class SQLKeyStoreBase:
 
     # --- protocol v2 replay windows (services/common/v2.py ReplayWindow, as text) ---
     def v2_window(self, key_id: str) -> str | None:
+        """The stored window; IntegrityFailed when it was changed without the master key (a reset
+        window would let old frames in again): the caller refuses the device's frames."""
         # "window" quoted: a reserved word in PostgreSQL.
-        rows = self._read('SELECT "window" FROM v2_windows WHERE key_id = ?', (key_id,))
-        return rows[0][0] if rows else None
+        rows = self._read('SELECT "window", device_id, mac FROM v2_windows WHERE key_id = ?', (key_id,))
+        if not rows:
+            known = self._read("SELECT device_id FROM credentials WHERE key_id = ?", (key_id,))
+            if known:  # registered keys have a window from the start: this one was deleted
+                self.integrity_failures.report("v2_windows", key_id, known[0][0], None)
+                raise IntegrityFailed(f"the replay window of key id {key_id} is missing", known[0][0])
+            return None
+        window, device_id, mac = rows[0]
+        if not self._intact("v2_windows", key_id, device_id,
+                            integrity.window_fields(key_id, device_id, window), mac):
+            raise IntegrityFailed(f"the replay window of key id {key_id} failed its integrity check",
+                                  device_id)
+        return window
 
     def _window_upsert(self, condition: str) -> str:
         """Insert a window, or replace the stored one when its `last` satisfies `condition`."""
         stored = self._WINDOW_LAST.format('v2_windows."window"')
-        return ('INSERT INTO v2_windows(key_id, device_id, "window") VALUES (?, ?, ?)'
-                ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window"'
+        return ('INSERT INTO v2_windows(key_id, device_id, "window", mac) VALUES (?, ?, ?, ?)'
+                ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window",'
+                " device_id = excluded.device_id, mac = excluded.mac"
                 f" WHERE {stored} {condition}")
+
+    def _window_mac(self, key_id: str, device_id: str, window: str) -> str:
+        return self._mac("v2_windows", integrity.window_fields(key_id, device_id, window))
 
     def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
         """Ack-bit flushes (and any other rewrite of a window already accepted).
@@ -294,7 +478,8 @@ class SQLKeyStoreBase:
         instance saved a newer one; the newer one stays. An equal `last` is written (more ack
         bits); accepting a new seq goes through `advance_v2_window`, never through here."""
         new_last = self._WINDOW_LAST.format('excluded."window"')
-        self._write_one(self._window_upsert(f"<= {new_last}"), (key_id, device_id, window))
+        self._write_one(self._window_upsert(f"<= {new_last}"),
+                        (key_id, device_id, window, self._window_mac(key_id, device_id, window)))
 
     def advance_v2_window(self, key_id: str, device_id: str, window: str, seq: int) -> bool:
         """Accept `seq`: store `window` (whose last is `seq`) only if the stored last is below `seq`.
@@ -302,7 +487,8 @@ class SQLKeyStoreBase:
         One atomic compare-and-set, written before auth answers (a restarted auth never accepts
         a seq twice). False when the stored window already reached `seq` (another auth instance
         accepted it, or a later one): the caller must reload the window, never accept again."""
-        return self._write_one(self._window_upsert("< ?"), (key_id, device_id, window, seq)) > 0
+        return self._write_one(self._window_upsert("< ?"), (
+            key_id, device_id, window, self._window_mac(key_id, device_id, window), seq)) > 0
 
     # --- dispatch stations ---
     _STATION = "SELECT id, public_key, fingerprint, created_at, revoked_at FROM dispatch_stations"
@@ -345,7 +531,7 @@ class SQLKeyStoreBase:
                       now: float) -> AuditEntry:
         last = self._x("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        digest = audit_hash(prev, seq, now, actor, action, device, detail)
+        digest = audit_hash(self._sealer.audit_key, prev, seq, now, actor, action, device, detail)
         self._x("INSERT INTO audit(seq, ts, actor, action, device, detail, prev, hash)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, now, actor, action, device, json.dumps(detail, sort_keys=True), prev, digest))
@@ -366,6 +552,83 @@ class SQLKeyStoreBase:
             " ORDER BY seq LIMIT ?", (after, limit))
         return [AuditEntry(seq, ts, actor, action, device, loads_detail(detail), prev, digest)
                 for seq, ts, actor, action, device, detail, prev, digest in rows]
+
+    def verify_audit(self) -> tuple[list[AuditEntry], Broken | None]:
+        """The whole log and the first broken link (keyed chain, audit.py), or None."""
+        entries: list[AuditEntry] = []
+        while True:
+            page = self.audit(after=entries[-1].seq if entries else 0, limit=1000)
+            entries += page
+            if len(page) < 1000:
+                return entries, verify_chain(entries, self._sealer.audit_key)
+
+    # --- key-admin API tokens (the value never reaches the store: its SHA-256 does) ---
+    _TOKEN = "SELECT name, scope, hash, created_at, revoked_at, mac FROM tokens"
+
+    def _token(self, row: tuple) -> Token:
+        name, scope, digest, created, revoked, mac = row
+        fields = integrity.token_fields(name, scope, digest, created, revoked)
+        ok = self._intact("tokens", name, None, fields, mac)
+        return Token(name, scope, created, revoked, intact=ok)
+
+    def _put_token(self, name: str, scope: str, digest: str, now: float) -> None:
+        mac = self._mac("tokens", integrity.token_fields(name, scope, digest, now, None))
+        self._x("INSERT INTO tokens(name, scope, hash, created_at, revoked_at, mac)"
+                " VALUES (?, ?, ?, ?, NULL, ?)"
+                " ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, hash = excluded.hash,"
+                " created_at = excluded.created_at, revoked_at = NULL, mac = excluded.mac",
+                (name, scope, digest, now, mac))
+
+    def add_token(self, name: str, scope: str, digest: str, actor: str) -> Token:
+        """A new token; a revoked token's name may be used again, an active one's may not."""
+        now = self._clock()
+        with self._tx():
+            row = self._x("SELECT revoked_at FROM tokens WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] is None:
+                raise TokenExists(f"token {name!r} exists; revoke it first")
+            self._put_token(name, scope, digest, now)
+            self._append_audit(actor, "token_created", None, {"name": name, "scope": scope}, now)
+        return self.token(name)
+
+    def ensure_token(self, name: str, scope: str, digest: str, actor: str) -> bool:
+        """Register a generated service token (keyadmin at start): True when the store changed.
+        The same value stays as it is (a revoked one stays revoked); a new value replaces it."""
+        now = self._clock()
+        with self._tx():
+            row = self._x("SELECT hash, scope FROM tokens WHERE name = ?", (name,)).fetchone()
+            if row is not None and tuple(row) == (digest, scope):
+                return False
+            self._put_token(name, scope, digest, now)
+            self._append_audit(actor, "token_registered", None, {"name": name, "scope": scope}, now)
+        return True
+
+    def token(self, name: str) -> Token:
+        rows = self._read(f"{self._TOKEN} WHERE name = ?", (name,))
+        if not rows:
+            raise TokenNotFound(f"no token {name!r}")
+        return self._token(rows[0])
+
+    def token_by_hash(self, digest: str) -> Token | None:
+        """The token whose value hashes to `digest` (its MAC checked: see Token.intact), or None."""
+        rows = self._read(f"{self._TOKEN} WHERE hash = ?", (digest,))
+        return self._token(rows[0]) if rows else None
+
+    def tokens(self) -> list[Token]:
+        return [self._token(row) for row in self._read(f"{self._TOKEN} ORDER BY name")]
+
+    def revoke_token(self, name: str, actor: str) -> Token:
+        now = self._clock()
+        with self._tx():
+            row = self._x("SELECT scope, hash, created_at FROM tokens WHERE name = ? AND revoked_at IS NULL",
+                          (name,)).fetchone()
+            if row is None:
+                raise TokenNotFound(f"no active token {name!r}")
+            scope, digest, created = row
+            fields = integrity.token_fields(name, scope, digest, created, now)
+            self._x("UPDATE tokens SET revoked_at = ?, mac = ? WHERE name = ?",
+                    (now, self._mac("tokens", fields), name))
+            self._append_audit(actor, "token_revoked", None, {"name": name}, now)
+        return self.token(name)
 
     # --- misc ---
     def _must_get(self, device_id: str) -> Device:

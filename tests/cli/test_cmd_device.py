@@ -3,42 +3,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 
-import pytest
-
-from services.cli.main import main
-from services.common.state import init_state
 from services.keyadmin.audit_witness import read_witness
-from tests.support.proc import port_open, wait_until
+from tests.cli.conftest import run, start_keyadmin
+from tests.support.proc import wait_until
 
 KEY, IV = "1234567890123456", "AAAAAAAAAAAAAAAA"
-
-
-@pytest.fixture
-def env(config, config_env, monkeypatch):
-    init_state(config)
-    for name, value in config_env.items():
-        monkeypatch.setenv(name, value)
-    return config
-
-
-def start_keyadmin(procs, config, config_env, name: str = "keyadmin"):
-    proc = procs.start(name, [sys.executable, "-m", "services.keyadmin"], env=config_env)
-    wait_until(lambda: port_open(config.admin_port) or proc.poll() is not None, 15, what="keyadmin")
-    assert proc.poll() is None
-    return proc
-
-
-@pytest.fixture
-def keyadmin(env, config_env, procs):
-    return start_keyadmin(procs, env, config_env)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_clear_message_when_api_not_running(env, capsys):
@@ -90,35 +60,40 @@ def test_audit_show_and_verify_names_the_edited_entry(keyadmin, env, capsys):
         run(capsys, "device", "add", name)
     run(capsys, "device", "revoke", "b")
     code, out, _ = run(capsys, "audit", "show")
-    assert code == 0 and [line.split()[4] for line in out.splitlines()[1:]] == ["added"] * 3 + ["revoked"]
+    # keyadmin registers the generated service tokens at its first start (token_registered).
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert code == 0 and [r[4] for r in rows if r[4] != "token_registered"] == ["added"] * 3 + ["revoked"]
+    b = next(int(r[0]) for r in rows if r[4:6] == ["added", "b"])
     code, out, _ = run(capsys, "audit", "verify")
-    assert code == 0 and "intact: 4 entries" in out
+    assert code == 0 and f"intact: {len(rows)} entries" in out
     db = sqlite3.connect(env.keystore_path)
     db.execute("DROP TRIGGER audit_no_update")
-    db.execute("""UPDATE audit SET detail = '{"protocol": "v2"}' WHERE seq = 2""")
+    db.execute(f"""UPDATE audit SET detail = '{{"protocol": "v2"}}' WHERE seq = {b}""")
     db.commit()
     db.close()
     code, _, err = run(capsys, "audit", "verify")
-    assert code == 1 and "BROKEN at entry 2 (added b)" in err and "edited" in err
+    assert code == 1 and f"BROKEN at entry {b} (added b)" in err and "edited" in err
 
 
 def test_truncation_and_rewrite_are_caught_and_never_witnessed(env, config_env, broker, procs, capsys):
     keyadmin = start_keyadmin(procs, env, config_env)
     for name in ("a", "b", "c"):
         run(capsys, "device", "add", name)
-    witnessed = wait_until(lambda: (w := read_witness(env)) and w.seq == 3 and w, 10,
-                           what="keyadmin to witness entry 3")
+    last = json.loads(run(capsys, "audit", "show", "--json")[1])[-1]["seq"]
+    witnessed = wait_until(lambda: (w := read_witness(env)) and w.seq == last and w, 10,
+                           what=f"keyadmin to witness entry {last}")
     code, out, _ = run(capsys, "audit", "verify")
-    assert code == 0 and "intact: 3 entries" in out and "witness (entry 3) matches" in out
+    assert code == 0 and f"intact: {last} entries" in out and f"witness (entry {last}) matches" in out
 
     # Someone with write access to the key store drops the newest entry: the chain is still whole.
     db = sqlite3.connect(env.keystore_path)
     db.execute("DROP TRIGGER audit_no_delete")
-    db.execute("DELETE FROM audit WHERE seq = 3")
+    db.execute(f"DELETE FROM audit WHERE seq = {last}")
     db.commit()
     db.close()
     code, _, err = run(capsys, "audit", "verify")
-    assert code == 1 and "TRUNCATED: the broker witnessed entry 3" in err and "ends at entry 2" in err
+    assert code == 1 and f"TRUNCATED: the broker witnessed entry {last}" in err
+    assert f"ends at entry {last - 1}" in err
     log = procs.log_dir / "keyadmin.log"
     wait_until(lambda: "event=audit_log_tampered" in log.read_text(), 10, what="keyadmin's alarm")
 
@@ -128,7 +103,7 @@ def test_truncation_and_rewrite_are_caught_and_never_witnessed(env, config_env, 
     start_keyadmin(procs, env, config_env, name="keyadmin2")
     log2 = procs.log_dir / "keyadmin2.log"
     wait_until(lambda: "event=audit_log_tampered" in log2.read_text(), 10, what="the restarted one's alarm")
-    assert "REWRITTEN: entry 3" in log2.read_text()
+    assert f"REWRITTEN: entry {last}" in log2.read_text()
     assert read_witness(env) == witnessed
     code, _, err = run(capsys, "audit", "verify")
-    assert code == 1 and "REWRITTEN: entry 3" in err
+    assert code == 1 and f"REWRITTEN: entry {last}" in err

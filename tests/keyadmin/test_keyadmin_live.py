@@ -44,7 +44,7 @@ def test_api_events_and_auth_end_to_end(state, keyadmin, auth_proc, procs):
 
 def test_wrong_token_401_and_sigterm(state, keyadmin, procs):
     status, body = api(state, "GET", "/devices", token="nope")
-    assert (status, body) == (401, {"error": "missing or wrong admin token"})
+    assert (status, body) == (401, {"error": "unknown or revoked token"})
     log = procs.log_dir / "keyadmin.log"
     wait_until(lambda: "WARNING" in log.read_text() and "status=401" in log.read_text(), 5,
                what="a log line for the refused request")

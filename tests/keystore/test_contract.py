@@ -147,11 +147,11 @@ def test_audit_chain_detects_edits(store, tamper):
     store.revoke("pico-1")
     entries = store.audit()
     assert [e.action for e in entries] == ["added", "revoked"]
-    assert verify_chain(entries) is None
+    assert verify_chain(entries, store._sealer.audit_key) is None
     with pytest.raises(Exception, match="append-only"):
         store._db.execute("UPDATE audit SET actor = 'mallory'")
     tamper("UPDATE audit SET actor = 'mallory' WHERE seq = 1")
-    assert verify_chain(store.audit()).seq == 1
+    assert verify_chain(store.audit(), store._sealer.audit_key).entry.seq == 1
 
 
 def test_audit_head_is_the_newest_entry(store):
