@@ -12,7 +12,8 @@ if (!fs.existsSync(credPath)) {
     const creds = {};
     for (const node of flows) {
         if (node.type === "medsec-gateway") {
-            creds[node.id] = { password: "${MEDSEC_NR_MQTT_PASSWORD}", token: "${MEDSEC_NR_ADMIN_TOKEN}" };
+            creds[node.id] = { password: "${MEDSEC_NR_MQTT_PASSWORD}", token: "${MEDSEC_NR_READ_TOKEN}",
+                manageToken: "${MEDSEC_NR_MANAGE_TOKEN}" };
         }
     }
     fs.writeFileSync(credPath, JSON.stringify(creds), { mode: 0o600 });

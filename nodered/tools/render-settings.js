@@ -68,7 +68,8 @@ writePrivate(path.join(userDir, "secrets.json"), JSON.stringify({
     users,
     credentialSecret,
     mqttPassword: secret("mqtt_dashboard") || "",
-    adminToken: secret("admin_token") || "",
+    readToken: secret("nodered_read_token") || "",
+    manageToken: secret("nodered_manage_token") || "",
 }, null, 1));
 writePrivate(path.join(userDir, "settings.js"), render(fs.readFileSync(template, "utf8"), {
     SECRETS_FILE: path.join(userDir, "secrets.json"),

@@ -1,7 +1,7 @@
 """Generate Node-RED's settings and userDir in the state directory; return how to run it.
 
 Node-RED never reads secrets/: everything it needs (its logins' password hashes, its credential
-secret, the `dashboard` broker password, its key-admin token) is rendered into its own
+secret, the `dashboard` broker password, its read and manage key-admin tokens) is rendered into its own
 secrets.json in its userDir, readable by its OS user only (services/nodered/osuser.py).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from services.common.accounts import NODERED_ACCOUNTS
 from services.common.config import Config
-from services.common.state import StateError, admin_token, load_passwords, read_secret, write_secret
+from services.common.state import StateError, load_passwords, read_secret, service_token, write_secret
 from services.nodered import credentials, osuser
 
 NODERED_DIR = Path(__file__).resolve().parents[2] / "nodered"
@@ -32,7 +32,10 @@ ADMIN_USER = "admin"
 ADMIN_ACCOUNT = LOGINS[ADMIN_USER]
 CREDENTIAL_SECRET = "nodered-credential.secret"
 # What the shipped flow's medsec-gateway credentials point at (set by settings.js).
-GATEWAY_CREDENTIALS = {"password": "${MEDSEC_NR_MQTT_PASSWORD}", "token": "${MEDSEC_NR_ADMIN_TOKEN}"}
+# Two key-admin tokens (issue 15): `token` (scope read) for every GET, `manageToken` (scope manage)
+# for the Devices page's writes, which the devices node allows only to operator and admin sessions.
+GATEWAY_CREDENTIALS = {"password": "${MEDSEC_NR_MQTT_PASSWORD}", "token": "${MEDSEC_NR_READ_TOKEN}",
+                       "manageToken": "${MEDSEC_NR_MANAGE_TOKEN}"}
 
 
 def available() -> bool:
@@ -74,7 +77,8 @@ def nodered_secrets(config: Config) -> dict:
         "users": users,
         "credentialSecret": credential_secret(config),
         "mqttPassword": load_passwords(config)["dashboard"],
-        "adminToken": admin_token(config),
+        "readToken": service_token(config, "nodered-read"),
+        "manageToken": service_token(config, "nodered-manage"),
     }
 
 
@@ -104,7 +108,8 @@ def install_flows(config: Config, user_dir: Path, shipped: Path = SHIPPED_FLOWS)
     ships. Returns whether the flows were (re)installed.
     """
     data = shipped.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    # The credential references count too: a new one (e.g. a token's) rewrites flows_cred.json.
+    digest = hashlib.sha256(data + json.dumps(GATEWAY_CREDENTIALS, sort_keys=True).encode()).hexdigest()
     marker = user_dir / ".flows.shipped.sha256"
     target = user_dir / "flows.json"
     if target.exists() and marker.exists() and marker.read_text().strip() == digest:

@@ -95,5 +95,6 @@ def test_nodered_container_credentials(tmp_path):
     subprocess.run([NODE, str(ROOT / "docker" / "nodered-creds.js"), str(tmp_path)], check=True, timeout=30)
     creds = json.loads((tmp_path / "flows_cred.json").read_text())
     assert creds == {"medsec.gateway": {"password": "${MEDSEC_NR_MQTT_PASSWORD}",
-                                        "token": "${MEDSEC_NR_ADMIN_TOKEN}"}}
+                                        "token": "${MEDSEC_NR_READ_TOKEN}",
+                                        "manageToken": "${MEDSEC_NR_MANAGE_TOKEN}"}}
     assert (tmp_path / "flows_cred.json").stat().st_mode & 0o777 == 0o600

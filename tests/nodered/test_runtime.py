@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from services.common.accounts import NODERED_ACCOUNTS
-from services.common.state import init_state, load_passwords
+from services.common.state import admin_token, init_state, load_passwords, service_token
 from services.nodered import credentials, osuser, runtime
 from services.nodered.runtime import ADMIN_ACCOUNT, LOGINS, install_flows, prepare
 
@@ -32,7 +32,7 @@ def test_credentials_round_trip():
 @needs_nodered
 def test_node_red_decrypts_what_we_write():
     """The exact algorithm of @node-red/runtime/lib/nodes/credentials.js, run by node."""
-    blob = credentials.encrypt({"medsec.gateway": {"token": "${MEDSEC_NR_ADMIN_TOKEN}"}}, "s3cret")
+    blob = credentials.encrypt({"medsec.gateway": {"token": "${MEDSEC_NR_READ_TOKEN}"}}, "s3cret")
     script = (
         "const c=require('crypto');const b=JSON.parse(process.argv[1]);const k=c.createHash('sha256')"
         ".update('s3cret').digest();const iv=Buffer.from(b.$.substring(0,32),'hex');"
@@ -40,7 +40,7 @@ def test_node_red_decrypts_what_we_write():
         "process.stdout.write(d.update(b.$.substring(32),'base64','utf8')+d.final('utf8'))"
     )
     out = subprocess.run(["node", "-e", script, json.dumps(blob)], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == {"medsec.gateway": {"token": "${MEDSEC_NR_ADMIN_TOKEN}"}}
+    assert json.loads(out.stdout) == {"medsec.gateway": {"token": "${MEDSEC_NR_READ_TOKEN}"}}
 
 
 def test_prepare_writes_private_files_without_secrets(config):
@@ -78,7 +78,13 @@ def test_prepare_writes_private_files_without_secrets(config):
     creds = credentials.decrypt(json.loads((user_dir / "flows_cred.json").read_text()), secrets_written[-1])
     assert creds == {"medsec.gateway": runtime.GATEWAY_CREDENTIALS}
     assert runtime.GATEWAY_CREDENTIALS == {
-        "password": "${MEDSEC_NR_MQTT_PASSWORD}", "token": "${MEDSEC_NR_ADMIN_TOKEN}"}
+        "password": "${MEDSEC_NR_MQTT_PASSWORD}", "token": "${MEDSEC_NR_READ_TOKEN}",
+        "manageToken": "${MEDSEC_NR_MANAGE_TOKEN}"}
+    # Scoped tokens only (issue 15): the read one for the pages, the manage one for the Devices
+    # page; never the operator's admin token.
+    assert own["readToken"] == service_token(config, "nodered-read")
+    assert own["manageToken"] == service_token(config, "nodered-manage")
+    assert admin_token(config) not in json.dumps(own)
 
 
 @pytest.mark.skipif(not osuser.needed(), reason="only root can run Node-RED as another user")
@@ -189,7 +195,8 @@ RENDER = runtime.NODERED_DIR / "tools" / "render-settings.js"
 CONTAINER_SECRETS = {
     "nodered_viewer_password": "viewer-pw-0123456789", "nodered_operator_password": "op-pw-0123456789",
     "nodered_admin_password": "admin-pw-0123456789", "mqtt_dashboard": "mqtt-pw-0123456789",
-    "admin_token": "token-0123456789", "nodered_credential_secret": "cred-0123456789"}
+    "nodered_read_token": "read-token-0123456789", "nodered_manage_token": "manage-token-0123456789",
+    "nodered_credential_secret": "cred-0123456789"}
 LOGIN_SECRETS = ["nodered_viewer_password", "nodered_operator_password", "nodered_admin_password"]
 
 
@@ -228,14 +235,14 @@ def test_the_container_renders_the_same_template_with_the_same_checks(tmp_path):
              "Promise.all(users.map((u, i) => s.adminAuth.authenticate(u, process.argv[2 + i])))"
              ".then((r) => console.log(JSON.stringify({"
              "editor: r, node: typeof s.httpNodeAuth, admin: typeof s.httpAdminMiddleware,"
-             "io: typeof s.dashboard.ioMiddleware, token: process.env.MEDSEC_NR_ADMIN_TOKEN,"
+             "io: typeof s.dashboard.ioMiddleware, token: process.env.MEDSEC_NR_READ_TOKEN,"
              "host: s.uiHost})))")
     argv = ["node", "-e", probe, str(data / "settings.js"), *(CONTAINER_SECRETS[n] for n in LOGIN_SECRETS)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
     loaded = json.loads(out.stdout)
     assert loaded["editor"] == [None, None, {"username": "admin", "permissions": "*"}]
     assert (loaded["node"], loaded["admin"], loaded["io"]) == ("function", "function", "function")
-    assert loaded["token"] == CONTAINER_SECRETS["admin_token"] and loaded["host"] == "127.0.0.1"
+    assert loaded["token"] == CONTAINER_SECRETS["nodered_read_token"] and loaded["host"] == "127.0.0.1"
 
 
 @needs_nodered

@@ -35,7 +35,9 @@ module.exports = function (RED) {
         }
         const username = config.username || "";
         const password = credential("password");
-        node.token = () => credential("token");
+        // GETs use the token (scope read); writes the manage token when one is set (the Devices
+        // page), else the same token (a flow given one manage or admin token).
+        node.token = (method) => (method && method !== "GET" && credential("manageToken")) || credential("token");
 
         function notify(state, detail) {
             node.connected = state === "connected";
@@ -169,9 +171,9 @@ module.exports = function (RED) {
         // Call the key-admin API. Resolves {status, body}; rejects with an Error whose message
         // is the API's own {"error"} text (never the token) and .statusCode.
         node.admin = async function (method, path, body) {
-            const token = node.token();
+            const token = node.token(method);
             if (!token) {
-                throw new Error("medsec-gateway has no admin token");
+                throw new Error("medsec-gateway has no key-admin token");
             }
             const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
             const init = { method, headers, signal: AbortSignal.timeout(10000) };
@@ -217,6 +219,7 @@ module.exports = function (RED) {
         credentials: {
             password: { type: "password" },
             token: { type: "password" },
+            manageToken: { type: "password" },
         },
     });
 };

@@ -13,6 +13,7 @@ const { request } = require("../nodes/lib/adminapi");
 helper.init(require.resolve("node-red"));
 
 const TOKEN = "test-token-" + "k".repeat(20);
+const MANAGE = "manage-token-" + "m".repeat(20);
 
 function fakeApi() {
     const devices = new Map([["pico-1", { id: "pico-1", protocol: "v1", state: "active" }]]);
@@ -26,7 +27,7 @@ function fakeApi() {
                 res.writeHead(status, { "Content-Type": "application/json" });
                 res.end(JSON.stringify(data));
             };
-            if (req.headers.authorization !== `Bearer ${TOKEN}`) {
+            if (![`Bearer ${TOKEN}`, `Bearer ${MANAGE}`].includes(req.headers.authorization)) {
                 return reply(401, { error: "missing or wrong admin token" });
             }
             const m = /^\/api\/v1\/devices(?:\/([^/]+))?(\/rotate)?$/.exec(req.url);
@@ -76,9 +77,9 @@ describe("medsec devices", function () {
         await helper.unload();
     });
 
-    async function devicesNode(action, token = TOKEN, adminUrl = url) {
+    async function devicesNode(action, token = TOKEN, adminUrl = url, manageToken = "") {
         return load(null, { type: "medsec-devices", action }, {
-            credentials: { gw: { password: "", token } },
+            credentials: { gw: { password: "", token, manageToken } },
             gatewayProps: { adminUrl },
         });
     }
@@ -107,6 +108,18 @@ describe("medsec devices", function () {
         await waitUntil(() => messages.length === 3, 5000, "revoke");
         assert.deepStrictEqual([api.calls[2].method, api.calls[2].url], ["DELETE", "/api/v1/devices/pico-9"]);
         assert.strictEqual(api.devices.get("pico-9").state, "revoked");
+    });
+
+    it("reads with the read token and writes with the manage token when one is set", async function () {
+        const { node, messages } = await devicesNode("list", TOKEN, url, MANAGE);
+        node.receive({});
+        await waitUntil(() => messages.length === 1, 5000, "the list");
+        node.receive({ action: "add", payload: { id: "pico-m", protocol: "v1" } });
+        await waitUntil(() => messages.length === 2, 5000, "add");
+        node.receive({ action: "revoke", payload: "pico-m" });
+        await waitUntil(() => messages.length === 3, 5000, "revoke");
+        assert.deepStrictEqual(api.calls.map((c) => [c.method, c.auth]), [
+            ["GET", `Bearer ${TOKEN}`], ["POST", `Bearer ${MANAGE}`], ["DELETE", `Bearer ${MANAGE}`]]);
     });
 
     it("API errors reach done(err) with the API's message, never the token", async function () {
