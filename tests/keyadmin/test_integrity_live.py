@@ -7,7 +7,7 @@ import sqlite3
 import sys
 import urllib.request
 
-from services.common import v1, v2
+from services.common import v1, v2, v2device
 from services.common.v2 import ReplayWindow
 from services.stack.metrics import parse_prometheus
 from tests.auth.wire import AuthClient
@@ -77,7 +77,8 @@ def test_a_reset_v2_window_lets_no_frame_in_again(state, config_env, keyadmin, a
     keys = v2.derive_keys(bytes.fromhex(device["master_key"]), bytes.fromhex(device["key_id"]))
 
     def frame(seq: int) -> dict:
-        raw = v2.seal_data(keys, seq, v1.format_reading(GOOD))
+        raw = v2device.seal_reading(keys.cipher("d2g"), keys.common_iv, keys.kid, seq,
+                                     v1.format_reading(GOOD))
         return {"id": seq, "op": "v2", "conn": 1, "src": "127.0.0.1:1",
                 "frame": base64.b64encode(raw).decode()}
 
