@@ -72,12 +72,16 @@ COLUMNS = (
     # Change stamp: every write that matters to auth stamps its devices with the next change
     # number, so auth reloads only what changed (credentials_changed).
     ("devices", "changed", "{int} NOT NULL DEFAULT 0"),
+    # Identification fingerprint (v1: keyed digest of key || IV[:9], what block 0 depends on):
+    # no two credentials may share it, whatever their state. Filled for older rows at open.
+    ("credentials", "ident", "TEXT"),
 )
 
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS devices_changed ON devices(changed)",
     "CREATE INDEX IF NOT EXISTS credentials_fingerprint ON credentials(fingerprint)",
     "CREATE INDEX IF NOT EXISTS credentials_key_id ON credentials(key_id)",
+    "CREATE INDEX IF NOT EXISTS credentials_ident ON credentials(ident)",
 )
 
 
