@@ -203,7 +203,8 @@ class SQLKeyStoreBase:
         if clash is None and key_id is not None:
             clash = self._x("SELECT device_id FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
         if clash is not None:
-            raise CredentialsInUse(f"these credentials are already registered to device {clash[0]}", device_id)
+            raise CredentialsInUse(f"these credentials are already registered to device {clash[0]}",
+                                   device_id)
         self._x(
             "INSERT INTO credentials(device_id, generation, sealed, fingerprint, key_id, created_at, ident)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",

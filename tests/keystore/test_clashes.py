@@ -38,7 +38,7 @@ def v1(device_id: str, key: str, iv: str) -> NewDevice:
     return NewDevice(device_id, "v1", make_secret("v1", {"key": key, "iv": iv}))
 
 
-def refused(store, device_id: str, clashing: str, call, *secrets: str) -> str:
+def refused(clashing: str, call, *secrets: str) -> str:
     with pytest.raises(CredentialsInUse) as err:
         call()
     message = str(err.value)
@@ -58,7 +58,7 @@ def test_same_key_and_iv_head_refused_whatever_the_tail(store, rng):
         key, iv = text(rng), text(rng)
         store.add(v1(f"a{n}", key, iv))
         twin = same_ident(rng, iv)
-        refused(store, f"b{n}", f"a{n}", lambda k=key, i=twin, n=n: store.add(v1(f"b{n}", k, i)), key, iv, twin)
+        refused(f"a{n}", lambda k=key, i=twin, n=n: store.add(v1(f"b{n}", k, i)), key, iv, twin)
         assert store.get(f"b{n}") is None
     assert store.credential_clashes() == []
 
@@ -66,7 +66,7 @@ def test_same_key_and_iv_head_refused_whatever_the_tail(store, rng):
 def test_identical_credentials_refused(store, rng):
     key, iv = text(rng), text(rng)
     store.add(v1("first", key, iv))
-    message = refused(store, "second", "first", lambda: store.add(v1("second", key, iv)), key, iv)
+    message = refused("first", lambda: store.add(v1("second", key, iv)), key, iv)
     assert "current credentials" in message
 
 
@@ -91,7 +91,7 @@ def test_clash_with_a_revoked_device(store, rng):
     store.add(v1("gone", key, iv))
     store.revoke("gone")
     for new_iv in (iv, same_ident(rng, iv)):
-        message = refused(store, "new", "gone", lambda i=new_iv: store.add(v1("new", key, i)), key, iv)
+        message = refused("gone", lambda i=new_iv: store.add(v1("new", key, i)), key, iv)
         assert "(revoked credentials)" in message
 
 
@@ -101,16 +101,16 @@ def test_clash_with_a_credential_in_its_grace_period_or_expired(store, rng):
     key, iv = text(rng), text(rng)
     store.add(v1("rotating", key, iv))
     store.rotate("rotating", make_secret("v1"), grace=3600)
-    message = refused(store, "new", "rotating", lambda: store.add(v1("new", key, same_ident(rng, iv))), key, iv)
+    message = refused("rotating", lambda: store.add(v1("new", key, same_ident(rng, iv))), key, iv)
     assert "in its rotation grace period" in message
     t[0] += 7200  # the grace period is over: the old credential is expired, and still refused
-    message = refused(store, "new", "rotating", lambda: store.add(v1("new", key, iv)), key, iv)
+    message = refused("rotating", lambda: store.add(v1("new", key, iv)), key, iv)
     assert "(expired credentials)" in message
     key2, iv2 = text(rng), text(rng)
     store.add(v1("confirmed", key2, iv2))
     store.rotate("confirmed", make_secret("v1"), grace=3600)
     store.confirm("confirmed", 2)  # first use of the new key ends the old one's grace at once
-    refused(store, "new", "confirmed", lambda: store.add(v1("new", key2, same_ident(rng, iv2))), key2, iv2)
+    refused("confirmed", lambda: store.add(v1("new", key2, same_ident(rng, iv2))), key2, iv2)
 
 
 def test_rotation_into_a_clash(store, rng):
@@ -121,15 +121,15 @@ def test_rotation_into_a_clash(store, rng):
     for target in ("b", "revoked"):
         key, iv = keys[target]
         secret = make_secret("v1", {"key": key, "iv": same_ident(rng, iv)})
-        refused(store, "a", target, lambda s=secret: store.rotate("a", s, grace=60), key, iv)
+        refused(target, lambda s=secret: store.rotate("a", s, grace=60), key, iv)
     # Its own current credential, or an older generation of its own: generations must stay apart
     # (a device still on the old IV tail would be served under the new one, values altered).
     key, iv = keys["a"]
-    message = refused(store, "a", "a", lambda: store.rotate(
+    message = refused("a", lambda: store.rotate(
         "a", make_secret("v1", {"key": key, "iv": same_ident(rng, iv)}), grace=60), key, iv)
     assert "its own generation 1" in message
     store.rotate("a", make_secret("v1"), grace=60)
-    message = refused(store, "a", "a", lambda: store.rotate(
+    message = refused("a", lambda: store.rotate(
         "a", make_secret("v1", {"key": key, "iv": iv}), grace=60), key, iv)
     assert "its own generation 1" in message
     # Nothing changed by the refusals: a has generations 1 and 2, nobody else moved.
@@ -142,12 +142,12 @@ def test_import_is_all_or_nothing_on_clashes(store, rng):
     good = [v1(f"ok{n}", text(rng), text(rng)) for n in range(3)]
     # Two clashing entries inside one batch: the later one names the earlier one.
     batch = good[:2] + [v1("x", key, iv), good[2], v1("y", key, same_ident(rng, iv))]
-    refused(store, "y", "x", lambda: store.import_many(batch), key, iv)
+    refused("x", lambda: store.import_many(batch), key, iv)
     assert store.list() == []
     # One entry clashing with a revoked device already in the store.
     store.add(v1("old", key, iv))
     store.revoke("old")
-    refused(store, "x", "old", lambda: store.import_many(good + [v1("x", key, same_ident(rng, iv))]), key, iv)
+    refused("old", lambda: store.import_many(good + [v1("x", key, same_ident(rng, iv))]), key, iv)
     assert [d.id for d in store.list()] == ["old"]
     assert [d.id for d in store.import_many(good)] == ["ok0", "ok1", "ok2"]
 
@@ -207,11 +207,12 @@ def test_idents_of_an_older_store_are_filled_at_open(store_config, store, rng, m
     store.add(v1("c", text(rng), text(rng)))
     store.add(NewDevice("v2dev", "v2", make_secret("v2")))
     store.close()
-    behind_the_store(store_config, "DROP INDEX credentials_ident", "ALTER TABLE credentials DROP COLUMN ident")
+    behind_the_store(store_config, "DROP INDEX credentials_ident",
+                     "ALTER TABLE credentials DROP COLUMN ident")
     again = open_store(store_config)
     try:
         assert again.credential_clashes() == [[("a", 1), ("b", 1)]]
-        refused(again, "z", "a", lambda: again.add(v1("z", key, iv)), key, iv)
+        refused("a", lambda: again.add(v1("z", key, iv)), key, iv)
         again.add(v1("z", text(rng), text(rng)))
     finally:
         again.close()
