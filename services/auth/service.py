@@ -266,7 +266,8 @@ class AuthService:
             raise Rejected("not_printable", f"block {failed_at} decrypts to bytes no v1 reading holds", one)
         if session.device_id is None:
             session.contenders = list({id(r.cand): r.cand for r in readings}.values())
-        if not final and not any(r.padded for r in readings):
+        # `open`: a '+' follows these blocks (the proxy asks so that garbage is refused at once).
+        if request.get("open") is True or (not final and not any(r.padded for r in readings)):
             self.metrics.more += 1
             return {"id": rid, "status": "more"}
         reading, values = self._decode(readings, one)
