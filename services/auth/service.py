@@ -145,7 +145,7 @@ class AuthService:
         clashes = self._keys.clashes()
         self.metrics.clashes = len(clashes)
         for group in clashes:
-            members = ",".join(f"{c.device_id}:{c.generation}" for c in group)
+            members = ",".join(f"{d}:{g}" for d, g in sorted((c.device_id, c.generation) for c in group))
             devices = ",".join(sorted({c.device_id for c in group}))
             self._log.warning(kv(event="credential_clash", devices=devices, credentials=members,
                                  detail="same key and IV[:9]: rotate all but one of them"))

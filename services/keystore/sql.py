@@ -194,12 +194,16 @@ class SQLKeyStoreBase:
         kind = KINDS[protocol]
         fingerprint = self._sealer.fingerprint(protocol, kind.material(secret))
         ident = self._ident(protocol, secret)
-        self._check_clash(device_id, ident, now)
-        clash = self._x(
-            "SELECT c.device_id FROM credentials c JOIN devices d ON d.id = c.device_id"
-            " WHERE c.fingerprint = ? AND d.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?)"
-            " AND c.device_id != ?", (fingerprint, now, device_id)).fetchone()
         key_id = kind.key_id(secret)
+        clash = None
+        if ident is not None:
+            self._check_clash(device_id, ident, now)  # stricter than the whole-key fingerprint
+        else:
+            clash = self._x(
+                "SELECT c.device_id FROM credentials c JOIN devices d ON d.id = c.device_id"
+                " WHERE c.fingerprint = ? AND d.revoked_at IS NULL"
+                " AND (c.expires_at IS NULL OR c.expires_at > ?) AND c.device_id != ?",
+                (fingerprint, now, device_id)).fetchone()
         if clash is None and key_id is not None:
             clash = self._x("SELECT device_id FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
         if clash is not None:
@@ -211,12 +215,10 @@ class SQLKeyStoreBase:
             (device_id, generation, self._sealer.seal(device_id, protocol, secret), fingerprint, key_id, now,
              ident))
 
-    def _check_clash(self, device_id: str, ident: str | None, now: float) -> None:
+    def _check_clash(self, device_id: str, ident: str, now: float) -> None:
         """Refuse credentials identification could confuse with any credential already stored: of
         another device or of this one (an older generation), active, in its grace period, expired
         or revoked (a revoked device's copy would still be published under the new id)."""
-        if ident is None:
-            return
         rows = self._x(
             "SELECT c.device_id, c.generation, c.expires_at, d.revoked_at FROM credentials c"
             " JOIN devices d ON d.id = c.device_id WHERE c.ident = ?", (ident,)).fetchall()
