@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from services.common.config import Config
 from services.common.logs import kv, setup
 from services.common.state import StateError
-from services.keyadmin import devices_api, openapi, ops_api, stations_api
+from services.keyadmin import clashes, devices_api, openapi, ops_api, stations_api
 from services.keyadmin.api_common import ApiError
 from services.keyadmin.audit_witness import WitnessKeeper
 from services.keyadmin.events import BusKeyEvents
@@ -95,6 +95,7 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
     app.extensions["medsec.events"] = events
     app.extensions["medsec.request_counts"] = {}
     app.extensions["medsec.openapi"] = openapi.spec()
+    clashes.report(store, log)  # a store from before the clash check: say so at start
     counts_lock = threading.Lock()
 
     for factory in BLUEPRINTS:
