@@ -3,13 +3,14 @@
 v1 readings carry no device id: the device is the one whose key turns block 0
 into '{"Temp":"' + 7 bytes. `V1Keys` holds the v1 credentials ready for that
 test (an AES context per key) and answers it for one block (`identify`), many
-blocks in one pass over the keys (`identify_many`), and a batch of first
-readings together with the stale key each miss matches (`identify_batch`).
+blocks in one pass over the keys (`identify_many`, `identify_batch`). It never
+picks: every credential a block matches is returned (revoked and expired ones
+too), and the caller decides by the whole first reading (service.py).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -21,15 +22,16 @@ from services.keystore.models import Credential
 _PREFIX = v1.FIRST_BLOCK_PREFIX
 
 
-@dataclass
+@dataclass(eq=False)  # one object per credential: compared by identity
 class Candidate:
     """One v1 credential ready for identification: a cached AES-ECB object and the expected block-0 prefix."""
 
     device_id: str
     generation: int
     ecb: Any
-    iv: bytes
-    expected: bytes  # ECB-decrypted block 0 must start with this (prefix XOR iv)
+    key: bytes = field(repr=False)
+    iv: bytes = field(repr=False)
+    expected: bytes = field(repr=False)  # ECB-decrypted block 0 must start with this (prefix XOR iv)
     expires_at: float | None
     revoked: bool
     newest: bool
@@ -43,9 +45,8 @@ class Candidate:
 class Identified:
     """A first-block identification done ahead of its request in one batched pass (identify_batch)."""
 
-    active: list[Candidate]  # the candidate list the pass ran over (a reload replaces it)
-    found: Candidate | None
-    stale: Candidate | None  # when not found: a revoked or expired key that matches
+    keys: list[Candidate]  # the candidate list the pass ran over (a reload replaces it)
+    matches: list[Candidate]  # every credential whose key matches block 0, whatever its state
     share: float  # this request's share of the pass's time
     seconds: float  # the whole pass
 
@@ -64,17 +65,19 @@ def candidate(cred: Credential, newest: bool, overlapping: bool) -> Candidate:
     key = cred.secret["key"].encode()
     iv = cred.secret["iv"].encode()
     expected = bytes(a ^ b for a, b in zip(_PREFIX, iv, strict=False))
-    return Candidate(cred.device_id, cred.generation, _Ecb(key), iv, expected,
+    return Candidate(cred.device_id, cred.generation, _Ecb(key), key, iv, expected,
                      cred.expires_at, cred.revoked, newest, overlapping)
 
 
 class V1Keys:
-    """The v1 candidates: `active` (not revoked; newest credentials first) and `inactive` (revoked)."""
+    """The v1 candidates: `active` (not revoked; newest credentials first), `inactive` (revoked),
+    and `every` (both, in that order): identification scans them all."""
 
     def __init__(self) -> None:
         self.by_cred: dict[tuple[str, int], Candidate] = {}
         self.active: list[Candidate] = []
         self.inactive: list[Candidate] = []
+        self.every: list[Candidate] = []
 
     def load(self, creds: list[Credential], full: bool, now: float) -> None:
         """Take `creds` (every credential of the devices they name); `full`: they are all there are."""
@@ -100,83 +103,59 @@ class V1Keys:
         self.active = [c for c in by_cred.values() if c.newest and not c.revoked]
         self.active += [c for c in by_cred.values() if not c.newest and not c.revoked]
         self.inactive = [c for c in by_cred.values() if c.revoked]
+        self.every = self.active + self.inactive
 
-    def identify_many(self, block0s: list[bytes], now: float) -> list[Candidate | None]:
-        """What `match(self.active, b, now)` finds for each block, in one pass over the keys."""
-        return match_many(self.active, block0s, now)
+    def clashes(self) -> list[list[Candidate]]:
+        """Groups of credentials whose key and IV[:9] are equal: the same block 0 matches them all
+        (the store refuses new ones; these come from before that check, or behind its back)."""
+        groups: dict[tuple[bytes, bytes], list[Candidate]] = {}
+        for cand in self.every:
+            groups.setdefault((cand.key, cand.expected), []).append(cand)
+        return [g for g in groups.values() if len(g) > 1]
 
-    def identify_batch(self, block0s: list[bytes], now: float) -> list[Identified]:
+    def identify_many(self, block0s: list[bytes]) -> list[list[Candidate]]:
+        """What `match(self.every, b)` finds for each block, in one pass over the keys."""
+        return match_many(self.every, block0s)
+
+    def identify_batch(self, block0s: list[bytes]) -> list[Identified]:
         """Identify the first blocks of several new connections together (answered later by `identify`)."""
         started = time.perf_counter()
-        found = match_many(self.active, block0s, now)
+        found = match_many(self.every, block0s)
         elapsed = time.perf_counter() - started
-        missing = [k for k, f in enumerate(found) if f is None]
-        stale: list[Candidate | None] = [None] * len(block0s)
-        if missing:
-            misses = [block0s[k] for k in missing]
-            inactive = match_many(self.inactive, misses, None)
-            again = [j for j, f in enumerate(inactive) if f is None]
-            expired = match_many(self.active, [misses[j] for j in again], None)
-            for j, f in zip(again, expired, strict=True):
-                inactive[j] = f
-            for k, f in zip(missing, inactive, strict=True):
-                stale[k] = f
-        return [Identified(self.active, found[k], stale[k], elapsed / len(block0s), elapsed)
-                for k in range(len(block0s))]
+        share = elapsed / len(block0s)
+        return [Identified(self.every, matches, share, elapsed) for matches in found]
 
-    def identify(self, block0: bytes, now: float,
-                 pre: Identified | None = None) -> tuple[Candidate | None, Candidate | None, float, float]:
-        """(found, stale, seconds spent on this block, seconds of the longest pass) for one first block.
+    def identify(self, block0: bytes, pre: Identified | None = None) -> tuple[list[Candidate], float, float]:
+        """(every credential block 0 matches, seconds spent on this block, seconds of the longest pass).
 
-        A batched result stands if the keys were not reloaded since and its match is still in time
-        (otherwise the one-at-a-time pass below gives what the unbatched path gives)."""
-        if pre is not None and pre.active is self.active and (
-                pre.found is None or pre.found.expires_at is None or pre.found.expires_at > now):
-            return pre.found, pre.stale, pre.share, pre.seconds
+        Every credential, not the first hit: the caller decides among several by the whole reading
+        (and by each one's state). A batched result stands if the keys were not reloaded since."""
+        if pre is not None and pre.keys is self.every:
+            return pre.matches, pre.share, pre.seconds
         started = time.perf_counter()
-        found = match(self.active, block0, now)
+        found = match(self.every, block0)
         elapsed = time.perf_counter() - started
-        stale = None
-        if found is None:
-            # Not a current key: say why if it is a known but revoked or expired one (operators need it).
-            stale = match(self.inactive, block0, None) or match(self.active, block0, None)
-        return found, stale, elapsed, elapsed
+        return found, elapsed, elapsed
 
 
-def match(candidates: list[Candidate], block0: bytes, now: float | None) -> Candidate | None:
-    """The one-block identification test of v1.first_block_matches, with the XOR precomputed per key."""
-    for cand in candidates:
-        if cand.ecb.decrypt(block0).startswith(cand.expected) and (
-                now is None or cand.expires_at is None or cand.expires_at > now):
-            return cand
-    return None
+def match(candidates: list[Candidate], block0: bytes) -> list[Candidate]:
+    """Every candidate passing the one-block test of v1.first_block_matches (XOR precomputed per key)."""
+    return [cand for cand in candidates if cand.ecb.decrypt(block0).startswith(cand.expected)]
 
 
-def match_many(candidates: list[Candidate], block0s: list[bytes],
-               now: float | None) -> list[Candidate | None]:
-    """`match` for many blocks at once: per candidate, one ECB call over all the still unmatched
-    blocks (a find of the expected prefix at 16-byte boundaries); stops when every block matched."""
-    found: list[Candidate | None] = [None] * len(block0s)
-    pending = list(range(len(block0s)))
+def match_many(candidates: list[Candidate], block0s: list[bytes]) -> list[list[Candidate]]:
+    """`match` for many blocks at once: per candidate, one ECB call over all the blocks (a find of
+    the expected prefix at 16-byte boundaries). No early stop: every match of every block counts."""
+    found: list[list[Candidate]] = [[] for _ in block0s]
+    if not block0s:
+        return found
     joined = b"".join(block0s)
     for cand in candidates:
-        if not pending:
-            break
-        if now is not None and cand.expires_at is not None and cand.expires_at <= now:
-            continue  # match would skip it whatever it decrypts
         plain = cand.ecb.decrypt(joined)
         expected = cand.expected
         pos = plain.find(expected)
-        if pos < 0:
-            continue
-        hits = set()
         while pos >= 0:
             if pos % v1.BLOCK == 0:
-                hits.add(pos // v1.BLOCK)
+                found[pos // v1.BLOCK].append(cand)
             pos = plain.find(expected, pos + 1)
-        if hits:
-            for k in hits:
-                found[pending[k]] = cand
-            pending = [i for k, i in enumerate(pending) if k not in hits]
-            joined = b"".join(block0s[i] for i in pending)
     return found

@@ -4,6 +4,13 @@ No I/O of its own beyond the key store it is given: the transport
 (services/auth/server.py) decodes requests, calls `handle`, encodes answers.
 Sessions are keyed by (client, conn): each proxy numbers its own connections.
 Identification by block 0 is identify.py's; protocol v2 is v2.py's.
+
+v1 identification never picks among credentials: block 0 is tried under every
+one, and when several match, the connection's first reading decides. It must
+decode validly under exactly one of them (several: `ambiguous_key`, nothing
+published). Every block auth is asked about must read as text under a
+credential and variant still in question (v1text.py), else `not_printable` at
+once.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from typing import Any
 
 from services.auth.bursts import BurstDetector, source_address
 from services.auth.identify import Candidate, Identified, V1Keys
+from services.auth.v1text import Reading, readable
 from services.auth.v2 import V2Auth, V2Rejected
 from services.common import v1
 from services.common.logs import kv
@@ -26,13 +34,13 @@ from services.keystore.store import KeyStore
 Answer = dict[str, Any]
 # Reasons that mean "this source does not hold a valid key" (counted per address for the audit log).
 IDENTIFICATION_FAILURES = frozenset({"unknown_key", "unknown_kid", "revoked", "key_expired"})
-_PRINTABLE = frozenset(range(0x20, 0x7F))
 
 
 @dataclass
 class Session:
-    device_id: str
+    device_id: str | None  # None until the first reading decides among several credentials
     generation: int
+    contenders: list[Candidate] = field(default_factory=list)  # while undecided: block 0 matched these
     variant: v1.Variant | None = None
     readings: int = 0
 
@@ -49,6 +57,7 @@ class Metrics:
     reloads: int = 0
     candidates: int = 0
     sessions: int = 0
+    clashes: int = 0
 
     def prometheus(self) -> str:
         lines = [
@@ -72,6 +81,8 @@ class Metrics:
             f"medsec_auth_v1_candidates {self.candidates}",
             "# TYPE medsec_auth_sessions gauge",
             f"medsec_auth_sessions {self.sessions}",
+            "# TYPE medsec_auth_v1_credential_clashes gauge",
+            f"medsec_auth_v1_credential_clashes {self.clashes}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -124,11 +135,25 @@ class AuthService:
             self._v2.load(self._store.credentials("v2"))
         self.metrics.reloads += 1
         self.metrics.candidates = len(self._keys.active)
+        if since == -1:
+            self._report_clashes()
+
+    def _report_clashes(self) -> None:
+        """At start (every full load): credentials the first block cannot tell apart, one line per
+        group. Identification still refuses to pick among them (ambiguous_key); the store refuses
+        new ones, so these predate that check or were written behind the store's back."""
+        clashes = self._keys.clashes()
+        self.metrics.clashes = len(clashes)
+        for group in clashes:
+            members = ",".join(f"{d}:{g}" for d, g in sorted((c.device_id, c.generation) for c in group))
+            devices = ",".join(sorted({c.device_id for c in group}))
+            self._log.warning(kv(event="credential_clash", devices=devices, credentials=members,
+                                 detail="same key and IV[:9]: rotate all but one of them"))
 
     # --- requests ---
-    def identify_many(self, block0s: list[bytes], now: float) -> list[Candidate | None]:
-        """What `identify.match` finds among the active keys for each block, in one pass over the keys."""
-        return self._keys.identify_many(block0s, now)
+    def identify_many(self, block0s: list[bytes]) -> list[list[Candidate]]:
+        """What `identify.match` finds among all keys for each block, in one pass over the keys."""
+        return self._keys.identify_many(block0s)
 
     def identify_batch(self, requests: list[dict[str, Any]], client: Any = None) -> list[Identified | None]:
         """Identify together the first readings of new connections among `requests` (answered next,
@@ -156,7 +181,7 @@ class AuthService:
                 todo.append((i, blocks[0]))
         if len(todo) < 2:
             return result  # nothing to share: the usual path
-        identified = self._keys.identify_batch([b for _, b in todo], self._clock())
+        identified = self._keys.identify_batch([b for _, b in todo])
         for (i, _), one in zip(todo, identified, strict=True):
             result[i] = one
         return result
@@ -219,13 +244,17 @@ class AuthService:
         now = self._clock()
         session = self._sessions.get((client, conn))
         if session is None:
-            cand = self._identify(blocks[0], now, identified)
-            session = Session(cand.device_id, cand.generation)
+            matches = self._identify(blocks[0], now, identified)
+            session = Session(None, 0, matches)
             self._sessions[(client, conn)] = session
             self.metrics.sessions = len(self._sessions)
-            self._seen_for(cand.device_id).connections += 1
-            self._log.info(kv(event="identified", device=cand.device_id, conn=conn,
-                              src=request.get("src", ""), generation=cand.generation))
+            if len(matches) == 1:
+                self._decided(session, matches[0], conn, request)
+            else:
+                self._log.info(kv(event="identify_contest", conn=conn, src=request.get("src", ""),
+                                  devices=",".join(f"{c.device_id}:{c.generation}" for c in matches)))
+        if session.device_id is None:
+            contenders = session.contenders
         else:
             cand = self._keys.by_cred.get((session.device_id, session.generation))
             if cand is None or cand.revoked:
@@ -233,26 +262,24 @@ class AuthService:
             if not cand.valid(now):
                 raise Rejected("key_expired", "the rotation grace period of this key is over",
                                session.device_id)
-        variant = session.variant or _guess_variant(cand, blocks)
-        if not final and not _last_is_padding(cand, blocks, variant):
+            contenders = [cand]
+        one = contenders[0].device_id if len(contenders) == 1 else None
+        readings, failed_at = readable(contenders, blocks, session.variant)
+        if not readings:
+            raise Rejected("not_printable", f"block {failed_at} decrypts to bytes no v1 reading holds", one)
+        if session.device_id is None:
+            session.contenders = list({id(r.cand): r.cand for r in readings}.values())
+        # `open`: a '+' follows these blocks (the proxy asks so that garbage is refused at once).
+        if request.get("open") is True or (not final and not any(r.padded for r in readings)):
             self.metrics.more += 1
             return {"id": rid, "status": "more"}
-        try:
-            values = v1.decode_reading(cand.ecb, cand.iv, blocks, variant)
-        except v1.V1Error as exc:
-            other = None if session.variant else _other(variant)
-            try:
-                values = v1.decode_reading(cand.ecb, cand.iv, blocks, other) if other else None
-            except v1.V1Error:
-                values = None
-            if values is None:
-                raise Rejected(exc.reason, exc.detail, cand.device_id) from None
-            variant = other
-        try:
-            validate(values)
-        except ReadingError as exc:
-            raise Rejected(exc.reason, exc.detail, cand.device_id) from None
-        session.variant = variant
+        reading, values = self._decode(readings, one)
+        cand = reading.cand
+        if session.device_id is None:
+            if not cand.valid(now):
+                raise _stale(cand)
+            self._decided(session, cand, conn, request)
+        session.variant = reading.variant
         session.readings += 1
         if cand.overlapping:
             # First use of the new credentials ends the overlap of the old ones at once.
@@ -264,21 +291,52 @@ class AuthService:
         seen.readings += 1
         seen.last_seen = now
         self.metrics.accepted += 1
-        return {"id": rid, "status": "ok", "device": cand.device_id, "values": values, "variant": variant,
-                "gen": cand.generation}
+        return {"id": rid, "status": "ok", "device": cand.device_id, "values": values,
+                "variant": reading.variant, "gen": cand.generation}
 
-    def _identify(self, block0: bytes, now: float, pre: Identified | None = None) -> Candidate:
-        found, stale, elapsed, longest = self._keys.identify(block0, now, pre)
+    @staticmethod
+    def _decode(readings: list[Reading], device: str | None) -> tuple[Reading, dict[str, str]]:
+        """The one (credential, variant) the whole reading decodes validly under.
+
+        Several credentials: `ambiguous_key` (never a pick: one of them is someone else's key, and
+        its values would be published under the wrong id, altered). None: the first one's reason."""
+        valid: list[tuple[Reading, dict[str, str]]] = []
+        error: Rejected | None = None
+        for reading in readings:
+            if any(r.cand is reading.cand for r, _ in valid):
+                continue  # one variant per credential is enough
+            try:
+                values = v1.parse_plaintext(v1.strip_padding(reading.plain))
+                validate(values)
+            except (v1.V1Error, ReadingError) as exc:
+                error = error or Rejected(exc.reason, exc.detail, device)
+                continue
+            valid.append((reading, values))
+        if len(valid) > 1:
+            names = ", ".join(f"{r.cand.device_id} (generation {r.cand.generation})" for r, _ in valid)
+            raise Rejected("ambiguous_key", f"the reading decodes validly under the credentials of {names}")
+        if not valid:
+            assert error is not None
+            raise error
+        return valid[0]
+
+    def _decided(self, session: Session, cand: Candidate, conn: Any, request: dict[str, Any]) -> None:
+        session.device_id, session.generation, session.contenders = cand.device_id, cand.generation, []
+        self._seen_for(cand.device_id).connections += 1
+        self._log.info(kv(event="identified", device=cand.device_id, conn=conn,
+                          src=request.get("src", ""), generation=cand.generation))
+
+    def _identify(self, block0: bytes, now: float, pre: Identified | None = None) -> list[Candidate]:
+        """Every credential block 0 matches; refused here when none of them is valid now."""
+        matches, elapsed, longest = self._keys.identify(block0, pre)
         self.metrics.identify_seconds += elapsed
         self.metrics.identify_max = max(self.metrics.identify_max, longest)
         self.metrics.identified += 1
-        if found is not None:
-            return found
-        if stale is not None:
-            if stale.revoked:
-                raise Rejected("revoked", "the key of a revoked device", stale.device_id)
-            raise Rejected("key_expired", "a key replaced by rotation whose grace period is over",
-                           stale.device_id)
+        if any(c.valid(now) for c in matches):
+            return matches
+        if matches:
+            # A known but revoked or expired key: say which (operators need it), revoked first.
+            raise _stale(next((c for c in matches if c.revoked), matches[0]))
         raise Rejected("unknown_key", "no registered v1 key decrypts the first block")
 
     def _reject(self, rid: Any, client: Any, conn: Any, request: dict[str, Any], exc: Rejected) -> Answer:
@@ -337,23 +395,7 @@ def _blocks(hex_text: Any) -> tuple[bytes, ...]:
     return tuple(raw[i:i + v1.BLOCK] for i in range(0, len(raw), v1.BLOCK))
 
 
-def _guess_variant(cand: Candidate, blocks: tuple[bytes, ...]) -> v1.Variant:
-    """Block 1 is printable text only under the right variant (wrong: (95/256)^16 chance)."""
-    if len(blocks) < 2:
-        return "chained"
-    raw = cand.ecb.decrypt(blocks[1])
-    if all(b in _PRINTABLE for b in v1._xor(raw, blocks[0])):
-        return "chained"
-    if all(b in _PRINTABLE for b in v1._xor(raw, cand.iv)):
-        return "per_block"
-    return "chained"
-
-
-def _last_is_padding(cand: Candidate, blocks: tuple[bytes, ...], variant: v1.Variant) -> bool:
-    """Does the last block decrypt to text ending in '&'? Decrypts that one block only."""
-    prev = blocks[-2] if variant == "chained" and len(blocks) > 1 else cand.iv
-    return cand.ecb.decrypt(blocks[-1])[-1] ^ prev[-1] == v1.PAD
-
-
-def _other(variant: v1.Variant) -> v1.Variant:
-    return "per_block" if variant == "chained" else "chained"
+def _stale(cand: Candidate) -> Rejected:
+    if cand.revoked:
+        return Rejected("revoked", "the key of a revoked device", cand.device_id)
+    return Rejected("key_expired", "a key replaced by rotation whose grace period is over", cand.device_id)

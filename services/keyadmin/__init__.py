@@ -9,4 +9,5 @@
     openapi.py          the OpenAPI document: the one source for every path
     events.py           key events on the bus (proxies close revoked devices' connections)
     audit_witness.py    the audit log's head, witnessed on the broker
+    clashes.py          v1 credentials identification cannot tell apart, reported at start
 """

@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from services.common.config import Config, ConfigError, bad_config
 from services.common.logs import kv, setup
 from services.common.state import SERVICE_TOKENS, StateError, read_secret, service_token_hash_path
-from services.keyadmin import devices_api, openapi, ops_api, stations_api, tokens_api
+from services.keyadmin import clashes, devices_api, openapi, ops_api, stations_api, tokens_api
 from services.keyadmin.api_common import ApiError, actor, authorise
 from services.keyadmin.audit_witness import WitnessKeeper
 from services.keyadmin.events import BusKeyEvents
@@ -121,6 +121,7 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
     app.extensions["medsec.events"] = events
     app.extensions["medsec.request_counts"] = {}
     app.extensions["medsec.openapi"] = openapi.spec()
+    clashes.report(store, log)  # a store from before the clash check: say so at start
     counts_lock = threading.Lock()
     register_service_tokens(config, store)
     # Every route's scope is checked here, before any blueprint sees the request (scopes.py).

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from services.common.config import Config
 from services.common.logs import kv
 from services.keyadmin import api_common as api
+from services.keyadmin import clashes
 
 log = logging.getLogger("medsec.keyadmin")
 MAX_AUDIT_PAGE = 1000
@@ -59,6 +60,7 @@ def create_blueprint(config: Config) -> Blueprint:
                   "# TYPE medsec_keyadmin_requests_total counter"]
         lines += [f'medsec_keyadmin_requests_total{{endpoint="{e}",method="{m}",status="{s}"}} {n}'
                   for (e, m, s), n in sorted(counts.items())]
+        lines += clashes.metric_lines(api.store())
         return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 
     @bp.get("/audit")

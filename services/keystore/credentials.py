@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.common import v1 as v1_codec
+
 PROTOCOLS = ("v1", "v2")
 V1_LENGTH = 16
 # 64 symbols -> 96 bits per 16-character secret; no quotes or spaces, so keys survive shells and config pages.
@@ -58,11 +60,24 @@ class CredentialKind:
     material: Callable[[dict[str, str]], bytes]
     # The clear lookup id, if the protocol has one (v2's key id).
     key_id: Callable[[dict[str, str]], str | None]
+    # What identification looks at, if it tries keys (v1): two credentials with the same bytes
+    # here match the same first block, so no two credentials of the store may share them.
+    # None: the protocol names its key in the clear (v2), key_id is unique instead.
+    ident: Callable[[dict[str, str]], bytes] | None
+
+
+IDENT_IV_BYTES = len(v1_codec.FIRST_BLOCK_PREFIX)
+
+
+def _v1_ident(secret: dict[str, str]) -> bytes:
+    """v1 block 0 decrypts to '{"Temp":"' XOR the IV's first 9 bytes: the key and those 9 bytes
+    decide identification; the IV's tail only alters the rest of the reading."""
+    return secret["key"].encode() + secret["iv"].encode()[:IDENT_IV_BYTES]
 
 
 KINDS: dict[str, CredentialKind] = {
-    "v1": CredentialKind(_v1, lambda s: (s["key"] + "\x00" + s["iv"]).encode(), lambda s: None),
-    "v2": CredentialKind(_v2, lambda s: bytes.fromhex(s["master_key"]), lambda s: s["key_id"]),
+    "v1": CredentialKind(_v1, lambda s: (s["key"] + "\x00" + s["iv"]).encode(), lambda s: None, _v1_ident),
+    "v2": CredentialKind(_v2, lambda s: bytes.fromhex(s["master_key"]), lambda s: s["key_id"], None),
 }
 
 

@@ -85,6 +85,9 @@ COLUMNS = (
     ("devices", "mac", "TEXT"),
     ("credentials", "mac", "TEXT"),
     ("v2_windows", "mac", "TEXT"),
+    # Identification fingerprint (v1: keyed digest of key || IV[:9], what block 0 depends on):
+    # no two credentials may share it, whatever their state. Filled for older rows at open.
+    ("credentials", "ident", "TEXT"),
 )
 
 # The tables whose rows carry a MAC added by COLUMNS (filled for existing rows when added).
@@ -97,6 +100,7 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS tokens_hash ON tokens(hash)",
     # integrity.py: a device the audit log says was revoked must still be (rollback check).
     "CREATE INDEX IF NOT EXISTS audit_device ON audit(device)",
+    "CREATE INDEX IF NOT EXISTS credentials_ident ON credentials(ident)",
 )
 
 

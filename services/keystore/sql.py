@@ -92,6 +92,7 @@ class SQLKeyStoreBase:
                     added.add((table, name))
             for stmt in schema.INDEXES + self._TRIGGERS:
                 self._x(stmt)
+            self._fill_idents()
             # The change counter: every write that matters to auth stamps the device, so auth
             # reloads only the devices changed since its last look (not 10,000 keys per added device).
             self._x("INSERT INTO meta(name, value) VALUES ('schema', ?), (?, '0')"
@@ -157,6 +158,29 @@ class SQLKeyStoreBase:
             return True
         self.integrity_failures.report(table, key, device, stored)
         return False
+
+    def _fill_idents(self) -> None:
+        """Rows written before the ident column (or by an older version): compute it once, here,
+        where the sealer is (the column holds a keyed digest, never key material)."""
+        for protocol, kind in KINDS.items():
+            if kind.ident is None:
+                continue
+            rows = self._x(
+                "SELECT c.device_id, c.generation, c.sealed FROM credentials c"
+                " JOIN devices d ON d.id = c.device_id WHERE c.ident IS NULL AND d.protocol = ?",
+                (protocol,)).fetchall()
+            for device_id, generation, sealed in rows:
+                try:
+                    secret = self._sealer.unseal(device_id, protocol, bytes(sealed))
+                except SealError:
+                    continue  # refused where it is used (auth); the store still opens
+                self._x("UPDATE credentials SET ident = ? WHERE device_id = ? AND generation = ?",
+                        (self._ident(protocol, secret), device_id, generation))
+
+    def _ident(self, protocol: str, secret: dict[str, str]) -> str | None:
+        """The identification fingerprint of a credential (credentials.CredentialKind.ident)."""
+        ident = KINDS[protocol].ident
+        return None if ident is None else self._sealer.fingerprint(f"{protocol}-ident", ident(secret))
 
     def _columns(self, table: str) -> set[str]:
         return {column[0] for column in self._x(f"SELECT * FROM {table} LIMIT 0").description}
@@ -292,19 +316,60 @@ class SQLKeyStoreBase:
                            now: float) -> None:
         kind = KINDS[protocol]
         fingerprint = self._sealer.fingerprint(protocol, kind.material(secret))
-        clash = self._x(
-            "SELECT c.device_id FROM credentials c JOIN devices d ON d.id = c.device_id"
-            " WHERE c.fingerprint = ? AND d.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?)"
-            " AND c.device_id != ?", (fingerprint, now, device_id)).fetchone()
+        ident = self._ident(protocol, secret)
         key_id = kind.key_id(secret)
+        clash = None
+        if ident is not None:
+            self._check_clash(device_id, ident, now)  # stricter than the whole-key fingerprint
+        else:
+            clash = self._x(
+                "SELECT c.device_id FROM credentials c JOIN devices d ON d.id = c.device_id"
+                " WHERE c.fingerprint = ? AND d.revoked_at IS NULL"
+                " AND (c.expires_at IS NULL OR c.expires_at > ?) AND c.device_id != ?",
+                (fingerprint, now, device_id)).fetchone()
         if clash is None and key_id is not None:
             clash = self._x("SELECT device_id FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
         if clash is not None:
-            raise CredentialsInUse("these credentials are already registered to another device", device_id)
+            raise CredentialsInUse(f"these credentials are already registered to device {clash[0]}",
+                                   device_id)
         self._x(
-            "INSERT INTO credentials(device_id, generation, sealed, fingerprint, key_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (device_id, generation, self._sealer.seal(device_id, protocol, secret), fingerprint, key_id, now))
+            "INSERT INTO credentials(device_id, generation, sealed, fingerprint, key_id, created_at, ident)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (device_id, generation, self._sealer.seal(device_id, protocol, secret), fingerprint, key_id, now,
+             ident))
+
+    def _check_clash(self, device_id: str, ident: str, now: float) -> None:
+        """Refuse credentials identification could confuse with any credential already stored: of
+        another device or of this one (an older generation), active, in its grace period, expired
+        or revoked (a revoked device's copy would still be published under the new id)."""
+        rows = self._x(
+            "SELECT c.device_id, c.generation, c.expires_at, d.revoked_at FROM credentials c"
+            " JOIN devices d ON d.id = c.device_id WHERE c.ident = ?", (ident,)).fetchall()
+        if not rows:
+            return
+        # Name another device first: that is the clash an operator must hear about.
+        other, generation, expires, revoked = sorted(rows, key=lambda r: (r[0] == device_id, r[0], r[1]))[0]
+        if revoked is not None:
+            state = "revoked"
+        elif expires is None:
+            state = "current"
+        else:
+            state = "in its rotation grace period" if expires > now else "expired"
+        whose = f"its own generation {generation}" if other == device_id else f"{state} credentials"
+        raise CredentialsInUse(
+            f"the credential given for {device_id} clashes with device {other} ({whose}): the same key"
+            " and first 9 IV characters, which v1 identification cannot tell apart", device_id)
+
+    def credential_clashes(self) -> list[list[tuple[str, int]]]:
+        """Groups of credentials identification cannot tell apart, as (device, generation) pairs:
+        a store written before the clash check, or behind the store's back. Never key material."""
+        rows = self._read(
+            "SELECT ident, device_id, generation FROM credentials WHERE ident IN"
+            " (SELECT ident FROM credentials WHERE ident IS NOT NULL GROUP BY ident HAVING COUNT(*) > 1)")
+        groups: dict[str, list[tuple[str, int]]] = {}
+        for ident, device_id, generation in rows:
+            groups.setdefault(ident, []).append((device_id, int(generation)))
+        return sorted(sorted(group) for group in groups.values())
 
     def _add(self, device: NewDevice, now: float, change: int) -> None:
         existing = self._x("SELECT revoked_at FROM devices WHERE id = ?", (device.id,)).fetchone()

@@ -36,6 +36,7 @@ class V1Session:
         self.last_data = now
         self.reading_started: float | None = None
         self._more_at: int | None = None  # buffer length when auth last answered "more"
+        self.open = False  # the run of the last request is followed by '+': the reading goes on
 
     def feed(self, data: bytes, now: float) -> None:
         if not self.buffer:
@@ -50,9 +51,17 @@ class V1Session:
         if self._more_at is not None and len(self.buffer) == self._more_at:
             return None
         try:
-            return codec.scan(self.buffer, self.max_blocks)
+            found = codec.scan(self.buffer, self.max_blocks)
+            self.open = found is None and self.buffer[-1:] == b"+"
+            if self.open and self._more_at == len(self.buffer) - 1:
+                return None  # only the '+' is new: these blocks were judged already
+            if self.open:
+                # Blocks and a '+': auth judges these blocks now (garbage is refused when it
+                # arrives, not at the reading timeout); `open` tells it the reading goes on.
+                found = codec.scan(bytes(self.buffer[:-1]), self.max_blocks)
         except codec.V1Error as exc:
             raise Reject(exc.reason, exc.detail) from None
+        return found
 
     def more(self) -> None:
         """Auth saw no padding in the last block: the reading goes on."""
@@ -113,6 +122,7 @@ class V1Handler:
             reply = await conn.ask_auth({
                 "op": "v1", "conn": conn.id, "src": conn.src_text,
                 "blocks": binascii.hexlify(b"".join(found.blocks)).decode(), "final": found.final,
+                **({"open": True} if session.open else {}),
             })
             status = reply.get("status")
             if status == "more" and not found.final:

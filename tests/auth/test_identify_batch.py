@@ -33,25 +33,27 @@ def test_match_many_equals_match_one_at_a_time():
     secrets = [(_random_text(rng), _random_text(rng)) for _ in range(60)]
     cands = []
     for n, (key, iv) in enumerate(secrets):
-        # Current, still in a grace period, or past it (expired: match skips it when given `now`).
+        # Current, in a grace period, past it, or revoked: matching ignores the state (the caller judges).
         expires = [None, now + 50, now - 50][n % 3]
-        cred = Credential(f"dev-{n}", "v1", 1, {"key": key, "iv": iv}, expires, False)
+        cred = Credential(f"dev-{n}", "v1", 1, {"key": key, "iv": iv}, expires, n % 7 == 0)
         cands.append(candidate(cred, True, False))
-    # The same key twice, the expired copy first: the first *valid* match wins, as in match.
-    key, iv = secrets[2]  # n=2 is expired
-    cands.append(candidate(Credential("dup", "v1", 2, {"key": key, "iv": iv}, None, False), True, False))
+    # The same key and IV head twice (a clash from before the store's check): both are found.
+    key, iv = secrets[2]
+    cands.append(candidate(Credential("dup", "v1", 2, {"key": key, "iv": iv[:9] + "~~~~~~~"}, None, False),
+                           True, False))
     blocks = [_block0(k, i, rng.choice(["chained", "per_block"])) for k, i in secrets]
     blocks += [os.urandom(v1.BLOCK) for _ in range(20)]  # no key at all
     blocks += [_block0(_random_text(rng), _random_text(rng)) for _ in range(5)]  # well-formed, unknown key
     blocks += blocks[:7]  # the same first block twice in one batch
     rng.shuffle(blocks)
-    for when in (now, None):
-        expected = [match(cands, b, when) for b in blocks]
-        assert match_many(cands, blocks, when) == expected
-        assert any(e is None for e in expected) and any(e is not None for e in expected)
-    assert match_many(cands, [], now) == []
-    assert match_many([], blocks[:3], now) == [None, None, None]
-    assert match_many(cands, [blocks[0]], now) == [match(cands, blocks[0], now)]
+    expected = [match(cands, b) for b in blocks]
+    assert match_many(cands, blocks) == expected
+    assert {len(e) for e in expected} == {0, 1, 2}
+    doubles = [e for e in expected if len(e) == 2]
+    assert doubles and all([c.device_id for c in e] == ["dev-2", "dup"] for e in doubles)
+    assert match_many(cands, []) == []
+    assert match_many([], blocks[:3]) == [[], [], []]
+    assert match_many(cands, [blocks[0]]) == [match(cands, blocks[0])]
 
 
 def test_identify_many_on_the_service_keys(store):
@@ -60,15 +62,16 @@ def test_identify_many_on_the_service_keys(store):
     for n, (key, iv) in enumerate(pairs):
         add(store, f"dev-{n}", key, iv)
     new = make_secret("v1")
-    store.rotate("dev-0", new, grace=0)  # dev-0's old key is expired now
+    store.rotate("dev-0", new, grace=0)  # dev-0's old key is expired now, and still found
+    store.revoke("dev-1")
     service = AuthService(store)
     service.refresh(force=True)
-    now = time.time() + 1
     blocks = [_block0(k, i) for k, i in pairs] + [_block0(new["key"], new["iv"]), os.urandom(16)]
-    found = service.identify_many(blocks, now)
-    assert found == [match(service._keys.active, b, now) for b in blocks]
-    assert found[0] is None and found[-1] is None
-    assert [c.device_id for c in found[1:-1]] == [f"dev-{n}" for n in range(1, 30)] + ["dev-0"]
+    found = service.identify_many(blocks)
+    assert found == [match(service._keys.every, b) for b in blocks]
+    assert found[-1] == []
+    assert [(c.device_id, c.generation) for f in found[:-1] for c in f] == (
+        [(f"dev-{n}", 1) for n in range(30)] + [("dev-0", 2)])
 
 
 def _req(conn, wire, **extra):

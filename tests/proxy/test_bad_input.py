@@ -5,16 +5,20 @@ Real processes: the project's Mosquitto, `python -m services.auth`, `python -m s
 """
 from __future__ import annotations
 
+import json
+import random
 import socket
 import struct
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from services.common import v1
 from tests.proxy.support import GOOD, Streamer, closed_by_peer, connect, credentials, encode, reading
-from tests.support.proc import wait_until
+from tests.support.proc import free_port, wait_until
 
 
 def text(values: dict) -> bytes:
@@ -146,10 +150,113 @@ def test_first_block_alone_decides_nothing(proxy, good):
     assert_only_good_device_affected(proxy, good, "truncated", "~unidentified")
 
 
+# --- issue 14 item 4: a block no device sends closes the connection when it arrives ------------
+
+# Long limits on this proxy: a close within CLOSE_WITHIN seconds is the block's doing, never a timeout.
+PATIENT_ENV = {"MEDSEC_READING_TIMEOUT": "30", "MEDSEC_IDLE_TIMEOUT": "60"}
+CLOSE_WITHIN = 5.0
+
+
+@pytest.fixture(scope="module")
+def patient(shared_stack):
+    """A second proxy on the module's stack whose reading and idle timeouts are far away."""
+    port = free_port()
+    shared_stack.start_proxy(name="patient", port=port, **PATIENT_ENV)
+    return port
+
+
+def send_in_pieces(sock: socket.socket, data: bytes, rng: random.Random) -> None:
+    """Write `data` in random pieces; the pauses between them (not a synchronisation: nothing
+    waits on them) let the proxy read partial blocks, '+' and block ends separately."""
+    pos = 0
+    while pos < len(data):
+        size = rng.randint(1, 80)
+        sock.sendall(data[pos:pos + size])
+        pos += size
+        time.sleep(rng.choice([0, 0, 0.002]))
+
+
+def blocks_of(wire: bytes) -> list[bytes]:
+    return [bytes.fromhex(b.decode()) for b in wire.split(b"+")]
+
+
+def wire_of(blocks: list[bytes]) -> bytes:
+    return b"+".join(b.hex().encode() for b in blocks)
+
+
+def test_valid_streams_in_random_pieces_are_never_refused(proxy, patient):
+    """The independent vectors (both variants) through the real proxy and auth, split at random."""
+    vectors = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
+    vectors = [v for v in vectors if v["plaintext"].count('"') == 28]  # the complete, valid readings
+    rng = random.Random(14)
+    streams: dict[tuple[str, str, str], list[dict]] = {}
+    for vec in vectors:
+        streams.setdefault((vec["key"], vec["iv"], vec["variant"]), []).append(vec)
+    names = {}
+    for key, iv, _ in streams:
+        if (key, iv) not in names:
+            names[(key, iv)] = f"vec-{uuid.uuid4().hex[:8]}"
+            proxy.register(names[(key, iv)], key, iv)
+    for (key, iv, _), stream in streams.items():
+        device = names[(key, iv)]
+        before = len(proxy.ingest(device))
+        with connect(patient) as sock:
+            send_in_pieces(sock, b"".join(v["wire"].encode() for v in stream), rng)
+            want = before + len(stream)
+            got = wait_until(lambda d=device, n=want: len(proxy.ingest(d)) == n and proxy.ingest(d), 10,
+                             what=f"{device}'s readings")
+        assert [r["values"] for r in got[before:]] == [json.loads(v["plaintext"]) for v in stream]
+    assert not [e for t in proxy.monitor.topics() if t.startswith("medsec/events/")
+                for e in proxy.events(t.split("/", 2)[2]) if e["event"] == "rejected"]
+
+
+GARBAGE = ["block_1_variant_unknown", "middle", "last", "random_blocks", "after_good_readings",
+           "other_device_after_a_good_reading"]
+
+
+def garbage(name: str, key: str, iv: str, variant: str, rng: random.Random) -> tuple[bytes, int]:
+    """What a device sends before going quiet, and how many good readings precede the bad block.
+    The bytes end at the bad block (the caller may add a '+'): the rest never comes."""
+    good = [reading(key, iv, n, variant) for n in rng.sample(range(100), 2)]
+    blocks = blocks_of(good[0])
+    if name == "random_blocks":
+        return wire_of([blocks[0]] + [rng.randbytes(v1.BLOCK) for _ in range(3)]), 0
+    if name == "after_good_readings":
+        return good[0] + good[1] + wire_of([rng.randbytes(v1.BLOCK)]), 2
+    if name == "other_device_after_a_good_reading":
+        return good[0] + reading(*credentials(), 0, variant)[:v1.BLOCK_HEX], 1
+    position = {"block_1_variant_unknown": 1, "middle": rng.randint(2, len(blocks) - 2),
+                "last": len(blocks) - 1}[name]
+    blocks[position] = rng.randbytes(v1.BLOCK)
+    return wire_of(blocks[:position + 1]), 0
+
+
+@pytest.mark.parametrize("variant", v1.VARIANTS)
+@pytest.mark.parametrize("plus", [False, True], ids=["at_block_end", "plus_after_it"])
+def test_a_bad_block_closes_the_connection_when_it_arrives(proxy, patient, variant, plus):
+    rng = random.Random(f"{variant}{plus}")
+    for name in GARBAGE:
+        device = f"garbled-{name.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        key, iv = proxy.register(device)
+        data, good_before = garbage(name, key, iv, variant, rng)
+        with connect(patient) as sock:
+            started = time.monotonic()
+            send_in_pieces(sock, data + (b"+" if plus else b""), rng)
+            assert closed_by_peer(sock, timeout=CLOSE_WITHIN + 1), name
+            elapsed = time.monotonic() - started
+        assert elapsed < CLOSE_WITHIN, (name, elapsed)  # the reading timeout is 30 s
+        rejected = wait_until(lambda d=device: proxy.rejected("not_printable", d), 5, what=f"{name}'s event")
+        assert len(rejected) == 1 and rejected[0]["device"] == device
+        assert len(proxy.ingest(device)) == good_before, name
+        line = [ln for ln in proxy.close_lines("not_printable", "patient") if f"device={device} " in ln]
+        assert len(line) == 1, name
+    assert "Traceback" not in proxy.log("patient") + proxy.log("auth")
+
+
 def test_no_key_or_iv_ever_reaches_the_proxy_log_or_events(proxy):
     """Runs last in this module: every key registered above, against everything the proxy wrote."""
     assert len(proxy.secrets) >= 20
-    whole_log = (proxy.log_dir / "proxy.log").read_text()
+    whole_log = "".join(p.read_text() for p in proxy.log_dir.glob("*.log"))  # both proxies, auth
     assert "event=close" in whole_log
     for secret in proxy.secrets:
         assert secret not in whole_log
