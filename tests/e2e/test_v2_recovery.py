@@ -26,7 +26,7 @@ from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
-from services.sim.v2 import SeqCounter, V2Device
+from services.sim.v2 import V2Device, seq_counter
 from tests.support.broker import start_mosquitto
 from tests.support.proc import port_open, wait_until
 
@@ -92,7 +92,7 @@ def test_acknowledged_readings_survive_publisher_and_broker_restarts(config, con
     publisher = start(procs, "publisher", env, tmp_path, "bus_subscribed")
     dashboard = Dashboard(config)
 
-    devices = [V2Device(c, counter=SeqCounter(None)) for c in creds]
+    devices = [V2Device(c, counter=seq_counter(None)) for c in creds]
     options = SimOptions(port=config.proxy_port, rate=RATE, min_backoff=0.05, max_backoff=0.5)
     sim = Simulation(devices, options)
     loop = asyncio.new_event_loop()
