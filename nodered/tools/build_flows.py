@@ -397,7 +397,7 @@ ADMIN = r"""<template>
         computed: {
             secretText() {
                 const s = Object.assign({}, this.secret)
-                for (const k of ['state', 'created_at', 'revoked_at', 'last_seen', 'readings', 'rejected', 'connections', 'credentials']) {
+                for (const k of ['state', 'created_at', 'revoked_at', 'last_seen', 'readings', 'rejected', 'connections', 'credentials', 'integrity']) {
                     delete s[k]
                 }
                 return JSON.stringify(s, null, 2)

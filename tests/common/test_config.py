@@ -22,7 +22,9 @@ NON_DEFAULT = {
     "keystore_url": "postgresql://u:p%40ss@db/medsec", "proxy_protocol": True,
     "emqx_api_url": "http://emqx:18083", "publisher_shared": True, "publisher_id": "p-2",
     "mosquitto_dynsec": "/opt/dynsec.so", "dispatch_params": "/srv/params", "dispatch_line": "s1,s2",
-    "dispatch_window": 30.0, "dispatch_key_ttl": 2.0,
+    "dispatch_window": 30.0, "dispatch_key_ttl": 2.0, "proxy_trusted": "10.0.0.0/8,fd00::1",
+    "throttle_grace": 0.5, "throttle_queue": 3, "device_max_rate": 2.5, "device_burst": 4,
+    "replay_window": 60.0, "max_duplicates": 0,
 }
 
 

@@ -34,19 +34,12 @@ BACKOFF_MAX_MS = 4000
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     home = tmp_path_factory.mktemp("gateway")
+    # A throttled address is closed at accept for the whole refusal period (throttle_grace 0: no
+    # connection of it is let through), the accept-and-close this module is about.
     config = Config(home=home / "home", proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port())
-    env = {
-        "MEDSEC_HOME": str(config.home),
-        "MEDSEC_PROXY_PORT": str(config.proxy_port),
-        "MEDSEC_ADMIN_PORT": str(config.admin_port),
-        "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-        "MEDSEC_NODERED_PORT": str(config.nodered_port),
-        "MEDSEC_THROTTLE_FAILURES": "3",
-        "MEDSEC_THROTTLE_COOLDOWN": str(REFUSAL_S),
-        "MEDSEC_THROTTLE_MAX_COOLDOWN": str(REFUSAL_S),
-        "MEDSEC_AUTH_WAIT": "1",
-    }
+                    nodered_port=free_port(), throttle_failures=3, throttle_cooldown=REFUSAL_S,
+                    throttle_max_cooldown=REFUSAL_S, throttle_grace=0, auth_wait=1)
+    env = config.to_env()
     logs = home / "proclogs"
     logs.mkdir()
     procs = Processes(logs)

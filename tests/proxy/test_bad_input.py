@@ -188,6 +188,8 @@ def test_valid_streams_in_random_pieces_are_never_refused(proxy, patient):
     """The independent vectors (both variants) through the real proxy and auth, split at random."""
     vectors = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
     vectors = [v for v in vectors if v["plaintext"].count('"') == 28]  # the complete, valid readings
+    # Each once: a byte-identical repeat is a replay, which the proxy rightly drops (issue 14).
+    vectors = list({(v["key"], v["wire"]): v for v in vectors}.values())
     rng = random.Random(14)
     streams: dict[tuple[str, str, str], list[dict]] = {}
     for vec in vectors:
