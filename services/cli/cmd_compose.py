@@ -129,7 +129,12 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
     if not hash_path.exists() or hash_path.read_bytes() != expected_hash:
         _write(hash_path, expected_hash, 0o644)
         report.created.append(hash_path.name)
-    passwords = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in EMQX_ACCOUNTS}
+    # Every account's password (brokeradmin too: the single-host Mosquitto's plugin admin); EMQX's
+    # bootstrap gets all but brokeradmin.
+    every = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in ACCOUNTS}
+    passwords = {a: every[a] for a in EMQX_ACCOUNTS}
+    # The key store's database password (compose.single.yaml's PostgreSQL).
+    _secret(sec / "postgres_password", _password, report)
     _secret(sec / "nodered_editor_password", _password, report)
     # EMQX's REST API key, "key:secret": EMQX reads it as its api_key bootstrap file, keyadmin
     # uses it to add station logins.
@@ -237,7 +242,8 @@ def cmd_compose_init(args: argparse.Namespace) -> int:
     if report.kept:
         print("kept:    " + ", ".join(report.kept))
     print(f"admin token: {directory / 'secrets' / 'admin.token'}")
-    print(f"start: MEDSEC_DEPLOY={directory} docker compose up -d")
+    print(f"start (one host): MEDSEC_DEPLOY={directory} docker-compose -f compose.single.yaml up -d")
+    print(f"start (EMQX):     MEDSEC_DEPLOY={directory} docker-compose up -d")
     return 0
 
 
@@ -279,6 +285,8 @@ def healthy(service: str, config: Config) -> bool:
         # No listening port: healthy when its broker is reachable (paho reconnects by itself).
         "publisher": lambda: _tcp(config.broker_host, config.mqtt_port),
         "dispatch": lambda: _tcp(config.broker_host, config.mqtt_port),
+        # The single-host Mosquitto (compose.single.yaml): its plain listener accepts connections.
+        "broker": lambda: _tcp(local, config.mqtt_port),
     }
     if service not in checks:
         raise CliError(f"unknown service {service!r}; one of: {', '.join(sorted(checks))}", 2)
