@@ -49,7 +49,8 @@ def private(path: Path, data: bytes) -> None:
 
 def prepare(home: Path) -> None:
     secrets_dir = home / "secrets"
-    for d in (home, secrets_dir, home / "run", home / "logs"):
+    # broker/: keyadmin regenerates the dynamic-security file there when it adds a station login.
+    for d in (home, secrets_dir, home / "run", home / "logs", home / "broker"):
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o700)
     # auth and keyadmin share one volume as their state dir and start together: merge under a

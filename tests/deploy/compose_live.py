@@ -65,14 +65,25 @@ class HealthDriver:
         self.thread.start()
 
     def _run(self) -> None:
+        # One thread per container: a slow check (a loaded machine) does not hold up the others.
+        running: dict[str, threading.Thread] = {}
         while not self.stopping.wait(self.interval):
             try:
                 names = podman("ps", "--filter", f"label=com.docker.compose.project={self.project}",
                                "--format", "{{.Names}}", timeout=20, check=False).stdout.split()
-                for name in names:
-                    podman("healthcheck", "run", name, timeout=20, check=False)
             except subprocess.TimeoutExpired:
                 continue
+            for name in names:
+                if name not in running or not running[name].is_alive():
+                    running[name] = threading.Thread(target=self._check, args=(name,), daemon=True)
+                    running[name].start()
+
+    @staticmethod
+    def _check(name: str) -> None:
+        try:
+            podman("healthcheck", "run", name, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            pass
 
     def stop(self) -> None:
         self.stopping.set()
@@ -154,6 +165,12 @@ class ComposeProject:
              timeout: float = 120) -> subprocess.CompletedProcess:
         flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
         return podman("exec", *flags, self.container(service), *argv, timeout=timeout, check=False)
+
+    def stop(self, service: str) -> float:
+        """`podman stop` with the compose file's 2 s grace; returns how long the container took."""
+        started = time.monotonic()
+        podman("stop", "-t", "2", self.container(service), timeout=30)
+        return time.monotonic() - started
 
     def logs(self, service: str) -> str:
         result = podman("logs", self.container(service), check=False)

@@ -32,7 +32,7 @@ from services.cli.cmd_compose import init_deploy
 from services.sim.devices import Credentials, make_device
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import SeqCounter, V2Device
-from tests.deploy.compose_live import SERVICES, ComposeProject, build_images, podman_usable
+from tests.deploy.compose_live import SERVICES, ComposeProject, build_images, podman, podman_usable
 from tests.support.proc import wait_until
 
 REASON = podman_usable()
@@ -92,6 +92,10 @@ class Subscriber:
     def __init__(self, stack: ComposeProject, tls: bool, persistent: bool = False) -> None:
         self.lock = threading.Lock()
         self.seqs: dict[str, Counter] = {}
+        # Deliveries without MQTT's DUP flag: each is a separate publish by the gateway. A QoS 1
+        # redelivery by the broker to this subscriber (its PUBACK was lost in a broker restart)
+        # carries DUP and is the subscriber's at-least-once, not a second publish.
+        self.fresh: dict[str, Counter] = {}
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
                                   clean_session=not persistent, protocol=mqtt.MQTTv311)
         self.client.username_pw_set("dashboard", secret(stack, "mqtt_dashboard"))
@@ -112,6 +116,8 @@ class Subscriber:
         body = json.loads(msg.payload)
         with self.lock:
             self.seqs.setdefault(body["device"], Counter())[body.get("seq")] += 1
+            if not msg.dup:
+                self.fresh.setdefault(body["device"], Counter())[body.get("seq")] += 1
 
     def count(self, device: str) -> int:
         with self.lock:
@@ -120,6 +126,10 @@ class Subscriber:
     def counts(self, device: str) -> Counter:
         with self.lock:
             return Counter(self.seqs.get(device, Counter()))
+
+    def published(self, device: str) -> Counter:
+        with self.lock:
+            return Counter(self.fresh.get(device, Counter()))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -179,7 +189,8 @@ def test_v1_and_v2_readings_reach_the_dashboard_over_tls_and_plain_mqtt(stack):
 def test_key_admin_add_rotate_revoke_through_the_published_endpoint(stack):
     run = uuid.uuid4().hex[:6]
     old = register(stack, f"ka-{run}", "v2")
-    status, body = api(stack, "POST", f"/devices/{old.id}/rotate", {})
+    # No grace period: the old credentials stop working at once.
+    status, body = api(stack, "POST", f"/devices/{old.id}/rotate", {"grace": 0})
     assert status == 201, body
     new = Credentials.from_json(body)
     assert new.secrets != old.secrets
@@ -206,10 +217,8 @@ def test_key_admin_add_rotate_revoke_through_the_published_endpoint(stack):
 
 def _stop_start(stack: ComposeProject, service: str) -> tuple[float, float]:
     """(seconds `stop` took, seconds until every service is healthy again after `start`)."""
-    started = time.monotonic()
-    stack.compose("stop", service, timeout=60)
-    stopped = time.monotonic() - started
-    stack.compose("start", service, timeout=120)
+    stopped = stack.stop(service)
+    podman("start", stack.container(service))
     back = stack.wait_healthy(BACK_WITHIN)
     return stopped, back
 
@@ -226,7 +235,7 @@ def test_faults_lose_nothing_acknowledged_and_heal_within_30s(stack):
         for service in ("proxy1", "auth", "publisher", "broker", "postgres"):
             stop_took, back = _stop_start(stack, service)
             timings[service] = (round(stop_took, 1), round(back, 1))
-            assert stop_took <= 2.0 + 1.5, f"{service} took {stop_took:.1f} s to stop"
+            assert stop_took <= 2.0, f"{service} took {stop_took:.1f} s to stop"
             acked = fleet.sim.stats.acked
             wait_until(lambda a=acked: fleet.sim.stats.acked >= a + FAULT_DEVICES * 2, BACK_WITHIN,
                        what=f"acknowledgements again after {service} came back")
@@ -241,8 +250,11 @@ def test_faults_lose_nothing_acknowledged_and_heal_within_30s(stack):
 
     try:
         wait_until(all_arrived, 30, what="every acknowledged reading on Pico/<id>/json")
-        twice = {(dev, s): n for dev in acked for s, n in dashboard.counts(dev).items() if n > 1}
+        twice = {(dev, s): n for dev in acked for s, n in dashboard.published(dev).items() if n > 1}
         assert not twice, f"published more than once: {twice}"
+        redelivered = sum(n - 1 for dev in acked for n in dashboard.counts(dev).values() if n > 1)
+        print(f"acked {fleet.sim.stats.acked}, resent by devices {fleet.sim.stats.resent}, "
+              f"redelivered to the subscriber by the broker (DUP) {redelivered}")
     finally:
         dashboard.close()
 
@@ -310,9 +322,8 @@ def test_the_dashboard_served_by_the_container_shows_the_devices(stack):
         fleet.stop()
 
 
-def test_containers_stop_within_two_seconds(stack):
-    """Last: stops every service (SIGTERM, then the 2 s grace) and measures it."""
-    for service in ("dispatch", "keyadmin", "nodered", "lb"):
-        started = time.monotonic()
-        stack.compose("stop", service, timeout=60)
-        assert time.monotonic() - started <= 3.5, service
+def test_the_other_containers_stop_within_two_seconds(stack):
+    """Last (it stops them): the services the fault test does not stop answer SIGTERM at once."""
+    for service in ("dispatch", "keyadmin", "nodered", "lb", "proxy2"):
+        took = stack.stop(service)
+        assert took <= 2.0, f"{service} took {took:.1f} s to stop"
