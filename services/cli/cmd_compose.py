@@ -14,6 +14,7 @@ what keeps them private. The CA key, which no container needs, stays 0600.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -160,7 +161,21 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
 
     _write_emqx(directory / "emqx", passwords, report)
     _write_tls(directory / "tls", list(CERT_NAMES) + list(hostnames or []), report)
+    _write_cli_home(directory / "cli", token.decode().strip(), every)
     return report
+
+
+def _write_cli_home(home: Path, token: str, passwords: dict[str, str]) -> None:
+    """A state dir for the medsec CLI on the host (MEDSEC_HOME=<deploy>/cli): `medsec device ...`,
+    `medsec sim --register`, `medsec audit verify` reach the published endpoints with the admin
+    token and the read-only logins (dashboard, monitor), 0600 as the CLI requires."""
+    sec = home / "secrets"
+    sec.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    os.chmod(sec, 0o700)
+    _write(sec / "admin.token", token.encode() + b"\n", 0o600)
+    host_logins = {a: passwords[a] for a in ("dashboard", "monitor") if a in passwords}
+    _write(sec / "mqtt-passwords.json", json.dumps(host_logins).encode(), 0o600)
 
 
 def _bootstrap_current(path: Path, passwords: dict[str, str]) -> bool:
@@ -242,6 +257,7 @@ def cmd_compose_init(args: argparse.Namespace) -> int:
     if report.kept:
         print("kept:    " + ", ".join(report.kept))
     print(f"admin token: {directory / 'secrets' / 'admin.token'}")
+    print(f"CLI on this host (medsec device/sim/audit): export MEDSEC_HOME={directory / 'cli'}")
     print(f"start (one host): MEDSEC_DEPLOY={directory} docker-compose -f compose.single.yaml up -d")
     print(f"start (EMQX):     MEDSEC_DEPLOY={directory} docker-compose up -d")
     return 0

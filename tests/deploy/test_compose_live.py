@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -22,7 +23,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -155,14 +155,29 @@ class Fleet:
 
 # --- the checks ---
 
+def _host_address() -> str:
+    """This machine's address on its outward network (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))
+        return s.getsockname()[0]
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def test_every_service_is_healthy_and_ports_are_where_they_belong(stack):
     assert stack.all_healthy(), stack.states()
-    published = stack.compose("ps").stdout
-    # Plain MQTT and the key-admin API on the loopback only; devices and TLS for other machines.
-    assert f"127.0.0.1:{stack.ports['mqtt']}->1883" in published, published
-    assert f"127.0.0.1:{stack.ports['admin']}->8080" in published, published
-    assert f"0.0.0.0:{stack.ports['mqtts']}->8883" in published, published
-    assert f"0.0.0.0:{stack.ports['proxy']}->9998" in published, published
+    outward = _host_address()
+    assert not outward.startswith("127."), outward
+    # Devices and MQTT over TLS for other machines; plain MQTT and the key-admin API on the loopback only.
+    for name, port in stack.ports.items():
+        assert _reachable("127.0.0.1", port), name
+        assert _reachable(outward, port) == (name in ("proxy", "mqtts", "nodered")), name
 
 
 def test_v1_and_v2_readings_reach_the_dashboard_over_tls_and_plain_mqtt(stack):
@@ -259,22 +274,20 @@ def test_faults_lose_nothing_acknowledged_and_heal_within_30s(stack):
         dashboard.close()
 
 
-def _host_cli(stack: ComposeProject, home: Path, *argv: str) -> subprocess.CompletedProcess:
-    """`medsec ...` on the host against the published endpoints (admin token and monitor login)."""
-    secrets_dir = home / "secrets"
-    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name, data in (("admin.token", secret(stack, "admin.token")),
-                       ("mqtt-passwords.json", json.dumps({"monitor": secret(stack, "mqtt_monitor")}))):
-        path = secrets_dir / name
-        path.write_text(data)
-        path.chmod(0o600)
-    env = {**os.environ, "MEDSEC_HOME": str(home), "MEDSEC_HOST": "127.0.0.1",
-           "MEDSEC_ADMIN_PORT": str(stack.ports["admin"]), "MEDSEC_MQTT_PORT": str(stack.ports["mqtt"])}
-    return subprocess.run([sys.executable, "-m", "services.cli.main", *argv], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+def _cli_env(stack: ComposeProject) -> dict[str, str]:
+    """compose-init's CLI state dir and the published ports: the medsec CLI on the host."""
+    return {"MEDSEC_HOME": str(stack.deploy / "cli"), "MEDSEC_HOST": "127.0.0.1",
+            "MEDSEC_ADMIN_PORT": str(stack.ports["admin"]), "MEDSEC_MQTT_PORT": str(stack.ports["mqtt"]),
+            "MEDSEC_PROXY_PORT": str(stack.ports["proxy"])}
 
 
-def test_line_runs_in_compose_and_everything_survives_down_up(stack, tmp_path):
+def _host_cli(stack: ComposeProject, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *argv],
+                          env={**os.environ, **_cli_env(stack)}, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_line_runs_in_compose_and_everything_survives_down_up(stack):
     line = stack.exec("dispatch", "medsec", "line", "run", "--stations", "3", "--prefix", "cl",
                       "--timeout", "120", timeout=400)
     assert line.returncode == 0, line.stdout + line.stderr
@@ -284,7 +297,7 @@ def test_line_runs_in_compose_and_everything_survives_down_up(stack, tmp_path):
     devices_before = {d["id"]: d["state"] for d in api(stack, "GET", "/devices")[1]["devices"]}
     stations_before = {s["id"] for s in api(stack, "GET", "/stations")[1]["stations"]}
     assert {"cl1", "cl2", "cl3"} <= stations_before
-    verify = _host_cli(stack, tmp_path / "home", "audit", "verify")
+    verify = _host_cli(stack, "audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     entries_before = int(verify.stdout.split("intact: ")[1].split()[0])
 
@@ -295,7 +308,7 @@ def test_line_runs_in_compose_and_everything_survives_down_up(stack, tmp_path):
 
     assert {d["id"]: d["state"] for d in api(stack, "GET", "/devices")[1]["devices"]} == devices_before
     assert {s["id"] for s in api(stack, "GET", "/stations")[1]["stations"]} == stations_before
-    verify = _host_cli(stack, tmp_path / "home", "audit", "verify")
+    verify = _host_cli(stack, "audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert int(verify.stdout.split("intact: ")[1].split()[0]) >= entries_before
     after = stack.exec("dispatch", "cat", "/var/lib/medsec/dispatch/state.json")
@@ -303,23 +316,28 @@ def test_line_runs_in_compose_and_everything_survives_down_up(stack, tmp_path):
 
 
 def test_the_dashboard_served_by_the_container_shows_the_devices(stack):
-    from tests.nodered.test_dashboard_e2e import CHROMIUM, PLAYWRIGHT, Probe, cards, live
+    """As docs/deploy-compose.md says: `medsec sim --register` on the host with compose-init's CLI
+    state dir, the dashboard in headless Chromium."""
+    from tests.nodered.test_dashboard_e2e import PLAYWRIGHT, Probe, cards, live
     if not PLAYWRIGHT.exists():
         pytest.skip("needs playwright-core (make -C nodered install)")
-    assert CHROMIUM
-    run = uuid.uuid4().hex[:6]
-    creds = [register(stack, f"nr-{run}-{i}", "v2") for i in range(3)]
-    fleet = Fleet(stack, [V2Device(c, counter=SeqCounter(None)) for c in creds], rate=2)
+    prefix = f"nr{uuid.uuid4().hex[:4]}-"
+    devices = [f"{prefix}{i:03d}" for i in (1, 2, 3)]
+    env = {**os.environ, **_cli_env(stack)}
+    argv = ["sim", "--devices", "3", "--protocol", "v2", "--register", "--rate", "2", "--prefix", prefix]
+    sim = subprocess.Popen([sys.executable, "-m", "services.cli.main", *argv], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     probe = Probe()
     try:
         base = f"http://127.0.0.1:{stack.ports['nodered']}/dashboard"
         probe.call("open", url=f"{base}/fleet", user="admin",
                    password=secret(stack, "nodered_editor_password"))
-        wait_until(lambda: (c := cards(probe)) and all(live(c.get(d.id)) for d in creds), 60,
+        wait_until(lambda: (c := cards(probe)) and all(live(c.get(d)) for d in devices), 90,
                    what="the devices online with values on the container's dashboard")
     finally:
         probe.close()
-        fleet.stop()
+        sim.terminate()
+        sim.wait(15)
 
 
 def test_the_other_containers_stop_within_two_seconds(stack):
