@@ -166,11 +166,14 @@ class ComposeProject:
         flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
         return podman("exec", *flags, self.container(service), *argv, timeout=timeout, check=False)
 
-    def stop(self, service: str) -> float:
-        """`podman stop` with the compose file's 2 s grace; returns how long the container took."""
+    def stop(self, service: str) -> tuple[float, int]:
+        """`podman stop` with the compose file's 2 s grace: (seconds it took, the exit code; 137
+        means the service ignored SIGTERM until it was killed at the deadline)."""
         started = time.monotonic()
         podman("stop", "-t", "2", self.container(service), timeout=30)
-        return time.monotonic() - started
+        took = time.monotonic() - started
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", self.container(service), check=False)
+        return took, int(code.stdout.strip() or -1)
 
     def logs(self, service: str) -> str:
         result = podman("logs", self.container(service), check=False)
