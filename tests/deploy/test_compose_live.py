@@ -17,12 +17,14 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -44,8 +46,10 @@ STOP_OVERHEAD = 1.0
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    work = tmp_path_factory.mktemp("compose")
+def stack():
+    # Not under pytest's basetemp: other sessions on this machine prune it; the logs must outlive the run.
+    work = Path(tempfile.mkdtemp(prefix="medsec-compose-"))
+    print(f"\ncompose test files and service logs: {work}")
     deploy = work / "deploy"
     init_deploy(deploy)
     took = build_images(work / "build.log")
