@@ -182,6 +182,11 @@ class ComposeProject:
         result = podman("logs", self.container(service), check=False)
         return result.stdout + result.stderr
 
+    def save_logs(self, stage: str) -> None:
+        """Every service's log into the work dir (containers and their logs go with `down`)."""
+        for service in SERVICES:
+            (self.workdir / f"{stage}-{service}.log").write_text(self.logs(service))
+
     def close(self, remove_volumes: bool = True) -> None:
         try:
             self.compose("down", "-t", "2", *(["-v"] if remove_volumes else []), timeout=180, check=False)

@@ -34,7 +34,7 @@ from services.cli.cmd_compose import init_deploy
 from services.sim.devices import Credentials, make_device
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import SeqCounter, V2Device
-from tests.deploy.compose_live import SERVICES, ComposeProject, build_images, podman, podman_usable
+from tests.deploy.compose_live import ComposeProject, build_images, podman, podman_usable
 from tests.support.proc import wait_until
 
 REASON = podman_usable()
@@ -63,8 +63,7 @@ def stack():
         print(f"compose up -> all healthy in {time.monotonic() - started:.0f} s")
         yield project
     finally:
-        for service in SERVICES:
-            (work / f"{service}.log").write_text(project.logs(service))
+        project.save_logs("end")
         project.close()
 
 
@@ -259,10 +258,15 @@ def test_faults_lose_nothing_acknowledged_and_heal_within_30s(stack):
             timings[service] = (round(stop_took, 1), round(back, 1))
             assert stop_took <= 2.0 + STOP_OVERHEAD, f"{service} took {stop_took:.1f} s to stop"
             acked = fleet.sim.stats.acked
-            wait_until(lambda a=acked: fleet.sim.stats.acked >= a + FAULT_DEVICES * 2, BACK_WITHIN,
-                       what=f"acknowledgements again after {service} came back")
+            try:
+                wait_until(lambda a=acked: fleet.sim.stats.acked >= a + FAULT_DEVICES * 2, BACK_WITHIN,
+                           what=f"acknowledgements again after {service} came back")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; devices: {fleet.sim.stats.as_dict()}; "
+                                     f"services: {stack.states()}") from None
     finally:
         fleet.stop()
+        stack.save_logs("faults")
     print(f"\nfault timings (stop s, healthy again s): {timings}")
     acked = {d.id: d.acked_seqs for d in devices}
     assert sum(len(s) for s in acked.values()) == fleet.sim.stats.acked > FAULT_DEVICES * 10
