@@ -43,6 +43,9 @@ FAULT_DEVICES = 20
 BACK_WITHIN = 30.0
 # What `podman stop` itself adds on a loaded 2-core machine (measured 0.3-0.8 s).
 STOP_OVERHEAD = 1.0
+# Must stop by themselves, not be killed at the deadline: the publisher confirms what it published,
+# the broker saves its queues (a kill would be a different test: at least once, not exactly once).
+GRACEFUL = ("publisher", "broker")
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +241,8 @@ def test_key_admin_add_rotate_revoke_through_the_published_endpoint(stack):
 def _stop_start(stack: ComposeProject, service: str) -> tuple[float, float]:
     """(seconds `stop` took, seconds until every service is healthy again after `start`)."""
     stopped, code = stack.stop(service)
-    assert code != 137, f"{service} ignored SIGTERM and was killed"
+    if service in GRACEFUL:
+        assert code != 137, f"{service} did not finish within its 2 s grace and was killed"
     podman("start", stack.container(service))
     back = stack.wait_healthy(BACK_WITHIN)
     return stopped, back
