@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +292,20 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+# The publisher rewrites its metrics file every 2 s (services/publisher): older than this, it is stuck.
+PUBLISHER_METRICS_FRESH = 10.0
+
+
+def publisher_serving(metrics: Path, now: float | None = None) -> bool:
+    """The publisher has no port: serving means its metrics file is fresh and says it is connected
+    to the broker (subscribed to the internal bus, publishing)."""
+    try:
+        fresh = (time.time() if now is None else now) - metrics.stat().st_mtime <= PUBLISHER_METRICS_FRESH
+        return fresh and "medsec_publisher_bus_connected 1" in metrics.read_text().splitlines()
+    except OSError:
+        return False
+
+
 def healthy(service: str, config: Config) -> bool:
     """What 'up' means per service: it answers where its clients reach it."""
     local = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
@@ -298,8 +313,8 @@ def healthy(service: str, config: Config) -> bool:
         "auth": lambda: _unix(config.auth_socket),
         "proxy": lambda: _tcp(local, config.proxy_port),
         "keyadmin": lambda: _http_ok(f"http://{local}:{config.admin_port}/api/v1/healthz"),
+        "publisher": lambda: publisher_serving(config.run_dir / "metrics-publisher.prom"),
         # No listening port: healthy when its broker is reachable (paho reconnects by itself).
-        "publisher": lambda: _tcp(config.broker_host, config.mqtt_port),
         "dispatch": lambda: _tcp(config.broker_host, config.mqtt_port),
         # The single-host Mosquitto (compose.single.yaml): its plain listener accepts connections.
         "broker": lambda: _tcp(local, config.mqtt_port),

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from services.cli.cmd_compose import init_deploy
+from services.cli.cmd_compose import PUBLISHER_METRICS_FRESH, init_deploy, publisher_serving
 from tests.support.proc import ROOT
 
 SINGLE = ROOT / "compose.single.yaml"
@@ -80,3 +80,16 @@ def test_ports_loopback_by_default_and_mqtt_bind_overrides(deploy):
         assert not services[name].get("ports"), f"{name} must stay internal"
     opened = render(deploy, MEDSEC_MQTT_BIND="0.0.0.0", MEDSEC_MQTT_PORT="11883")["services"]
     assert {published: ip for _, ip, published in map(_port, opened["lb"]["ports"])}[11883] == "0.0.0.0"
+
+
+def test_publisher_is_healthy_only_while_its_metrics_say_connected_and_are_fresh(tmp_path):
+    metrics = tmp_path / "metrics-publisher.prom"
+    assert not publisher_serving(metrics), "no file: not started"
+    metrics.write_text("medsec_publisher_accepted_total 3\nmedsec_publisher_bus_connected 1\n")
+    now = metrics.stat().st_mtime
+    assert publisher_serving(metrics, now + 1)
+    assert not publisher_serving(metrics, now + PUBLISHER_METRICS_FRESH + 1), "stale: the publisher is stuck"
+    metrics.write_text("medsec_publisher_accepted_total 3\nmedsec_publisher_bus_connected 0\n")
+    assert not publisher_serving(metrics, metrics.stat().st_mtime), "not connected to the broker"
+    metrics.write_text("medsec_publisher_bus_connected 10\n")
+    assert not publisher_serving(metrics, metrics.stat().st_mtime)
