@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -68,6 +69,8 @@ def stack():
     finally:
         project.save_logs("end")
         project.close()
+        # The logs stay for a look after the run; the throwaway secrets do not.
+        shutil.rmtree(deploy, ignore_errors=True)
 
 
 # --- helpers: the published endpoints, as a user on the host reaches them ---
