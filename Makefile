@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test venv system system-test nodered run test test-fast test-node bench lint clean firmware flash
+.PHONY: setup setup-test venv system system-test nodered run test test-fast test-node bench lint clean firmware flash images
 
 setup: venv system nodered
 
@@ -54,3 +54,8 @@ lint: venv
 
 clean:
 	rm -rf $(VENV)
+
+# Every image of the compose deployment, on a local Debian base made with debootstrap (no registry
+# needed); Podman's layer cache makes a rebuild after a code change take seconds.
+images:
+	scripts/build-images.sh

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Container entrypoint of the Python services: state dir from Docker secrets, then exec the service.
+"""Container entrypoint of the Python services: state dir from compose secrets, then exec the service.
 
-Docker mounts each secret as a file under /run/secrets/. The services read the
+Compose mounts each secret as a file under /run/secrets/. The services read the
 state directory layout of docs/architecture.md, so this copies the secrets the
 container was given (and only those) into $MEDSEC_HOME/secrets/ with mode 0600,
-as the container's own user, and execs `python -m services.<MEDSEC_SERVICE>`.
+as the container's own user, and execs `python -m <module of MEDSEC_SERVICE>`.
+`broker` (the single-host variant, compose.single.yaml) runs Mosquitto with the
+project's generated dynamic-security config instead.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import sys
 from pathlib import Path
 
 RUN_SECRETS = Path(os.environ.get("MEDSEC_SECRETS_DIR", "/run/secrets"))
+# The one place that names each service's module (keyadmin moves to services.keyadmin with the
+# key-store split: change that line only).
 MODULES = {
     "auth": "services.auth",
     "keyadmin": "services.keyadmin",
@@ -24,7 +28,11 @@ MODULES = {
 }
 # /run/secrets/<name> -> $MEDSEC_HOME/secrets/<file>
 FILES = {"master_key": "master.key", "admin_token_sha256": "admin.token.sha256",
-         "emqx_api_key": "emqx-api-key"}
+         "admin_token": "admin.token", "emqx_api_key": "emqx-api-key",
+         "postgres_password": "postgres.password",
+         "tls_server_key": "tls-server.key", "tls_server_cert": "tls-server.pem"}
+# Mosquitto's TLS listener (single host): other machines use this port, with the same logins.
+TLS_PORT = 8883
 
 
 def private(path: Path, data: bytes) -> None:
@@ -41,11 +49,12 @@ def private(path: Path, data: bytes) -> None:
 
 def prepare(home: Path) -> None:
     secrets_dir = home / "secrets"
-    for d in (home, secrets_dir, home / "run", home / "logs"):
+    # broker/: keyadmin regenerates the dynamic-security file there when it adds a station login.
+    for d in (home, secrets_dir, home / "run", home / "logs", home / "broker"):
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o700)
     # auth and keyadmin share one volume as their state dir and start together: merge under a
-    # lock, never drop the other's password.
+    # lock, never drop the other's password (nor a station's, which keyadmin adds at run time).
     pw_path = secrets_dir / "mqtt-passwords.json"
     lock = os.open(secrets_dir / ".entrypoint.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -63,16 +72,69 @@ def prepare(home: Path) -> None:
         private(pw_path, json.dumps(passwords).encode())
     finally:
         os.close(lock)
+    pg_password = secrets_dir / "postgres.password"
+    if pg_password.exists():
+        # libpq reads the key store's password from here (MEDSEC_KEYSTORE_URL carries none).
+        line = f"*:*:*:*:{pg_password.read_text().strip()}\n"
+        private(secrets_dir / "pgpass", line.encode())
+        os.environ["PGPASSFILE"] = str(secrets_dir / "pgpass")
+
+
+def merged_dynsec(fresh: dict, old: dict | None, prefix: str) -> dict:
+    """The generated accounts, plus the station logins keyadmin added to the running broker
+    (the plugin saved them in its file; they have no generated password to rebuild them from)."""
+    if not old:
+        return fresh
+    names = {c["username"] for c in fresh["clients"]}
+    keep = [c for c in old.get("clients", []) if c.get("username", "").startswith(prefix)
+            and c["username"] not in names]
+    kept = {c["username"] for c in keep}
+    roles = [r for r in old.get("roles", []) if r.get("rolename") in kept]
+    return {**fresh, "clients": fresh["clients"] + keep, "roles": fresh["roles"] + roles}
+
+
+def broker_argv(home: Path) -> list[str]:
+    """Mosquitto's config (plain 1883 and TLS 8883, dynamic security) in the state volume."""
+    from services.broker import dynsec, mosquitto
+    from services.common.accounts import STATION_PREFIX
+    from services.common.config import Config
+    from services.common.state import load_passwords, write_secret
+
+    config = Config.from_env()
+    path = mosquitto.dynsec_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
+        old = None
+    fresh = dynsec.config(mosquitto.broker_logins(load_passwords(config)))
+    write_secret(path, json.dumps(merged_dynsec(fresh, old, STATION_PREFIX), indent=1).encode())
+    data_dir = config.broker_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = mosquitto.mosquitto_conf(config, mosquitto.dynsec_plugin(), path, data_dir)
+    secrets_dir = home / "secrets"
+    if (secrets_dir / "tls-server.pem").exists():
+        conf += "\n".join([f"listener {TLS_PORT} {config.host}",
+                           f"certfile {secrets_dir / 'tls-server.pem'}",
+                           f"keyfile {secrets_dir / 'tls-server.key'}", ""])
+    conf_path = config.broker_dir / "mosquitto.conf"
+    write_secret(conf_path, conf.encode())
+    return ["mosquitto", "-c", str(conf_path)]
 
 
 def main(argv: list[str]) -> int:
     service = argv[1] if len(argv) > 1 else os.environ.get("MEDSEC_SERVICE", "")
     if service == "healthcheck":
         os.execvp("medsec", ["medsec", "healthcheck", *argv[2:]])
-    if service not in MODULES:
-        print(f"medsec-entrypoint: unknown service {service!r}; one of {', '.join(MODULES)}", file=sys.stderr)
+    if service not in MODULES and service != "broker":
+        print(f"medsec-entrypoint: unknown service {service!r}; one of {', '.join(MODULES)}, broker",
+              file=sys.stderr)
         return 2
-    prepare(Path(os.environ.get("MEDSEC_HOME", "/var/lib/medsec")))
+    home = Path(os.environ.get("MEDSEC_HOME", "/var/lib/medsec"))
+    prepare(home)
+    if service == "broker":
+        cmd = broker_argv(home)
+        os.execvp(cmd[0], cmd)
     os.execvp(sys.executable, [sys.executable, "-m", MODULES[service], *argv[2:]])
     return 1
 

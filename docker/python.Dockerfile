@@ -1,25 +1,48 @@
-# The Python services of medsec (auth, keyadmin, proxy, publisher, dispatch): one image,
-# the service chosen by MEDSEC_SERVICE. Runs as a non-root user on a read-only root
-# filesystem (compose.yaml gives it a tmpfs or a volume for $MEDSEC_HOME).
-FROM python:3.11-slim-bookworm
+# The Python services of medsec (auth, keyadmin, proxy, publisher, dispatch) and the single-host
+# broker (Mosquitto, configured by medsec): one image, the service chosen by MEDSEC_SERVICE.
+# Runs as a non-root user on a read-only root filesystem (compose gives it volumes for $MEDSEC_HOME).
+#
+# BASE_IMAGE: any Debian bookworm image. The default is the public one; scripts/build-images.sh
+# passes a base made from Debian's packages with debootstrap (no registry needed).
+# Layers: system packages, then Python dependencies, then the code: a code change rebuilds only the
+# last two small layers.
+ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/medsec --no-create-home medsec \
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 python3-venv ca-certificates tini mosquitto openssl \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/medsec --no-create-home medsec \
  && install -d -o medsec -g medsec -m 0700 /var/lib/medsec \
  && install -d -o medsec -g medsec -m 0700 /run/medsec-auth
 
+# Dependencies only (from pyproject.toml), so they stay cached while the code changes.
 WORKDIR /opt/medsec
+# pip's own CA list does not know a local CA the base may trust (see scripts/build-images.sh).
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 COPY pyproject.toml ./
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir -q --upgrade pip setuptools wheel \
+ && /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && /opt/venv/bin/pip install --no-cache-dir -q -r /tmp/requirements.txt \
+ && rm -rf /tmp/requirements.txt /root/.cache
+
+# The code, last.
 COPY services ./services
-RUN pip install --no-cache-dir . && rm -rf /root/.cache
+RUN /opt/venv/bin/pip install --no-cache-dir -q --no-deps --no-build-isolation . \
+ && rm -rf build *.egg-info /root/.cache
 COPY docker/entrypoint.py /usr/local/bin/medsec-entrypoint
 RUN chmod 0755 /usr/local/bin/medsec-entrypoint
 
-ENV MEDSEC_HOME=/var/lib/medsec \
+ENV PATH=/opt/venv/bin:$PATH \
+    MEDSEC_HOME=/var/lib/medsec \
     MEDSEC_HOST=0.0.0.0 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 # The service named by MEDSEC_SERVICE answers where its clients reach it (medsec healthcheck).
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["medsec", "healthcheck"]
-ENTRYPOINT ["medsec-entrypoint"]
+# tini as PID 1: forwards SIGTERM and reaps, so `stop` takes well under 2 s.
+ENTRYPOINT ["/usr/bin/tini", "--", "/opt/venv/bin/python", "/usr/local/bin/medsec-entrypoint"]

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Install the Debian packages medsec needs, only those missing. Idempotent.
-# Usage: scripts/install-system-packages.sh [run|test]
+# Usage: scripts/install-system-packages.sh [run|test|containers]
+#   containers: what `make images` and the compose tests need (rootful Podman, no Docker engine)
 set -euo pipefail
 want=(mosquitto:mosquitto mosquitto_sub:mosquitto-clients)
-if [ "${1:-run}" = test ]; then
-  want+=(chromium:chromium haproxy:haproxy docker-compose:docker-compose pg_ctl:postgresql)
-fi
+containers=(podman:podman buildah:buildah podman-compose:podman-compose debootstrap:debootstrap
+            runc:runc /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns docker-compose:docker-compose openssl:openssl)
+case "${1:-run}" in
+  test) want+=(chromium:chromium haproxy:haproxy pg_ctl:postgresql "${containers[@]}") ;;
+  containers) want=("${containers[@]}") ;;
+esac
 missing=()
 for pair in "${want[@]}"; do
   cmd=${pair%%:*}; pkg=${pair#*:}
-  if [ "$cmd" = pg_ctl ]; then
+  if [ "${cmd:0:1}" = / ]; then
+    [ -x "$cmd" ] || missing+=("$pkg")
+  elif [ "$cmd" = pg_ctl ]; then
     ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=("$pkg")
   elif ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     missing+=("$pkg")

@@ -14,12 +14,14 @@ what keeps them private. The CA key, which no container needs, stays 0600.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +131,12 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
     if not hash_path.exists() or hash_path.read_bytes() != expected_hash:
         _write(hash_path, expected_hash, 0o644)
         report.created.append(hash_path.name)
-    passwords = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in EMQX_ACCOUNTS}
+    # Every account's password (brokeradmin too: the single-host Mosquitto's plugin admin); EMQX's
+    # bootstrap gets all but brokeradmin.
+    every = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in ACCOUNTS}
+    passwords = {a: every[a] for a in EMQX_ACCOUNTS}
+    # The key store's database password (compose.single.yaml's PostgreSQL).
+    _secret(sec / "postgres_password", _password, report)
     _secret(sec / "nodered_editor_password", _password, report)  # the Node-RED login `admin`
     # Node-RED's dashboard logins `viewer` and `operator` (nodered/tools/render-settings.js).
     _secret(sec / "nodered_viewer_password", _password, report)
@@ -158,7 +165,21 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
 
     _write_emqx(directory / "emqx", passwords, report)
     _write_tls(directory / "tls", list(CERT_NAMES) + list(hostnames or []), report)
+    _write_cli_home(directory / "cli", token.decode().strip(), every)
     return report
+
+
+def _write_cli_home(home: Path, token: str, passwords: dict[str, str]) -> None:
+    """A state dir for the medsec CLI on the host (MEDSEC_HOME=<deploy>/cli): `medsec device ...`,
+    `medsec sim --register`, `medsec audit verify` reach the published endpoints with the admin
+    token and the read-only logins (dashboard, monitor), 0600 as the CLI requires."""
+    sec = home / "secrets"
+    sec.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    os.chmod(sec, 0o700)
+    _write(sec / "admin.token", token.encode() + b"\n", 0o600)
+    host_logins = {a: passwords[a] for a in ("dashboard", "monitor") if a in passwords}
+    _write(sec / "mqtt-passwords.json", json.dumps(host_logins).encode(), 0o600)
 
 
 def _bootstrap_current(path: Path, passwords: dict[str, str]) -> bool:
@@ -240,7 +261,9 @@ def cmd_compose_init(args: argparse.Namespace) -> int:
     if report.kept:
         print("kept:    " + ", ".join(report.kept))
     print(f"admin token: {directory / 'secrets' / 'admin.token'}")
-    print(f"start: MEDSEC_DEPLOY={directory} docker compose up -d")
+    print(f"CLI on this host (medsec device/sim/audit): export MEDSEC_HOME={directory / 'cli'}")
+    print(f"start (one host): MEDSEC_DEPLOY={directory} docker-compose -f compose.single.yaml up -d")
+    print(f"start (EMQX):     MEDSEC_DEPLOY={directory} docker-compose up -d")
     return 0
 
 
@@ -272,6 +295,20 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+# The publisher rewrites its metrics file every 2 s (services/publisher): older than this, it is stuck.
+PUBLISHER_METRICS_FRESH = 10.0
+
+
+def publisher_serving(metrics: Path, now: float | None = None) -> bool:
+    """The publisher has no port: serving means its metrics file is fresh and says it is connected
+    to the broker (subscribed to the internal bus, publishing)."""
+    try:
+        fresh = (time.time() if now is None else now) - metrics.stat().st_mtime <= PUBLISHER_METRICS_FRESH
+        return fresh and "medsec_publisher_bus_connected 1" in metrics.read_text().splitlines()
+    except OSError:
+        return False
+
+
 def healthy(service: str, config: Config) -> bool:
     """What 'up' means per service: it answers where its clients reach it."""
     local = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
@@ -279,9 +316,11 @@ def healthy(service: str, config: Config) -> bool:
         "auth": lambda: _unix(config.auth_socket),
         "proxy": lambda: _tcp(local, config.proxy_port),
         "keyadmin": lambda: _http_ok(f"http://{local}:{config.admin_port}/api/v1/healthz"),
+        "publisher": lambda: publisher_serving(config.run_dir / "metrics-publisher.prom"),
         # No listening port: healthy when its broker is reachable (paho reconnects by itself).
-        "publisher": lambda: _tcp(config.broker_host, config.mqtt_port),
         "dispatch": lambda: _tcp(config.broker_host, config.mqtt_port),
+        # The single-host Mosquitto (compose.single.yaml): its plain listener accepts connections.
+        "broker": lambda: _tcp(local, config.mqtt_port),
     }
     if service not in checks:
         raise CliError(f"unknown service {service!r}; one of: {', '.join(sorted(checks))}", 2)
