@@ -29,6 +29,9 @@ MODULES = {
 # /run/secrets/<name> -> $MEDSEC_HOME/secrets/<file>
 FILES = {"master_key": "master.key", "admin_token_sha256": "admin.token.sha256",
          "admin_token": "admin.token", "emqx_api_key": "emqx-api-key",
+         "nodered_read_token_sha256": "nodered-read.token.sha256",
+         "nodered_manage_token_sha256": "nodered-manage.token.sha256",
+         "dispatch_token_sha256": "dispatch.token.sha256", "dispatch_token": "dispatch.token",
          "postgres_password": "postgres.password",
          "tls_server_key": "tls-server.key", "tls_server_cert": "tls-server.pem"}
 # Mosquitto's TLS listener (single host): other machines use this port, with the same logins.

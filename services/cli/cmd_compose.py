@@ -31,7 +31,7 @@ from services.broker.dynsec_admin import ADMIN_ACCOUNT
 from services.cli.errors import CliError
 from services.common.accounts import ACCOUNTS
 from services.common.config import Config
-from services.common.state import hash_token
+from services.common.state import SERVICE_TOKENS, hash_token
 
 DEFAULT_DIR = "deploy"
 # brokeradmin drives Mosquitto's dynamic-security plugin; EMQX has its REST API (emqx_api_key) instead.
@@ -111,6 +111,15 @@ def _parse_env(data: bytes) -> dict[str, str]:
     return out
 
 
+def _token(path: Path, report: InitReport) -> None:
+    token = _secret(path, lambda: secrets.token_urlsafe(32).encode() + b"\n", report)
+    expected_hash = hash_token(token.decode().strip()).encode() + b"\n"
+    hash_path = path.with_name(path.name + ".sha256")
+    if not hash_path.exists() or hash_path.read_bytes() != expected_hash:
+        _write(hash_path, expected_hash, 0o644)
+        report.created.append(hash_path.name)
+
+
 def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitReport:
     report = InitReport()
     directory.mkdir(parents=True, exist_ok=True)
@@ -124,13 +133,10 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
     os.chmod(sec, 0o700)
 
     _secret(sec / "master.key", lambda: secrets.token_bytes(32), report)
-    # Node-RED's device nodes use the admin token too: readable through the bind mount like the rest.
-    token = _secret(sec / "admin.token", lambda: secrets.token_urlsafe(32).encode() + b"\n", report)
-    expected_hash = hash_token(token.decode().strip()).encode() + b"\n"
-    hash_path = sec / "admin.token.sha256"
-    if not hash_path.exists() or hash_path.read_bytes() != expected_hash:
-        _write(hash_path, expected_hash, 0o644)
-        report.created.append(hash_path.name)
+    # The operator's admin token, and the scoped ones of Node-RED (read, manage) and dispatch
+    # (stations:read): keyadmin gets only their SHA-256 files, each holder only its own value.
+    for name in ("admin", *SERVICE_TOKENS):
+        _token(sec / f"{name}.token", report)
     # Every account's password (brokeradmin too: the single-host Mosquitto's plugin admin); EMQX's
     # bootstrap gets all but brokeradmin.
     every = {a: _secret(sec / f"mqtt_{a}", _password, report).decode() for a in ACCOUNTS}
@@ -165,7 +171,7 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
 
     _write_emqx(directory / "emqx", passwords, report)
     _write_tls(directory / "tls", list(CERT_NAMES) + list(hostnames or []), report)
-    _write_cli_home(directory / "cli", token.decode().strip(), every)
+    _write_cli_home(directory / "cli", (sec / "admin.token").read_text().strip(), every)
     return report
 
 

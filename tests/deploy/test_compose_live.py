@@ -21,8 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -32,14 +30,17 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.cli.cmd_compose import init_deploy
-from services.sim.devices import Credentials, make_device
+from services.common.adminclient import AdminClient
+from services.sim.devices import Credentials
+from services.sim.protocols import make_device
 from services.sim.runner import SimOptions, Simulation
-from services.sim.v2 import SeqCounter, V2Device
+from services.sim.v2 import V2Device, seq_counter
 from tests.deploy.compose_live import ComposeProject, build_images, podman, podman_usable
 from tests.support.proc import wait_until
 
 REASON = podman_usable()
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(900),
+              pytest.mark.e2e]
 FAULT_DEVICES = 20
 BACK_WITHIN = 30.0
 # What `podman stop` itself adds on a loaded 2-core machine (measured 0.3-0.8 s).
@@ -80,15 +81,8 @@ def secret(stack: ComposeProject, name: str) -> str:
 
 
 def api(stack: ComposeProject, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    url = f"http://127.0.0.1:{stack.ports['admin']}/api/v1{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"Bearer {secret(stack, 'admin.token')}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    client = AdminClient(f"http://127.0.0.1:{stack.ports['admin']}/api/v1", secret(stack, "admin.token"))
+    return client.request(method, path, body)
 
 
 def register(stack: ComposeProject, device_id: str, protocol: str) -> Credentials:
@@ -196,7 +190,8 @@ def test_v1_and_v2_readings_reach_the_dashboard_over_tls_and_plain_mqtt(stack):
     creds = [register(stack, f"cv1-{run}-{i}", "v1") for i in range(2)] + \
             [register(stack, f"cv2-{run}-{i}", "v2") for i in range(2)]
     tls, plain = Subscriber(stack, tls=True), Subscriber(stack, tls=False)
-    devices = [make_device(c) if c.protocol == "v1" else V2Device(c, counter=SeqCounter(None)) for c in creds]
+    devices = [make_device(c) if c.protocol == "v1" else V2Device(c, counter=seq_counter(None))
+               for c in creds]
     fleet = Fleet(stack, devices, rate=5)
     try:
         for sub in (tls, plain):
@@ -221,11 +216,11 @@ def test_key_admin_add_rotate_revoke_through_the_published_endpoint(stack):
     new = Credentials.from_json(body)
     assert new.secrets != old.secrets
     # The old credentials are refused, the new ones stream.
-    refused = Fleet(stack, [V2Device(old, counter=SeqCounter(None))], rate=5)
+    refused = Fleet(stack, [V2Device(old, counter=seq_counter(None))], rate=5)
     wait_until(lambda: refused.sim.stats.errors >= 1, 15, what="old credentials refused after rotate")
     assert refused.sim.stats.acked == 0
     refused.stop()
-    fleet = Fleet(stack, [V2Device(new, counter=SeqCounter(None))], rate=10)
+    fleet = Fleet(stack, [V2Device(new, counter=seq_counter(None))], rate=10)
     try:
         wait_until(lambda: fleet.sim.stats.acked >= 3 and fleet.sim.stats.connected == 1, 15,
                    what="the rotated device streaming")
@@ -255,7 +250,7 @@ def test_faults_lose_nothing_acknowledged_and_heal_within_30s(stack):
     run = uuid.uuid4().hex[:6]
     creds = [register(stack, f"ft-{run}-{i:02d}", "v2") for i in range(FAULT_DEVICES)]
     dashboard = Subscriber(stack, tls=False, persistent=True)
-    devices = [V2Device(c, counter=SeqCounter(None)) for c in creds]
+    devices = [V2Device(c, counter=seq_counter(None)) for c in creds]
     fleet = Fleet(stack, devices, rate=5)
     timings = {}
     try:
@@ -348,14 +343,26 @@ def test_the_dashboard_served_by_the_container_shows_the_devices(stack):
     probe = Probe()
     try:
         base = f"http://127.0.0.1:{stack.ports['nodered']}/dashboard"
-        probe.call("open", url=f"{base}/fleet", user="admin",
-                   password=secret(stack, "nodered_editor_password"))
+        # The clinician's login is enough for the Fleet page (issue 15: viewer, no editor).
+        probe.call("open", url=f"{base}/fleet", user="viewer",
+                   password=secret(stack, "nodered_viewer_password"))
         wait_until(lambda: (c := cards(probe)) and all(live(c.get(d)) for d in devices), 90,
                    what="the devices online with values on the container's dashboard")
     finally:
         probe.close()
         sim.terminate()
         sim.wait(15)
+
+
+def test_node_red_cannot_read_the_key_store(stack):
+    """Node-RED's container runs as its own user and is given no key-store secret or volume."""
+    uid = stack.exec("nodered", "id", "-u")
+    assert uid.returncode == 0 and uid.stdout.strip() not in ("", "0"), uid.stdout + uid.stderr
+    for path in ("/run/secrets/master_key", "/var/lib/medsec/secrets/master.key"):
+        opened = stack.exec("nodered", "cat", path)
+        assert opened.returncode != 0 and not opened.stdout, path
+    given = stack.exec("nodered", "ls", "/run/secrets").stdout.split()
+    assert "master_key" not in given and "admin_token" not in given, given
 
 
 def test_the_other_containers_stop_within_two_seconds(stack):

@@ -16,7 +16,9 @@ from tests.support.proc import ROOT
 
 SINGLE = ROOT / "compose.single.yaml"
 
-pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+# Runs docker-compose config: a system test.
+pytestmark = [pytest.mark.skipif(shutil.which("docker-compose") is None, reason="no docker-compose"),
+              pytest.mark.system]
 
 
 def render(deploy, **env: str) -> dict:
