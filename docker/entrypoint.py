@@ -114,7 +114,7 @@ def broker_argv(home: Path) -> list[str]:
     write_secret(path, json.dumps(merged_dynsec(fresh, old, STATION_PREFIX), indent=1).encode())
     data_dir = config.broker_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    conf = mosquitto.mosquitto_conf(config, mosquitto.dynsec_plugin(), path, data_dir)
+    conf = mosquitto.mosquitto_conf(config, mosquitto.dynsec_plugin(config), path, data_dir)
     secrets_dir = home / "secrets"
     if (secrets_dir / "tls-server.pem").exists():
         conf += "\n".join([f"listener {TLS_PORT} {config.host}",
