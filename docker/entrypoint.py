@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 RUN_SECRETS = Path(os.environ.get("MEDSEC_SECRETS_DIR", "/run/secrets"))
-# The one place that names each service's module (keyadmin moves to services.keyadmin with the
-# key-store split: change that line only).
+# The one place that names each service's module.
 MODULES = {
     "auth": "services.auth",
     "keyadmin": "services.keyadmin",
