@@ -4,14 +4,15 @@ from __future__ import annotations
 import secrets
 import string
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.config import Config
 from services.keystore.models import NewDevice
-from services.keystore.sqlite import SQLiteKeyStore
-from tests.support.broker import Subscriber
-from tests.support.proc import Processes, port_open, wait_until
+from tests.support.broker import Subscriber, start_mosquitto
+from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.support.stores import add_sqlite_device
 
 
 def text16() -> str:
@@ -59,23 +60,30 @@ class Gateway:
 
     def register_v1(self, device: str) -> tuple[str, str]:
         key, iv = text16(), text16()
-        store = SQLiteKeyStore.open(self.config)
-        try:
-            store.add(NewDevice(device, "v1", {"key": key, "iv": iv}))
-        finally:
-            store.close()
+        add_sqlite_device(self.config, NewDevice(device, "v1", {"key": key, "iv": iv}))
         return key, iv
 
     def register_v2(self, device: str) -> tuple[str, str]:
         master, kid = secrets.token_hex(16), secrets.token_hex(4)
-        store = SQLiteKeyStore.open(self.config)
-        try:
-            store.add(NewDevice(device, "v2", {"master_key": master, "key_id": kid}))
-        finally:
-            store.close()
+        add_sqlite_device(self.config, NewDevice(device, "v2", {"master_key": master, "key_id": kid}))
         return master, kid
 
     def dashboard(self, device: str) -> Subscriber:
         sub = Subscriber(self.config, "dashboard")
         sub.subscribe(f"Pico/{device}/#")
         return sub
+
+
+def run_gateway(home: Path, **settings: object) -> Iterator[Gateway]:
+    """For a fixture to yield from: a started gateway on free ports under home, with these Config
+    settings (passed to every process as Config.to_env()); every process stopped afterwards."""
+    config = Config(home=home / "home", proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
+                    nodered_port=free_port(), **settings)
+    logs = home / "proclogs"
+    logs.mkdir()
+    procs = Processes(logs)
+    try:
+        start_mosquitto(config, procs)
+        yield Gateway(config, config.to_env(), procs, logs).start()
+    finally:
+        procs.stop_all()

@@ -18,11 +18,9 @@ import uuid
 import pytest
 
 from services.common import v2, v2device
-from services.common.config import Config
 from tests.firmware.conftest import WIFI
-from tests.firmware.gateway import Gateway
-from tests.support.broker import start_mosquitto
-from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.firmware.gateway import run_gateway
+from tests.support.proc import port_open, wait_until
 
 SSID = next(iter(WIFI))
 # The refusal period: a literal minute by default (issue 14); MEDSEC_TEST_REFUSAL_S shortens it.
@@ -33,28 +31,8 @@ BACKOFF_MAX_MS = 4000
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    home = tmp_path_factory.mktemp("gateway")
-    config = Config(home=home / "home", proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port())
-    env = {
-        "MEDSEC_HOME": str(config.home),
-        "MEDSEC_PROXY_PORT": str(config.proxy_port),
-        "MEDSEC_ADMIN_PORT": str(config.admin_port),
-        "MEDSEC_MQTT_PORT": str(config.mqtt_port),
-        "MEDSEC_NODERED_PORT": str(config.nodered_port),
-        "MEDSEC_THROTTLE_FAILURES": "3",
-        "MEDSEC_THROTTLE_COOLDOWN": str(REFUSAL_S),
-        "MEDSEC_THROTTLE_MAX_COOLDOWN": str(REFUSAL_S),
-        "MEDSEC_AUTH_WAIT": "1",
-    }
-    logs = home / "proclogs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        start_mosquitto(config, procs)
-        yield Gateway(config, env, procs, logs).start()
-    finally:
-        procs.stop_all()
+    yield from run_gateway(tmp_path_factory.mktemp("gateway"), throttle_failures=3,
+                           throttle_cooldown=REFUSAL_S, throttle_max_cooldown=REFUSAL_S, auth_wait=1.0)
 
 
 def v2_device(make_device, gateway, net):

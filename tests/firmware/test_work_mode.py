@@ -14,11 +14,9 @@ import uuid
 import pytest
 
 from services.common import v2device
-from services.common.config import Config
 from tests.firmware.conftest import WIFI, expected_values
-from tests.firmware.gateway import Gateway
-from tests.support.broker import start_mosquitto
-from tests.support.proc import Processes, free_port, wait_until
+from tests.firmware.gateway import run_gateway
+from tests.support.proc import wait_until
 from tests.support.topics import LEGACY
 
 SSID = next(iter(WIFI))
@@ -28,23 +26,7 @@ OUTAGE_S = 30
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """One gateway for the module (each test uses its own device ids): saves a start per test."""
-    home = tmp_path_factory.mktemp("gateway")
-    config = Config(
-        home=home / "home",
-        proxy_port=free_port(),
-        admin_port=free_port(),
-        mqtt_port=free_port(),
-        nodered_port=free_port(),
-    )
-    env = config.to_env()
-    logs = home / "proclogs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        start_mosquitto(config, procs)
-        yield Gateway(config, env, procs, logs).start()
-    finally:
-        procs.stop_all()
+    yield from run_gateway(tmp_path_factory.mktemp("gateway"))
 
 
 def v1_device(make_device, gateway, net, **site):

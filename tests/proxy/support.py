@@ -19,6 +19,7 @@ from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from tests.support.broker import Subscriber
 from tests.support.proc import Processes, wait_until
+from tests.support.stores import add_sqlite_device
 
 # Short limits so the timeout tests take about a second.
 FAST_ENV = {"MEDSEC_IDLE_TIMEOUT": "1.5", "MEDSEC_READING_TIMEOUT": "1.0"}
@@ -67,11 +68,7 @@ class Stack:
         if key is None or iv is None:
             key, iv = credentials()
         self.secrets += [key, iv]
-        store = SQLiteKeyStore.open(self.config)
-        try:
-            store.add(NewDevice(device, "v1", {"key": key, "iv": iv}))
-        finally:
-            store.close()
+        add_sqlite_device(self.config, NewDevice(device, "v1", {"key": key, "iv": iv}))
         return key, iv
 
     def revoke(self, device: str) -> float:
