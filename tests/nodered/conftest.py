@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,34 +38,26 @@ def start_nodered(config: Config, procs: Processes):
     return proc
 
 
-def _reachable_root() -> Path:
+def _reachable_config() -> Iterator[Config]:
+    """A config under a fresh root Node-RED's own user can reach; the root removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="medsec-nr-", dir="/tmp"))
     os.chmod(root, 0o711)  # passage only, like /home/<user> on many systems
-    return root
-
-
-def _config(root: Path) -> Config:
-    return Config(home=root / "home", proxy_port=free_port(), admin_port=free_port(),
-                  mqtt_port=free_port(), nodered_port=free_port())
+    try:
+        yield Config(home=root / "home", proxy_port=free_port(), admin_port=free_port(),
+                     mqtt_port=free_port(), nodered_port=free_port())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def config():
     """Overrides tests/conftest.py's: a state directory Node-RED's own user can reach."""
-    root = _reachable_root()
-    try:
-        yield _config(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _reachable_config()
 
 
 @pytest.fixture(scope="module")
 def shared_config():
-    root = _reachable_root()
-    try:
-        yield _config(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _reachable_config()
 
 
 @pytest.fixture(scope="module")
