@@ -143,6 +143,38 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
         return False
 
 
+class Reconnector(threading.Thread):
+    """An attacker at one source address: connects again whenever the proxy closes it, one
+    connection at a time, until stopped; each connection is handed to use(sock)."""
+
+    def __init__(self, port: int, source: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.source = port, source
+        self.connections = 0
+        self.stopped = threading.Event()
+
+    def use(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                sock = connect(self.port, source=self.source)
+            except OSError:
+                continue
+            self.connections += 1
+            try:
+                self.use(sock)
+            except OSError:
+                pass  # closed by the proxy: connect again, as an attack tool would
+            finally:
+                sock.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
+
+
 class Streamer(threading.Thread):
     """A well-behaved device sending a reading every `interval` seconds until stopped (by default
     under MEDSEC_DEVICE_MAX_RATE, 10 readings/s)."""
