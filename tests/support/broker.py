@@ -1,9 +1,11 @@
 """A real Mosquitto with the project's own generated config (passwords, ACL) on a free port."""
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,5 +86,40 @@ class Subscriber:
 
     def close(self) -> None:
         # Disconnect first: stopping the loop first makes paho wait out its select timeout.
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class SeqDashboard:
+    """The dashboard account on Pico/+/json, counting every (device, seq) that reaches the public tree.
+    persistent: a session the broker keeps (and quick reconnects), so nothing is missed across a
+    broker restart."""
+
+    def __init__(self, config: Config, persistent: bool = False) -> None:
+        self.lock = threading.Lock()
+        self.seqs: dict[str, Counter] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
+                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set("dashboard", mqtt_password(config, "dashboard"))
+        if persistent:
+            self.client.reconnect_delay_set(0.05, 0.5)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("Pico/+/json", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(config.host, config.mqtt_port)
+        self.client.loop_start()
+        wait_until(subscribed.is_set, 10, what="dashboard subscription")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        body = json.loads(msg.payload)
+        with self.lock:
+            self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
+
+    def counts(self, device: str) -> Counter:
+        with self.lock:
+            return Counter(self.seqs.get(device, Counter()))
+
+    def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
