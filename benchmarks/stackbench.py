@@ -27,7 +27,7 @@ from services.common.adminclient import AdminClient
 from services.common.config import Config
 from services.common.state import mqtt_password
 from services.stack import control
-from tests.support.proc import free_port
+from tests.support.proc import free_config
 from tests.support.stack import medsec
 
 READING = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": 0.0,
@@ -343,8 +343,7 @@ def start_stack() -> tuple[Config, dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="medsec-bench-"))
     # Capacity, not policy: each device here sends one reading again and again, flat out, which
     # the per-device rate limit and the v1 replay check (issue 14) would rightly drop.
-    config = Config(home=home, proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port(), device_max_rate=0, replay_window=0)
+    config = free_config(home, device_max_rate=0, replay_window=0)
     env = config.to_env()
     medsec(env, "up", "--detach", "--no-nodered")
     return config, env

@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 
 from services.common import v1
-from services.common.config import Config
 from tests.support.broker import Subscriber
-from tests.support.proc import free_port, wait_until
+from tests.support.proc import free_config, wait_until
 from tests.support.stack import alive, api, device_socket, kill_all, medsec, supervised_pids
 from tests.support.topics import LEGACY
 
@@ -87,8 +86,7 @@ def test_dashboard_account_cannot_publish_public_or_read_internal(stack, request
 
 def test_two_stacks_side_by_side(stack, tmp_path, request):
     first = stack
-    second = Config(home=tmp_path / "second", proxy_port=free_port(), admin_port=free_port(),
-                    mqtt_port=free_port(), nodered_port=free_port())
+    second = free_config(tmp_path / "second")
     second_env = second.to_env()
     medsec(second_env, "up", "--detach", "--no-nodered")
     pids = supervised_pids(second)

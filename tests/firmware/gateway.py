@@ -10,8 +10,8 @@ from pathlib import Path
 
 from services.common.config import Config
 from services.keystore.models import NewDevice
-from tests.support.broker import Subscriber, start_mosquitto
-from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.support.broker import Subscriber, broker_under
+from tests.support.proc import Processes, port_open, wait_until
 from tests.support.stores import add_sqlite_device
 
 
@@ -77,13 +77,5 @@ class Gateway:
 def run_gateway(home: Path, **settings: object) -> Iterator[Gateway]:
     """For a fixture to yield from: a started gateway on free ports under home, with these Config
     settings (passed to every process as Config.to_env()); every process stopped afterwards."""
-    config = Config(home=home / "home", proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port(), **settings)
-    logs = home / "proclogs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        start_mosquitto(config, procs)
-        yield Gateway(config, config.to_env(), procs, logs).start()
-    finally:
-        procs.stop_all()
+    with broker_under(home, **settings) as (config, procs, _):
+        yield Gateway(config, config.to_env(), procs, home / "proclogs").start()

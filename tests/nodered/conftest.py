@@ -19,7 +19,7 @@ from services.common.config import Config
 from services.nodered import LOGINS, login_password
 from services.nodered.runtime import ADMIN_USER
 from tests.support.broker import start_mosquitto
-from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.support.proc import Processes, free_config, port_open, wait_until
 
 
 def config_env(config: Config) -> dict[str, str]:
@@ -43,8 +43,7 @@ def _reachable_config() -> Iterator[Config]:
     root = Path(tempfile.mkdtemp(prefix="medsec-nr-", dir="/tmp"))
     os.chmod(root, 0o711)  # passage only, like /home/<user> on many systems
     try:
-        yield Config(home=root / "home", proxy_port=free_port(), admin_port=free_port(),
-                     mqtt_port=free_port(), nodered_port=free_port())
+        yield free_config(root / "home")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

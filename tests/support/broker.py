@@ -1,12 +1,15 @@
 """A real Mosquitto with the project's own generated config (passwords, ACL) on a free port."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -15,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from services.broker.mosquitto import write_broker_files
 from services.common.config import Config
 from services.common.state import init_state, mqtt_password
-from tests.support.proc import Processes, port_open, wait_until
+from tests.support.proc import Processes, free_config, port_open, wait_until
 
 
 def mosquitto_binary() -> str:
@@ -29,6 +32,19 @@ def start_mosquitto(config: Config, procs: Processes):
     proc = procs.start("mosquitto", [mosquitto_binary(), "-c", str(conf)])
     wait_until(lambda: port_open(config.mqtt_port), 10, what="mosquitto to listen")
     return proc
+
+
+@contextlib.contextmanager
+def broker_under(tmp: Path, **settings: Any) -> Iterator[tuple[Config, Processes, Any]]:
+    """For a stack shared by a module: a free_config at tmp/home with these settings, processes
+    logging to tmp/proclogs, Mosquitto running (its process the third item); all stopped on exit."""
+    config = free_config(tmp / "home", **settings)
+    (tmp / "proclogs").mkdir()
+    procs = Processes(tmp / "proclogs")
+    try:
+        yield config, procs, start_mosquitto(config, procs)
+    finally:
+        procs.stop_all()
 
 
 @dataclass
