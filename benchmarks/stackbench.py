@@ -270,21 +270,13 @@ def identification_time(config: Config, devices: list[Device], samples: int = 50
                    "blocks": b"".join(scan.blocks).hex(), "final": False}
         start = time.perf_counter()
         sock.sendall(authwire.encode(request))
-        while True:
-            answer, used = authwire.decode(buf)
-            if answer is not None:
-                del buf[:used]
-                break
+        while (answer := next(authwire.messages(buf), None)) is None:
             buf += sock.recv(65536)
         times.append(time.perf_counter() - start)
         if answer.get("status") != "ok":
             raise RuntimeError(f"identification failed: {answer}")
         sock.sendall(authwire.encode({"id": -n - 1, "op": "close", "conn": 10_000_000 + n}))
-        while True:
-            closed, used = authwire.decode(buf)
-            if closed is not None:
-                del buf[:used]
-                break
+        while next(authwire.messages(buf), None) is None:
             buf += sock.recv(65536)
     sock.close()
     return {"registered": len(devices), "mean_ms": statistics.mean(times) * 1000,

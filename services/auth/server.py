@@ -135,13 +135,7 @@ class AuthServer:
                     break
                 buf += chunk
                 while True:
-                    batch = []
-                    while len(batch) < BATCH:
-                        message, used = authwire.decode(buf)
-                        if message is None:
-                            break
-                        del buf[:used]
-                        batch.append(message)
+                    batch = list(itertools.islice(authwire.messages(buf), BATCH))
                     if not batch:
                         break
                     writer.write(self._answers(batch, client))
