@@ -4,15 +4,20 @@ from __future__ import annotations
 import secrets
 import string
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.common.config import Config
 from services.keystore.models import NewDevice
+from tests.firmware.conftest import WIFI
 from tests.support.broker import Subscriber, broker_under
 from tests.support.proc import Processes, port_open, wait_until
 from tests.support.stores import add_sqlite_device
+
+SSID = next(iter(WIFI))
 
 
 def text16() -> str:
@@ -72,6 +77,27 @@ class Gateway:
         sub = Subscriber(self.config, "dashboard")
         sub.subscribe(f"Pico/{device}/#")
         return sub
+
+
+def firmware_device(make_device, gateway: Gateway, protocol: str, prefix: str, net: str,
+                    **site: Any) -> tuple[str, Any]:
+    """A firmware device (make_device) registered on the gateway for protocol "v1" or "v2", its
+    settings pointing at the gateway's proxy over net; (device id, device)."""
+    device = f"{prefix}-{net}-{uuid.uuid4().hex[:8]}"
+    if protocol == "v1":
+        key, iv = gateway.register_v1(device)
+        secrets = {"v1_key": key, "v1_iv": iv}
+    else:
+        master, kid = gateway.register_v2(device)
+        secrets = {"v2_master_key": master, "v2_key_id": kid}
+        site = {"protocol": "v2", **site}
+    dev = make_device(
+        net=net,
+        site={"device_id": device, "server_ip": "127.0.0.1", "server_port": gateway.config.proxy_port,
+              "wifi_ssid": SSID, **site},
+        secrets={"wifi_password": WIFI[SSID], **secrets},
+    )
+    return device, dev
 
 
 def run_gateway(home: Path, **settings: object) -> Iterator[Gateway]:

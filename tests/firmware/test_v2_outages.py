@@ -19,7 +19,7 @@ import pytest
 
 from services.common import v2, v2device
 from tests.firmware.conftest import WIFI
-from tests.firmware.gateway import run_gateway
+from tests.firmware.gateway import firmware_device, run_gateway
 from tests.support.proc import port_open, wait_until
 
 SSID = next(iter(WIFI))
@@ -36,16 +36,8 @@ def gateway(tmp_path_factory):
 
 
 def v2_device(make_device, gateway, net):
-    device = f"fwo-{net}-{uuid.uuid4().hex[:8]}"
-    master, kid = gateway.register_v2(device)
-    dev = make_device(
-        net=net,
-        site={"device_id": device, "server_ip": "127.0.0.1", "protocol": "v2",
-              "server_port": gateway.config.proxy_port, "wifi_ssid": SSID, "interval_ms": 1000,
-              "ring_size": 256, "backoff_min_ms": 100, "backoff_max_ms": BACKOFF_MAX_MS},
-        secrets={"wifi_password": WIFI[SSID], "v2_master_key": master, "v2_key_id": kid},
-    )
-    return device, dev
+    return firmware_device(make_device, gateway, "v2", "fwo", net, interval_ms=1000, ring_size=256,
+                           backoff_min_ms=100, backoff_max_ms=BACKOFF_MAX_MS)
 
 
 def seqs(dash, device) -> list[int]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 
 from services.common import v2device
 from tests.firmware.conftest import WIFI, expected_values
-from tests.firmware.gateway import run_gateway
+from tests.firmware.gateway import firmware_device, run_gateway
 from tests.support.proc import wait_until
 from tests.support.topics import LEGACY
 
@@ -30,20 +29,7 @@ def gateway(tmp_path_factory):
 
 
 def v1_device(make_device, gateway, net, **site):
-    device = f"fw-{net}-{uuid.uuid4().hex[:8]}"
-    key, iv = gateway.register_v1(device)
-    dev = make_device(
-        net=net,
-        site={
-            "device_id": device,
-            "server_ip": "127.0.0.1",
-            "server_port": gateway.config.proxy_port,
-            "wifi_ssid": SSID,
-            **site,
-        },
-        secrets={"wifi_password": WIFI[SSID], "v1_key": key, "v1_iv": iv},
-    )
-    return device, dev
+    return firmware_device(make_device, gateway, "v1", "fw", net, **site)
 
 
 @pytest.mark.parametrize("net", ["esp8266", "wlan"])
@@ -68,21 +54,7 @@ def test_v1_readings_reach_the_gateway(make_device, gateway, board, net):
 
 
 def v2_device(make_device, gateway, net, **site):
-    device = f"fw2-{net}-{uuid.uuid4().hex[:8]}"
-    master, kid = gateway.register_v2(device)
-    dev = make_device(
-        net=net,
-        site={
-            "device_id": device,
-            "server_ip": "127.0.0.1",
-            "protocol": "v2",
-            "server_port": gateway.config.proxy_port,
-            "wifi_ssid": SSID,
-            **site,
-        },
-        secrets={"wifi_password": WIFI[SSID], "v2_master_key": master, "v2_key_id": kid},
-    )
-    return device, dev
+    return firmware_device(make_device, gateway, "v2", "fw2", net, **site)
 
 
 def seqs(dash, device) -> list[int]:
