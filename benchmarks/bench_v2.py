@@ -50,12 +50,9 @@ def register_v2(config: Config, prefix: str, n: int) -> list[V2Device]:
 
 def _ask(sock: socket.socket, buf: bytearray, request: dict) -> dict:
     sock.sendall(authwire.encode(request))
-    while True:
-        answer, used = authwire.decode(buf)
-        if answer is not None:
-            del buf[:used]
-            return answer
+    while (answer := next(authwire.messages(buf), None)) is None:
         buf += sock.recv(65536)
+    return answer
 
 
 def identification_v2(config: Config, devices: list[V2Device], samples: int = 200) -> dict:

@@ -27,7 +27,7 @@ from services.common.adminclient import AdminClient
 from services.common.config import Config
 from services.common.state import mqtt_password
 from services.stack import control
-from tests.support.proc import free_port
+from tests.support.proc import free_config
 from tests.support.stack import medsec
 
 READING = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": 0.0,
@@ -270,21 +270,13 @@ def identification_time(config: Config, devices: list[Device], samples: int = 50
                    "blocks": b"".join(scan.blocks).hex(), "final": False}
         start = time.perf_counter()
         sock.sendall(authwire.encode(request))
-        while True:
-            answer, used = authwire.decode(buf)
-            if answer is not None:
-                del buf[:used]
-                break
+        while (answer := next(authwire.messages(buf), None)) is None:
             buf += sock.recv(65536)
         times.append(time.perf_counter() - start)
         if answer.get("status") != "ok":
             raise RuntimeError(f"identification failed: {answer}")
         sock.sendall(authwire.encode({"id": -n - 1, "op": "close", "conn": 10_000_000 + n}))
-        while True:
-            closed, used = authwire.decode(buf)
-            if closed is not None:
-                del buf[:used]
-                break
+        while next(authwire.messages(buf), None) is None:
             buf += sock.recv(65536)
     sock.close()
     return {"registered": len(devices), "mean_ms": statistics.mean(times) * 1000,
@@ -343,8 +335,7 @@ def start_stack() -> tuple[Config, dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="medsec-bench-"))
     # Capacity, not policy: each device here sends one reading again and again, flat out, which
     # the per-device rate limit and the v1 replay check (issue 14) would rightly drop.
-    config = Config(home=home, proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port(), device_max_rate=0, replay_window=0)
+    config = free_config(home, device_max_rate=0, replay_window=0)
     env = config.to_env()
     medsec(env, "up", "--detach", "--no-nodered")
     return config, env

@@ -24,7 +24,7 @@ import pytest
 
 from services.common.config import Config
 from tests.support.broker import start_mosquitto
-from tests.support.proc import Processes, free_port
+from tests.support.proc import Processes, free_config
 
 # The key store and the auth / keyadmin processes on it: state, store, pg_server, auth_proc, keyadmin.
 pytest_plugins = ("tests.support.stores",)
@@ -48,13 +48,7 @@ HEAVY = frozenset({"mosquitto", "postgres", "initdb", "pg_ctl", "haproxy", "chro
 @pytest.fixture
 def config(tmp_path) -> Config:
     """A fresh state directory with every port free; like a second stack on this machine."""
-    return Config(
-        home=tmp_path / "home",
-        proxy_port=free_port(),
-        admin_port=free_port(),
-        mqtt_port=free_port(),
-        nodered_port=free_port(),
-    )
+    return free_config(tmp_path / "home")
 
 
 @pytest.fixture

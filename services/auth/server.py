@@ -24,7 +24,7 @@ from services.auth.bursts import BurstDetector
 from services.auth.identify import Identified
 from services.auth.service import AuthService
 from services.common import authwire
-from services.common.config import Config, ConfigError, bad_config
+from services.common.config import Config, service_config
 from services.common.logs import kv, setup
 from services.common.state import StateError
 from services.keystore.backends import open_store
@@ -135,13 +135,7 @@ class AuthServer:
                     break
                 buf += chunk
                 while True:
-                    batch = []
-                    while len(batch) < BATCH:
-                        message, used = authwire.decode(buf)
-                        if message is None:
-                            break
-                        del buf[:used]
-                        batch.append(message)
+                    batch = list(itertools.islice(authwire.messages(buf), BATCH))
                     if not batch:
                         break
                     writer.write(self._answers(batch, client))
@@ -209,10 +203,7 @@ async def run(config: Config, log: logging.Logger) -> None:
 
 def main() -> int:
     log = setup("auth")
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        return bad_config("auth", exc)
+    config = service_config("auth")
     try:
         asyncio.run(run(config, log))
     except (StateError, ValueError, KeyStoreError) as exc:

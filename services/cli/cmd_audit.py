@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from services.cli.actions import action, actions_of
 from services.cli.cmd_device import api_call, table
 from services.cli.errors import CliError
 from services.common.config import Config
@@ -87,12 +88,9 @@ def witness_check(entries: list[AuditEntry], witness: Witness | None, last_seq: 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    audit = sub.add_parser("audit", help="the key-admin audit log: show it, verify its hash chain")
-    asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    show = asub.add_parser("show", help="list audit entries, oldest first")
+    asub = actions_of(sub, "audit", "the key-admin audit log: show it, verify its hash chain")
+    show = action(asub, "show", cmd_show, "list audit entries, oldest first")
     show.add_argument("--device", help="only entries about this device")
     show.add_argument("-n", "--limit", type=int, default=0, help="only the last N entries")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(func=cmd_show)
-    verify = asub.add_parser("verify", help="check the hash chain; names the first broken entry")
-    verify.set_defaults(func=cmd_verify)
+    action(asub, "verify", cmd_verify, "check the hash chain; names the first broken entry")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services.cli import provision
+from services.cli.actions import action, actions_of
 from services.cli.errors import CliError
 from services.common.adminclient import AdminApiError, AdminClient, quote
 from services.common.config import Config
@@ -166,37 +167,36 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    device = sub.add_parser("device", help="register, list, show, rotate, revoke and import devices")
-    dsub = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+    dsub = actions_of(sub, "device", "register, list, show, rotate, revoke and import devices")
 
-    def action(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        p = dsub.add_parser(name, help=help_text)
+    def api_action(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = action(dsub, name, func, help_text)
         p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.set_defaults(func=func)
         return p
 
-    add = action("add", cmd_add, "register a device; prints its credentials once")
+    add = api_action("add", cmd_add, "register a device; prints its credentials once")
     add.add_argument("id")
     add.add_argument("--protocol", choices=("v1", "v2"), default="v1")
     add.add_argument("--key", help="v1: the device's 16-character key (generated when absent)")
     add.add_argument("--iv", help="v1: the device's 16-character IV (generated when absent)")
 
-    action("list", cmd_list, "list devices (never secrets)")
-    action("show", cmd_show, "a device's state, last seen and counters").add_argument("id")
-    revoke = action("revoke", cmd_revoke, "revoke a device: live connections close, its key is refused")
+    api_action("list", cmd_list, "list devices (never secrets)")
+    api_action("show", cmd_show, "a device's state, last seen and counters").add_argument("id")
+    revoke = api_action("revoke", cmd_revoke, "revoke a device: live connections close, its key is refused")
     revoke.add_argument("id")
 
-    rotate = action("rotate", cmd_rotate, "issue new credentials; the old ones overlap for a grace period")
+    rotate = api_action("rotate", cmd_rotate,
+                        "issue new credentials; the old ones overlap for a grace period")
     rotate.add_argument("id")
     rotate.add_argument("--grace", type=parse_duration, metavar="DURATION",
                         help="how long the old credentials stay valid (default 24h; e.g. 0, 30m, 7d)")
     rotate.add_argument("--key", help="v1: the new key (generated when absent)")
     rotate.add_argument("--iv", help="v1: the new IV (generated when absent)")
 
-    imp = action("import", cmd_import, "import a legacy key file (JSON lines {id, key, iv}); all or nothing")
+    imp = api_action("import", cmd_import,
+                     "import a legacy key file (JSON lines {id, key, iv}); all or nothing")
     imp.add_argument("file", help="the key file, or - for standard input")
 
-    prov = dsub.add_parser("provision", help="write a registered device's settings to a Pico")
+    prov = action(dsub, "provision", cmd_provision, "write a registered device's settings to a Pico")
     prov.add_argument("id", help="the device id")
     prov.add_argument("extra", nargs=argparse.REMAINDER, help="options of the provisioning tool")
-    prov.set_defaults(func=cmd_provision)

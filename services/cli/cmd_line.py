@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+from services.cli.actions import action, actions_of
 from services.cli.cmd_station import prepare_station
 from services.cli.errors import CliError
 from services.common.config import Config
@@ -80,12 +81,10 @@ def _positions(value: str) -> set[int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("line", help="run a demo line of the sealed parameter workflow")
-    sub = parser.add_subparsers(dest="line_command", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="write N stations' files and line order, register them, drive the line")
+    sub = actions_of(subparsers, "line", "run a demo line of the sealed parameter workflow")
+    run = action(sub, "run", _run, "write N stations' files and line order, register them, drive the line")
     run.add_argument("--stations", type=int, default=3, help="number of stations (3)")
     run.add_argument("--fail-first", type=_positions, default={2}, metavar="POS",
                      help="positions whose first value set fails (default 2)")
     run.add_argument("--prefix", default="s", help="station id prefix (s: s1, s2, ...)")
     run.add_argument("--timeout", type=float, default=120.0, help="seconds per station (120)")
-    run.set_defaults(func=_run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from services.cli.actions import action, actions_of
 from services.cli.errors import CliError
 from services.common.adminclient import error_message, quote
 from services.common.config import Config, valid_device_id
@@ -79,14 +80,10 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("station", help="play or manage a station of the parameter workflow")
-    sub = parser.add_subparsers(dest="station_command", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="play station ID: key pair, registration, request, try value sets, done")
+    sub = actions_of(subparsers, "station", "play or manage a station of the parameter workflow")
+    run = action(sub, "run", _run, "play station ID: key pair, registration, request, try value sets, done")
     run.add_argument("station", type=_station_id, metavar="ID")
     run.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (120)")
-    run.set_defaults(func=_run)
-    lst = sub.add_parser("list", help="registered stations and key fingerprints")
-    lst.set_defaults(func=_list)
-    rev = sub.add_parser("revoke", help="revoke a station's key and broker account")
+    action(sub, "list", _list, "registered stations and key fingerprints")
+    rev = action(sub, "revoke", _revoke, "revoke a station's key and broker account")
     rev.add_argument("station", type=_station_id, metavar="ID")
-    rev.set_defaults(func=_revoke)

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from services.cli.actions import action, actions_of
 from services.cli.cmd_device import _when, api_call, table
 from services.keystore.models import SCOPES
 
@@ -42,15 +43,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    token = sub.add_parser("token", help="key-admin API tokens with scopes: create, list, revoke")
-    tsub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    create = tsub.add_parser("create", help="create a token; prints its value once")
+    tsub = actions_of(sub, "token", "key-admin API tokens with scopes: create, list, revoke")
+    create = action(tsub, "create", cmd_create, "create a token; prints its value once")
     create.add_argument("name", help="1-64 of A-Z a-z 0-9 _ . - (the name audit entries show)")
     create.add_argument("--scope", required=True, choices=SCOPES)
-    create.set_defaults(func=cmd_create)
-    listing = tsub.add_parser("list", help="names, scopes and states; never a value")
+    listing = action(tsub, "list", cmd_list, "names, scopes and states; never a value")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
-    revoke = tsub.add_parser("revoke", help="revoke a token: requests with it get 401")
-    revoke.add_argument("name")
-    revoke.set_defaults(func=cmd_revoke)
+    action(tsub, "revoke", cmd_revoke, "revoke a token: requests with it get 401").add_argument("name")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 MAX_MESSAGE = 1 << 20
@@ -50,3 +51,14 @@ def decode(buf: bytes | bytearray) -> tuple[dict[str, Any] | None, int]:
     if not isinstance(message, dict):
         raise AuthWireError("message is not a JSON object")
     return message, end
+
+
+def messages(buf: bytearray) -> Iterator[dict[str, Any]]:
+    """Each complete message at the front of buf, taken out of buf as it is yielded (a caller
+    that stops early leaves the rest in place); ends when more bytes are needed."""
+    while True:
+        message, used = decode(buf)
+        if message is None:
+            return
+        del buf[:used]
+        yield message

@@ -45,6 +45,15 @@ def bad_config(service: str, exc: Exception) -> int:
     return EXIT_BAD_CONFIG
 
 
+def service_config(service: str) -> Config:
+    """A service main()'s settings: Config.from_env(), or, on a bad setting, the process ends
+    the one way (bad_config: one line on stderr, exit EXIT_BAD_CONFIG)."""
+    try:
+        return Config.from_env()
+    except ConfigError as exc:
+        raise SystemExit(bad_config(service, exc)) from None
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from services.common.adminclient import AdminApiError, AdminClient
-from services.common.config import Config, ConfigError, bad_config
+from services.common.config import Config, service_config
 from services.common.logs import kv, setup
 from services.common.state import StateError, service_token
 from services.dispatch.keys import StationKeys, load_or_create_server_key
@@ -31,10 +31,7 @@ async def serve(config: Config, service: DispatchService) -> None:
 
 def main() -> int:
     log = setup("dispatch")
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        return bad_config("dispatch", exc)
+    config = service_config("dispatch")
     cfg = DispatchConfig.from_config(config)
     try:
         # Its own token, scope stations:read: station public keys and nothing else (state.SERVICE_TOKENS).

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from services.common.config import Config, ConfigError, bad_config
+from services.common.config import Config, service_config
 from services.common.logs import kv, setup
 from services.common.state import SERVICE_TOKENS, StateError, read_secret, service_token_hash_path
 from services.keyadmin import clashes, devices_api, openapi, ops_api, stations_api, tokens_api
@@ -151,10 +151,7 @@ def create_app(config: Config | None = None, overrides: dict[str, Any] | None = 
 
 def main() -> int:
     setup("keyadmin")
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        return bad_config("keyadmin", exc)
+    config = service_config("keyadmin")
     try:
         app = create_app(config)
     except (StateError, ValueError, KeyStoreError) as exc:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from services.common import logs
-from services.common.config import Config, ConfigError, bad_config
+from services.common.config import service_config
 from services.common.state import StateError
 from services.nodered import available, osuser, prepare
 
@@ -19,10 +19,7 @@ def main() -> int:
     if not available():
         log.error(logs.kv(event="not_installed", hint="make -C nodered install"))
         return 2
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        return bad_config("nodered", exc)
+    config = service_config("nodered")
     try:
         argv, env, user = prepare(config)
     except (StateError, ValueError) as exc:

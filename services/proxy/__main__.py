@@ -6,7 +6,7 @@ import resource
 import sys
 
 from services.common import logs
-from services.common.config import Config, ConfigError, bad_config
+from services.common.config import Config, service_config
 from services.common.logs import kv
 from services.common.state import StateError
 from services.proxy.server import ProxyServer, install_signals
@@ -32,10 +32,7 @@ def raise_file_limit(connections: int) -> int:
 
 def main() -> int:
     log = logs.setup("proxy")
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        return bad_config("proxy", exc)
+    config = service_config("proxy")
     files = raise_file_limit(config.max_connections)
     if files < config.max_connections:
         log.warning(kv(event="file_limit", limit=files, max_connections=config.max_connections,

@@ -115,11 +115,7 @@ class AuthClient:
                 if not data:
                     break
                 buf += data
-                while True:
-                    message, used = authwire.decode(buf)
-                    if message is None:
-                        break
-                    del buf[:used]
+                for message in authwire.messages(buf):
                     future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
                     if future is not None and not future.done():
                         future.set_result(message)

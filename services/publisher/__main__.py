@@ -8,7 +8,7 @@ import socket
 import sys
 
 from services.common import logs
-from services.common.config import Config, ConfigError, bad_config
+from services.common.config import Config, service_config
 from services.common.logs import kv
 from services.common.state import StateError
 from services.publisher import lease, metrics
@@ -75,10 +75,7 @@ async def serve(config: Config, log) -> int:
 
 def main() -> int:
     log = logs.setup("publisher")
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        return bad_config("publisher", exc)
+    config = service_config("publisher")
     return asyncio.run(serve(config, log))
 
 

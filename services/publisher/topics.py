@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from services.common.config import valid_device_id
 from services.common.errors import ReasonError
@@ -32,6 +34,8 @@ VALUE_TOPICS: tuple[tuple[str, str], ...] = (
     ("Internal_Device_Data/Temperature/MPU", "TempMpu"),
 )
 PROTOCOLS = ("v1", "v2")
+T = TypeVar("T")
+
 STATUS_EVENTS = {"connect": "online", "disconnect": "offline"}
 # Proxy events the dashboards must see as alerts: event -> (rule, state), on Pico/<id>/alert.
 ALERT_EVENTS = {"duplicate_session": ("duplicate_session", "alert"),
@@ -173,8 +177,9 @@ def public_messages(reading: Ingest) -> list[Publish]:
     return out
 
 
-def _device_event(topic: str, payload: bytes) -> tuple[str, dict] | None:
-    """(device, event) of a well-formed event about a valid device; None otherwise.
+def _device_event(topic: str, payload: bytes, meanings: Mapping[str, T]) -> tuple[str, dict, T] | None:
+    """(device, event, its meaning) of a well-formed event about a valid device whose "event" is
+    a key of meanings; None otherwise.
 
     Events of unidentified connections (`~unidentified`, not a valid device id) and
     malformed events are ignored: they must not invent a device.
@@ -188,7 +193,10 @@ def _device_event(topic: str, payload: bytes) -> tuple[str, dict] | None:
         return None
     if not isinstance(obj, dict) or obj.get("device") != device:
         return None
-    return device, obj
+    meaning = meanings.get(obj.get("event"))  # type: ignore[arg-type]
+    if meaning is None:
+        return None
+    return device, obj, meaning
 
 
 def alert_message(topic: str, payload: bytes) -> Publish | None:
@@ -197,13 +205,10 @@ def alert_message(topic: str, payload: bytes) -> Publish | None:
     `{"device", "rule": "duplicate_session", "state": "alert"|"clear", "reason", "text", "src",
     "peer", "ts"}`: what the medsec alert node and the dashboard's Alerts page show.
     """
-    found = _device_event(topic, payload)
+    found = _device_event(topic, payload, ALERT_EVENTS)
     if found is None:
         return None
-    device, obj = found
-    kind = ALERT_EVENTS.get(obj.get("event"))  # type: ignore[arg-type]
-    if kind is None:
-        return None
+    device, obj, kind = found
     ts = obj.get("ts")
     reason = obj.get("reason")
     detail = obj.get("detail")
@@ -226,11 +231,8 @@ def _maybe_address(obj: dict, name: str) -> list | None:
 
 def status_message(topic: str, payload: bytes) -> Publish | None:
     """The retained Pico/<id>/status a connect or disconnect event sets; None for any other event."""
-    found = _device_event(topic, payload)
+    found = _device_event(topic, payload, STATUS_EVENTS)
     if found is None:
         return None
-    device, obj = found
-    status = STATUS_EVENTS.get(obj.get("event"))  # type: ignore[arg-type]
-    if status is None:
-        return None
+    device, _, status = found
     return f"Pico/{device}/status", status.encode(), True

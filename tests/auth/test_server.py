@@ -44,9 +44,7 @@ def test_internal_error_is_answered_in_order(tmp_path):
         answers, buf = [], bytearray()
         while len(answers) < 3:
             buf += await asyncio.wait_for(reader.read(65536), 5)
-            while (decoded := authwire.decode(buf))[0] is not None:
-                answers.append(decoded[0])
-                del buf[:decoded[1]]
+            answers += authwire.messages(buf)
         writer.close()
         server.stop()
         await server.serve()

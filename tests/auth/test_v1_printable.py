@@ -17,15 +17,28 @@ from tests.auth.test_v1_contest import add, ask, text, values
 from tests.auth.wire import encrypt
 
 
+def served(store) -> AuthService:
+    """The auth service on the store as it is now."""
+    service = AuthService(store)
+    service.refresh(force=True)
+    return service
+
+
+def one_device(store, seed: int) -> tuple[random.Random, str, str, AuthService]:
+    """A seeded rng, device "dev" with a key and iv drawn from it, and the service on it."""
+    rng = random.Random(seed)
+    key, iv = text(rng), text(rng)
+    add(store, "dev", key, iv)
+    return rng, key, iv, served(store)
+
+
 @pytest.fixture
 def devices(store, vectors):
     """Every vector's credentials registered, and the service on them."""
     pairs = sorted({(v["key"], v["iv"]) for v in vectors})
     for n, (key, iv) in enumerate(pairs):
         add(store, f"vec-{n}", key, iv)
-    service = AuthService(store)
-    service.refresh(force=True)
-    return service, {pair: f"vec-{n}" for n, pair in enumerate(pairs)}
+    return served(store), {pair: f"vec-{n}" for n, pair in enumerate(pairs)}
 
 
 def runs(wire: str, rng: random.Random) -> list[tuple[bytes, bool]]:
@@ -73,11 +86,7 @@ def hexed(blocks: list[bytes]) -> bytes:
 def test_a_bad_block_is_refused_where_it_arrives(store, variant):
     """Garbage at every position of a reading (block 1 before the variant is known, the middle,
     the last block), as the first reading of a connection and after good ones."""
-    rng = random.Random(variant)
-    key, iv = text(rng), text(rng)
-    add(store, "dev", key, iv)
-    service = AuthService(store)
-    service.refresh(force=True)
+    rng, key, iv, service = one_device(store, variant)
     conn = 0
     for after_good in (0, 1, 2):
         for position in range(1, 9):
@@ -106,8 +115,7 @@ def test_random_blocks_after_a_good_first_block_and_after_a_good_reading(store):
     add(store, "dev", key, iv)
     other_key, other_iv = text(rng), text(rng)
     add(store, "other", other_key, other_iv)
-    service = AuthService(store)
-    service.refresh(force=True)
+    service = served(store)
     for conn in range(20):
         first = encrypt(key, iv, v1.format_reading(values(rng))).split(b"+")[0]
         tail = hexed([garbage(rng) for _ in range(rng.randint(1, 7))])
@@ -124,11 +132,7 @@ def test_random_blocks_after_a_good_first_block_and_after_a_good_reading(store):
 
 def test_an_open_run_is_never_a_complete_reading(store):
     """A '+' after the padding block: the reading goes on, so nothing is published yet."""
-    rng = random.Random(4)
-    key, iv = text(rng), text(rng)
-    add(store, "dev", key, iv)
-    service = AuthService(store)
-    service.refresh(force=True)
+    rng, key, iv, service = one_device(store, 4)
     wire = encrypt(key, iv, v1.format_reading(values(rng)))
     assert ask(service, 1, wire, open=True)["status"] == "more"
     assert service.metrics.accepted == 0
@@ -136,11 +140,7 @@ def test_an_open_run_is_never_a_complete_reading(store):
 
 def test_printable_but_wrong_text_keeps_its_reason(store):
     """Text that is printable keeps the decode reasons (not_json, bad_padding, ...)."""
-    rng = random.Random(5)
-    key, iv = text(rng), text(rng)
-    add(store, "dev", key, iv)
-    service = AuthService(store)
-    service.refresh(force=True)
+    rng, key, iv, service = one_device(store, 5)
     cases = [(b'{"Temp":"36.600", this is not json at all', "not_json"),
              (v1.format_reading(values(rng))[:-1] + b"~", "not_json"),
              (b'{"Temp":"36.600","TempMcu":"23.700"}', "missing_field")]

@@ -25,15 +25,12 @@ class AuthClient:
         return message["id"]
 
     def recv(self) -> dict[str, Any]:
-        while True:
-            message, used = authwire.decode(self.buf)
-            if message is not None:
-                del self.buf[:used]
-                return message
+        while (message := next(authwire.messages(self.buf), None)) is None:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise ConnectionError("auth closed the socket")
             self.buf += chunk
+        return message
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
         rid = self.send(message)

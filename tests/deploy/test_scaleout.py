@@ -10,19 +10,14 @@ key store, 50 simulated v2 devices.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import threading
 import time
 import uuid
-from collections import Counter
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from services.common.state import mqtt_password
 from services.keystore.credentials import make_secret
 from services.keystore.models import NewDevice
 from services.keystore.postgres import PostgresKeyStore
@@ -30,6 +25,7 @@ from services.keystore.sealing import Sealer
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
+from tests.support.broker import SeqDashboard
 from tests.support.haproxy import HAProxy, haproxy_binary
 from tests.support.proc import free_port, wait_until
 
@@ -37,37 +33,6 @@ DEVICES = 50
 RATE = 4.0
 
 pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy not installed")
-
-
-class Dashboard:
-    """Counts every (device, seq) that reaches the public tree."""
-
-    def __init__(self, config) -> None:
-        self.lock = threading.Lock()
-        self.seqs: dict[str, Counter] = {}
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311)
-        self.client.username_pw_set("dashboard", mqtt_password(config, "dashboard"))
-        subscribed = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("Pico/+/json", qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(config.host, config.mqtt_port)
-        self.client.loop_start()
-        wait_until(subscribed.is_set, 10, what="dashboard subscription")
-
-    def _on_message(self, client, userdata, msg) -> None:
-        body = json.loads(msg.payload)
-        with self.lock:
-            self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
-
-    def counts(self, device: str) -> Counter:
-        with self.lock:
-            return Counter(self.seqs.get(device, Counter()))
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def start_logged(procs, tmp_path, name: str, argv: list[str], env: dict[str, str], ready: str):
@@ -105,7 +70,7 @@ def test_two_proxies_two_auths_one_postgres_store(config, config_env, procs, bro
     active = start_logged(procs, tmp_path, "publisher1", publisher_argv, base, "bus_subscribed")
     start_logged(procs, tmp_path, "publisher2", publisher_argv, base, "event=standby")
     lb = HAProxy(procs, tmp_path, ports)
-    dashboard = Dashboard(config)
+    dashboard = SeqDashboard(config)
 
     timings: dict[str, float] = {}
     devices = [V2Device(c, counter=seq_counter(None)) for c in creds]

@@ -18,8 +18,8 @@ from services.common import envelope
 from services.common.config import Config
 from services.common.state import write_secret
 from services.dispatch import keys as dkeys
-from tests.support.broker import Subscriber, start_mosquitto
-from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.support.broker import Subscriber, broker_under
+from tests.support.proc import port_open, wait_until
 from tests.support.stack import api
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "envelope.json"
@@ -112,14 +112,8 @@ def dstack(config, config_env, procs, broker, keys) -> DispatchStack:
 @pytest.fixture(scope="module")
 def shared_stack(tmp_path_factory, keys):
     """One stack for a whole module (each costs seconds); tests isolate themselves with a new line run."""
-    tmp = tmp_path_factory.mktemp("dispatch")
-    config = Config(home=tmp / "home", proxy_port=free_port(), admin_port=free_port(),
-                    mqtt_port=free_port(), nodered_port=free_port())
-    env = config.to_env()
-    (tmp / "proclogs").mkdir()
-    procs = Processes(tmp / "proclogs")
-    try:
-        stack = _stack(config, env, procs, start_mosquitto(config, procs), keys)
+    with broker_under(tmp_path_factory.mktemp("dispatch")) as (config, procs, broker):
+        stack = _stack(config, config.to_env(), procs, broker, keys)
         monitor = Subscriber(config, "monitor")
         monitor.subscribe("medsec/dispatch/#")
         stack.monitor = monitor
@@ -127,8 +121,6 @@ def shared_stack(tmp_path_factory, keys):
         wait_until(lambda: stack.status(monitor), 15, what="dispatch status")
         yield stack
         monitor.close()
-    finally:
-        procs.stop_all()
 
 
 class Probe:

@@ -71,42 +71,47 @@ def test_a_burst_the_server_cannot_keep_up_with_is_handled_whole(line):
         probe.close()
 
 
-def test_a_replay_after_a_restart_of_the_server_is_refused(line):
+def served_then_replayed(line, restart_server, after_refusal=lambda: None) -> None:
+    """s1's request is served; restart_server() restarts dispatch; the same bytes sent again are
+    refused as a replay (counted once), after_refusal() checks what else it must not have changed,
+    and a fresh envelope from s1 is still served."""
     probe = Probe(line, "s1")
     try:
         request = probe.send("request", "request", {"station": "s1"})
-        kind, _ = probe.next()
-        assert kind == "params"
-        state = line.state_path.read_bytes()
-        restart(line)
+        assert probe.next()[0] == "params"
+        restart_server()
         probe.publish("request", request)  # the same bytes, well inside the window
         wait_until(lambda: line.status(line.monitor).get("rejected", {}).get("replay", 0) == 1, 15,
-                   what="the replay to be rejected")
-        assert line.state_path.read_bytes() == state
-        # A fresh envelope from the same station is still served.
+                   what="the replay to be refused")
+        after_refusal()
         probe.send("request", "request", {"station": "s1"})
         assert probe.next()[0] == "params"
     finally:
         probe.close()
 
 
+def test_a_replay_after_a_restart_of_the_server_is_refused(line):
+    state = []
+
+    def restart_server() -> None:
+        state.append(line.state_path.read_bytes())
+        restart(line)
+
+    def state_unchanged() -> None:
+        assert line.state_path.read_bytes() == state[0]
+
+    served_then_replayed(line, restart_server, state_unchanged)
+
+
 def test_an_unreadable_cache_refuses_everything_sealed_before_the_restart(line):
-    probe = Probe(line, "s1")
-    try:
-        request = probe.send("request", "request", {"station": "s1"})
-        assert probe.next()[0] == "params"
+    def restart_with_a_torn_cache() -> None:
         line.procs.stop(line.dispatch)
         (dkeys.dispatch_dir(line.config) / "nonces.json").write_text("{ torn")
         line.start_dispatch()
         wait_until(lambda: "nonce_cache_unreadable" in (line.procs.log_dir / "dispatch.log").read_text(), 15,
                    what="the server to report the cache")
-        probe.publish("request", request)
-        wait_until(lambda: line.status(line.monitor).get("rejected", {}).get("replay", 0) == 1, 15,
-                   what="the old envelope to be refused")
-        probe.send("request", "request", {"station": "s1"})
-        assert probe.next()[0] == "params"
-    finally:
-        probe.close()
+
+    served_then_replayed(line, restart_with_a_torn_cache)
 
 
 def test_a_station_that_restarts_still_refuses_a_replayed_answer(tmp_path, keys):

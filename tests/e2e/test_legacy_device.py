@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 
 from services.common import v1
-from services.common.config import Config
 from tests.support.broker import Subscriber
-from tests.support.proc import free_port, wait_until
+from tests.support.proc import free_config, wait_until
 from tests.support.stack import alive, api, device_socket, kill_all, medsec, supervised_pids
 from tests.support.topics import LEGACY
 
@@ -24,12 +23,19 @@ def register(config, device, key="1234567890123456", iv="AAAAAAAAAAAAAAAA"):
     return body
 
 
+def watched(config, device: str, *filters: str) -> Subscriber:
+    """device registered (default key and iv), and a dashboard client subscribed to filters."""
+    register(config, device)
+    dash = Subscriber(config, "dashboard")
+    for f in filters:
+        dash.subscribe(f)
+    return dash
+
+
 def test_readings_reach_every_public_topic_with_exact_values(stack, request):
     config = stack
     device = f"e2e-{request.node.name[:40]}"
-    register(config, device)
-    dash = Subscriber(config, "dashboard")
-    dash.subscribe(f"Pico/{device}/#")
+    dash = watched(config, device, f"Pico/{device}/#")
     chained = [v for v in FULL if v["variant"] == "chained"][:3]
     with device_socket(config) as sock:
         local = sock.getsockname()
@@ -56,9 +62,7 @@ def test_readings_reach_every_public_topic_with_exact_values(stack, request):
 def test_per_block_variant_is_accepted(stack, request):
     config = stack
     device = f"e2e-pb-{request.node.name[:30]}"
-    register(config, device)
-    dash = Subscriber(config, "dashboard")
-    dash.subscribe(f"Pico/{device}/json")
+    dash = watched(config, device, f"Pico/{device}/json")
     per_block = [v for v in FULL if v["variant"] == "per_block"]
     with device_socket(config) as sock:
         for vec in per_block:
@@ -72,10 +76,7 @@ def test_per_block_variant_is_accepted(stack, request):
 def test_dashboard_account_cannot_publish_public_or_read_internal(stack, request):
     config = stack
     device = f"e2e-acl-{request.node.name[:30]}"
-    register(config, device)
-    dash = Subscriber(config, "dashboard")
-    dash.subscribe("medsec/#")
-    dash.subscribe(f"Pico/{device}/json")
+    dash = watched(config, device, "medsec/#", f"Pico/{device}/json")
     dash.client.publish(f"Pico/{device}/json", b'{"forged": true}', qos=1).wait_for_publish(5)
     with device_socket(config) as sock:
         sock.sendall(FULL[0]["wire"].encode())
@@ -87,8 +88,7 @@ def test_dashboard_account_cannot_publish_public_or_read_internal(stack, request
 
 def test_two_stacks_side_by_side(stack, tmp_path, request):
     first = stack
-    second = Config(home=tmp_path / "second", proxy_port=free_port(), admin_port=free_port(),
-                    mqtt_port=free_port(), nodered_port=free_port())
+    second = free_config(tmp_path / "second")
     second_env = second.to_env()
     medsec(second_env, "up", "--detach", "--no-nodered")
     pids = supervised_pids(second)

@@ -9,61 +9,24 @@ again what was not acknowledged.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import threading
 import uuid
-from collections import Counter
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from services.common.state import mqtt_password
 from services.keystore.credentials import make_secret
 from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
-from tests.support.broker import start_mosquitto
+from tests.support.broker import SeqDashboard, start_mosquitto
 from tests.support.proc import port_open, wait_until
 
 DEVICES = 20
 RATE = 10.0
-
-
-class Dashboard:
-    """A dashboard with a persistent session: the broker keeps its messages across the broker restart."""
-
-    def __init__(self, config) -> None:
-        self.lock = threading.Lock()
-        self.seqs: dict[str, Counter] = {}
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
-                                  clean_session=False, protocol=mqtt.MQTTv311)
-        self.client.username_pw_set("dashboard", mqtt_password(config, "dashboard"))
-        self.client.reconnect_delay_set(0.05, 0.5)
-        self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("Pico/+/json", qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(config.host, config.mqtt_port)
-        self.client.loop_start()
-        wait_until(self.subscribed.is_set, 10, what="dashboard subscription")
-
-    def _on_message(self, client, userdata, msg) -> None:
-        body = json.loads(msg.payload)
-        with self.lock:
-            self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
-
-    def counts(self, device: str) -> Counter:
-        with self.lock:
-            return Counter(self.seqs.get(device, Counter()))
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def start(procs, name: str, env: dict[str, str], tmp_path, ready: str):
@@ -90,7 +53,7 @@ def test_acknowledged_readings_survive_publisher_and_broker_restarts(config, con
     wait_until(lambda: config.auth_socket.exists(), 10, what="auth socket")
     proxy = start(procs, "proxy", env, tmp_path, "event=bus_subscribed")
     publisher = start(procs, "publisher", env, tmp_path, "bus_subscribed")
-    dashboard = Dashboard(config)
+    dashboard = SeqDashboard(config, persistent=True)
 
     devices = [V2Device(c, counter=seq_counter(None)) for c in creds]
     options = SimOptions(port=config.proxy_port, rate=RATE, min_backoff=0.05, max_backoff=0.5)

@@ -4,14 +4,20 @@ from __future__ import annotations
 import secrets
 import string
 import sys
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.common.config import Config
 from services.keystore.models import NewDevice
-from services.keystore.sqlite import SQLiteKeyStore
-from tests.support.broker import Subscriber
+from tests.firmware.conftest import WIFI
+from tests.support.broker import Subscriber, broker_under
 from tests.support.proc import Processes, port_open, wait_until
+from tests.support.stores import add_sqlite_device
+
+SSID = next(iter(WIFI))
 
 
 def text16() -> str:
@@ -59,23 +65,43 @@ class Gateway:
 
     def register_v1(self, device: str) -> tuple[str, str]:
         key, iv = text16(), text16()
-        store = SQLiteKeyStore.open(self.config)
-        try:
-            store.add(NewDevice(device, "v1", {"key": key, "iv": iv}))
-        finally:
-            store.close()
+        add_sqlite_device(self.config, NewDevice(device, "v1", {"key": key, "iv": iv}))
         return key, iv
 
     def register_v2(self, device: str) -> tuple[str, str]:
         master, kid = secrets.token_hex(16), secrets.token_hex(4)
-        store = SQLiteKeyStore.open(self.config)
-        try:
-            store.add(NewDevice(device, "v2", {"master_key": master, "key_id": kid}))
-        finally:
-            store.close()
+        add_sqlite_device(self.config, NewDevice(device, "v2", {"master_key": master, "key_id": kid}))
         return master, kid
 
     def dashboard(self, device: str) -> Subscriber:
         sub = Subscriber(self.config, "dashboard")
         sub.subscribe(f"Pico/{device}/#")
         return sub
+
+
+def firmware_device(make_device, gateway: Gateway, protocol: str, prefix: str, net: str,
+                    **site: Any) -> tuple[str, Any]:
+    """A firmware device (make_device) registered on the gateway for protocol "v1" or "v2", its
+    settings pointing at the gateway's proxy over net; (device id, device)."""
+    device = f"{prefix}-{net}-{uuid.uuid4().hex[:8]}"
+    if protocol == "v1":
+        key, iv = gateway.register_v1(device)
+        secrets = {"v1_key": key, "v1_iv": iv}
+    else:
+        master, kid = gateway.register_v2(device)
+        secrets = {"v2_master_key": master, "v2_key_id": kid}
+        site = {"protocol": "v2", **site}
+    dev = make_device(
+        net=net,
+        site={"device_id": device, "server_ip": "127.0.0.1", "server_port": gateway.config.proxy_port,
+              "wifi_ssid": SSID, **site},
+        secrets={"wifi_password": WIFI[SSID], **secrets},
+    )
+    return device, dev
+
+
+def run_gateway(home: Path, **settings: object) -> Iterator[Gateway]:
+    """For a fixture to yield from: a started gateway on free ports under home, with these Config
+    settings (passed to every process as Config.to_env()); every process stopped afterwards."""
+    with broker_under(home, **settings) as (config, procs, _):
+        yield Gateway(config, config.to_env(), procs, home / "proclogs").start()

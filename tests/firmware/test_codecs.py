@@ -141,6 +141,20 @@ def test_device_validation_accepts_limits():
     assert cfgcodec.validate({**GOOD, "server_port": "65535", "server_ip": "0.0.0.0"})["server_port"] == 65535
 
 
+def run_micropython(script: str, files: list[str]) -> dict:
+    """Run tests/firmware/<script> under MicroPython's WebAssembly port with files (target=source)
+    in its file system; the JSON of the line it prints as `RESULT {...}`."""
+    run = subprocess.run(
+        ["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / script), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert run.returncode == 0 and line, run.stdout + run.stderr
+    return json.loads(line[0][7:])
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_codecs_under_real_micropython(tmp_path, built_firmware):
     """The same modules under the MicroPython WebAssembly port (npm), cryptolib from a small shim."""
@@ -171,15 +185,7 @@ def test_codecs_under_real_micropython(tmp_path, built_firmware):
         f"/data/v2.json={ROOT / 'tests' / 'vectors' / 'v2.json'}",
         f"/data/page.json={page}",
     ]
-    run = subprocess.run(
-        ["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / "mp_vectors.py"), *files],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert run.returncode == 0 and line, run.stdout + run.stderr
-    result = json.loads(line[0][7:])
+    result = run_micropython("mp_vectors.py", files)
     v2 = json.loads((ROOT / "tests" / "vectors" / "v2.json").read_text())["frames"]
     assert result["impl"] == "micropython"
     assert result["fail"] == []
@@ -254,15 +260,7 @@ def test_main_loop_under_real_micropython(tmp_path, built_firmware, protocol):
     files += [f"/lib/cryptolib.py={HERE / 'mp_shim' / 'cryptolib.py'}", f"/data/case.json={case}"]
     files.append(f"/lib/ccm.py={ROOT / 'services' / 'common' / 'ccm.py'}")
     files.append(f"/lib/v2device.py={ROOT / 'services' / 'common' / 'v2device.py'}")
-    run = subprocess.run(
-        ["node", str(HERE / "mp_run.mjs"), MP.as_uri(), str(HERE / "mp_main_loop.py"), *files],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert run.returncode == 0 and line, run.stdout + run.stderr
-    result = json.loads(line[0][7:])
+    result = run_micropython("mp_main_loop.py", files)
     assert result["impl"] == "micropython"
     assert (result["site"]["server_ip"], result["site"]["server_port"]) == ("10.20.30.40", 9998)
     assert result["site"]["wifi_ssid"] == "IoT" and result["wifi_password"] == "pa$$w0rd"

@@ -75,11 +75,15 @@ def test_a_verified_refusal_drops_exactly_that_reading(tmp_path, keys, capsys):
     assert "event=refusal_ignored" in capsys.readouterr().out
 
 
-def test_an_unknown_reason_code_is_still_a_refusal(tmp_path, keys):
+@pytest.mark.parametrize("seq, reason, pending, refused", [
+    pytest.param(1, "a_reason_of_a_newer_gateway", 0, 1, id="an unknown reason code is still a refusal"),
+    pytest.param(99, "out_of_range", 1, 0, id="a refusal for a seq never sent drops nothing"),
+])
+def test_a_verified_refusal_drops_only_the_reading_it_names(tmp_path, keys, seq, reason, pending, refused):
     link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
     link.reading(VALUES)
-    link.received(gateway_v2.seal_refusal(keys, 1, "a_reason_of_a_newer_gateway"))
-    assert link.pending() == 0 and link.refused == 1
+    link.received(gateway_v2.seal_refusal(keys, seq, reason))
+    assert link.pending() == pending and link.refused == refused
 
 
 def forgeries(keys, other):
@@ -119,13 +123,6 @@ def test_a_forged_refusal_drops_nothing(tmp_path, keys, case):
         link.received(forged)
     assert link.pending() == 2 and link.refused == 0 and link.acked == 0
     assert link.lost() is False  # no verified answer on that link: the app backs off
-
-
-def test_a_verified_refusal_for_a_seq_never_sent_drops_nothing(tmp_path, keys):
-    link = proto_v2.V2Link(Site(str(tmp_path), ring=8))
-    link.reading(VALUES)
-    link.received(gateway_v2.seal_refusal(keys, 99, "out_of_range"))
-    assert link.pending() == 1 and link.refused == 0
 
 
 def test_links_that_end_without_an_answer_never_drop_a_reading(tmp_path, keys):

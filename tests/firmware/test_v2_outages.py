@@ -18,11 +18,9 @@ import uuid
 import pytest
 
 from services.common import v2, v2device
-from services.common.config import Config
 from tests.firmware.conftest import WIFI
-from tests.firmware.gateway import Gateway
-from tests.support.broker import start_mosquitto
-from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.firmware.gateway import firmware_device, run_gateway
+from tests.support.proc import port_open, wait_until
 
 SSID = next(iter(WIFI))
 # The refusal period: a literal minute by default (issue 14); MEDSEC_TEST_REFUSAL_S shortens it.
@@ -33,34 +31,15 @@ BACKOFF_MAX_MS = 4000
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    home = tmp_path_factory.mktemp("gateway")
     # A throttled address is closed at accept for the whole refusal period (throttle_grace 0: no
     # connection of it is let through), the accept-and-close this module is about.
-    config = Config(home=home / "home", proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
-                    nodered_port=free_port(), throttle_failures=3, throttle_cooldown=REFUSAL_S,
-                    throttle_max_cooldown=REFUSAL_S, throttle_grace=0, auth_wait=1)
-    env = config.to_env()
-    logs = home / "proclogs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        start_mosquitto(config, procs)
-        yield Gateway(config, env, procs, logs).start()
-    finally:
-        procs.stop_all()
+    yield from run_gateway(tmp_path_factory.mktemp("gateway"), throttle_failures=3, throttle_grace=0,
+                           throttle_cooldown=REFUSAL_S, throttle_max_cooldown=REFUSAL_S, auth_wait=1.0)
 
 
 def v2_device(make_device, gateway, net):
-    device = f"fwo-{net}-{uuid.uuid4().hex[:8]}"
-    master, kid = gateway.register_v2(device)
-    dev = make_device(
-        net=net,
-        site={"device_id": device, "server_ip": "127.0.0.1", "protocol": "v2",
-              "server_port": gateway.config.proxy_port, "wifi_ssid": SSID, "interval_ms": 1000,
-              "ring_size": 256, "backoff_min_ms": 100, "backoff_max_ms": BACKOFF_MAX_MS},
-        secrets={"wifi_password": WIFI[SSID], "v2_master_key": master, "v2_key_id": kid},
-    )
-    return device, dev
+    return firmware_device(make_device, gateway, "v2", "fwo", net, interval_ms=1000, ring_size=256,
+                           backoff_min_ms=100, backoff_max_ms=BACKOFF_MAX_MS)
 
 
 def seqs(dash, device) -> list[int]:

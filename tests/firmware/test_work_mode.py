@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 
 from services.common import v2device
-from services.common.config import Config
 from tests.firmware.conftest import WIFI, expected_values
-from tests.firmware.gateway import Gateway
-from tests.support.broker import start_mosquitto
-from tests.support.proc import Processes, free_port, wait_until
+from tests.firmware.gateway import firmware_device, run_gateway
+from tests.support.proc import wait_until
 from tests.support.topics import LEGACY
 
 SSID = next(iter(WIFI))
@@ -28,43 +25,13 @@ OUTAGE_S = 30
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """One gateway for the module (each test uses its own device ids): saves a start per test."""
-    home = tmp_path_factory.mktemp("gateway")
-    config = Config(
-        home=home / "home",
-        proxy_port=free_port(),
-        admin_port=free_port(),
-        mqtt_port=free_port(),
-        nodered_port=free_port(),
-        # The fake board's sensors never change, so every v1 reading is byte-identical, which the
-        # proxy's replay check rightly drops (a real board's ADCs are never that still).
-        replay_window=0,
-    )
-    env = config.to_env()
-    logs = home / "proclogs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        start_mosquitto(config, procs)
-        yield Gateway(config, env, procs, logs).start()
-    finally:
-        procs.stop_all()
+    # The fake board's sensors never change, so every v1 reading is byte-identical, which the
+    # proxy's replay check rightly drops (a real board's ADCs are never that still).
+    yield from run_gateway(tmp_path_factory.mktemp("gateway"), replay_window=0)
 
 
 def v1_device(make_device, gateway, net, **site):
-    device = f"fw-{net}-{uuid.uuid4().hex[:8]}"
-    key, iv = gateway.register_v1(device)
-    dev = make_device(
-        net=net,
-        site={
-            "device_id": device,
-            "server_ip": "127.0.0.1",
-            "server_port": gateway.config.proxy_port,
-            "wifi_ssid": SSID,
-            **site,
-        },
-        secrets={"wifi_password": WIFI[SSID], "v1_key": key, "v1_iv": iv},
-    )
-    return device, dev
+    return firmware_device(make_device, gateway, "v1", "fw", net, **site)
 
 
 @pytest.mark.parametrize("net", ["esp8266", "wlan"])
@@ -89,21 +56,7 @@ def test_v1_readings_reach_the_gateway(make_device, gateway, board, net):
 
 
 def v2_device(make_device, gateway, net, **site):
-    device = f"fw2-{net}-{uuid.uuid4().hex[:8]}"
-    master, kid = gateway.register_v2(device)
-    dev = make_device(
-        net=net,
-        site={
-            "device_id": device,
-            "server_ip": "127.0.0.1",
-            "protocol": "v2",
-            "server_port": gateway.config.proxy_port,
-            "wifi_ssid": SSID,
-            **site,
-        },
-        secrets={"wifi_password": WIFI[SSID], "v2_master_key": master, "v2_key_id": kid},
-    )
-    return device, dev
+    return firmware_device(make_device, gateway, "v2", "fw2", net, **site)
 
 
 def seqs(dash, device) -> list[int]:

@@ -35,64 +35,52 @@ def usable(store, device_id: str) -> list[int]:
             if c.device_id == device_id and c.valid(now)]
 
 
-def revoked_device(store, tamper):
+def prepare(store, how: str) -> dict[str, str]:
+    """Device d as an edit finds it: "added" (v1), "added_v2", "revoked", or "rotated" (generation 1
+    expired at once); returns what the edit's SQL may name: {old_mac}, its MAC before revocation."""
+    if how == "added_v2":
+        store.add(NewDevice("d", "v2", make_secret("v2")))
+        return {}
     store.add(v1("d"))
-    store.revoke("d")
-    tamper("UPDATE devices SET revoked_at = NULL WHERE id = 'd'")
+    if how == "revoked":
+        [(old_mac,)] = store._read("SELECT mac FROM devices WHERE id = 'd'")
+        store.revoke("d")
+        return {"old_mac": old_mac}
+    if how == "rotated":
+        store.rotate("d", make_secret("v1"), grace=0)
+    return {}
 
 
-def expired_credential(store, tamper):
-    store.add(v1("d"))
-    store.rotate("d", make_secret("v1"), grace=0)
-    tamper(f"UPDATE credentials SET expires_at = {FAR} WHERE device_id = 'd' AND generation = 1")
+# name -> (device d before, the edit made behind the store's back)
+EDITS = {
+    "revoked_device": ("revoked", "UPDATE devices SET revoked_at = NULL WHERE id = 'd'"),
+    # An older copy of the row, MAC and all (from a backup, or read before the revocation).
+    "revocation_rolled_back": (
+        "revoked", "UPDATE devices SET revoked_at = NULL, mac = '{old_mac}' WHERE id = 'd'"),
+    "expired_credential": (
+        "rotated", f"UPDATE credentials SET expires_at = {FAR} WHERE device_id = 'd' AND generation = 1"),
+    "expired_credential_made_current": (
+        "rotated", "UPDATE credentials SET expires_at = NULL WHERE device_id = 'd' AND generation = 1"),
+    "protocol_downgraded": ("added_v2", "UPDATE devices SET protocol = 'v1' WHERE id = 'd'"),
+    "mac_removed": ("revoked", "UPDATE devices SET revoked_at = NULL, mac = NULL WHERE id = 'd'"),
+    "mac_copied_from_a_live_device": (
+        "revoked", "UPDATE devices SET revoked_at = NULL,"
+                   " mac = (SELECT mac FROM devices WHERE id = 'e') WHERE id = 'd'"),
+    "confirmation_backdated": (
+        "added", "UPDATE credentials SET created_at = created_at - 86400 WHERE device_id = 'd'"),
+}
 
 
-def expired_credential_made_current(store, tamper):
-    store.add(v1("d"))
-    store.rotate("d", make_secret("v1"), grace=0)
-    tamper("UPDATE credentials SET expires_at = NULL WHERE device_id = 'd' AND generation = 1")
+def edited(store, tamper, name: str) -> None:
+    how, sql = EDITS[name]
+    tamper(sql.format(**prepare(store, how)))
 
 
-def protocol_downgraded(store, tamper):
-    store.add(NewDevice("d", "v2", make_secret("v2")))
-    tamper("UPDATE devices SET protocol = 'v1' WHERE id = 'd'")
-
-
-def mac_removed(store, tamper):
-    store.add(v1("d"))
-    store.revoke("d")
-    tamper("UPDATE devices SET revoked_at = NULL, mac = NULL WHERE id = 'd'")
-
-
-def mac_copied_from_a_live_device(store, tamper):
-    store.add(v1("d"))
-    store.revoke("d")
-    tamper("UPDATE devices SET revoked_at = NULL,"
-           " mac = (SELECT mac FROM devices WHERE id = 'e') WHERE id = 'd'")
-
-
-def revocation_rolled_back(store, tamper):
-    """An older copy of the row, MAC and all (from a backup, or read before the revocation)."""
-    store.add(v1("d"))
-    [(old_mac,)] = store._read("SELECT mac FROM devices WHERE id = 'd'")
-    store.revoke("d")
-    tamper(f"UPDATE devices SET revoked_at = NULL, mac = '{old_mac}' WHERE id = 'd'")
-
-
-def confirmation_backdated(store, tamper):
-    store.add(v1("d"))
-    tamper("UPDATE credentials SET created_at = created_at - 86400 WHERE device_id = 'd'")
-
-
-EDITS = [revoked_device, revocation_rolled_back, expired_credential, expired_credential_made_current,
-         protocol_downgraded, mac_removed, mac_copied_from_a_live_device, confirmation_backdated]
-
-
-@pytest.mark.parametrize("edit", EDITS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("edit", EDITS)
 def test_a_row_edited_without_the_master_key_is_refused_at_the_next_use(store_config, store, tamper, edit,
                                                                         caplog):
     store.add(v1("e", key="e" * 16, iv="E" * 16))  # a bystander, left alone
-    edit(store, tamper)
+    edited(store, tamper, edit)
     caplog.set_level(logging.ERROR, logger="medsec.keystore")
     fresh = open_store(store_config)  # nothing cached: what a restarted auth or keyadmin sees
     try:
@@ -116,7 +104,7 @@ def test_a_row_edited_without_the_master_key_is_refused_at_the_next_use(store_co
 
 
 def test_failures_are_logged_once_per_row_state(store_config, store, tamper, caplog):
-    revoked_device(store, tamper)
+    edited(store, tamper, "revoked_device")
     caplog.set_level(logging.ERROR, logger="medsec.keystore")
     store.credentials("v1")
     store.get("d")
@@ -129,7 +117,7 @@ def test_failures_are_logged_once_per_row_state(store_config, store, tamper, cap
 
 
 def test_revoking_a_tampered_device_makes_it_revoked_and_whole_again(store, tamper):
-    revoked_device(store, tamper)
+    edited(store, tamper, "revoked_device")
     assert store.get("d").state() == "integrity_failed"
     store.revoke("d")
     assert store.get("d").state() == "revoked" and usable(store, "d") == []

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from services.common.config import Config
 from services.nodered import LOGINS, login_password
 from services.nodered.runtime import ADMIN_USER
 from tests.support.broker import start_mosquitto
-from tests.support.proc import Processes, free_port, port_open, wait_until
+from tests.support.proc import Processes, free_config, port_open, wait_until
 
 
 def config_env(config: Config) -> dict[str, str]:
@@ -37,34 +38,25 @@ def start_nodered(config: Config, procs: Processes):
     return proc
 
 
-def _reachable_root() -> Path:
+def _reachable_config() -> Iterator[Config]:
+    """A config under a fresh root Node-RED's own user can reach; the root removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="medsec-nr-", dir="/tmp"))
     os.chmod(root, 0o711)  # passage only, like /home/<user> on many systems
-    return root
-
-
-def _config(root: Path) -> Config:
-    return Config(home=root / "home", proxy_port=free_port(), admin_port=free_port(),
-                  mqtt_port=free_port(), nodered_port=free_port())
+    try:
+        yield free_config(root / "home")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def config():
     """Overrides tests/conftest.py's: a state directory Node-RED's own user can reach."""
-    root = _reachable_root()
-    try:
-        yield _config(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _reachable_config()
 
 
 @pytest.fixture(scope="module")
 def shared_config():
-    root = _reachable_root()
-    try:
-        yield _config(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _reachable_config()
 
 
 @pytest.fixture(scope="module")

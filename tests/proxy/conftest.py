@@ -7,8 +7,8 @@ import pytest
 
 from services.common.config import Config
 from tests.proxy.support import Stack
-from tests.support.broker import Subscriber, start_mosquitto
-from tests.support.proc import Processes, free_port, wait_until
+from tests.support.broker import Subscriber, broker_under
+from tests.support.proc import Processes, wait_until
 
 
 def _start(config: Config, env: dict[str, str], procs: Processes, log_dir) -> Stack:
@@ -50,19 +50,11 @@ def proxy(stack):
 def shared_stack(tmp_path_factory):
     """One broker + auth + proxy for a whole module of tests that use unique device ids."""
     tmp = tmp_path_factory.mktemp("shared-proxy")
-    config = Config(home=tmp / "home", proxy_port=free_port(), admin_port=free_port(),
-                    mqtt_port=free_port(), nodered_port=free_port())
-    env = config.to_env()
-    (tmp / "proclogs").mkdir()
-    procs = Processes(tmp / "proclogs")
-    try:
-        start_mosquitto(config, procs)
-        s = _start(config, env, procs, tmp / "proclogs")
+    with broker_under(tmp) as (config, procs, _):
+        s = _start(config, config.to_env(), procs, tmp / "proclogs")
         s.start_proxy()
         yield s
         s.monitor.close()
-    finally:
-        procs.stop_all()
 
 
 @pytest.fixture

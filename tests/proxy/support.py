@@ -19,6 +19,7 @@ from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from tests.support.broker import Subscriber
 from tests.support.proc import Processes, wait_until
+from tests.support.stores import add_sqlite_device
 
 # Short limits so the timeout tests take about a second.
 FAST_ENV = {"MEDSEC_IDLE_TIMEOUT": "1.5", "MEDSEC_READING_TIMEOUT": "1.0"}
@@ -67,11 +68,7 @@ class Stack:
         if key is None or iv is None:
             key, iv = credentials()
         self.secrets += [key, iv]
-        store = SQLiteKeyStore.open(self.config)
-        try:
-            store.add(NewDevice(device, "v1", {"key": key, "iv": iv}))
-        finally:
-            store.close()
+        add_sqlite_device(self.config, NewDevice(device, "v1", {"key": key, "iv": iv}))
         return key, iv
 
     def revoke(self, device: str) -> float:
@@ -144,6 +141,38 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+class Reconnector(threading.Thread):
+    """An attacker at one source address: connects again whenever the proxy closes it, one
+    connection at a time, until stopped; each connection is handed to use(sock)."""
+
+    def __init__(self, port: int, source: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.source = port, source
+        self.connections = 0
+        self.stopped = threading.Event()
+
+    def use(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                sock = connect(self.port, source=self.source)
+            except OSError:
+                continue
+            self.connections += 1
+            try:
+                self.use(sock)
+            except OSError:
+                pass  # closed by the proxy: connect again, as an attack tool would
+            finally:
+                sock.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
 
 
 class Streamer(threading.Thread):

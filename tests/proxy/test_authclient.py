@@ -27,11 +27,7 @@ class Peer:
         buf, held = bytearray(), []
         while data := await reader.read(65536):
             buf += data
-            while True:
-                msg, used = authwire.decode(buf)
-                if msg is None:
-                    break
-                del buf[:used]
+            for msg in authwire.messages(buf):
                 held.append(msg)
                 if len(held) >= self.batch and not self.silent:
                     for m in reversed(held):

@@ -1,12 +1,12 @@
 """Limits on a real proxy: failed-identification throttling and the connection cap."""
 from __future__ import annotations
 
-import threading
+import socket
 import time
 
 import pytest
 
-from tests.proxy.support import Streamer, closed_by_peer, connect, credentials, reading
+from tests.proxy.support import Reconnector, Streamer, closed_by_peer, connect, credentials, reading
 from tests.support.proc import wait_until
 
 ATTACKER = "127.0.0.2"  # another loopback address: a second source address on this machine
@@ -78,29 +78,12 @@ def test_connections_beyond_the_maximum_are_refused(stack):
         sock.close()
 
 
-class Guesser(threading.Thread):
+class Guesser(Reconnector):
     """Unknown keys from one address, one connection at a time, as fast as the proxy lets it."""
 
-    def __init__(self, port: int, source: str) -> None:
-        super().__init__(daemon=True)
-        self.port, self.source = port, source
-        self.tries = 0
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                sock = connect(self.port, source=self.source)
-                self.tries += 1
-                sock.sendall(reading(*credentials()))
-                closed_by_peer(sock)
-                sock.close()
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(10)
+    def use(self, sock: socket.socket) -> None:
+        sock.sendall(reading(*credentials()))
+        closed_by_peer(sock)
 
 
 @pytest.mark.parametrize("grace", [0.5, 1.0])

@@ -8,11 +8,11 @@ Pico/<id>/alert), and closes a connection after MEDSEC_MAX_DUPLICATES replays or
 from __future__ import annotations
 
 import json
-import threading
+import socket
 import time
 import uuid
 
-from tests.proxy.support import Streamer, closed_by_peer, connect, reading
+from tests.proxy.support import Reconnector, Streamer, closed_by_peer, connect, reading
 from tests.proxy.test_v2 import read_acks, register_v2, session
 from tests.proxy.test_v2 import reading as v2_reading
 from tests.support.broker import Subscriber
@@ -26,33 +26,16 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:6]}"
 
 
-class Replayer(threading.Thread):
+class Replayer(Reconnector):
     """Writes captured bytes flat out from another address; reconnects whenever it is closed."""
 
     def __init__(self, port: int, captured: bytes) -> None:
-        super().__init__(daemon=True)
-        self.port, self.captured = port, captured
-        self.connections = 0
-        self.stopped = threading.Event()
+        super().__init__(port, ATTACKER)
+        self.captured = captured
 
-    def run(self) -> None:
+    def use(self, sock: socket.socket) -> None:
         while not self.stopped.is_set():
-            try:
-                sock = connect(self.port, source=ATTACKER)
-            except OSError:
-                continue
-            self.connections += 1
-            try:
-                while not self.stopped.is_set():
-                    sock.sendall(self.captured)
-            except OSError:
-                pass  # closed by the proxy: connect again, as a replay tool would
-            finally:
-                sock.close()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(10)
+            sock.sendall(self.captured)
 
 
 def alerts(dashboard: Subscriber, device: str) -> list[dict]:

@@ -1,10 +1,15 @@
 """A real Mosquitto with the project's own generated config (passwords, ACL) on a free port."""
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import threading
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -13,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from services.broker.mosquitto import write_broker_files
 from services.common.config import Config
 from services.common.state import init_state, mqtt_password
-from tests.support.proc import Processes, port_open, wait_until
+from tests.support.proc import Processes, free_config, port_open, wait_until
 
 
 def mosquitto_binary() -> str:
@@ -27,6 +32,19 @@ def start_mosquitto(config: Config, procs: Processes):
     proc = procs.start("mosquitto", [mosquitto_binary(), "-c", str(conf)])
     wait_until(lambda: port_open(config.mqtt_port), 10, what="mosquitto to listen")
     return proc
+
+
+@contextlib.contextmanager
+def broker_under(tmp: Path, **settings: Any) -> Iterator[tuple[Config, Processes, Any]]:
+    """For a stack shared by a module: a free_config at tmp/home with these settings, processes
+    logging to tmp/proclogs, Mosquitto running (its process the third item); all stopped on exit."""
+    config = free_config(tmp / "home", **settings)
+    (tmp / "proclogs").mkdir()
+    procs = Processes(tmp / "proclogs")
+    try:
+        yield config, procs, start_mosquitto(config, procs)
+    finally:
+        procs.stop_all()
 
 
 @dataclass
@@ -84,5 +102,40 @@ class Subscriber:
 
     def close(self) -> None:
         # Disconnect first: stopping the loop first makes paho wait out its select timeout.
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class SeqDashboard:
+    """The dashboard account on Pico/+/json, counting every (device, seq) that reaches the public tree.
+    persistent: a session the broker keeps (and quick reconnects), so nothing is missed across a
+    broker restart."""
+
+    def __init__(self, config: Config, persistent: bool = False) -> None:
+        self.lock = threading.Lock()
+        self.seqs: dict[str, Counter] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
+                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set("dashboard", mqtt_password(config, "dashboard"))
+        if persistent:
+            self.client.reconnect_delay_set(0.05, 0.5)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("Pico/+/json", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(config.host, config.mqtt_port)
+        self.client.loop_start()
+        wait_until(subscribed.is_set, 10, what="dashboard subscription")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        body = json.loads(msg.payload)
+        with self.lock:
+            self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
+
+    def counts(self, device: str) -> Counter:
+        with self.lock:
+            return Counter(self.seqs.get(device, Counter()))
+
+    def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

@@ -9,7 +9,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from services.common.config import Config
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,3 +80,9 @@ class Processes:
     def stop_all(self) -> None:
         for proc in reversed(self.started):
             self.stop(proc)
+
+
+def free_config(home: Path, **settings: Any) -> Config:
+    """A state directory at home with every port free, like a second stack on this machine."""
+    return Config(home=home, proxy_port=free_port(), admin_port=free_port(), mqtt_port=free_port(),
+                  nodered_port=free_port(), **settings)

@@ -12,13 +12,25 @@ import sys
 
 import pytest
 
+from services.common.config import Config
 from services.common.state import init_state
 from services.keystore.backends import open_store
+from services.keystore.models import NewDevice
+from services.keystore.sqlite import SQLiteKeyStore
 from tests.support.postgres import pg_bin, start_postgres
 from tests.support.proc import port_open, wait_until
 
 # The backends a parametrised `store_config` runs on; postgres is a real server (tests/support/postgres.py).
 BACKENDS = ["sqlite", "postgres"]
+
+
+def add_sqlite_device(config: Config, device: NewDevice) -> None:
+    """Register one device straight in the state dir's SQLite store, for tests on a running gateway."""
+    store = SQLiteKeyStore.open(config)
+    try:
+        store.add(device)
+    finally:
+        store.close()
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 // "clear" when it ends (msg.topic = device id, msg.payload = the event).
 "use strict";
 
-const { filterFor, parseTopic, validDeviceId } = require("./lib/topics");
-const { gatewayOf, followConnection } = require("./lib/attach");
+const { validDeviceId } = require("./lib/topics");
+const { gatewayOf, followConnection, onTopic, answerInput, releaseOnClose } = require("./lib/attach");
 const { parseRules, AlertEngine } = require("./lib/rules");
 
 module.exports = function (RED) {
@@ -44,42 +44,26 @@ module.exports = function (RED) {
             render();
         }
 
+        // A JSON message of one kind: handle(device, value); anything else reaches Catch nodes.
+        function onJson(kind, what, handle) {
+            return onTopic(gateway, kind, device, (parsed, payload, topic) => {
+                let value;
+                try {
+                    value = JSON.parse(payload.toString());
+                } catch (err) {
+                    node.error(`bad ${what} on ${topic}: not JSON`, { topic: parsed.device });
+                    return;
+                }
+                handle(parsed.device, value);
+            });
+        }
+
         const undo = [];
         undo.push(followConnection(node, gateway, render));
-        undo.push(gateway.subscribe(filterFor("json", device), (topic, payload) => {
-            const parsed = parseTopic(topic);
-            if (!parsed) {
-                return;
-            }
-            let reading;
-            try {
-                reading = JSON.parse(payload.toString());
-            } catch (err) {
-                node.error(`bad reading on ${topic}: not JSON`, { topic: parsed.device });
-                return;
-            }
-            emit(engine.reading(parsed.device, reading || {}, now()));
-        }));
-        undo.push(gateway.subscribe(filterFor("status", device), (topic, payload) => {
-            const parsed = parseTopic(topic);
-            if (parsed) {
-                emit(engine.status(parsed.device, payload.toString(), now()));
-            }
-        }));
-        undo.push(gateway.subscribe(filterFor("alert", device), (topic, payload) => {
-            const parsed = parseTopic(topic);
-            if (!parsed) {
-                return;
-            }
-            let alert;
-            try {
-                alert = JSON.parse(payload.toString());
-            } catch (err) {
-                node.error(`bad alert on ${topic}: not JSON`, { topic: parsed.device });
-                return;
-            }
-            emit(engine.gateway(parsed.device, alert, now()));
-        }));
+        undo.push(onJson("json", "reading", (id, reading) => emit(engine.reading(id, reading || {}, now()))));
+        undo.push(onTopic(gateway, "status", device,
+            (parsed, payload) => emit(engine.status(parsed.device, payload.toString(), now()))));
+        undo.push(onJson("alert", "alert", (id, alert) => emit(engine.gateway(id, alert, now()))));
         if (rules.silentSeconds !== null) {
             const every = Math.min(1000, Math.max(50, (rules.silentSeconds * 1000) / 5));
             const timer = setInterval(() => emit(engine.tick(now())), every);
@@ -87,18 +71,8 @@ module.exports = function (RED) {
         }
 
         // Any input message asks for the alerts open now.
-        node.on("input", function (msg, send, done) {
-            msg.topic = "active";
-            msg.payload = engine.active();
-            send(msg);
-            done();
-        });
-
-        node.on("close", function (removed, done) {
-            undo.forEach((fn) => fn());
-            node.status({});
-            done();
-        });
+        answerInput(node, "active", () => engine.active());
+        releaseOnClose(node, undo);
     }
 
     RED.nodes.registerType("medsec-alert", MedsecAlertNode);

@@ -2,21 +2,17 @@
 // Any input message asks for a snapshot of the whole fleet.
 "use strict";
 
-const { filterFor, parseTopic } = require("./lib/topics");
-const { gatewayOf, deviceOf, followConnection } = require("./lib/attach");
+const { inputOf, followConnection, onTopic, answerInput, releaseOnClose } = require("./lib/attach");
 
 module.exports = function (RED) {
     function MedsecStatusNode(config) {
         RED.nodes.createNode(this, config);
         const node = this;
-        const gateway = gatewayOf(RED, node, config);
-        if (!gateway) {
+        const settings = inputOf(RED, node, config);
+        if (!settings) {
             return;
         }
-        const device = deviceOf(node, config);
-        if (device === null) {
-            return;
-        }
+        const { gateway, device } = settings;
         // device -> {device, status: "online"|"offline", online, lastSeen (unix s|null), since (unix s)}
         const fleet = new Map();
 
@@ -37,11 +33,7 @@ module.exports = function (RED) {
 
         const undo = [];
         undo.push(followConnection(node, gateway, render));
-        undo.push(gateway.subscribe(filterFor("status", device), (topic, payload, packet) => {
-            const parsed = parseTopic(topic);
-            if (!parsed) {
-                return;
-            }
+        undo.push(onTopic(gateway, "status", device, (parsed, payload, topic, packet) => {
             const text = payload.toString();
             if (text !== "online" && text !== "offline") {
                 node.error(`unexpected status ${JSON.stringify(text.slice(0, 20))} on ${topic}`, { topic: parsed.device });
@@ -57,11 +49,7 @@ module.exports = function (RED) {
             render();
             node.send({ topic: parsed.device, payload: { ...e, retained: Boolean(packet && packet.retain) } });
         }));
-        undo.push(gateway.subscribe(filterFor("json", device), (topic, payload) => {
-            const parsed = parseTopic(topic);
-            if (!parsed) {
-                return;
-            }
+        undo.push(onTopic(gateway, "json", device, (parsed, payload) => {
             const e = entry(parsed.device);
             let ts = null;
             try {
@@ -74,18 +62,9 @@ module.exports = function (RED) {
             e.lastSeen = ts || Date.now() / 1000;
         }));
 
-        node.on("input", function (msg, send, done) {
-            msg.payload = [...fleet.values()].sort((a, b) => a.device.localeCompare(b.device)).map((e) => ({ ...e }));
-            msg.topic = "fleet";
-            send(msg);
-            done();
-        });
-
-        node.on("close", function (removed, done) {
-            undo.forEach((fn) => fn());
-            node.status({});
-            done();
-        });
+        answerInput(node, "fleet",
+            () => [...fleet.values()].sort((a, b) => a.device.localeCompare(b.device)).map((e) => ({ ...e })));
+        releaseOnClose(node, undo);
     }
 
     RED.nodes.registerType("medsec-status", MedsecStatusNode);

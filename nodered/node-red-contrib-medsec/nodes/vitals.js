@@ -1,21 +1,18 @@
 // medsec vitals: one message per reading published on Pico/<id>/json, for every device or one.
 "use strict";
 
-const { filterFor, parseTopic, parseReading } = require("./lib/topics");
-const { gatewayOf, deviceOf, followConnection } = require("./lib/attach");
+const { parseReading } = require("./lib/topics");
+const { inputOf, followConnection, onTopic, releaseOnClose } = require("./lib/attach");
 
 module.exports = function (RED) {
     function MedsecVitalsNode(config) {
         RED.nodes.createNode(this, config);
         const node = this;
-        const gateway = gatewayOf(RED, node, config);
-        if (!gateway) {
+        const settings = inputOf(RED, node, config);
+        if (!settings) {
             return;
         }
-        const device = deviceOf(node, config);
-        if (device === null) {
-            return;
-        }
+        const { gateway, device } = settings;
         const online = new Set();
 
         function render() {
@@ -27,11 +24,7 @@ module.exports = function (RED) {
 
         const undo = [];
         undo.push(followConnection(node, gateway, render));
-        undo.push(gateway.subscribe(filterFor("status", device), (topic, payload) => {
-            const parsed = parseTopic(topic);
-            if (!parsed) {
-                return;
-            }
+        undo.push(onTopic(gateway, "status", device, (parsed, payload) => {
             if (payload.toString() === "online") {
                 online.add(parsed.device);
             } else {
@@ -41,9 +34,8 @@ module.exports = function (RED) {
                 render();
             }
         }));
-        undo.push(gateway.subscribe(filterFor("json", device), (topic, payload) => {
-            const parsed = parseTopic(topic);
-            if (!parsed || parsed.kind !== "json") {
+        undo.push(onTopic(gateway, "json", device, (parsed, payload, topic) => {
+            if (parsed.kind !== "json") {
                 return;
             }
             const msg = { topic: parsed.device };
@@ -57,11 +49,7 @@ module.exports = function (RED) {
             node.send(msg);
         }));
 
-        node.on("close", function (removed, done) {
-            undo.forEach((fn) => fn());
-            node.status({});
-            done();
-        });
+        releaseOnClose(node, undo);
     }
 
     RED.nodes.registerType("medsec-vitals", MedsecVitalsNode);

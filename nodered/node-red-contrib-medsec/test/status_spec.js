@@ -1,53 +1,43 @@
 "use strict";
 
 const assert = require("assert");
-const { helper, load } = require("./support/flow");
-const { startBroker, waitUntil, deviceId, publish, reading } = require("./support/broker");
+const { helper, load, withBroker } = require("./support/flow");
+const { waitUntil, deviceId, publish, reading } = require("./support/broker");
 
 helper.init(require.resolve("node-red"));
 
 describe("medsec status", function () {
-    let broker;
-    let pub;
-    before(async function () {
-        broker = await startBroker();
-        pub = await broker.client("publisher");
-    });
-    after(async function () {
-        pub.end();
-        await broker.stop();
-    });
-    afterEach(async function () { await helper.unload(); });
+    const suite = withBroker();
 
     it("reports the retained status at start, then each change once", async function () {
         const a = deviceId("s");
-        await publish(pub, `Pico/${a}/status`, "online", { retain: true });
-        const { gateway, messages } = await load(broker, { type: "medsec-status", device: a });
+        await publish(suite.pub, `Pico/${a}/status`, "online", { retain: true });
+        const { gateway, messages } = await load(suite.broker, { type: "medsec-status", device: a });
         await waitUntil(() => messages.length === 1, 5000, "the retained status");
         assert.strictEqual(messages[0].topic, a);
         assert.strictEqual(messages[0].payload.status, "online");
         assert.strictEqual(messages[0].payload.online, true);
         assert.strictEqual(messages[0].payload.retained, true);
         await waitUntil(() => gateway.subscribed.has(`Pico/${a}/status`), 5000, "subscription");
-        await publish(pub, `Pico/${a}/status`, "online", { retain: true }); // not a change
-        await publish(pub, `Pico/${a}/status`, "offline", { retain: true });
+        await publish(suite.pub, `Pico/${a}/status`, "online", { retain: true }); // not a change
+        await publish(suite.pub, `Pico/${a}/status`, "offline", { retain: true });
         await waitUntil(() => messages.length === 2, 5000, "the offline change");
         assert.strictEqual(messages[1].payload.status, "offline");
         assert.strictEqual(messages[1].payload.online, false);
         assert.strictEqual(messages[1].payload.retained, false);
-        await publish(pub, `Pico/${a}/status`, "online", { retain: true });
+        await publish(suite.pub, `Pico/${a}/status`, "online", { retain: true });
         await waitUntil(() => messages.length === 3, 5000, "back online");
         assert.strictEqual(messages[2].payload.status, "online");
     });
 
     it("reports an unexpected status payload to Catch nodes and ignores it", async function () {
         const a = deviceId("odd");
-        const { node, gateway, messages } = await load(broker, { type: "medsec-status", device: a });
+        const { node, gateway, messages } = await load(suite.broker, { type: "medsec-status", device: a });
         const errors = [];
         node.on("call:error", (call) => errors.push(call.args));
         await waitUntil(() => gateway.subscribed.has(`Pico/${a}/status`), 5000, "subscription");
-        await publish(pub, `Pico/${a}/status`, "maybe");
-        await publish(pub, `Pico/${a}/status`, "online");
+        await publish(suite.pub, `Pico/${a}/status`, "maybe");
+        await publish(suite.pub, `Pico/${a}/status`, "online");
         await waitUntil(() => messages.length === 1, 5000, "the valid status");
         assert.strictEqual(messages[0].payload.status, "online");
         await waitUntil(() => errors.length === 1, 5000, "the error");
@@ -58,12 +48,12 @@ describe("medsec status", function () {
     it("answers an input message with the fleet and each device's last-seen time", async function () {
         const a = deviceId("f1");
         const b = deviceId("f2");
-        const { node, gateway, messages } = await load(broker, { type: "medsec-status" });
+        const { node, gateway, messages } = await load(suite.broker, { type: "medsec-status" });
         await waitUntil(() => gateway.subscribed.has("Pico/+/json") && gateway.subscribed.has("Pico/+/status"),
             5000, "subscriptions");
-        await publish(pub, `Pico/${a}/status`, "online", { retain: true });
-        await publish(pub, `Pico/${b}/status`, "offline", { retain: true });
-        await publish(pub, `Pico/${a}/json`, reading(a, { ts: 1763790000.5, protocol: "v1" }));
+        await publish(suite.pub, `Pico/${a}/status`, "online", { retain: true });
+        await publish(suite.pub, `Pico/${b}/status`, "offline", { retain: true });
+        await publish(suite.pub, `Pico/${a}/json`, reading(a, { ts: 1763790000.5, protocol: "v1" }));
         // The reading arrives after the status changes (same publisher, QoS 1, in order).
         await waitUntil(() => messages.filter((m) => m.topic === b).length === 1, 5000, "b's status");
         const snapshot = async () => {

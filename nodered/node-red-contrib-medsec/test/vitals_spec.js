@@ -1,37 +1,27 @@
 "use strict";
 
 const assert = require("assert");
-const { helper, load } = require("./support/flow");
-const { startBroker, waitUntil, deviceId, publish, reading } = require("./support/broker");
+const { helper, load, withBroker } = require("./support/flow");
+const { waitUntil, deviceId, publish, reading } = require("./support/broker");
 const { record } = require("./support/spy");
 
 helper.init(require.resolve("node-red"));
 
 describe("medsec vitals", function () {
-    let broker;
-    let pub;
-    before(async function () {
-        broker = await startBroker();
-        pub = await broker.client("publisher");
-    });
-    after(async function () {
-        pub.end();
-        await broker.stop();
-    });
-    afterEach(async function () { await helper.unload(); });
+    const suite = withBroker();
 
     async function ready(gateway, filter) {
         await waitUntil(() => gateway.subscribed.has(filter), 5000, `subscription to ${filter}`);
     }
 
     it("emits one message per reading of every device, numbers as numbers", async function () {
-        const { gateway, messages } = await load(broker, { type: "medsec-vitals" });
+        const { gateway, messages } = await load(suite.broker, { type: "medsec-vitals" });
         await ready(gateway, "Pico/+/json");
         const a = deviceId("a");
         const b = deviceId("b");
-        await publish(pub, `Pico/${a}/json`, reading(a, { Temp: 37.25, protocol: "v1", seq: null }));
-        await publish(pub, `Pico/${b}/json`, reading(b, { seq: 7 }));
-        await publish(pub, `Pico/${a}/json`, reading(a, { Temp: 37.5, protocol: "v1" }));
+        await publish(suite.pub, `Pico/${a}/json`, reading(a, { Temp: 37.25, protocol: "v1", seq: null }));
+        await publish(suite.pub, `Pico/${b}/json`, reading(b, { seq: 7 }));
+        await publish(suite.pub, `Pico/${a}/json`, reading(a, { Temp: 37.5, protocol: "v1" }));
         const mine = () => messages.filter((m) => m.topic === a || m.topic === b);
         await waitUntil(() => mine().length === 3, 5000, "three readings");
         const [first, second, third] = mine();
@@ -47,11 +37,11 @@ describe("medsec vitals", function () {
     it("follows one device when configured so", async function () {
         const a = deviceId("only");
         const b = deviceId("other");
-        const { gateway, messages } = await load(broker, { type: "medsec-vitals", device: a });
+        const { gateway, messages } = await load(suite.broker, { type: "medsec-vitals", device: a });
         await ready(gateway, `Pico/${a}/json`);
-        await publish(pub, `Pico/${b}/json`, reading(b));
-        await publish(pub, `Pico/${a}/json`, reading(a, { Temp: 36.1 }));
-        await publish(pub, `Pico/${a}/json`, reading(a, { Temp: 36.2 }));
+        await publish(suite.pub, `Pico/${b}/json`, reading(b));
+        await publish(suite.pub, `Pico/${a}/json`, reading(a, { Temp: 36.1 }));
+        await publish(suite.pub, `Pico/${a}/json`, reading(a, { Temp: 36.2 }));
         await waitUntil(() => messages.length === 2, 5000, "two readings of the device");
         assert.deepStrictEqual(messages.map((m) => m.topic), [a, a]);
         assert.deepStrictEqual(messages.map((m) => m.payload.Temp), [36.1, 36.2]);
@@ -59,17 +49,17 @@ describe("medsec vitals", function () {
 
     it("shows whether its device is online in the node status", async function () {
         const a = deviceId("st");
-        const { node, gateway } = await load(broker, { type: "medsec-vitals", device: a });
+        const { node, gateway } = await load(suite.broker, { type: "medsec-vitals", device: a });
         const seen = record(node);
         await ready(gateway, `Pico/${a}/status`);
-        await publish(pub, `Pico/${a}/status`, "online", { retain: true });
+        await publish(suite.pub, `Pico/${a}/status`, "online", { retain: true });
         await waitUntil(() => seen.lastStatus().text === `${a}: online`, 5000, "online status");
-        await publish(pub, `Pico/${a}/status`, "offline", { retain: true });
+        await publish(suite.pub, `Pico/${a}/status`, "offline", { retain: true });
         await waitUntil(() => seen.lastStatus().text === `${a}: offline`, 5000, "offline status");
     });
 
     it("counts the devices online across the fleet", async function () {
-        const { node, gateway } = await load(broker, { type: "medsec-vitals" });
+        const { node, gateway } = await load(suite.broker, { type: "medsec-vitals" });
         const seen = record(node);
         await ready(gateway, "Pico/+/status");
         const count = () => Number((/^(\d+) device/.exec(seen.lastStatus().text || "") || [])[1]);
@@ -77,21 +67,21 @@ describe("medsec vitals", function () {
         const before = count();
         const a = deviceId("c1");
         const b = deviceId("c2");
-        await publish(pub, `Pico/${a}/status`, "online", { retain: true });
-        await publish(pub, `Pico/${b}/status`, "online", { retain: true });
+        await publish(suite.pub, `Pico/${a}/status`, "online", { retain: true });
+        await publish(suite.pub, `Pico/${b}/status`, "online", { retain: true });
         await waitUntil(() => count() === before + 2, 5000, "two more online");
-        await publish(pub, `Pico/${a}/status`, "offline", { retain: true });
+        await publish(suite.pub, `Pico/${a}/status`, "offline", { retain: true });
         await waitUntil(() => count() === before + 1, 5000, "one went offline");
     });
 
     it("reports a malformed reading to Catch nodes and keeps going", async function () {
         const a = deviceId("bad");
-        const { node, gateway, messages } = await load(broker, { type: "medsec-vitals", device: a });
+        const { node, gateway, messages } = await load(suite.broker, { type: "medsec-vitals", device: a });
         const seen = record(node);
         await ready(gateway, `Pico/${a}/json`);
-        await publish(pub, `Pico/${a}/json`, "{not json");
-        await publish(pub, `Pico/${a}/json`, reading("someone-else"));
-        await publish(pub, `Pico/${a}/json`, reading(a, { Temp: 36.9 }));
+        await publish(suite.pub, `Pico/${a}/json`, "{not json");
+        await publish(suite.pub, `Pico/${a}/json`, reading("someone-else"));
+        await publish(suite.pub, `Pico/${a}/json`, reading(a, { Temp: 36.9 }));
         await waitUntil(() => messages.length === 1, 5000, "the good reading");
         assert.strictEqual(messages[0].payload.Temp, 36.9);
         await waitUntil(() => seen.errors.length === 2, 5000, "two errors");
@@ -102,7 +92,7 @@ describe("medsec vitals", function () {
     });
 
     it("refuses an invalid device id in its settings", async function () {
-        const { node, messages } = await load(broker, { type: "medsec-vitals", device: "bad/#" });
+        const { node, messages } = await load(suite.broker, { type: "medsec-vitals", device: "bad/#" });
         assert.strictEqual(messages.length, 0);
         const gw = helper.getNode("gw");
         assert.strictEqual(gw.handlers.size, 0, "no subscription for an invalid id");

@@ -1,7 +1,8 @@
-// Shared by the input nodes: find the gateway, show its connection in the node status.
+// Shared by the input nodes (vitals, status, alert): find the gateway, show its connection in the
+// node status, follow device topics, answer input and release everything on close.
 "use strict";
 
-const { validDeviceId } = require("./topics");
+const { validDeviceId, filterFor, parseTopic } = require("./topics");
 
 // Returns the gateway node, or null after marking the node as unconfigured.
 function gatewayOf(RED, node, config) {
@@ -25,6 +26,49 @@ function deviceOf(node, config) {
     return device;
 }
 
+// Both settings of a vitals or status node: {gateway, device}, or null once the node shows why not.
+function inputOf(RED, node, config) {
+    const gateway = gatewayOf(RED, node, config);
+    if (!gateway) {
+        return null;
+    }
+    const device = deviceOf(node, config);
+    if (device === null) {
+        return null;
+    }
+    return { gateway, device };
+}
+
+// Follow one kind of message ("json", "status" or "alert") of the device filter; handle(parsed,
+// payload, topic, packet) sees only well-formed Pico/<id>/<kind> topics. Returns the undo function.
+function onTopic(gateway, kind, device, handle) {
+    return gateway.subscribe(filterFor(kind, device), (topic, payload, packet) => {
+        const parsed = parseTopic(topic);
+        if (parsed) {
+            handle(parsed, payload, topic, packet);
+        }
+    });
+}
+
+// Any input message is answered with a snapshot: msg.topic = topic, msg.payload = snapshot().
+function answerInput(node, topic, snapshot) {
+    node.on("input", function (msg, send, done) {
+        msg.topic = topic;
+        msg.payload = snapshot();
+        send(msg);
+        done();
+    });
+}
+
+// On close (redeploy or removal): run every undo function and clear the node status.
+function releaseOnClose(node, undo) {
+    node.on("close", function (removed, done) {
+        undo.forEach((fn) => fn());
+        node.status({});
+        done();
+    });
+}
+
 // Show "disconnected" / "error" while the broker is away; fn() renders the connected status.
 function followConnection(node, gateway, connectedStatus) {
     return gateway.watch((state, detail) => {
@@ -38,4 +82,4 @@ function followConnection(node, gateway, connectedStatus) {
     });
 }
 
-module.exports = { gatewayOf, deviceOf, followConnection };
+module.exports = { gatewayOf, deviceOf, inputOf, followConnection, onTopic, answerInput, releaseOnClose };

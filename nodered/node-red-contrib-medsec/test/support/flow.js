@@ -2,6 +2,7 @@
 "use strict";
 
 const helper = require("node-red-node-test-helper");
+const { startBroker } = require("./broker");
 
 const NODES = ["gateway", "vitals", "status", "alert", "devices"].map((n) => require(`../../nodes/${n}.js`));
 
@@ -25,4 +26,21 @@ async function load(broker, node, { credentials, gatewayProps } = {}) {
     return { node: n1, gateway: helper.getNode("gw"), out, messages };
 }
 
-module.exports = { helper, load, NODES };
+// The hooks of a suite on one broker: the broker and a publishing client, made before the first
+// test and stopped after the last; each test's flow unloaded after it. Returns {broker, pub},
+// filled in once the suite starts.
+function withBroker() {
+    const suite = { broker: null, pub: null };
+    before(async function () {
+        suite.broker = await startBroker();
+        suite.pub = await suite.broker.client("publisher");
+    });
+    after(async function () {
+        suite.pub.end();
+        await suite.broker.stop();
+    });
+    afterEach(async function () { await helper.unload(); });
+    return suite;
+}
+
+module.exports = { helper, load, withBroker, NODES };
