@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 import uuid
@@ -44,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         with lock:
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
-    clients = [prepare_station(config, s, say) for s in stations]
+    token = _token_from_stdin() if args.token_stdin else None
+    clients = [prepare_station(config, s, say, token) for s in stations]
     outcomes: dict[str, Outcome | Exception] = {}
     started = time.monotonic()
 
@@ -73,6 +75,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _token_from_stdin() -> str:
+    """A manage token given on stdin, where no state dir holds one (e.g. inside the dispatch
+    container, which holds only its stations:read token): never on a command line."""
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise CliError("--token-stdin: no token on standard input")
+    return token
+
+
 def _positions(value: str) -> set[int]:
     try:
         return {int(v) for v in value.split(",") if v.strip()}
@@ -88,3 +99,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="positions whose first value set fails (default 2)")
     run.add_argument("--prefix", default="s", help="station id prefix (s: s1, s2, ...)")
     run.add_argument("--timeout", type=float, default=120.0, help="seconds per station (120)")
+    run.add_argument("--token-stdin", action="store_true",
+                     help="read a key-admin token of scope manage from standard input (compose: the "
+                          "dispatch container holds none)")

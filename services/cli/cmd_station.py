@@ -18,18 +18,19 @@ def _station_id(value: str) -> str:
     return value
 
 
-def prepare_station(config: Config, station: str, say=print) -> StationClient:
-    """Key pair (generated once), registration (once), server key: a client ready to run."""
+def prepare_station(config: Config, station: str, say=print, token: str | None = None) -> StationClient:
+    """Key pair (generated once), registration (once), server key: a client ready to run.
+    `token`: a key-admin token of scope manage (else the operator's, from the state dir)."""
     try:
         started = time.monotonic()
         key, generated = prov.station_key(config, station)
         if generated:
             say(f"[{station}] generated a 3072-bit RSA key pair in {time.monotonic() - started:.1f}s "
                 f"({prov.station_dir(config, station)}/key.pem, 0600)")
-        password, registered = prov.ensure_registered(config, station, key)
+        password, registered = prov.ensure_registered(config, station, key, token)
         if registered:
             say(f"[{station}] registered its public key; broker account station-{station} created")
-        server = prov.server_key(config)
+        server = prov.server_key(config, token)
     except prov.SetupError as exc:
         raise CliError(str(exc)) from None
     return StationClient(config, station, key, server, password, say=say)

@@ -38,18 +38,22 @@ def station_key(config: Config, station: str) -> tuple[RSA.RsaKey, bool]:
     return key, True
 
 
-def api(config: Config, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """(status, answer) of the key-admin API with the operator's token; SetupError if unreachable."""
+def api(config: Config, method: str, path: str, body: Any = None,
+        token: str | None = None) -> tuple[int, Any]:
+    """(status, answer) of the key-admin API with `token`, else the operator's token from the state
+    dir; SetupError if unreachable."""
     try:
-        return AdminClient.from_config(config).request(method, path, body)
+        client = AdminClient(config.admin_url, token) if token else AdminClient.from_config(config)
+        return client.request(method, path, body)
     except AdminApiError as exc:
         raise SetupError(exc.message) from None
 
 
-def ensure_registered(config: Config, station: str, key: RSA.RsaKey) -> tuple[str, bool]:
+def ensure_registered(config: Config, station: str, key: RSA.RsaKey,
+                      token: str | None = None) -> tuple[str, bool]:
     """(broker password, registered now): registers the public key unless it already is."""
     pem = envelope.public_pem(key)
-    status, doc = api(config, "GET", f"/stations/{quote(station)}")
+    status, doc = api(config, "GET", f"/stations/{quote(station)}", token=token)
     if status == 200 and not doc.get("revoked_at"):
         if doc.get("public_key", "").strip() != pem.strip():
             raise SetupError(f"station {station!r} is registered with another key; "
@@ -60,19 +64,19 @@ def ensure_registered(config: Config, station: str, key: RSA.RsaKey) -> tuple[st
             raise SetupError(str(exc)) from None
     if status not in (200, 404):
         raise SetupError(f"key-admin answered {status}: {error_message(doc, status)}")
-    status, doc = api(config, "POST", "/stations", {"id": station, "public_key": pem})
+    status, doc = api(config, "POST", "/stations", {"id": station, "public_key": pem}, token=token)
     if status != 201:
         raise SetupError(f"registering {station!r} failed: {error_message(doc, status)} (HTTP {status})")
     return doc["mqtt_password"], True
 
 
-def server_key(config: Config) -> RSA.RsaKey:
+def server_key(config: Config, token: str | None = None) -> RSA.RsaKey:
     """The dispatch server's public key: from the state dir, else from the key-admin API."""
     try:
         return dkeys.load_server_public(config)
     except FileNotFoundError:
         pass
-    status, doc = api(config, "GET", "/dispatch/key")
+    status, doc = api(config, "GET", "/dispatch/key", token=token)
     if status != 200:
         raise SetupError("the dispatch service has no key yet; is it running (`medsec status`)?")
     return RSA.import_key(doc["public_key"])

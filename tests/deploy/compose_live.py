@@ -38,9 +38,10 @@ def podman_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
 
 
-def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+def podman(*args: str, timeout: float = 60, check: bool = True,
+           stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], env=podman_env(), capture_output=True, text=True,
-                          timeout=timeout, check=check)
+                          timeout=timeout, check=check, input=stdin)
 
 
 def build_images(log: Path) -> float:
@@ -165,9 +166,10 @@ class ComposeProject:
         return time.monotonic() - started
 
     def exec(self, service: str, *argv: str, env: dict[str, str] | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess:
-        flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
-        return podman("exec", *flags, self.container(service), *argv, timeout=timeout, check=False)
+             timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess:
+        flags = [f"--env={k}={v}" for k, v in (env or {}).items()] + (["-i"] if stdin is not None else [])
+        return podman("exec", *flags, self.container(service), *argv, timeout=timeout, check=False,
+                      stdin=stdin)
 
     def stop(self, service: str) -> tuple[float, int]:
         """`podman stop` with the compose file's 2 s grace: (seconds it took, the exit code; 137

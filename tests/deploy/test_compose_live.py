@@ -301,8 +301,9 @@ def _host_cli(stack: ComposeProject, *argv: str) -> subprocess.CompletedProcess:
 
 
 def test_line_runs_in_compose_and_everything_survives_down_up(stack):
+    # The dispatch container holds only its stations:read token: the operator's comes on stdin.
     line = stack.exec("dispatch", "medsec", "line", "run", "--stations", "3", "--prefix", "cl",
-                      "--timeout", "120", timeout=400)
+                      "--timeout", "120", "--token-stdin", timeout=400, stdin=secret(stack, "admin.token"))
     assert line.returncode == 0, line.stdout + line.stderr
     status_before = stack.exec("dispatch", "cat", "/var/lib/medsec/dispatch/state.json")
     assert status_before.returncode == 0, status_before.stderr

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 from services.common import envelope
-from services.common.state import write_secret
+from services.common.state import service_token, write_secret
 from services.dispatch.provisioning import station_dir
 from tests.dispatch.conftest import api
 
@@ -66,3 +67,19 @@ def test_station_run_registers_runs_lists_and_revokes(dstack):
     assert code == 0, out
     status, doc = api(dstack.config, "GET", "/stations")
     assert status == 200 and doc["stations"] == []
+
+
+def test_line_run_takes_the_token_from_stdin_when_asked(dstack):
+    """Where no state dir holds a manage token (the dispatch container), the operator's comes on
+    stdin: the one given is the one used (a read token is refused by the API), and none is an error."""
+    seed_keys(dstack, {"t1": "s1"})
+    dstack.start_dispatch()
+    argv = [sys.executable, "-m", "services.cli.main", "line", "run", "--stations", "1", "--prefix", "t",
+            "--token-stdin"]
+    read_token = service_token(dstack.config, "nodered-read")
+    refused = subprocess.run(argv, env=dstack.env, input=read_token + "\n", capture_output=True, text=True,
+                             timeout=90)
+    assert refused.returncode != 0 and "needs manage" in refused.stderr, refused.stderr
+    assert read_token not in refused.stdout + refused.stderr
+    empty = subprocess.run(argv, env=dstack.env, input="", capture_output=True, text=True, timeout=90)
+    assert empty.returncode != 0 and "no token on standard input" in empty.stderr, empty.stderr
