@@ -37,11 +37,10 @@ def deploy(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def rendered(deploy) -> dict:
-    """`docker-compose -f compose.yaml config`, as the data it prints."""
-    env = {**os.environ, "MEDSEC_DEPLOY": str(deploy)}
-    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], env=env, cwd=ROOT,
+def compose_config(compose_file: Path, deploy: Path, **env: str) -> dict:
+    """`docker-compose -f FILE config` with this deploy dir, as the data it prints."""
+    full = {**os.environ, "MEDSEC_DEPLOY": str(deploy), **env}
+    result = subprocess.run(["docker-compose", "-f", str(compose_file), "config"], env=full, cwd=ROOT,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     # docker-compose is a Debian Python program that brings PyYAML to the system Python.
@@ -49,6 +48,11 @@ def rendered(deploy) -> dict:
                              "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
                             input=result.stdout, capture_output=True, text=True, check=True)
     return json.loads(loader.stdout)
+
+
+@pytest.fixture(scope="module")
+def rendered(deploy) -> dict:
+    return compose_config(COMPOSE, deploy)
 
 
 def test_compose_validates_with_every_service(rendered):

@@ -4,14 +4,12 @@ published, plain MQTT and the key-admin API on the loopback unless the operator 
 The running deployment is tested in test_compose_live.py."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 
 import pytest
 
 from services.cli.cmd_compose import PUBLISHER_METRICS_FRESH, init_deploy, publisher_serving
+from tests.deploy.test_compose import compose_config
 from tests.support.proc import ROOT
 
 SINGLE = ROOT / "compose.single.yaml"
@@ -22,14 +20,7 @@ pytestmark = [pytest.mark.skipif(shutil.which("docker-compose") is None, reason=
 
 
 def render(deploy, **env: str) -> dict:
-    full = {**os.environ, "MEDSEC_DEPLOY": str(deploy), **env}
-    result = subprocess.run(["docker-compose", "-f", str(SINGLE), "config"], env=full, cwd=ROOT,
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    loader = subprocess.run(["/usr/bin/python3", "-c",
-                             "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
-                            input=result.stdout, capture_output=True, text=True, check=True)
-    return json.loads(loader.stdout)
+    return compose_config(SINGLE, deploy, **env)
 
 
 @pytest.fixture(scope="module")
