@@ -36,7 +36,7 @@ from services.sim.protocols import make_device
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
 from tests.deploy.compose_live import ComposeProject, build_images, podman, podman_usable
-from tests.support.proc import wait_until
+from tests.support.proc import port_open, wait_until
 
 REASON = podman_usable()
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(900),
@@ -167,22 +167,14 @@ def _host_address() -> str:
         return s.getsockname()[0]
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def test_every_service_is_healthy_and_ports_are_where_they_belong(stack):
     assert stack.all_healthy(), stack.states()
     outward = _host_address()
     assert not outward.startswith("127."), outward
     # Devices and MQTT over TLS for other machines; plain MQTT and the key-admin API on the loopback only.
     for name, port in stack.ports.items():
-        assert _reachable("127.0.0.1", port), name
-        assert _reachable(outward, port) == (name in ("proxy", "mqtts", "nodered")), name
+        assert port_open(port), name
+        assert port_open(port, outward) == (name in ("proxy", "mqtts", "nodered")), name
 
 
 def test_v1_and_v2_readings_reach_the_dashboard_over_tls_and_plain_mqtt(stack):
