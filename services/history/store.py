@@ -71,9 +71,14 @@ class Minute:
     high: tuple[float, ...]
 
     def as_dict(self) -> dict[str, object]:
-        doc: dict[str, object] = {"ts": float(self.minute), "n": self.n}
+        """Like a raw reading (ts, the seven fields as numbers: the means), plus n and each
+        field's `<name>_min` / `<name>_max`, so a chart plots either step the same way."""
+        doc: dict[str, object] = {"ts": float(self.minute), "seq": None, "n": self.n}
         for i, name in enumerate(FIELDS):
-            doc[name] = {"min": self.low[i], "mean": self.mean[i], "max": self.high[i]}
+            doc[name] = self.mean[i]
+        for i, name in enumerate(FIELDS):
+            doc[f"{name}_min"] = self.low[i]
+            doc[f"{name}_max"] = self.high[i]
         return doc
 
 
