@@ -28,7 +28,7 @@ async def serve(config: Config, log: logging.Logger) -> int:
         log.error(kv(event="startup_failed", error=exc))
         return 1
     service = HistoryService(store, transport.ack, log, raw_days=config.history_raw_days,
-                             agg_days=config.history_agg_days)
+                             agg_days=config.history_agg_days, live=transport.live)
     transport.take = service.take
     stop, bus_stop = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ RETRY_MAX = 5.0  # back-off ceiling while the store is down
 PRUNE_INTERVAL = 600.0
 
 Ack = Callable[[Hashable], None]
+Live = Callable[[Hashable], bool]
 
 
 class Counters:
@@ -55,9 +56,10 @@ class Counters:
 class HistoryService:
     def __init__(self, store: HistoryStore, ack: Ack, log: logging.Logger, *, raw_days: float,
                  agg_days: float, batch_max: int = BATCH_MAX, batch_wait: float = BATCH_WAIT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, live: Live = lambda token: True) -> None:
         self.store = store
         self.ack = ack
+        self.live = live  # False for a message of a lost connection: the broker delivers it again
         self.log = log
         self.raw_days, self.agg_days = raw_days, agg_days
         self.batch_max, self.batch_wait = batch_max, batch_wait
@@ -95,7 +97,9 @@ class HistoryService:
         try:
             new = await asyncio.to_thread(self.store.add, rows)
         except HistoryStoreError as exc:
-            self._pending[:0] = batch  # kept, in order; the broker holds them too
+            # Kept, in order, for the retry; except those of a lost connection, which the broker
+            # delivers again (keeping them too would grow the queue with every reconnect).
+            self._pending[:0] = [item for item in batch if self.live(item[1])]
             self._arrived.set()
             self.counters.add("store_errors")
             self.log.error(kv(event="store_failed", rows=len(rows), error=exc))

@@ -39,6 +39,10 @@ class HistoryTransport:
         if mid is not None:  # QoS 0 (never subscribed so) needs none
             self.client.ack(mid, session)
 
+    def live(self, token: Hashable) -> bool:
+        """Whether a message's acknowledgement can still reach the broker (same connection)."""
+        return token[1] == self.client.session and self.client.connected  # type: ignore[index]
+
     def stop_intake(self) -> None:
         """Take no more messages (they stay with the broker); what was taken can still be acked."""
         self.client.stopping = True

@@ -112,3 +112,28 @@ def test_supervisord_runs_the_history_service(config, tmp_path):
     progs = {p.name: p for p in programs(config, tmp_path / "broker.conf", nodered=False)}
     assert progs["history"].argv[1:] == ["-m", "services.history"]
     assert progs["history"].priority > progs["mosquitto"].priority
+
+
+def test_the_service_on_postgresql(config, broker, procs, config_env, tmp_path, pg_server):
+    import dataclasses
+
+    pg = dataclasses.replace(config, history_url=pg_server.schema_url())
+    env = {**config_env, **pg.to_env()}
+    hist = start_history(procs, env, tmp_path / "proclogs")
+    now = time.time()
+    publish(config, [("Pico/pg1/json", payload("pg1", now + i, i)) for i in range(30)])
+    os.kill(hist.pid, signal.SIGKILL)
+    hist.wait(10)
+    publish(config, [("Pico/pg1/json", payload("pg1", now + i, i)) for i in range(30, 60)])
+    start_history(procs, env, tmp_path / "proclogs")
+
+    def rows() -> list:
+        store = open_history(pg, readonly=True)
+        try:
+            return store.readings("pg1", 0, 2e9, 1000)
+        finally:
+            store.close()
+
+    wait_until(lambda: len(rows()) >= 60, 20, what="60 readings in PostgreSQL")
+    assert [r.seq for r in rows()] == list(range(60))
+    assert not config.history_path.exists(), "nothing went to SQLite"
