@@ -7,7 +7,7 @@ the broker was, the broker's session queue delivers when it is back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from services.common import mqttwire as wire
 from services.common.config import Config
@@ -27,7 +27,7 @@ class HistoryTransport:
             clean_session=False, keepalive=KEEPALIVE, subscriptions=[(SUBSCRIPTION, 1)],
             on_message=self._on_message, log=log, auto_ack=False,
         )
-        self.take = None  # set by main: HistoryService.take
+        self.take: Callable[[str, bytes, Hashable], None] | None = None  # main: HistoryService.take
 
     def _on_message(self, msg: wire.Publish) -> None:
         if self.take is None:
