@@ -36,6 +36,12 @@ def report(r: dict) -> str:
         f"| original: ~{ORIGINAL['cpu_ms_per_reading']} ms in its per-device server alone "
         f"(ratio {r['cpu_ms_per_reading'] / ORIGINAL['cpu_ms_per_reading']:.2f}) |",
     ]
+    h = r.get("history")
+    if h:
+        lines.append(f"| history service: CPU per stored reading; data path readings/s with it running / "
+                     f"stopped | {h['cpu_ms_per_reading']:.3f} ms ({h['stored']}/{h['published']} stored); "
+                     f"{h['with_per_second']:,.0f} / {h['without_per_second']:,.0f} | ratio "
+                     f"{h['ratio']:.2f} (a subscriber, not a stage: ~1) |")
     c = r["connect_to_first_publish"]
     lines.append(f"| connect to first publish, new device (median / max) | {c['median_ms']:.1f} / "
                  f"{c['max_ms']:.1f} ms | original: ~{ORIGINAL['connect_to_first_publish_ms']} ms |")

@@ -329,6 +329,50 @@ def memory_with_connected(config: Config, counter: Counter, devices: list[Device
     return measured
 
 
+def history_stored(config: Config) -> int:
+    """medsec_history_stored_total from the history service's metrics file (0 before it wrote one)."""
+    path = config.run_dir / "metrics-history.prom"
+    for line in path.read_text().splitlines() if path.exists() else ():
+        if line.startswith("medsec_history_stored_total "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def _settle(config: Config, timeout: float = 30.0) -> None:
+    deadline, last = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline and (now := history_stored(config)) != last:
+        last = now
+        time.sleep(2.5)  # one metrics period and a half
+
+
+def history_effect(config: Config, counter: Counter, fleet: list[Device], per_device: int) -> dict:
+    """The history service (issue 17): its CPU per stored reading while the fleet streams flat out,
+    and the data path's throughput with it running and with it stopped (it is a subscriber, not
+    a stage, so the two should match)."""
+    pid = service_pids(config, ("history",))["history"]
+    _settle(config)  # what streamed before is stored and counted: not billed to this run
+    stored_before, cpu_before = history_stored(config), cpu_seconds([pid])
+    with_history = stream(config, counter, fleet, per_device, 0, 120)
+    target = stored_before + with_history["readings"]
+    deadline = time.monotonic() + 120
+    while history_stored(config) < target and time.monotonic() < deadline:
+        time.sleep(0.5)  # the metrics file is rewritten every 2 s
+    stored = history_stored(config) - stored_before
+    cpu = cpu_seconds([pid]) - cpu_before
+    control.rpc(config).supervisor.stopProcess("history")
+    try:
+        without = stream(config, counter, fleet, per_device, 0, 120)
+    finally:
+        control.start_program(config, "history")
+    rate = without["per_second"]
+    return {
+        "stored": stored, "published": with_history["readings"],
+        "cpu_ms_per_reading": cpu * 1000 / max(1, stored),
+        "with_per_second": with_history["per_second"], "without_per_second": without["per_second"],
+        "ratio": with_history["per_second"] / rate if rate else float("nan"),
+    }
+
+
 # --- the whole run -----------------------------------------------------------------------------
 
 def start_stack() -> tuple[Config, dict[str, str]]:
@@ -366,6 +410,7 @@ def run_all(quick: bool = False) -> dict:
         cpu_after = cpu_seconds(services)
         readings = max(1, results["throughput"]["readings"])
         results["cpu_ms_per_reading"] = (cpu_after - cpu_before) * 1000 / readings
+        results["history"] = history_effect(config, counter, fleet, per_device)
         results["latency_at_10hz"] = stream(config, counter, fleet, 10 if quick else 30, 0.1, 60)
         results["raw_broker"] = raw_broker(config, counter, results["throughput"]["expected"], 120)
         results["ratio_vs_raw_broker"] = (results["throughput"]["per_second"]

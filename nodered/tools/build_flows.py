@@ -52,10 +52,6 @@ page("ui.page.alerts", "Alerts", "/alerts", "alert", 3)
 page("ui.page.admin", "Devices", "/devices", "cog", 4)
 group("ui.g.fleet", "Fleet", "ui.page.fleet", 12, 1)
 group("ui.g.pick", "Device", "ui.page.device", 12, 1)
-group("ui.g.pulse", "Pulse signal (V)", "ui.page.device", 6, 2)
-group("ui.g.temp", "Temperature (°C)", "ui.page.device", 6, 3)
-group("ui.g.accel", "Accelerometer (g)", "ui.page.device", 6, 4)
-group("ui.g.internal", "Internal temperatures (°C)", "ui.page.device", 6, 5)
 group("ui.g.active", "Open alerts", "ui.page.alerts", 12, 1)
 group("ui.g.log", "Alert log", "ui.page.alerts", 12, 2)
 group("ui.g.admin", "Device administration", "ui.page.admin", 12, 1)
@@ -68,18 +64,6 @@ def template(id, name, grp, fmt, x, y, wires, width="0", height="0", order=1):
     return add(id=id, type="ui-template", group=grp, page="", ui="", name=name, order=order, width=width,
                height=height, head="", format=fmt, storeOutMessages=True, passthru=False, resendOnRefresh=True,
                templateScope="local", className="", x=x, y=y, wires=wires)
-
-def chart(id, name, grp, label, ymin, ymax, x, y, order, points=120):
-    return add(id=id, type="ui-chart", group=grp, name=name, label=label, order=order, chartType="line",
-               category="topic", categoryType="msg", xAxisLabel="", xAxisProperty="", xAxisPropertyType="timestamp",
-               xAxisType="time", xAxisFormat="", xAxisFormatType="auto", xmin="", xmax="", yAxisLabel="",
-               yAxisProperty="payload", yAxisPropertyType="msg", ymin=ymin, ymax=ymax, bins=10, action="append",
-               stackSeries=False, pointShape="false", pointRadius=2, showLegend=True, removeOlder="2",
-               removeOlderUnit="60", removeOlderPoints=str(points),
-               colors=["#0095FF", "#FF0000", "#FF7F0E", "#2CA02C", "#A347E1", "#D62728", "#FF9896", "#9467BD",
-                       "#C5B0D5"],
-               textColor=["#666666"], textColorDefault=True, gridColor=["#e5e5e5"], gridColorDefault=True,
-               width="6", height="5", className="", interpolation="linear", x=x, y=y, wires=[[]])
 
 # ---- sources ----
 add(id="src.vitals", type="medsec-vitals", name="every device", gateway="medsec.gateway", device="",
@@ -158,7 +142,7 @@ fn("fleet.snapshot", "fleet: snapshot", MODEL_HELP +
    "    picker = { topic: 'devices', payload: ids };\n"
    "}\n"
    "return [{ topic: 'fleet', payload: devices, now: Date.now() / 1000 }, picker];\n",
-   2, 440, 300, [["fleet.view"], ["device.picker"]])
+   2, 440, 300, [["fleet.view"], ["device.view"]])
 
 FLEET_VIEW = r"""<template>
     <div class="medsec-fleet" data-medsec="fleet">
@@ -235,97 +219,210 @@ FLEET_VIEW = r"""<template>
 """
 template("fleet.view", "fleet cards", "ui.g.fleet", FLEET_VIEW, 690, 300, [[]], width="12")
 
-PICKER = r"""<template>
-    <div class="medsec-picker" data-medsec="picker">
-        <label>Device
-            <select v-model="selected" @change="choose" data-medsec="device-select">
-                <option disabled value="">choose a device</option>
-                <option v-for="id in ids" :key="id" :value="id">{{ id }}</option>
-            </select>
-        </label>
-        <span class="hint" v-if="!ids.length">No device yet.</span>
+DEVICE_VIEW = r"""<template>
+    <div class="medsec-device" data-medsec="device-view" :data-device="selected" :data-span="span"
+         :data-history="historyCount" :data-loaded="loaded">
+        <div class="bar">
+            <label>Device
+                <select v-model="selected" @change="load" data-medsec="device-select">
+                    <option disabled value="">choose a device</option>
+                    <option v-for="id in ids" :key="id" :value="id">{{ id }}</option>
+                </select>
+            </label>
+            <span class="spans" data-medsec="spans">
+                <button v-for="s in spans" :key="s" :class="{ on: s === span }" :data-span="s"
+                        @click="setSpan(s)">{{ s }}</button>
+            </span>
+            <span class="hint" v-if="!ids.length">No device yet.</span>
+        </div>
+        <div class="medsec-header" data-medsec="device-header" :data-device="selected">
+            <template v-if="last">
+                <b>{{ selected }}</b> · {{ last.protocol }} · seq {{ last.seq === null ? '-' : last.seq }} ·
+                <span data-field="Temp">{{ last.Temp.toFixed(2) }} °C</span> ·
+                pulse <span data-field="PulseSig">{{ last.PulseSig.toFixed(3) }} V</span> ·
+                {{ new Date(last.ts * 1000).toLocaleTimeString() }}
+            </template>
+            <template v-else-if="selected">{{ loading ? 'Loading the history of' : 'Waiting for a reading from' }}
+                <b>{{ selected }}</b>…</template>
+            <span class="err" v-if="error" data-medsec="device-error">{{ error }}</span>
+        </div>
+        <div class="charts">
+            <div v-for="c in charts" :key="c.id" class="chart">
+                <div class="title">{{ c.title }} <span class="range">{{ c.range }}</span></div>
+                <svg viewBox="0 0 600 150" preserveAspectRatio="none" data-medsec="chart" :data-chart="c.id"
+                     :data-points="c.points" :data-first="c.first">
+                    <polyline v-for="line in c.lines" :key="line.name" :points="line.path" :stroke="line.color"
+                              fill="none" stroke-width="1.5" vector-effect="non-scaling-stroke" />
+                </svg>
+                <div class="legend"><span v-for="line in c.lines" :key="line.name" :style="{ color: line.color }">{{ line.name }}</span></div>
+            </div>
+        </div>
     </div>
 </template>
 <script>
+    // Each viewer's own choice of device and range lives here, in the browser: the flow keeps none
+    // (issue 17). History comes back only to the viewer that asked (msg._client); live readings
+    // reach every Device page and each keeps those of its own device.
+    // (Dashboard 2.0 runs this script as one `export default` object, without created(): the
+    // constants are in data(), the readings an unreactive array made in mounted().)
     export default {
         data() {
-            return { selected: '' }
-        },
-        computed: {
-            ids() {
-                return this.msg && Array.isArray(this.msg.payload) ? this.msg.payload : []
-            }
-        },
-        watch: {
-            ids(list) {
-                if (!this.selected && list.length) {
-                    this.selected = list[0]
-                    this.choose()
-                }
+            return {
+                ids: [], selected: '', span: '1 h', spans: ['1 h', '24 h', '7 d'], version: 0, historyCount: 0,
+                loaded: '', loading: false, error: '', last: null, now: Date.now() / 1000,
+                CHARTS: [
+                    { id: 'pulse', title: 'Pulse signal (V)', fields: [['PulseSig', 'pulse', '#0095FF']] },
+                    { id: 'temp', title: 'Temperature (°C)', fields: [['Temp', 'Temp', '#FF0000']] },
+                    { id: 'accel', title: 'Accelerometer (g)', fields: [['Acel_x', 'x', '#0095FF'], ['Acel_y', 'y', '#FF7F0E'], ['Acel_z', 'z', '#2CA02C']] },
+                    { id: 'internal', title: 'Internal temperatures (°C)', fields: [['TempMcu', 'MCU', '#A347E1'], ['TempMpu', 'MPU', '#D62728']] },
+                ],
+                SPANS: { '1 h': 3600, '24 h': 86400, '7 d': 604800 },
+                DRAWN: 600, // points per line at most: the rest are skipped evenly
             }
         },
         mounted() {
-            if (this.ids.length) {
-                this.selected = this.ids[0]
-                this.choose()
+            this.rows = [] // not reactive: tens of thousands of readings; `version` redraws
+            this.send({ topic: 'hello' })
+            this.timer = setInterval(() => { this.now = Date.now() / 1000 }, 5000)
+        },
+        unmounted() {
+            clearInterval(this.timer)
+        },
+        watch: {
+            msg(m) {
+                if (m) {
+                    this.take(m)
+                }
+            }
+        },
+        computed: {
+            charts() {
+                this.version // redraw on new data
+                const span = this.SPANS[this.span]
+                const t0 = this.now - span
+                const rows = (this.rows || []).filter((r) => r.ts >= t0)
+                const stride = Math.max(1, Math.ceil(rows.length / this.DRAWN))
+                const drawn = rows.filter((r, i) => i % stride === 0 || i === rows.length - 1)
+                return this.CHARTS.map((c) => {
+                    let lo = Infinity
+                    let hi = -Infinity
+                    for (const r of drawn) {
+                        for (const [f] of c.fields) {
+                            lo = Math.min(lo, r[f])
+                            hi = Math.max(hi, r[f])
+                        }
+                    }
+                    const pad = hi > lo ? (hi - lo) * 0.05 : 1
+                    const x = (ts) => ((ts - t0) / span * 600).toFixed(1)
+                    const y = (v) => (145 - (v - lo + pad) / (hi - lo + 2 * pad) * 140).toFixed(1)
+                    return {
+                        id: c.id, title: c.title, points: rows.length, first: rows.length ? rows[0].ts : '',
+                        range: drawn.length ? lo.toFixed(2) + ' … ' + hi.toFixed(2) : '',
+                        lines: c.fields.map(([f, name, color]) => ({
+                            name, color, path: drawn.map((r) => x(r.ts) + ',' + y(r[f])).join(' ')
+                        }))
+                    }
+                })
             }
         },
         methods: {
-            choose() {
-                this.send({ topic: 'select', payload: this.selected })
+            take(m) {
+                this.rows = this.rows || []
+                if (m.topic === 'devices' && Array.isArray(m.payload)) {
+                    this.ids = m.payload
+                    if (!this.selected && this.ids.length) {
+                        this.selected = this.ids[0]
+                        this.load()
+                    }
+                } else if (m.topic === 'history') {
+                    if (m.device !== this.selected || m.span !== this.SPANS[this.span]) {
+                        return // an answer to an earlier choice
+                    }
+                    const items = Array.isArray(m.payload) ? m.payload : []
+                    const newest = items.length ? items[items.length - 1].ts : -Infinity
+                    this.rows = items.concat(this.rows.filter((r) => r.ts > newest))
+                    this.historyCount = items.length
+                    this.loaded = m.device + ' ' + this.span
+                    this.loading = false
+                    this.error = ''
+                    this.version++
+                } else if (m.topic === 'reading' && m.payload && m.payload.device === this.selected) {
+                    this.rows.push(m.payload)
+                    this.last = m.payload
+                    const t0 = Date.now() / 1000 - this.SPANS[this.span]
+                    if (this.rows.length && this.rows[0].ts < t0 - 60) {
+                        this.rows = this.rows.filter((r) => r.ts >= t0)
+                    }
+                    this.version++
+                } else if (m.topic === 'error') {
+                    this.error = String(m.payload)
+                    this.loading = false
+                }
+            },
+            setSpan(s) {
+                this.span = s
+                this.load()
+            },
+            load() {
+                if (!this.selected) {
+                    return
+                }
+                this.rows = []
+                this.last = null
+                this.historyCount = 0
+                this.loaded = ''
+                this.loading = true
+                this.now = Date.now() / 1000
+                this.version++
+                const span = this.SPANS[this.span]
+                // Beyond an hour the per-minute means keep the answer small (1440 / 10080 points).
+                this.send({ topic: 'history', payload: { device: this.selected, span, step: span > 3600 ? '1m' : 'raw' } })
             }
         }
     }
 </script>
 <style>
-    .medsec-picker select { border: 1px solid #aaa; border-radius: 4px; padding: 2px 8px; margin-left: 8px; min-width: 200px; }
-    .medsec-picker .hint { margin-left: 12px; color: #777; }
+    .medsec-device .bar { display: flex; align-items: center; gap: 12px; flex-wrap: wrap; }
+    .medsec-device select { border: 1px solid #aaa; border-radius: 4px; padding: 2px 8px; margin-left: 8px; min-width: 200px; }
+    .medsec-device .spans button { border: 1px solid #0d74ce; background: #fff; color: #0d74ce; padding: 2px 10px; margin-right: 4px; border-radius: 4px; cursor: pointer; }
+    .medsec-device .spans button.on { background: #0d74ce; color: #fff; }
+    .medsec-device .hint { color: #777; }
+    .medsec-device .medsec-header { margin: 8px 0; }
+    .medsec-device .err { color: #d62728; margin-left: 8px; }
+    .medsec-device .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 12px; }
+    .medsec-device .chart { border: 1px solid #cfd8e3; border-radius: 6px; padding: 6px 8px; background: #fff; }
+    .medsec-device .chart svg { width: 100%; height: 160px; background: #fafbfc; }
+    .medsec-device .title { font-weight: bold; font-size: 13px; }
+    .medsec-device .range { font-weight: normal; color: #777; margin-left: 8px; }
+    .medsec-device .legend span { margin-right: 10px; font-size: 12px; }
 </style>
 """
-template("device.picker", "device picker", "ui.g.pick", PICKER, 690, 360, [["device.select"]], width="12")
-fn("device.select", "device: select", "// The device page follows one device: remember it, clear the charts.\n"
-   "flow.set('selected', msg.payload);\n"
-   "const clear = () => ({ payload: [] });\n"
-   "return [clear(), clear(), clear(), clear(), { payload: null, topic: msg.payload }];\n",
-   5, 920, 360, [["chart.pulse"], ["chart.temp"], ["chart.accel"], ["chart.internal"], ["device.header"]])
-fn("device.reading", "device: reading", "// Readings of the device chosen on the device page, split per chart.\n"
-   "if (msg.topic !== flow.get('selected')) {\n"
-   "    return null;\n"
+template("device.view", "device page", "ui.g.pick", DEVICE_VIEW, 700, 360, [["device.request"]], width="12")
+# The view's settings must not be replayed to other viewers: it asks for what it needs when it opens.
+nodes[-1]["storeOutMessages"] = False
+nodes[-1]["resendOnRefresh"] = False
+fn("device.request", "device: request", "// A Device page asks: `hello` (the device list, to it alone) or `history` (its range).\n"
+   "if (msg.topic === 'hello') {\n"
+   "    const ids = Object.keys(flow.get('fleet') || {}).sort();\n"
+   "    return [{ topic: 'devices', payload: ids, _client: msg._client }, null];\n"
    "}\n"
-   "const r = msg.payload;\n"
-   "const point = (topic, value) => ({ topic, payload: value });\n"
-   "return [\n"
-   "    point('PulseSig', r.PulseSig),\n"
-   "    point('Temp', r.Temp),\n"
-   "    [point('x', r.Acel_x), point('y', r.Acel_y), point('z', r.Acel_z)],\n"
-   "    [point('MCU', r.TempMcu), point('MPU', r.TempMpu)],\n"
-   "    { topic: msg.topic, payload: r },\n"
-   "];\n", 5, 440, 40, [["chart.pulse"], ["chart.temp"], ["chart.accel"], ["chart.internal"], ["device.header"]])
-HEADER = r"""<template>
-    <div class="medsec-header" data-medsec="device-header" :data-device="device">
-        <template v-if="reading">
-            <b>{{ device }}</b> · {{ reading.protocol }} · seq {{ reading.seq === null ? '-' : reading.seq }} ·
-            <span data-field="Temp">{{ reading.Temp.toFixed(2) }} °C</span> ·
-            pulse <span data-field="PulseSig">{{ reading.PulseSig.toFixed(3) }} V</span> ·
-            {{ new Date(reading.ts * 1000).toLocaleTimeString() }}
-        </template>
-        <template v-else-if="device">Waiting for a reading from <b>{{ device }}</b>…</template>
-    </div>
-</template>
-<script>
-    export default {
-        computed: {
-            device() { return this.msg ? this.msg.topic : '' },
-            reading() { return this.msg && this.msg.payload && typeof this.msg.payload.Temp === 'number' ? this.msg.payload : null }
-        }
-    }
-</script>
-"""
-template("device.header", "device header", "ui.g.pick", HEADER, 1180, 420, [[]], width="12", order=2)
-chart("chart.pulse", "pulse", "ui.g.pulse", "Pulse signal", "0", "3.3", 1170, 260, 1, points=240)
-chart("chart.temp", "temperature", "ui.g.temp", "Temperature", "", "", 1180, 300, 1)
-chart("chart.accel", "accelerometer", "ui.g.accel", "Acceleration", "", "", 1180, 340, 1)
-chart("chart.internal", "internal", "ui.g.internal", "MCU and MPU", "", "", 1170, 380, 1)
+   "if (msg.topic === 'history' && msg.payload && typeof msg.payload === 'object') {\n"
+   "    return [null, { payload: msg.payload, span: msg.payload.span, _client: msg._client }];\n"
+   "}\n"
+   "return null;\n", 2, 940, 360, [["device.view"], ["device.history"]])
+add(id="device.history", type="medsec-history", name="range of one device", gateway="medsec.gateway", device="",
+    span="1h", step="raw", maxItems=100000, x=1160, y=400, wires=[["device.historyOut"]])
+fn("device.historyOut", "device: history", "// Back to the viewer that asked (msg._client is kept by the history node).\n"
+   "return { topic: 'history', device: msg.device, span: msg.span, payload: msg.payload, _client: msg._client };\n",
+   1, 1180, 460, [["device.view"]])
+add(id="device.catch", type="catch", name="history errors", scope=["device.history"], uncaught=False,
+    x=940, y=460, wires=[["device.error"]])
+fn("device.error", "device: error", "// The API's own message (never the token), to the viewer that asked.\n"
+   "const text = msg.error && msg.error.message ? msg.error.message : String(msg.error);\n"
+   "return { topic: 'error', payload: text, _client: msg._client };\n",
+   1, 1180, 520, [["device.view"]])
+fn("device.reading", "device: reading", "// Every reading to every Device page: each shows those of the device its viewer chose.\n"
+   "return { topic: 'reading', payload: msg.payload };\n", 1, 440, 40, [["device.view"]])
 
 OPEN = r"""<template>
     <div class="medsec-open" data-medsec="open-alerts">

@@ -41,6 +41,8 @@ POLICY: tuple[Rule, ...] = (
     Rule("dispatch", "read", "medsec/keys/events"),
     # dashboard: read-only on the public tree (Node-RED and people's MQTT clients).
     Rule("dashboard", "read", "Pico/#"),
+    # history: read-only on the published readings, nothing else (services/history stores them).
+    Rule("history", "read", "Pico/+/json"),
     # monitor: read-only on the internal bus, for operators and tests.
     Rule("monitor", "read", "medsec/#"),
     # brokeradmin: adds and removes station logins on a running Mosquitto through the

@@ -108,6 +108,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of days, got {env.get(name)!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     home: Path
@@ -175,6 +182,12 @@ class Config:
     dispatch_line: str = ""
     dispatch_window: float = 120.0
     dispatch_key_ttl: float = 0.0
+    # History (services/history): "" is history.db in the state dir; postgresql://... selects
+    # PostgreSQL (its own database or schema, never the key store's: the history service holds no
+    # key store credentials). Raw readings kept history_raw_days, per-minute aggregates history_agg_days.
+    history_url: str = ""
+    history_raw_days: float = 7.0
+    history_agg_days: float = 365.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -216,6 +229,9 @@ class Config:
             dispatch_window=_float(env, "MEDSEC_DISPATCH_WINDOW", 120.0),
             dispatch_key_ttl=_float(env, "MEDSEC_DISPATCH_KEY_TTL", 0.0),
             proxy_trusted=_networks(env, "MEDSEC_PROXY_TRUSTED"),
+            history_url=env.get("MEDSEC_HISTORY_URL", ""),
+            history_raw_days=_positive(env, "MEDSEC_HISTORY_RAW_DAYS", 7.0),
+            history_agg_days=_positive(env, "MEDSEC_HISTORY_AGG_DAYS", 365.0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -275,6 +291,11 @@ class Config:
         return self.secrets_dir / "mqtt-passwords.json"
 
     @property
+    def history_path(self) -> Path:
+        """The SQLite history store (services/history/store.py is the only code that opens it)."""
+        return self.home / "history.db"
+
+    @property
     def admin_url(self) -> str:
         return f"http://{self.host}:{self.admin_port}/api/v1"
 
@@ -297,4 +318,6 @@ ENV_NAMES = {
     "throttle_grace": "MEDSEC_THROTTLE_GRACE", "throttle_queue": "MEDSEC_THROTTLE_QUEUE",
     "device_max_rate": "MEDSEC_DEVICE_MAX_RATE", "device_burst": "MEDSEC_DEVICE_BURST",
     "replay_window": "MEDSEC_REPLAY_WINDOW", "max_duplicates": "MEDSEC_MAX_DUPLICATES",
+    "history_url": "MEDSEC_HISTORY_URL", "history_raw_days": "MEDSEC_HISTORY_RAW_DAYS",
+    "history_agg_days": "MEDSEC_HISTORY_AGG_DAYS",
 }

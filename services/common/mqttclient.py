@@ -12,6 +12,10 @@ It only moves bytes and completes futures; the packets are services/common/mqttw
   persistent session (clean_session=False) the broker delivers it again. An
   async handler is awaited before the next packet is read, which is the
   backpressure: the broker keeps what the service has not taken.
+- `auto_ack=False` (history: acknowledge only what is stored): the handler only takes the
+  message; the caller later calls `ack(mid, session)` with `session` read at delivery. An
+  acknowledgement for an earlier connection is dropped (its packet id means nothing to the new
+  one): the broker delivers that message again and the caller must tolerate the copy.
 - One reconnect policy: jittered exponential back-off from `min_delay` to
   `max_delay`, back to `min_delay` after a connection that lasted STABLE s.
 - `run(stop)`: when `stop` is set, take no new messages, wait up to `drain`
@@ -51,6 +55,7 @@ class MqttClient:
         min_delay: float = 0.05,
         max_delay: float = 2.0,
         connect_timeout: float = 5.0,
+        auto_ack: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id
@@ -62,6 +67,8 @@ class MqttClient:
         self.log = log or logging.getLogger("medsec.mqtt")
         self.min_delay, self.max_delay = min_delay, max_delay
         self.connect_timeout = connect_timeout
+        self.auto_ack = auto_ack
+        self.session = 0  # counts connections; an ack names the one its message came on
         self.connected = False
         self.stopping = False
         self.subscribed = asyncio.Event()
@@ -220,6 +227,7 @@ class MqttClient:
             self.log.error(kv(event="bus_refused", reason=f"CONNACK code {code}"))
             return
         self.connected = True
+        self.session += 1
         self._writer = writer
         self.log.info(kv(event="bus_connected", client_id=self.client_id,
                          session_present=int(session_present)))
@@ -282,8 +290,15 @@ class MqttClient:
         except Exception:  # a bug must not kill the connection; the message stays unacknowledged
             self.log.exception(kv(event="handler_error", topic=msg.topic[:100]))
             return
-        if msg.qos and msg.mid is not None:
+        if msg.qos and msg.mid is not None and self.auto_ack:
             self._out += wire.puback(msg.mid)  # after what the handler published: same write, in order
+
+    def ack(self, mid: int, session: int) -> None:
+        """With auto_ack=False: acknowledge a message taken on connection `session` (see above)."""
+        if session != self.session or self._writer is None:
+            return  # that connection is gone: the broker redelivers the message
+        self._out += wire.puback(mid)
+        self._schedule_flush()
 
     def _on_puback(self, mid: int) -> None:
         entry = self._outgoing.pop(mid, None)

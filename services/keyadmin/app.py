@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from services.common.config import Config, service_config
 from services.common.logs import kv, setup
 from services.common.state import SERVICE_TOKENS, StateError, read_secret, service_token_hash_path
-from services.keyadmin import clashes, devices_api, openapi, ops_api, stations_api, tokens_api
+from services.keyadmin import clashes, devices_api, history_api, openapi, ops_api, stations_api, tokens_api
 from services.keyadmin.api_common import ApiError, actor, authorise
 from services.keyadmin.audit_witness import WitnessKeeper
 from services.keyadmin.events import BusKeyEvents
@@ -54,6 +54,7 @@ BLUEPRINTS: list[Callable[[Config], Blueprint]] = [
     ops_api.create_blueprint,
     stations_api.create_blueprint,
     tokens_api.create_blueprint,
+    history_api.create_blueprint,
 ]
 
 _STORE_ERRORS: dict[type[KeyStoreError], int] = {

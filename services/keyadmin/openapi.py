@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from services.common.config import DEVICE_ID_RE
+from services.common.v1 import FIELDS
 from services.keyadmin import scopes
 from services.keystore.models import SCOPES
 
@@ -36,6 +37,33 @@ _STATION = {"type": "object", "required": ["id", "fingerprint", "public_key", "c
     "id": {"type": "string"}, "fingerprint": {"type": "string"}, "public_key": {"type": "string"},
     "created_at": {"type": "number"}, "revoked_at": _NUM_OR_NULL}}
 _STATION_ID = {"name": "station_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+_RANGE = [{"name": name, "in": "query", "required": False, "description": text,
+           "schema": {"type": "number", "minimum": 0, "maximum": 1e11}}
+          for name, text in (("from", "unix seconds, inclusive (default: `to` minus one hour)"),
+                             ("to", "unix seconds, exclusive (default: now)"))]
+_STEP = {"name": "step", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["raw", "1m"], "default": "raw"}}
+_FORMAT = {"name": "format", "in": "query", "required": False,
+           "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}}
+_CURSOR = {"name": "cursor", "in": "query", "required": False, "description": "`next` of the previous page",
+           "schema": {"type": "string", "pattern": "^(r[0-9.e+-]+_-?[0-9]+|m[0-9]+)$"}}
+
+
+_NEXT_HEADER = {"schema": {"type": "string"}, "description": "CSV: cursor of the next page"}
+
+
+def _limit(default: int, high: int) -> dict[str, Any]:
+    return {"name": "limit", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": high, "default": default}}
+
+
+_READING = {"type": "object", "required": ["ts", "seq", *FIELDS], "properties": {
+    "ts": {"type": "number"}, "seq": {"type": "integer", "nullable": True},
+    "protocol": {"type": "string", "enum": ["v1", "v2"]},
+    "n": {"type": "integer", "description": "step 1m: readings in the minute"},
+    **{f: {"type": "number", "description": "step 1m: the minute's mean"} for f in FIELDS}},
+    "additionalProperties": {"type": "number", "description": "step 1m: <field>_min, <field>_max"}}
 
 PATHS: dict[str, Any] = {
     "/devices": {
@@ -75,6 +103,33 @@ PATHS: dict[str, Any] = {
                                  "content": {"application/json": {"schema": _ref("RotateRequest")}}},
                  "responses": {"201": _json(_ref("DeviceWithCredentials"), "Rotated"),
                                **_errors(400, 401, 404, 409, 415)}},
+    },
+    # --- history (history_api.py) ---
+    "/devices/{device_id}/readings": {
+        "parameters": [DEVICE_ID],
+        "get": {"summary": "A device's readings by time range: raw, or per-minute min/mean/max; JSON or CSV",
+                "operationId": "deviceReadings", "security": SECURE,
+                "parameters": [*_RANGE, _STEP, _FORMAT, _limit(1000, 10000), _CURSOR],
+                "responses": {"200": {"description": "One page, oldest first (CSV: header row; the next"
+                                                     " page's cursor in X-Next-Cursor)",
+                                      "headers": {"X-Next-Cursor": _NEXT_HEADER},
+                                      "content": {"application/json": {"schema": _ref("ReadingsPage")},
+                                                  "text/csv": {"schema": {"type": "string"}}}},
+                              **_errors(400, 401, 503)}},
+    },
+    "/devices/{device_id}/fhir": {
+        "parameters": [DEVICE_ID],
+        "get": {"summary": "FHIR R4 export of a device's readings: a Bundle (collection) of the Device and"
+                           " Observations (docs/history.md); link `next` names the next page",
+                "operationId": "deviceFhir", "security": SECURE,
+                "parameters": [*_RANGE, _limit(500, 2000), _CURSOR],
+                "responses": {"200": {"description": "A FHIR Bundle", "content": {
+                    "application/fhir+json": {"schema": {
+                        "type": "object", "required": ["resourceType", "type", "entry"],
+                        "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]},
+                                       "type": {"type": "string"},
+                                       "entry": {"type": "array", "items": {"type": "object"}}}}}}},
+                              **_errors(400, 401, 503)}},
     },
     "/audit": {
         "get": {"summary": "The audit log (append-only, hash-chained)", "operationId": "audit",
@@ -225,6 +280,12 @@ SCHEMAS: dict[str, Any] = {
         "name": {"type": "string"}, "scope": {"type": "string", "enum": list(SCOPES)},
         "created_at": _NUM_OR_NULL, "revoked_at": _NUM_OR_NULL,
         "integrity": {"type": "string", "enum": ["ok", "failed"]}}},
+    "ReadingsPage": {"type": "object", "required": ["device", "from", "to", "step", "items", "next"],
+                     "properties": {"device": {"type": "string"}, "from": {"type": "number"},
+                                    "to": {"type": "number"},
+                                    "step": {"type": "string", "enum": ["raw", "1m"]},
+                                    "items": {"type": "array", "items": _READING},
+                                    "next": {"type": "string", "nullable": True}}},
     "AuditPage": {"type": "object", "required": ["entries"], "properties": {
         "entries": {"type": "array", "items": _ref("AuditEntry")},
         "next": {"type": "integer", "nullable": True}}},
@@ -234,13 +295,13 @@ _ERROR_TEXT = {400: "Bad input", 401: "Missing, unknown or revoked token",
                403: "The token's scope is below the one the operation needs (x-scope)", 404: "Not found",
                409: "Conflict (exists, revoked, or credentials in use)", 413: "Body too large",
                415: "Unsupported media type (send JSON)",
-               503: "Not done in full: the admin token is not set up, or the change is stored but the broker "
-                    "did not take it (the message says which)"}
+               503: "Not done in full: the admin token is not set up, the change is stored but the broker "
+                    "did not take it, or the history store is not there yet (the message says which)"}
 
 
 _SCOPE_TEXT = ("Bearer token with a scope. Scopes are ordered, each holding the ones below it: "
                "admin (tokens, audit log) > manage (add, rotate, revoke, import devices; stations) > "
-               "read (devices and their state) > stations:read (station and dispatch public keys). "
+               "read (devices, their state and history) > stations:read (station and dispatch public keys). "
                "Each operation's `x-scope` names the scope it needs.")
 
 

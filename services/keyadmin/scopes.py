@@ -5,7 +5,7 @@ Scopes are ordered; each holds the ones below it:
 
     admin          tokens (create, list, revoke) and the audit log, and everything below
     manage         add, rotate, revoke, import devices; register and revoke stations
-    read           list and show devices and their state
+    read           list and show devices and their state, their history (readings, FHIR export)
     stations:read  station public keys and the dispatch key only (what dispatch needs)
 
 The audit log is `admin`: it names every token holder and when they acted, which a dashboard
@@ -28,6 +28,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/devices/{device_id}"): "read",
     ("DELETE", "/devices/{device_id}"): "manage",
     ("POST", "/devices/{device_id}/rotate"): "manage",
+    ("GET", "/devices/{device_id}/readings"): "read",
+    ("GET", "/devices/{device_id}/fhir"): "read",
     ("GET", "/stations"): "stations:read",
     ("POST", "/stations"): "manage",
     ("GET", "/stations/{station_id}"): "stations:read",

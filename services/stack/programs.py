@@ -41,6 +41,7 @@ def programs(config: Config, broker_conf: Path, demo: int = 0, nodered: bool = T
         Program("proxy", [py, "-m", "services.proxy"], 30),
         Program("publisher", [py, "-m", "services.publisher"], 30),
         Program("dispatch", [py, "-m", "services.dispatch"], 30),
+        Program("history", [py, "-m", "services.history"], 30),
     ]
     if nodered and available():  # the Node-RED runtime may not be installed (make -C nodered install)
         try:

@@ -66,3 +66,23 @@ def test_only_service_and_station_accounts_become_broker_logins():
 
     logins = broker_logins({"proxy": "a", "dashboard": "b", "nodered-admin": "c", "station-s1": "d"})
     assert set(logins) == {"proxy", "dashboard", "station-s1"}
+
+
+def test_history_reads_published_readings_only(config, broker, request):
+    device = request.node.name.replace("_", "-")[:60]
+    json_topic, status_topic = f"Pico/{device}/json", f"Pico/{device}/status"
+    hist = Subscriber(config, "history")
+    pub = Subscriber(config, "publisher")
+    try:
+        hist.subscribe("Pico/+/json")
+        for refused in ("Pico/#", "Pico/+/status", "medsec/#", "#"):
+            assert hist.subscribe(refused)[0].is_failure, refused
+        hist.client.publish(json_topic, b"forged", qos=1).wait_for_publish(5)  # dropped by the ACL
+        pub.client.publish(status_topic, b"online", qos=1).wait_for_publish(5)
+        pub.client.publish(json_topic, b"real", qos=1).wait_for_publish(5)
+        wait_until(lambda: hist.on(json_topic), 5, what="publisher's reading")
+        assert hist.on(json_topic) == [b"real"]
+        assert hist.topics() == {json_topic}
+    finally:
+        for c in (hist, pub):
+            c.close()

@@ -22,9 +22,10 @@ NON_DEFAULT = {
     "keystore_url": "postgresql://u:p%40ss@db/medsec", "proxy_protocol": True,
     "emqx_api_url": "http://emqx:18083", "publisher_shared": True, "publisher_id": "p-2",
     "mosquitto_dynsec": "/opt/dynsec.so", "dispatch_params": "/srv/params", "dispatch_line": "s1,s2",
-    "dispatch_window": 30.0, "dispatch_key_ttl": 2.0, "proxy_trusted": "10.0.0.0/8,fd00::1",
-    "throttle_grace": 0.5, "throttle_queue": 3, "device_max_rate": 2.5, "device_burst": 4,
-    "replay_window": 60.0, "max_duplicates": 0,
+    "dispatch_window": 30.0, "dispatch_key_ttl": 2.0,
+    "proxy_trusted": "10.0.0.0/8,fd00::/8", "throttle_grace": 1.0, "throttle_queue": 3,
+    "device_max_rate": 5.0, "device_burst": 4, "replay_window": 10.0, "max_duplicates": 2,
+    "history_url": "postgresql://h:p%40ss@db/history", "history_raw_days": 2.5, "history_agg_days": 30.0,
 }
 
 
@@ -50,7 +51,8 @@ def test_to_env_survives_supervisord_quoting() -> None:
 @pytest.mark.parametrize("name,value", [
     ("MEDSEC_PROXY_PORT", "nine"), ("MEDSEC_IDLE_TIMEOUT", "1m"), ("MEDSEC_PROXY_PROTOCOL", "2"),
     ("MEDSEC_PUBLISHER_SHARED", "true"), ("MEDSEC_DISPATCH_WINDOW", "x"), ("MEDSEC_DISPATCH_KEY_TTL", "-"),
-    ("MEDSEC_MAX_CONNECTIONS", "1e3"),
+    ("MEDSEC_MAX_CONNECTIONS", "1e3"), ("MEDSEC_HISTORY_RAW_DAYS", "week"), ("MEDSEC_HISTORY_RAW_DAYS", "0"),
+    ("MEDSEC_HISTORY_AGG_DAYS", "-1"), ("MEDSEC_HISTORY_AGG_DAYS", "nan"),
 ])
 def test_a_bad_value_is_a_config_error_naming_the_variable(name, value) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -64,7 +66,7 @@ def test_a_bad_value_is_a_config_error_naming_the_variable(name, value) -> None:
 def test_every_service_and_the_cli_exit_2_with_one_line_on_a_bad_setting(config_env, name, value) -> None:
     env = {**os.environ, **config_env, name: value}
     for argv in (["-m", "services.auth"], ["-m", "services.keyadmin"], ["-m", "services.proxy"],
-                 ["-m", "services.publisher"], ["-m", "services.dispatch"],
+                 ["-m", "services.publisher"], ["-m", "services.dispatch"], ["-m", "services.history"],
                  ["-m", "services.cli.main", "status"], ["-m", "services.cli.main", "device", "list"]):
         done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == EXIT_BAD_CONFIG, (argv, done.stderr)

@@ -215,3 +215,43 @@ def test_packet_ids_run_out_with_a_clear_error_not_a_hang() -> None:
             c.send("medsec/ingest/ids", b"")
 
     asyncio.run(main())
+
+
+def test_deferred_ack_only_what_was_acknowledged_is_gone(config, broker) -> None:
+    """auto_ack=False: a message acknowledged with ack(mid, session) is not delivered again; one left
+    unacknowledged is, on the next connection of the same persistent session; an ack naming an
+    earlier connection is dropped."""
+    t = topic("deferred")
+    cid = f"t-deferred-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        first: list[tuple[bytes, int | None, int]] = []
+        sub = client(config, "publisher", cid, clean_session=False, subscriptions=[("medsec/ingest/+", 1)],
+                     auto_ack=False)
+        sub.on_message = lambda m: first.append((m.payload, m.mid, sub.session)) if m.topic == t else None
+        s1, r1 = await running(sub)
+        await until(sub.subscribed.is_set, 10, "subscribed")
+        pub = client(config, "proxy")
+        s2, r2 = await running(pub)
+        for i in range(4):
+            await pub.publish(t, b"m%d" % i)
+        await until(lambda: len(first) == 4, 10, "four deliveries")
+        for payload, mid, session in first:
+            if payload in (b"m0", b"m2"):
+                sub.ack(mid, session)
+        sub.ack(first[1][1], first[1][2] - 1)  # a stale connection's ack: ignored
+        await shut(s1, r1)
+        again: list[bytes] = []
+        sub2 = client(config, "publisher", cid, clean_session=False, subscriptions=[("medsec/ingest/+", 1)])
+        sub2.on_message = lambda m: again.append(m.payload) if m.topic == t else None
+        s3, r3 = await running(sub2)
+        await until(lambda: len(again) >= 2, 10, "redelivery")
+        await pub.publish(t, b"end")
+        await until(lambda: b"end" in again, 10, "end marker")
+        await shut(s3, r3)
+        await shut(s2, r2)
+        return [p for p, _, _ in first], again
+
+    first, again = asyncio.run(main())
+    assert first == [b"m0", b"m1", b"m2", b"m3"]
+    assert again == [b"m1", b"m3", b"end"]

@@ -17,6 +17,17 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("dispatch", "Pico/pico-1/json", P, False),
     ("monitor", "Pico/pico-1/json", P, False),
     ("station-a", "Pico/pico-1/json", P, False),
+    # history reads the published readings (Pico/<id>/json) and nothing else; it writes nothing.
+    ("history", "Pico/pico-1/json", S, True),
+    ("history", "Pico/pico-1/json", P, False),
+    ("history", "Pico/pico-1/status", S, False),
+    ("history", "Pico/pico-1/Physiological_Data/Temperature", S, False),
+    ("history", "medsec/ingest/pico-1", S, False),
+    ("history", "medsec/events/pico-1", S, False),
+    ("history", "medsec/keys/events", S, False),
+    ("history", "medsec/audit/head", S, False),
+    ("history", "medsec/dispatch/station-a/params", S, False),
+    ("history", "other/topic", P, False),
     # Nobody but the proxy may write medsec/ingest/#; the publisher and monitor read it.
     ("proxy", "medsec/ingest/pico-1", P, True),
     ("publisher", "medsec/ingest/pico-1", S, True),

@@ -9,6 +9,10 @@
 //   {"cmd": "screenshot", "path", "tab"}         tab "device" for the device page
 //   {"cmd": "watch", "url", "user", "password"}  a second session on the Devices page, kept open
 //   {"cmd": "watched"}                           what that session shows: device rows and any credentials
+//   {"cmd": "viewer", "name", "url", "user", "password"}   another login's Device page, kept open as `name`
+//   {"cmd": "view", "name", "select", "span", "device"}   on that page: choose a device and/or a range
+//                                                (optional), wait until `device`'s history for the range
+//                                                is drawn; returns the view and each chart's points
 //   {"cmd": "visit", "url", "user", "password", "pages"}   another login in its own browser context:
 //                                                the HTTP status of each page and the pages its navigation offers
 import { createRequire } from "node:module";
@@ -26,6 +30,7 @@ let context = null;
 let page = null;
 let devicePage = null; // a second tab that stays on the device page while the test goes on
 let watcher = null; // another login's session on the Devices page
+const viewers = {}; // name -> a Device page in a browser context of its own (one viewer each)
 
 const commands = {
     async open({ url, user, password }) {
@@ -74,7 +79,7 @@ const commands = {
         const info = await page.waitForFunction((want) => {
             const h = document.querySelector("[data-medsec=device-header]");
             const temp = h && h.dataset.device === want && h.querySelector("[data-field=Temp]");
-            return temp ? { device: want, temp: temp.textContent, charts: document.querySelectorAll("canvas").length } : null;
+            return temp ? { device: want, temp: temp.textContent, charts: document.querySelectorAll("[data-medsec=chart]").length } : null;
         }, id, { timeout: 20000 });
         return info.jsonValue();
     },
@@ -135,8 +140,37 @@ const commands = {
             await other.close();
         }
     },
+    async viewer({ name, url, user, password }) {
+        const other = await browser.newContext({ httpCredentials: { username: user, password }, viewport: { width: 1280, height: 900 } });
+        viewers[name] = await other.newPage();
+        await viewers[name].goto(url);
+        await viewers[name].waitForSelector("[data-medsec=device-view]", { timeout: 20000 });
+        return true;
+    },
+    async view({ name, select, span, device }) {
+        const tab = viewers[name];
+        if (select) {
+            await tab.selectOption("[data-medsec=device-select]", select);
+        }
+        if (span) {
+            await tab.click(`[data-medsec=spans] button[data-span="${span}"]`);
+        }
+        const shown = await tab.waitForFunction((device) => {
+            const v = document.querySelector("[data-medsec=device-view]");
+            if (!v || v.dataset.device !== device || !v.dataset.loaded.startsWith(device + " ")) {
+                return null;
+            }
+            const charts = {};
+            for (const svg of document.querySelectorAll("[data-medsec=chart]")) {
+                const lines = [...svg.querySelectorAll("polyline")].map((l) => l.getAttribute("points").trim().split(/\s+/).filter(Boolean).length);
+                charts[svg.dataset.chart] = { points: Number(svg.dataset.points), first: Number(svg.dataset.first), drawn: lines };
+            }
+            return { device: v.dataset.device, span: v.dataset.span, loaded: v.dataset.loaded, history: Number(v.dataset.history), charts };
+        }, device, { timeout: 20000 });
+        return shown.jsonValue();
+    },
     async screenshot({ path, tab }) {
-        await (tab === "device" ? devicePage : page).screenshot({ path, fullPage: true });
+        await (tab === "device" ? devicePage : viewers[tab] || page).screenshot({ path, fullPage: true });
         return path;
     },
 };

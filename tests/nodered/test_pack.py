@@ -44,7 +44,8 @@ def test_tarball_holds_only_what_the_package_needs(packed):
         assert js in files, name
         assert base + ".html" in files, name
         short = os.path.basename(base)
-        if name.startswith("medsec-") and short in ("gateway", "vitals", "status", "alert", "devices"):
+        localised = ("gateway", "vitals", "status", "alert", "devices", "history")
+        if name.startswith("medsec-") and short in localised:
             assert f"nodes/locales/en-US/{short}.json" in files
             assert f"nodes/locales/en-US/{short}.html" in files
     assert any(p.startswith("nodes/icons/") for p in files)

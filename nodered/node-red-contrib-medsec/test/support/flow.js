@@ -4,7 +4,7 @@
 const helper = require("node-red-node-test-helper");
 const { startBroker } = require("./broker");
 
-const NODES = ["gateway", "vitals", "status", "alert", "devices"].map((n) => require(`../../nodes/${n}.js`));
+const NODES = ["gateway", "vitals", "status", "alert", "devices", "history"].map((n) => require(`../../nodes/${n}.js`));
 
 function flowWith(broker, node, gatewayProps = {}) {
     return [
