@@ -24,6 +24,7 @@ MODULES = {
     "proxy": "services.proxy",
     "publisher": "services.publisher",
     "dispatch": "services.dispatch",
+    "history": "services.history",
 }
 # /run/secrets/<name> -> $MEDSEC_HOME/secrets/<file>
 FILES = {"master_key": "master.key", "admin_token_sha256": "admin.token.sha256",
@@ -31,7 +32,7 @@ FILES = {"master_key": "master.key", "admin_token_sha256": "admin.token.sha256",
          "nodered_read_token_sha256": "nodered-read.token.sha256",
          "nodered_manage_token_sha256": "nodered-manage.token.sha256",
          "dispatch_token_sha256": "dispatch.token.sha256", "dispatch_token": "dispatch.token",
-         "postgres_password": "postgres.password",
+         "postgres_password": "postgres.password", "history_db_password": "history-db.password",
          "tls_server_key": "tls-server.key", "tls_server_cert": "tls-server.pem"}
 # Mosquitto's TLS listener (single host): other machines use this port, with the same logins.
 TLS_PORT = 8883
@@ -74,11 +75,13 @@ def prepare(home: Path) -> None:
         private(pw_path, json.dumps(passwords).encode())
     finally:
         os.close(lock)
-    pg_password = secrets_dir / "postgres.password"
-    if pg_password.exists():
-        # libpq reads the key store's password from here (MEDSEC_KEYSTORE_URL carries none).
-        line = f"*:*:*:*:{pg_password.read_text().strip()}\n"
-        private(secrets_dir / "pgpass", line.encode())
+    # libpq reads the databases' passwords from here (the URLs carry none): the key store's
+    # (database and role medsec) and the reading history's (history), each only if given.
+    lines = [f"*:*:{db}:{db}:{(secrets_dir / name).read_text().strip()}\n"
+             for db, name in (("medsec", "postgres.password"), ("history", "history-db.password"))
+             if (secrets_dir / name).exists()]
+    if lines:
+        private(secrets_dir / "pgpass", "".join(lines).encode())
         os.environ["PGPASSFILE"] = str(secrets_dir / "pgpass")
 
 

@@ -1,6 +1,7 @@
 #!/bin/sh
-# First start: a cluster with one role and database `medsec`, password from the compose secret,
-# password (scram) logins from the container network only. Later starts: just run it.
+# First start: a cluster with the roles and databases `medsec` (the key store) and `history` (the
+# reading history), passwords from the compose secrets, password (scram) logins from the container
+# network only. Later starts: just run it.
 set -eu
 PWFILE=/run/secrets/postgres_password
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -17,6 +18,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     {
         printf "CREATE ROLE medsec LOGIN PASSWORD '%s';\n" "$(tr -d "\n'" < "$PWFILE")"
         echo "CREATE DATABASE medsec OWNER medsec;"
+        if [ -r /run/secrets/history_db_password ]; then
+            printf "CREATE ROLE history LOGIN PASSWORD '%s';\n" "$(tr -d "\n'" < /run/secrets/history_db_password)"
+            echo "CREATE DATABASE history OWNER history;"
+        fi
     } | psql -q -v ON_ERROR_STOP=1 -U postgres -d postgres >/dev/null
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi

@@ -143,6 +143,7 @@ def init_deploy(directory: Path, hostnames: list[str] | None = None) -> InitRepo
     passwords = {a: every[a] for a in EMQX_ACCOUNTS}
     # The key store's database password (compose.single.yaml's PostgreSQL).
     _secret(sec / "postgres_password", _password, report)
+    _secret(sec / "history_db_password", _password, report)  # the reading history's database
     _secret(sec / "nodered_editor_password", _password, report)  # the Node-RED login `admin`
     # Node-RED's dashboard logins `viewer` and `operator` (nodered/tools/render-settings.js).
     _secret(sec / "nodered_viewer_password", _password, report)
@@ -305,12 +306,12 @@ def _http_ok(url: str) -> bool:
 PUBLISHER_METRICS_FRESH = 10.0
 
 
-def publisher_serving(metrics: Path, now: float | None = None) -> bool:
-    """The publisher has no port: serving means its metrics file is fresh and says it is connected
-    to the broker (subscribed to the internal bus, publishing)."""
+def publisher_serving(metrics: Path, now: float | None = None, service: str = "publisher") -> bool:
+    """The publisher (and history) has no port: serving means its metrics file is fresh and says it
+    is connected to the broker (subscribed, publishing or storing)."""
     try:
         fresh = (time.time() if now is None else now) - metrics.stat().st_mtime <= PUBLISHER_METRICS_FRESH
-        return fresh and "medsec_publisher_bus_connected 1" in metrics.read_text().splitlines()
+        return fresh and f"medsec_{service}_bus_connected 1" in metrics.read_text().splitlines()
     except OSError:
         return False
 
@@ -323,6 +324,7 @@ def healthy(service: str, config: Config) -> bool:
         "proxy": lambda: _tcp(local, config.proxy_port),
         "keyadmin": lambda: _http_ok(f"http://{local}:{config.admin_port}/api/v1/healthz"),
         "publisher": lambda: publisher_serving(config.run_dir / "metrics-publisher.prom"),
+        "history": lambda: publisher_serving(config.run_dir / "metrics-history.prom", service="history"),
         # No listening port: healthy when its broker is reachable (paho reconnects by itself).
         "dispatch": lambda: _tcp(config.broker_host, config.mqtt_port),
         # The single-host Mosquitto (compose.single.yaml): its plain listener accepts connections.

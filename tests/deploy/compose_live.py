@@ -20,8 +20,8 @@ from tests.support.proc import ROOT, free_port, wait_until
 
 COMPOSE_FILE = ROOT / "compose.single.yaml"
 CONTAINERS_CONF = ROOT / "scripts" / "containers.conf"
-SERVICES = ("postgres", "broker", "auth", "keyadmin", "proxy1", "proxy2", "publisher", "dispatch", "lb",
-            "nodered")
+SERVICES = ("postgres", "broker", "auth", "keyadmin", "proxy1", "proxy2", "publisher", "history", "dispatch",
+            "lb", "nodered")
 
 
 def podman_usable() -> str | None:

@@ -197,6 +197,12 @@ def test_v1_and_v2_readings_reach_the_dashboard_over_tls_and_plain_mqtt(stack):
     # leastconn over two replicas: both served devices of this run.
     for proxy in ("proxy1", "proxy2"):
         assert run in stack.logs(proxy), f"{proxy} served none of the devices"
+    # The history service stored them in PostgreSQL; keyadmin serves them by range (issue 17).
+    for c in creds:
+        path = f"/devices/{c.id}/readings?from=0&to=9999999999"
+        got = wait_until(lambda p=path: (r := api(stack, "GET", p)) and r[0] == 200
+                         and len(r[1]["items"]) >= 3 and r[1], 30, what=f"{c.id}'s readings in history")
+        assert all(isinstance(item["Temp"], (int, float)) for item in got["items"]), got["items"][:2]
 
 
 def test_key_admin_add_rotate_revoke_through_the_published_endpoint(stack):

@@ -49,7 +49,7 @@ def _mount_target(entry) -> str:
 def test_every_service_is_health_checked_stops_fast_and_waits_on_health(deploy):
     services = render(deploy)["services"]
     assert set(services) == {"postgres", "broker", "auth", "keyadmin", "proxy1", "proxy2", "publisher",
-                             "dispatch", "lb", "nodered"}
+                             "history", "dispatch", "lb", "nodered"}
     for name, svc in services.items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert svc["stop_grace_period"] == "2s", name
