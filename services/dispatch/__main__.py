@@ -18,6 +18,9 @@ from services.dispatch.service import DispatchConfig, DispatchService
 from services.dispatch.transport import DispatchTransport
 
 KEY_LOOKUP_TIMEOUT = 3.0
+# A key-admin API that is briefly unreachable (restarting, a name lookup failing) is asked again
+# for this long: the answer to a station's message is sent only once its key is known.
+KEY_LOOKUP_WAIT = 10.0
 
 
 async def serve(config: Config, service: DispatchService) -> None:
@@ -35,7 +38,8 @@ def main() -> int:
     cfg = DispatchConfig.from_config(config)
     try:
         # Its own token, scope stations:read: station public keys and nothing else (state.SERVICE_TOKENS).
-        api = AdminClient(config.admin_url, service_token(config, "dispatch"), timeout=KEY_LOOKUP_TIMEOUT)
+        api = AdminClient(config.admin_url, service_token(config, "dispatch"), timeout=KEY_LOOKUP_TIMEOUT,
+                          wait=KEY_LOOKUP_WAIT)
         server_key = load_or_create_server_key(config)
         service = DispatchService(cfg, server_key, StationKeys(api, ttl=cfg.key_ttl), lambda *_: None)
     except (StateError, AdminApiError, ValueError, OSError) as exc:
