@@ -33,6 +33,14 @@ def add_sqlite_device(config: Config, device: NewDevice) -> None:
         store.close()
 
 
+def config_on(request, config: Config, backend: str, url_field: str) -> Config:
+    """`config` as is for "sqlite"; for "postgres", its `url_field` (keystore_url, history_url) set
+    to a fresh schema on the session's real PostgreSQL server."""
+    if backend == "postgres":
+        return dataclasses.replace(config, **{url_field: request.getfixturevalue("pg_server").schema_url()})
+    return config
+
+
 @pytest.fixture
 def state(config):
     """An initialised state directory (master key, admin token, broker passwords)."""
@@ -53,9 +61,7 @@ def pg_server():
 @pytest.fixture
 def store_config(request, state):
     """The state dir's config, pointing at the backend under test (MEDSEC_KEYSTORE_URL)."""
-    if getattr(request, "param", "sqlite") == "postgres":
-        return dataclasses.replace(state, keystore_url=request.getfixturevalue("pg_server").schema_url())
-    return state
+    return config_on(request, state, getattr(request, "param", "sqlite"), "keystore_url")
 
 
 @pytest.fixture
