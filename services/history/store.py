@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from services.common.config import Config
+from services.common.pg import describe_url
 from services.common.v1 import FIELDS
 from services.history.readings import Row
 
@@ -267,12 +268,6 @@ class SQLiteHistoryStore(_SQLHistoryStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def describe_url(url: str) -> str:
-    """host:port/dbname of a URL, for logs and errors: never the password."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
 
 
 class PostgresHistoryStore(_SQLHistoryStore):

@@ -20,11 +20,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit
 
 import psycopg
 
 from services.common.config import Config
+from services.common.pg import describe_url
 from services.keystore import schema
 from services.keystore.models import KeyStoreError
 from services.keystore.sealing import Sealer
@@ -43,12 +43,6 @@ _TRIGGERS = (
     """CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
         FOR EACH STATEMENT EXECUTE FUNCTION medsec_audit_append_only()""",
 )
-
-
-def describe_url(url: str) -> str:
-    """host:port/dbname of a URL, for logs and errors: never the password."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
 
 
 class PostgresKeyStore(SQLKeyStoreBase):

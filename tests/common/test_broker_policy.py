@@ -23,6 +23,16 @@ def test_anonymous_and_wrong_password_are_refused(config, broker):
         assert codes[0] != 0, f"{user} must be refused"
 
 
+def assert_only_publisher_arrives(reader: Subscriber, publisher: Subscriber, topic: str) -> None:
+    """reader (subscribed to topic) publishes there itself, which the ACL drops, then publisher does.
+    The publisher's message comes last: once it is here, anything leaked would be too."""
+    reader.client.publish(topic, b"forged", qos=1).wait_for_publish(5)
+    publisher.client.publish(topic, b"real", qos=1).wait_for_publish(5)
+    wait_until(lambda: reader.on(topic), 5, what="publisher's message")
+    assert reader.on(topic) == [b"real"]
+    assert reader.topics() == {topic}
+
+
 def test_dashboard_reads_public_tree_only(config, broker, request):
     topic = f"Pico/{request.node.name}/json"
     internal = f"medsec/ingest/{request.node.name}"
@@ -32,13 +42,8 @@ def test_dashboard_reads_public_tree_only(config, broker, request):
     try:
         dash.subscribe(topic)
         assert dash.subscribe("medsec/#")[0].is_failure, "the internal bus is refused at SUBSCRIBE"
-        dash.client.publish(topic, b"forged", qos=1).wait_for_publish(5)  # dropped by the ACL
         proxy.client.publish(internal, b"internal", qos=1).wait_for_publish(5)
-        pub.client.publish(topic, b"real", qos=1).wait_for_publish(5)
-        # The publisher's message comes last: once it is here, anything leaked would be too.
-        wait_until(lambda: dash.on(topic), 5, what="publisher's message")
-        assert dash.on(topic) == [b"real"]
-        assert dash.topics() == {topic}
+        assert_only_publisher_arrives(dash, pub, topic)
     finally:
         for c in (dash, pub, proxy):
             c.close()
@@ -77,12 +82,8 @@ def test_history_reads_published_readings_only(config, broker, request):
         hist.subscribe("Pico/+/json")
         for refused in ("Pico/#", "Pico/+/status", "medsec/#", "#"):
             assert hist.subscribe(refused)[0].is_failure, refused
-        hist.client.publish(json_topic, b"forged", qos=1).wait_for_publish(5)  # dropped by the ACL
         pub.client.publish(status_topic, b"online", qos=1).wait_for_publish(5)
-        pub.client.publish(json_topic, b"real", qos=1).wait_for_publish(5)
-        wait_until(lambda: hist.on(json_topic), 5, what="publisher's reading")
-        assert hist.on(json_topic) == [b"real"]
-        assert hist.topics() == {json_topic}
+        assert_only_publisher_arrives(hist, pub, json_topic)
     finally:
         for c in (hist, pub):
             c.close()

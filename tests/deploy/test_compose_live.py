@@ -36,6 +36,7 @@ from services.sim.protocols import make_device
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
 from tests.deploy.compose_live import ComposeProject, build_images, podman, podman_usable
+from tests.support.broker import SeqCounts
 from tests.support.proc import port_open, wait_until
 
 REASON = podman_usable()
@@ -91,7 +92,7 @@ def register(stack: ComposeProject, device_id: str, protocol: str) -> Credential
     return Credentials.from_json(body)
 
 
-class Subscriber:
+class Subscriber(SeqCounts):
     """`dashboard` on Pico/+/json, over TLS (8883, the deploy's CA) or plain MQTT; counts seqs per device."""
 
     def __init__(self, stack: ComposeProject, tls: bool, persistent: bool = False) -> None:
@@ -128,17 +129,9 @@ class Subscriber:
         with self.lock:
             return sum(self.seqs.get(device, Counter()).values())
 
-    def counts(self, device: str) -> Counter:
-        with self.lock:
-            return Counter(self.seqs.get(device, Counter()))
-
     def published(self, device: str) -> Counter:
         with self.lock:
             return Counter(self.fresh.get(device, Counter()))
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 class Fleet:

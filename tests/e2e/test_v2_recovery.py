@@ -16,14 +16,11 @@ import uuid
 
 import pytest
 
-from services.keystore.credentials import make_secret
-from services.keystore.models import NewDevice
-from services.keystore.sqlite import SQLiteKeyStore
-from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
 from tests.support.broker import SeqDashboard, start_mosquitto
 from tests.support.proc import port_open, wait_until
+from tests.support.stores import add_v2_devices
 
 DEVICES = 20
 RATE = 10.0
@@ -41,14 +38,7 @@ def start(procs, name: str, env: dict[str, str], tmp_path, ready: str):
 def test_acknowledged_readings_survive_publisher_and_broker_restarts(config, config_env, procs, broker,
                                                                     tmp_path, sig):
     env = {**config_env, "MEDSEC_BUS_TIMEOUT": "1.5"}
-    store = SQLiteKeyStore.open(config)
-    creds = []
-    prefix = f"rv{uuid.uuid4().hex[:6]}"
-    for i in range(DEVICES):
-        secret = make_secret("v2")
-        store.add(NewDevice(f"{prefix}-{i:02d}", "v2", secret))
-        creds.append(Credentials(f"{prefix}-{i:02d}", "v2", secret))
-    store.close()
+    creds = add_v2_devices(config, f"rv{uuid.uuid4().hex[:6]}", DEVICES)
     procs.start("auth", [sys.executable, "-m", "services.auth"], env=env)
     wait_until(lambda: config.auth_socket.exists(), 10, what="auth socket")
     proxy = start(procs, "proxy", env, tmp_path, "event=bus_subscribed")

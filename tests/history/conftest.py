@@ -1,8 +1,6 @@
 """History fixtures: the store on each backend (SQLite file, a schema on a real PostgreSQL)."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from services.common.state import hash_token
@@ -10,15 +8,14 @@ from services.history.store import open_history
 from services.keyadmin.app import create_app
 from services.keyadmin.events import NoKeyEvents
 from tests.history.support import READ
+from tests.support.stores import config_on
 
 BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
 def history_config(request, config):
-    if request.param == "postgres":
-        return dataclasses.replace(config, history_url=request.getfixturevalue("pg_server").schema_url())
-    return config
+    return config_on(request, config, request.param, "history_url")
 
 
 @pytest.fixture

@@ -27,15 +27,12 @@ from services.common.state import mqtt_password, service_token
 from services.common.v1 import FIELDS
 from services.history.readings import Row
 from services.history.store import DAY, open_history
-from services.keystore.credentials import make_secret
-from services.keystore.models import NewDevice
-from services.keystore.sqlite import SQLiteKeyStore
-from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
 from tests.history.support import start_history
 from tests.support.broker import start_mosquitto
 from tests.support.proc import wait_until
+from tests.support.stores import add_v2_devices
 
 DEVICES = 10
 RATE = 4.0
@@ -119,14 +116,7 @@ def api_rows(config, device: str, start: float, end: float, fmt: str = "json") -
 @pytest.mark.timeout(400)
 def test_history_keeps_every_published_reading_once(config, config_env, procs, broker, keyadmin, tmp_path):
     env = {**config_env, "MEDSEC_BUS_TIMEOUT": "1.5"}
-    store = SQLiteKeyStore.open(config)
-    creds = []
-    prefix = f"h{uuid.uuid4().hex[:6]}"
-    for i in range(DEVICES):
-        secret = make_secret("v2")
-        store.add(NewDevice(f"{prefix}-{i:02d}", "v2", secret))
-        creds.append(Credentials(f"{prefix}-{i:02d}", "v2", secret))
-    store.close()
+    creds = add_v2_devices(config, f"h{uuid.uuid4().hex[:6]}", DEVICES)
     ids = [c.id for c in creds]
     procs.start("auth", [sys.executable, "-m", "services.auth"], env=env)
     wait_until(lambda: config.auth_socket.exists(), 10, what="auth socket")

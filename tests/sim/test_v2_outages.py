@@ -19,15 +19,13 @@ import uuid
 import pytest
 
 from services.common import v2
-from services.keystore.credentials import make_secret
-from services.keystore.models import NewDevice
-from services.keystore.sqlite import SQLiteKeyStore
 from services.sim.devices import Credentials
 from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
 from tests.support.broker import Subscriber
 from tests.support.haproxy import HAProxy, haproxy_binary
 from tests.support.proc import port_open, wait_until
+from tests.support.stores import add_v2_devices
 
 # The period without answers: a literal minute by default (issue 14); MEDSEC_TEST_REFUSAL_S shortens it.
 REFUSAL_S = float(os.environ.get("MEDSEC_TEST_REFUSAL_S", "60"))
@@ -37,17 +35,7 @@ MAX_BACKOFF = 4.0
 
 
 def register(config, n: int) -> list[Credentials]:
-    store = SQLiteKeyStore.open(config)
-    creds = []
-    prefix = f"so{uuid.uuid4().hex[:6]}"
-    try:
-        for i in range(n):
-            secret = make_secret("v2")
-            store.add(NewDevice(f"{prefix}-{i}", "v2", secret))
-            creds.append(Credentials(f"{prefix}-{i}", "v2", secret))
-    finally:
-        store.close()
-    return creds
+    return add_v2_devices(config, f"so{uuid.uuid4().hex[:6]}", n)
 
 
 def start(procs, tmp_path, name: str, env: dict[str, str], ready: str):

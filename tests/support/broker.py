@@ -106,7 +106,23 @@ class Subscriber:
         self.client.loop_stop()
 
 
-class SeqDashboard:
+class SeqCounts:
+    """A dashboard subscriber's count of each (device, seq) it saw: `seqs` under `lock`, on `client`."""
+
+    lock: threading.Lock
+    seqs: dict[str, Counter]
+    client: mqtt.Client
+
+    def counts(self, device: str) -> Counter:
+        with self.lock:
+            return Counter(self.seqs.get(device, Counter()))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class SeqDashboard(SeqCounts):
     """The dashboard account on Pico/+/json, counting every (device, seq) that reaches the public tree.
     persistent: a session the broker keeps (and quick reconnects), so nothing is missed across a
     broker restart."""
@@ -132,10 +148,3 @@ class SeqDashboard:
         with self.lock:
             self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
 
-    def counts(self, device: str) -> Counter:
-        with self.lock:
-            return Counter(self.seqs.get(device, Counter()))
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()

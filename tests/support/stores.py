@@ -15,8 +15,10 @@ import pytest
 from services.common.config import Config
 from services.common.state import init_state
 from services.keystore.backends import open_store
+from services.keystore.credentials import make_secret
 from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
+from services.sim.devices import Credentials
 from tests.support.postgres import pg_bin, start_postgres
 from tests.support.proc import port_open, wait_until
 
@@ -31,6 +33,28 @@ def add_sqlite_device(config: Config, device: NewDevice) -> None:
         store.add(device)
     finally:
         store.close()
+
+
+def config_on(request, config: Config, backend: str, url_field: str) -> Config:
+    """`config` as is for "sqlite"; for "postgres", its `url_field` (keystore_url, history_url) set
+    to a fresh schema on the session's real PostgreSQL server."""
+    if backend == "postgres":
+        return dataclasses.replace(config, **{url_field: request.getfixturevalue("pg_server").schema_url()})
+    return config
+
+
+def add_v2_devices(config: Config, prefix: str, count: int) -> list[Credentials]:
+    """Register `count` v2 devices <prefix>-00.. in the state dir's SQLite store; their credentials."""
+    store = SQLiteKeyStore.open(config)
+    creds = []
+    try:
+        for i in range(count):
+            secret = make_secret("v2")
+            store.add(NewDevice(f"{prefix}-{i:02d}", "v2", secret))
+            creds.append(Credentials(f"{prefix}-{i:02d}", "v2", secret))
+    finally:
+        store.close()
+    return creds
 
 
 @pytest.fixture
@@ -53,9 +77,7 @@ def pg_server():
 @pytest.fixture
 def store_config(request, state):
     """The state dir's config, pointing at the backend under test (MEDSEC_KEYSTORE_URL)."""
-    if getattr(request, "param", "sqlite") == "postgres":
-        return dataclasses.replace(state, keystore_url=request.getfixturevalue("pg_server").schema_url())
-    return state
+    return config_on(request, state, getattr(request, "param", "sqlite"), "keystore_url")
 
 
 @pytest.fixture

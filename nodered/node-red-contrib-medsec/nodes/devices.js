@@ -2,6 +2,7 @@
 // msg.action (or the node's setting) picks the operation; msg.payload carries the device.
 "use strict";
 
+const { apiGatewayOf, onApiInput } = require("./lib/attach");
 const { request } = require("./lib/adminapi");
 const { refuseAction } = require("./lib/access");
 
@@ -9,17 +10,10 @@ module.exports = function (RED) {
     function MedsecDevicesNode(config) {
         RED.nodes.createNode(this, config);
         const node = this;
-        const gateway = RED.nodes.getNode(config.gateway);
+        const gateway = apiGatewayOf(RED, node, config);
         const defaultAction = config.action || "list";
-        if (!gateway) {
-            node.status({ fill: "red", shape: "ring", text: "no gateway" });
-        }
 
-        node.on("input", async function (msg, send, done) {
-            if (!gateway) {
-                done(new Error("no medsec-gateway configured"));
-                return;
-            }
+        onApiInput(node, gateway, async function (msg, send, done) {
             const action = msg.action || defaultAction;
             // A dashboard session may change devices only with an operator's or admin's login.
             const refused = refuseAction(action, msg);

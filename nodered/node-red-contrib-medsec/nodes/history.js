@@ -2,6 +2,7 @@
 // msg.payload: a device id or {device, from, to, span, step}; out: msg.payload = the readings.
 "use strict";
 
+const { apiGatewayOf, onApiInput } = require("./lib/attach");
 const { query, path } = require("./lib/history");
 
 const MAX_ITEMS_DEFAULT = 100000;
@@ -10,18 +11,11 @@ module.exports = function (RED) {
     function MedsecHistoryNode(config) {
         RED.nodes.createNode(this, config);
         const node = this;
-        const gateway = RED.nodes.getNode(config.gateway);
+        const gateway = apiGatewayOf(RED, node, config);
         const defaults = { device: config.device || "", step: config.step || "raw", span: config.span || "1h" };
         const maxItems = Number(config.maxItems) > 0 ? Number(config.maxItems) : MAX_ITEMS_DEFAULT;
-        if (!gateway) {
-            node.status({ fill: "red", shape: "ring", text: "no gateway" });
-        }
 
-        node.on("input", async function (msg, send, done) {
-            if (!gateway) {
-                done(new Error("no medsec-gateway configured"));
-                return;
-            }
+        onApiInput(node, gateway, async function (msg, send, done) {
             let q;
             try {
                 q = query(msg, defaults, Date.now() / 1000);

@@ -8,6 +8,7 @@ const http = require("http");
 const { helper, load } = require("./support/flow");
 const { waitUntil, freePort } = require("./support/broker");
 const { record } = require("./support/spy");
+const { useFakeApi } = require("./support/fakeapi");
 const { request } = require("../nodes/lib/adminapi");
 
 helper.init(require.resolve("node-red"));
@@ -63,21 +64,9 @@ function fakeApi() {
 }
 
 describe("medsec devices", function () {
-    let api;
-    let url;
-    before(async function () {
-        api = fakeApi();
-        const port = await freePort();
-        await new Promise((r) => api.server.listen(port, "127.0.0.1", r));
-        url = `http://127.0.0.1:${port}/api/v1`;
-    });
-    after(function () { api.server.close(); });
-    afterEach(async function () {
-        api.calls.length = 0;
-        await helper.unload();
-    });
+    const api = useFakeApi(fakeApi);
 
-    async function devicesNode(action, token = TOKEN, adminUrl = url, manageToken = "") {
+    async function devicesNode(action, token = TOKEN, adminUrl = api.url, manageToken = "") {
         return load(null, { type: "medsec-devices", action }, {
             credentials: { gw: { password: "", token, manageToken } },
             gatewayProps: { adminUrl },
@@ -111,7 +100,7 @@ describe("medsec devices", function () {
     });
 
     it("reads with the read token and writes with the manage token when one is set", async function () {
-        const { node, messages } = await devicesNode("list", TOKEN, url, MANAGE);
+        const { node, messages } = await devicesNode("list", TOKEN, api.url, MANAGE);
         node.receive({});
         await waitUntil(() => messages.length === 1, 5000, "the list");
         node.receive({ action: "add", payload: { id: "pico-m", protocol: "v1" } });

@@ -6,8 +6,9 @@
 const assert = require("assert");
 const http = require("http");
 const { helper, load } = require("./support/flow");
-const { waitUntil, freePort } = require("./support/broker");
+const { waitUntil } = require("./support/broker");
 const { record } = require("./support/spy");
+const { useFakeApi } = require("./support/fakeapi");
 const { query, path } = require("../nodes/lib/history");
 
 helper.init(require.resolve("node-red"));
@@ -48,21 +49,9 @@ function fakeApi(pageSize = 10) {
 }
 
 describe("medsec history", function () {
-    let api;
-    let url;
-    before(async function () {
-        api = fakeApi();
-        const port = await freePort();
-        await new Promise((r) => api.server.listen(port, "127.0.0.1", r));
-        url = `http://127.0.0.1:${port}/api/v1`;
-    });
-    after(function () { api.server.close(); });
-    afterEach(async function () {
-        api.calls.length = 0;
-        await helper.unload();
-    });
+    const api = useFakeApi(fakeApi);
 
-    async function historyNode(props = {}, token = READ, adminUrl = url) {
+    async function historyNode(props = {}, token = READ, adminUrl = api.url) {
         return load(null, { type: "medsec-history", ...props }, {
             credentials: { gw: { password: "", token, manageToken: MANAGE } },
             gatewayProps: { adminUrl },

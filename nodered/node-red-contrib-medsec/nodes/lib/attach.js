@@ -15,6 +15,28 @@ function gatewayOf(RED, node, config) {
     return gateway;
 }
 
+// For the nodes that call the key-admin API (devices, history): the gateway, with "no gateway" in
+// the node status when none is set; then each input fails with that error instead of calling.
+function apiGatewayOf(RED, node, config) {
+    const gateway = RED.nodes.getNode(config.gateway);
+    if (!gateway) {
+        node.status({ fill: "red", shape: "ring", text: "no gateway" });
+    }
+    return gateway;
+}
+
+// Registers the input handler of a key-admin API node: handle(msg, send, done) runs only with a
+// gateway (from apiGatewayOf); without one, each input is done with the error.
+function onApiInput(node, gateway, handle) {
+    node.on("input", function (msg, send, done) {
+        if (!gateway) {
+            done(new Error("no medsec-gateway configured"));
+            return;
+        }
+        return handle(msg, send, done);
+    });
+}
+
 // The node's device filter ("" = every device), or null after marking the node as misconfigured.
 function deviceOf(node, config) {
     const device = (config.device || "").trim();
@@ -82,4 +104,4 @@ function followConnection(node, gateway, connectedStatus) {
     });
 }
 
-module.exports = { gatewayOf, deviceOf, inputOf, followConnection, onTopic, answerInput, releaseOnClose };
+module.exports = { gatewayOf, apiGatewayOf, onApiInput, deviceOf, inputOf, followConnection, onTopic, answerInput, releaseOnClose };
