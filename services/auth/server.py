@@ -155,6 +155,8 @@ class AuthServer:
         together in one pass over the keys."""
         try:
             identified = self._service.identify_batch(batch, client)
+        except KeyStoreError:  # the store is away: each request is answered (and logged) below
+            identified = [None] * len(batch)
         except Exception as exc:  # then every request takes the one-at-a-time path
             self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
             identified = [None] * len(batch)
@@ -169,6 +171,10 @@ class AuthServer:
             if identified is None:
                 return self._service.handle(message, client)
             return self._service.handle(message, client, identified)
+        except KeyStoreError as exc:  # the store is away (a PostgreSQL restart): one line, no traceback
+            self._log.warning(kv(event="keystore_unavailable", client=client, error=str(exc)[:200]))
+            return {"id": message.get("id"), "status": "rejected", "reason": "keystore_unavailable",
+                    "detail": "the key store cannot be reached; try again later", "device": None}
         except Exception as exc:  # a bug must cost one reading, not every connection of the proxy
             self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
             return {"id": message.get("id"), "status": "rejected", "reason": "internal_error",

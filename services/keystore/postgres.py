@@ -32,6 +32,10 @@ from services.keystore.sql import SQLKeyStoreBase
 
 # pg_advisory_xact_lock key: "medsec" in ASCII, one lock for all writers of this database.
 _WRITE_LOCK = 0x6D6564736563
+# A server that is down is not asked again for RETRY_AFTER s: callers get the last error at once
+# instead of each waiting CONNECT_TIMEOUT (auth answers a pipelined batch one request at a time).
+CONNECT_TIMEOUT = 3
+RETRY_AFTER = 1.0
 
 _TRIGGERS = (
     """CREATE OR REPLACE FUNCTION medsec_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
@@ -58,6 +62,8 @@ class PostgresKeyStore(SQLKeyStoreBase):
     def __init__(self, url: str, sealer: Sealer, clock: Callable[[], float] = time.time) -> None:
         super().__init__(sealer, clock)
         self._url = url
+        self._retry_at = 0.0
+        self._last_error = ""
         self._db = self._connect()
         self._migrate()
 
@@ -66,12 +72,18 @@ class PostgresKeyStore(SQLKeyStoreBase):
         return cls(config.keystore_url, Sealer.from_file(config.master_key_path))
 
     def _connect(self) -> psycopg.Connection:
+        if time.monotonic() < self._retry_at:
+            raise KeyStoreError(self._last_error)
         try:
-            return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+            db = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
             # psycopg's message names host and port, never the password.
-            raise KeyStoreError(f"cannot connect to the key store at {describe_url(self._url)}: "
-                                f"{str(exc).strip().splitlines()[0]}") from None
+            self._last_error = (f"cannot connect to the key store at {describe_url(self._url)}: "
+                                f"{str(exc).strip().splitlines()[0]}")
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            raise KeyStoreError(self._last_error) from None
+        self._retry_at = 0.0
+        return db
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")

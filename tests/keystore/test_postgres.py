@@ -110,3 +110,21 @@ def test_an_older_database_is_migrated(url, sealer):
     assert [c.device_id for c in creds] == ["pico-1"] and mark == 8
     assert store.add_station("s1", "pem", "SHA256:aa").id == "s1"
     store.close()
+
+
+def test_a_server_that_is_down_is_not_asked_again_for_a_second(monkeypatch):
+    """While PostgreSQL is away, callers get the last error at once instead of each waiting for a
+    connect timeout (auth answers a pipelined batch one request at a time)."""
+    store = PostgresKeyStore.__new__(PostgresKeyStore)
+    store._url, store._retry_at, store._last_error = "postgresql://medsec@127.0.0.1:1/medsec", 0.0, ""
+    with pytest.raises(KeyStoreError) as first:
+        store._connect()
+    assert "127.0.0.1:1" in str(first.value)
+
+    def never(*args, **kwargs):
+        raise AssertionError("asked the server again inside the retry interval")
+
+    monkeypatch.setattr(psycopg, "connect", never)
+    with pytest.raises(KeyStoreError) as again:
+        store._connect()
+    assert str(again.value) == str(first.value)
