@@ -302,15 +302,15 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-# The publisher rewrites its metrics file every 2 s (services/publisher): older than this, it is stuck.
-PUBLISHER_METRICS_FRESH = 10.0
+# The publisher and history rewrite their metrics files every 2 s: older than this, they are stuck.
+METRICS_FRESH = 10.0
 
 
-def publisher_serving(metrics: Path, now: float | None = None, service: str = "publisher") -> bool:
-    """The publisher (and history) has no port: serving means its metrics file is fresh and says it
-    is connected to the broker (subscribed, publishing or storing)."""
+def bus_serving(service: str, metrics: Path, now: float | None = None) -> bool:
+    """For a service with no port (publisher, history): its metrics file is fresh and says it is
+    connected to the broker."""
     try:
-        fresh = (time.time() if now is None else now) - metrics.stat().st_mtime <= PUBLISHER_METRICS_FRESH
+        fresh = (time.time() if now is None else now) - metrics.stat().st_mtime <= METRICS_FRESH
         return fresh and f"medsec_{service}_bus_connected 1" in metrics.read_text().splitlines()
     except OSError:
         return False
@@ -323,8 +323,8 @@ def healthy(service: str, config: Config) -> bool:
         "auth": lambda: _unix(config.auth_socket),
         "proxy": lambda: _tcp(local, config.proxy_port),
         "keyadmin": lambda: _http_ok(f"http://{local}:{config.admin_port}/api/v1/healthz"),
-        "publisher": lambda: publisher_serving(config.run_dir / "metrics-publisher.prom"),
-        "history": lambda: publisher_serving(config.run_dir / "metrics-history.prom", service="history"),
+        "publisher": lambda: bus_serving("publisher", config.run_dir / "metrics-publisher.prom"),
+        "history": lambda: bus_serving("history", config.run_dir / "metrics-history.prom"),
         # No listening port: healthy when its broker is reachable (paho reconnects by itself).
         "dispatch": lambda: _tcp(config.broker_host, config.mqtt_port),
         # The single-host Mosquitto (compose.single.yaml): its plain listener accepts connections.

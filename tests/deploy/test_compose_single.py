@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from services.cli.cmd_compose import PUBLISHER_METRICS_FRESH, init_deploy, publisher_serving
+from services.cli.cmd_compose import METRICS_FRESH, bus_serving, init_deploy
 from tests.deploy.test_compose import compose_config
 from tests.support.proc import ROOT
 
@@ -77,12 +77,12 @@ def test_ports_loopback_by_default_and_mqtt_bind_overrides(deploy):
 
 def test_publisher_is_healthy_only_while_its_metrics_say_connected_and_are_fresh(tmp_path):
     metrics = tmp_path / "metrics-publisher.prom"
-    assert not publisher_serving(metrics), "no file: not started"
+    assert not bus_serving("publisher", metrics), "no file: not started"
     metrics.write_text("medsec_publisher_accepted_total 3\nmedsec_publisher_bus_connected 1\n")
     now = metrics.stat().st_mtime
-    assert publisher_serving(metrics, now + 1)
-    assert not publisher_serving(metrics, now + PUBLISHER_METRICS_FRESH + 1), "stale: the publisher is stuck"
+    assert bus_serving("publisher", metrics, now + 1)
+    assert not bus_serving("publisher", metrics, now + METRICS_FRESH + 1), "stale: the publisher is stuck"
     metrics.write_text("medsec_publisher_accepted_total 3\nmedsec_publisher_bus_connected 0\n")
-    assert not publisher_serving(metrics, metrics.stat().st_mtime), "not connected to the broker"
+    assert not bus_serving("publisher", metrics, metrics.stat().st_mtime), "not connected to the broker"
     metrics.write_text("medsec_publisher_bus_connected 10\n")
-    assert not publisher_serving(metrics, metrics.stat().st_mtime)
+    assert not bus_serving("publisher", metrics, metrics.stat().st_mtime)
