@@ -16,6 +16,7 @@ from pathlib import Path
 from services.broker import BrokerError, dynsec
 from services.common.accounts import ACCOUNTS, STATION_PREFIX
 from services.common.config import Config
+from services.common.mqttclient import BROKER_INFLIGHT
 from services.common.state import load_passwords, write_secret
 
 # Where Debian (multiarch) and source builds put the plugin; MEDSEC_MOSQUITTO_DYNSEC overrides.
@@ -56,7 +57,9 @@ def mosquitto_conf(config: Config, plugin: str, dynsec_path: Path, data_dir: Pat
             "autosave_interval 1",
             # A persistent session (the publisher) may be offline for a while: keep its queue.
             "max_queued_messages 1000000",
-            "max_inflight_messages 100",
+            # Also the limit of QoS 2 messages a client may have in flight towards the broker: more
+            # are completed and dropped, so the publisher's window is the same number.
+            f"max_inflight_messages {BROKER_INFLIGHT}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

@@ -2,16 +2,32 @@
 
 It only moves bytes and completes futures; the packets are services/common/mqttwire.py.
 
-- QoS 1 out: `publish()` returns a future completed by the broker's PUBACK
-  (`send()` is the same without a future). Until then the message is kept and
-  sent again (DUP) after every reconnect, so nothing acknowledged to a caller
-  is lost and nothing published is dropped while the broker is away.
+- QoS 1 or 2 out: `publish()` returns a future completed by the broker's PUBACK
+  (QoS 1) or PUBCOMP (QoS 2); `send()` is the same without a future. Until then
+  the message is kept and sent again after every reconnect (PUBLISH with DUP, or
+  PUBREL once the broker has answered PUBREC), so nothing acknowledged to a
+  caller is lost and nothing published is dropped while the broker is away.
+  QoS 2 is what makes a resend after a broker restart exactly once: the broker
+  keeps the packet ids of its session (persistence, clean_session=False) and
+  forwards a message on PUBREL only once. If the broker comes back without the
+  session, a released message is published again: a copy, never a loss.
 - QoS 1 in: `on_message(msg)` runs first, then the PUBACK is written, after
   whatever the handler published, in the same write. A handler that raises
   (or a client that is stopping) leaves the message unacknowledged: with a
   persistent session (clean_session=False) the broker delivers it again. An
   async handler is awaited before the next packet is read, which is the
   backpressure: the broker keeps what the service has not taken.
+- `window` (None: unbounded) caps the publishes written and not yet completed; the rest wait
+  in order, and so does an incoming message's PUBACK written behind them (it must not reach the
+  broker before the publishes its handler made). Brokers drop QoS 2 messages beyond their own
+  in-flight limit instead of refusing them (Mosquitto: max_inflight_messages; EMQX:
+  max_awaiting_rel), so a QoS 2 publisher must stay within it.
+- `release_stored=True` (a persistent session that publishes at QoS 2): a process that ended
+  between a broker's PUBREC and its PUBREL (crash, kill) leaves messages the broker stored and
+  will not forward until released, and the new process does not know their packet ids. On its
+  first connection with the session present it releases them all (PUBREL for every packet id)
+  and publishes nothing until the broker has completed them (the ids would be
+  confused): each such message is then forwarded once, never lost.
 - `auto_ack=False` (history: acknowledge only what is stored): the handler only takes the
   message; the caller later calls `ack(mid, session)` with `session` read at delivery. An
   acknowledgement for an earlier connection is dropped (its packet id means nothing to the new
@@ -24,6 +40,7 @@ It only moves bytes and completes futures; the packets are services/common/mqttw
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -34,6 +51,9 @@ from services.common.logs import kv
 
 STABLE = 5.0  # seconds a connection must last before the back-off starts again from min_delay
 MAX_IN_FLIGHT = 65535  # packet ids
+# The in-flight limit medsec's brokers are configured with (Mosquitto max_inflight_messages, EMQX
+# mqtt.max_awaiting_rel): the window of a QoS 2 publisher (see `window` above).
+BROKER_INFLIGHT = 100
 
 MessageHandler = Callable[[wire.Publish], Awaitable[None] | None]
 
@@ -56,6 +76,8 @@ class MqttClient:
         max_delay: float = 2.0,
         connect_timeout: float = 5.0,
         auto_ack: bool = True,
+        window: int | None = None,
+        release_stored: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id
@@ -68,12 +90,21 @@ class MqttClient:
         self.min_delay, self.max_delay = min_delay, max_delay
         self.connect_timeout = connect_timeout
         self.auto_ack = auto_ack
+        self.window = window
+        self._unreleased = release_stored  # the release above is still to do
+        self._releasing = 0  # its PUBCOMPs still to come
         self.session = 0  # counts connections; an ack names the one its message came on
         self.connected = False
         self.stopping = False
         self.subscribed = asyncio.Event()
-        # Sent (or to send) and not acknowledged: mid -> (topic, payload, retain, future or None).
-        self._outgoing: dict[int, tuple[str, bytes, bool, asyncio.Future[None] | None]] = {}
+        # Sent (or to send) and not acknowledged: mid -> (topic, payload, retain, future or None, qos).
+        self._outgoing: dict[int, tuple[str, bytes, bool, asyncio.Future[None] | None, int]] = {}
+        self._released: set[int] = set()  # QoS 2 mids the broker stored (PUBREC): PUBREL sent
+        # This connection: mids written and not completed, and what waits for the window, in order:
+        # a mid to publish (DUP if written on an earlier connection: _resend) or a PUBACK packet.
+        self._written: set[int] = set()
+        self._backlog: collections.deque[int | bytes] = collections.deque()
+        self._resend: set[int] = set()
         self._next_mid = 0
         self._sub_mid: int | None = None
         self._idle = asyncio.Event()
@@ -84,27 +115,59 @@ class MqttClient:
         self._writer: asyncio.StreamWriter | None = None
         self._flush_pending = False
 
-    # --- publishing (QoS 1) ---
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> asyncio.Future[None]:
-        """A future the broker's PUBACK completes; ConnectionError if 65535 messages are in flight."""
+    # --- publishing (QoS 1 or 2) ---
+    def publish(self, topic: str, payload: bytes, retain: bool = False, qos: int = 1) -> asyncio.Future[None]:
+        """A future the broker's PUBACK (PUBCOMP) completes; ConnectionError if 65535 are in flight."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            self._queue(topic, payload, retain, future)
+            self._queue(topic, payload, retain, future, qos)
         except ConnectionError as exc:
             future.set_exception(exc)
         return future
 
-    def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+    def send(self, topic: str, payload: bytes, retain: bool = False, qos: int = 1) -> None:
         """publish() without a future: kept and resent the same way until the broker has it."""
-        self._queue(topic, payload, retain, None)
+        self._queue(topic, payload, retain, None, qos)
 
-    def _queue(self, topic: str, payload: bytes, retain: bool, future: asyncio.Future[None] | None) -> None:
+    def _queue(self, topic: str, payload: bytes, retain: bool, future: asyncio.Future[None] | None,
+               qos: int) -> None:
+        if qos not in (1, 2):
+            raise ValueError("the client publishes at QoS 1 or 2 only (kept until acknowledged)")
         mid = self._mid()
-        self._outgoing[mid] = (topic, payload, retain, future)
+        self._outgoing[mid] = (topic, payload, retain, future, qos)
         self._idle.clear()
-        if self._writer is not None:  # else it goes out with the others when the connection is up
-            self._out += wire.publish(topic, payload, 1, retain, mid)
-            self._schedule_flush()
+        if self._writer is None:
+            return  # it goes out with the others when the connection is up
+        window_full = self.window is not None and len(self._written) >= self.window
+        if self._backlog or self._releasing or window_full:
+            self._backlog.append(mid)
+        else:
+            self._written.add(mid)
+            self._out += wire.publish(topic, payload, qos, retain, mid)
+        self._schedule_flush()
+
+    def _pump(self) -> None:
+        """Write what waits in the backlog, as far as the window allows."""
+        backlog, written, window = self._backlog, self._written, self.window
+        while not self._releasing and backlog and (window is None or len(written) < window):
+            item = backlog.popleft()
+            if isinstance(item, bytes):
+                self._out += item
+                continue
+            entry = self._outgoing.get(item)
+            if entry is None:
+                continue
+            topic, payload, retain, _, qos = entry
+            written.add(item)
+            self._out += wire.publish(topic, payload, qos, retain, item, dup=item in self._resend)
+            self._resend.discard(item)
+
+    def _puback(self, mid: int) -> None:
+        """Acknowledge an incoming message behind the publishes already waiting for the window."""
+        if self._backlog:
+            self._backlog.append(wire.puback(mid))
+        else:
+            self._out += wire.puback(mid)
 
     @property
     def in_flight(self) -> int:
@@ -164,7 +227,7 @@ class MqttClient:
                 await _wait(stop, delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.max_delay)
         finally:
-            for *_, future in self._outgoing.values():
+            for _, _, _, future, _ in self._outgoing.values():
                 if future is not None and not future.done():
                     future.set_exception(ConnectionError("the bus client stopped"))
 
@@ -205,6 +268,10 @@ class MqttClient:
         self.connected = False
         self._writer = None
         self._out.clear()  # publishes stay in _outgoing (resent); unsent PUBACKs mean redelivery
+        self._backlog.clear()
+        self._resend |= self._written  # written on this connection: DUP when written again
+        self._written.clear()
+        self._releasing = 0  # done again on the next connection if it did not finish
         self.subscribed.clear()
         if was:
             self.log.warning(kv(event="bus_lost"))
@@ -231,8 +298,19 @@ class MqttClient:
         self._writer = writer
         self.log.info(kv(event="bus_connected", client_id=self.client_id,
                          session_present=int(session_present)))
-        for mid, (topic, payload, retain, _) in self._outgoing.items():
-            self._out += wire.publish(topic, payload, 1, retain, mid, dup=True)
+        if self._unreleased and session_present:
+            # Every id: this process has written nothing yet, so what it queued waits in the backlog.
+            self._out += b"".join(map(wire.pubrel, range(1, MAX_IN_FLIGHT + 1)))
+            self._releasing = MAX_IN_FLIGHT
+        self._unreleased = self._unreleased and session_present
+        for mid in self._outgoing:
+            if mid in self._released and session_present:
+                self._written.add(mid)
+                self._out += wire.pubrel(mid)
+            else:  # not stored yet, or stored in a session the broker no longer has
+                self._released.discard(mid)
+                self._backlog.append(mid)
+        self._pump()
         if self.subscriptions:
             self._sub_mid = None
             self._sub_mid = self._mid()
@@ -252,8 +330,8 @@ class MqttClient:
         while True:
             pos = 0
             while True:
-                if (mid := wire.puback_at(buf, pos)) is not None:  # the common case, without a Packet
-                    self._on_puback(mid)
+                if (ack := wire.ack_at(buf, pos)) is not None:  # the common case, without a Packet
+                    self._on_ack(*ack)
                     pos += 4
                     continue
                 found = wire.read_packet(buf, offset=pos)
@@ -263,8 +341,8 @@ class MqttClient:
                 pos += used
                 if packet.kind == wire.PUBLISH:
                     await self._on_publish(wire.parse_publish(packet))
-                elif packet.kind == wire.PUBACK:
-                    self._on_puback(wire.parse_mid(packet))
+                elif packet.kind in (wire.PUBACK, wire.PUBREC, wire.PUBCOMP):
+                    self._on_ack(packet.kind, wire.parse_mid(packet))
                 elif packet.kind == wire.SUBACK:
                     self._on_suback(packet)
             del buf[:pos]
@@ -291,19 +369,35 @@ class MqttClient:
             self.log.exception(kv(event="handler_error", topic=msg.topic[:100]))
             return
         if msg.qos and msg.mid is not None and self.auto_ack:
-            self._out += wire.puback(msg.mid)  # after what the handler published: same write, in order
+            self._puback(msg.mid)  # after what the handler published: same write, in order
 
     def ack(self, mid: int, session: int) -> None:
         """With auto_ack=False: acknowledge a message taken on connection `session` (see above)."""
         if session != self.session or self._writer is None:
             return  # that connection is gone: the broker redelivers the message
-        self._out += wire.puback(mid)
+        self._puback(mid)
         self._schedule_flush()
 
-    def _on_puback(self, mid: int) -> None:
+    def _on_ack(self, kind: int, mid: int) -> None:
+        if self._releasing and kind == wire.PUBCOMP and mid not in self._written:
+            self._releasing -= 1  # one of the release_stored PUBRELs
+            if not self._releasing:
+                self._unreleased = False
+                self._pump()
+            return
+        if kind == wire.PUBREC:  # QoS 2: stored by the broker; released with PUBREL, done at PUBCOMP
+            if mid in self._outgoing:
+                self._released.add(mid)
+            self._out += wire.pubrel(mid)  # also for an unknown id: the broker must be able to finish it
+            return
         entry = self._outgoing.pop(mid, None)
         if entry is None:
             return
+        self._released.discard(mid)
+        self._written.discard(mid)
+        self._resend.discard(mid)
+        if self._backlog:
+            self._pump()
         future = entry[3]
         if future is not None and not future.done():
             future.set_result(None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 5, 6, 7, 8, 9
 PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
@@ -87,6 +87,11 @@ def puback(mid: int) -> bytes:
     return b"\x40\x02" + struct.pack("!H", mid)
 
 
+def pubrel(mid: int) -> bytes:
+    """QoS 2, second half: the broker stored the message (PUBREC); release it to its subscribers."""
+    return b"\x62\x02" + struct.pack("!H", mid)
+
+
 def read_packet(buf: bytes | bytearray, max_size: int = MAX_PACKET,
                 offset: int = 0) -> tuple[Packet, int] | None:
     """The first packet in buf[offset:] and the bytes it used; None if incomplete.
@@ -116,10 +121,14 @@ def read_packet(buf: bytes | bytearray, max_size: int = MAX_PACKET,
     return Packet(first >> 4, first & 0x0F, bytes(buf[start:end])), end - offset
 
 
-def puback_at(buf: bytes | bytearray, offset: int) -> int | None:
-    """The packet id if a PUBACK starts at offset, else None: the fast path for 12 PUBACKs per reading."""
-    if len(buf) - offset >= 4 and buf[offset] == 0x40 and buf[offset + 1] == 0x02:
-        return (buf[offset + 2] << 8) | buf[offset + 3]
+_ACKS = {0x40: PUBACK, 0x50: PUBREC, 0x70: PUBCOMP}
+
+
+def ack_at(buf: bytes | bytearray, offset: int) -> tuple[int, int] | None:
+    """(kind, packet id) if a PUBACK, PUBREC or PUBCOMP starts at offset, else None: the fast path
+    for the acknowledgements of a dozen publishes per reading, without a Packet."""
+    if len(buf) - offset >= 4 and buf[offset + 1] == 0x02 and (kind := _ACKS.get(buf[offset])):
+        return kind, (buf[offset + 2] << 8) | buf[offset + 3]
     return None
 
 

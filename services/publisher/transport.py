@@ -8,9 +8,13 @@ so it can only have seen the acknowledgement if it has seen every publish
 before it; a crash at any moment leaves the reading either fully handed over
 or unacknowledged in the broker's session queue (fixed client id, clean
 session off), which redelivers it to the next run. Publishes the broker has
-not acknowledged are kept and sent again (DUP) after a reconnect. The window
-in which a crash makes a reading appear twice is thus one write, not a
-broker round trip.
+not acknowledged are kept and sent again after a reconnect.
+
+The public tree is published at QoS 2, within the broker's in-flight limit
+(BROKER_INFLIGHT): a publish resent after a broker restart is then forwarded
+once, where a QoS 1 resend would reach every subscriber a second time as a new
+message. (Subscribers choose their own QoS: at QoS 1 a broker restart may
+redeliver to them, marked DUP.)
 """
 from __future__ import annotations
 
@@ -19,13 +23,14 @@ import logging
 
 from services.common import mqttwire as wire
 from services.common.config import Config
-from services.common.mqttclient import MqttClient
+from services.common.mqttclient import BROKER_INFLIGHT, MqttClient
 from services.common.state import mqtt_password
 from services.publisher.service import PublisherService
 
 CLIENT_ID = "medsec-publisher"
 SUBSCRIPTIONS = [("medsec/ingest/+", 1), ("medsec/events/+", 1)]
 KEEPALIVE = 15
+PUBLIC_QOS = 2
 
 
 class BusTransport:
@@ -36,7 +41,7 @@ class BusTransport:
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, client_id, "publisher", mqtt_password(config, "publisher"),
             clean_session=False, keepalive=KEEPALIVE, subscriptions=subscriptions or SUBSCRIPTIONS,
-            on_message=self._on_message, log=log,
+            on_message=self._on_message, log=log, window=BROKER_INFLIGHT, release_stored=True,
         )
 
     @property
@@ -54,4 +59,4 @@ class BusTransport:
     def _on_message(self, msg: wire.Publish) -> None:
         # Raising leaves the message unacknowledged (the client logs it): the broker redelivers it.
         for topic, payload, retain in self.service.handle(msg.topic, msg.payload):
-            self.client.send(topic, payload, retain)
+            self.client.send(topic, payload, retain, PUBLIC_QOS)

@@ -13,6 +13,7 @@ import pytest
 
 from services.common import mqttwire as wire
 from services.common.config import Config
+from services.common.mqttclient import BROKER_INFLIGHT as BROKER_WINDOW
 from services.common.mqttclient import MqttClient
 from services.common.state import mqtt_password
 from tests.support.broker import start_mosquitto
@@ -255,3 +256,159 @@ def test_deferred_ack_only_what_was_acknowledged_is_gone(config, broker) -> None
     first, again = asyncio.run(main())
     assert first == [b"m0", b"m1", b"m2", b"m3"]
     assert again == [b"m1", b"m3", b"end"]
+
+
+def test_qos2_publish_completes_on_pubcomp_and_arrives_once_in_order(config, broker) -> None:
+    """More than the broker's in-flight limit at once: the window keeps the rest back (Mosquitto would
+    complete and silently drop QoS 2 messages beyond max_inflight_messages)."""
+    t = topic("qos2")
+
+    async def main() -> list[tuple[bytes, bool]]:
+        got: list[tuple[bytes, bool]] = []
+        sub = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got.append((m.payload, m.dup)) if m.topic == t else None)
+        pub = client(config, "proxy", window=BROKER_WINDOW)
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        futures = [pub.publish(t, b"%d" % n, qos=2) for n in range(BROKER_WINDOW * 3)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert pub.drained
+        await until(lambda: len(got) >= BROKER_WINDOW * 3, 10, "every message")
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got
+
+    assert asyncio.run(main()) == [(b"%d" % n, False) for n in range(BROKER_WINDOW * 3)]
+
+
+def test_qos2_across_broker_restarts_every_message_once(config, broker, procs) -> None:
+    """Broker stopped and started under a stream of QoS 2 publishes: every message arrives, and none
+    twice as a new message (a QoS 1 resend after a restart would arrive again without DUP)."""
+    t = topic("qos2-restart")
+    cid = f"persist-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> list[tuple[bytes, bool]]:
+        got: list[tuple[bytes, bool]] = []
+        sub = client(config, "publisher", cid, clean_session=False, subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got.append((m.payload, m.dup)) if m.topic == t else None)
+        pub = client(config, "proxy", f"pub-{cid}", clean_session=False, window=BROKER_WINDOW)
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        futures = []
+        for restart in range(3):
+            futures += [pub.publish(t, b"%d-%d" % (restart, n), qos=2) for n in range(300)]
+            await until(lambda: pub.in_flight < 250, 10, "some in flight acknowledged")
+            await asyncio.to_thread(procs.stop, broker)  # SIGTERM: Mosquitto saves its sessions
+            await asyncio.to_thread(start_mosquitto, config, procs)
+        await asyncio.wait_for(asyncio.gather(*futures), 30)
+        await until(lambda: len({p for p, _ in got}) >= 900, 30, "every message")
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got
+
+    got = asyncio.run(main())
+    fresh = [p for p, dup in got if not dup]
+    assert sorted(set(p for p, _ in got)) == sorted(b"%d-%d" % (r, n) for r in range(3) for n in range(300))
+    assert len(fresh) == len(set(fresh)), "a message arrived twice as a new message"
+
+
+def _scripted_broker(answers: list[bytes], seen: list[list[tuple[int, int]]]):
+    """A broker stand-in: connection i gets CONNACK answers[i], then PUBRECs each QoS 2 PUBLISH and closes
+    after the first PUBREL or PUBLISH it answered; seen[i] lists (packet kind, flags) it read."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        i = len(seen)
+        seen.append([])
+        buf = bytearray()
+        while (data := await reader.read(4096)):
+            buf += data
+            while (found := wire.read_packet(buf)) is not None:
+                packet, used = found
+                del buf[:used]
+                seen[i].append((packet.kind, packet.flags))
+                if packet.kind == wire.CONNECT:
+                    writer.write(answers[i])
+                elif packet.kind == wire.PUBLISH:
+                    writer.write(b"\x50\x02" + _mid_of(packet))  # PUBREC: stored
+                elif packet.kind == wire.PUBREL and i == 0:
+                    writer.close()  # released, and gone before PUBCOMP
+                    return
+                elif packet.kind == wire.PUBREL:
+                    writer.write(b"\x70\x02" + _mid_of(packet))  # PUBCOMP
+                await writer.drain()
+    return serve
+
+
+def _mid_of(packet: wire.Packet) -> bytes:
+    if packet.kind == wire.PUBLISH:
+        return packet.body[2 + int.from_bytes(packet.body[:2], "big"):][:2]
+    return packet.body[:2]
+
+
+@pytest.mark.parametrize("session_present", [True, False])
+def test_qos2_resend_after_reconnect_is_pubrel_only_if_the_broker_kept_the_session(session_present) -> None:
+    """Released (PUBREC seen) and then disconnected: with the session kept, only PUBREL goes again (the
+    broker forwards the message once); with the session lost, the PUBLISH goes again (a copy, not a loss)."""
+    seen: list[list[tuple[int, int]]] = []
+    second = b"\x20\x02" + (b"\x01" if session_present else b"\x00") + b"\x00"
+
+    async def main() -> None:
+        first = b"\x20\x02\x00\x00"
+        server = await asyncio.start_server(_scripted_broker([first, second], seen), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        c = MqttClient("127.0.0.1", port, "t", "u", "p", clean_session=False, min_delay=0.01, max_delay=0.05)
+        stop, task = await running(c)
+        future = c.publish("medsec/ingest/q2", b"x", qos=2)
+        await asyncio.wait_for(future, 10)
+        await shut(stop, task)
+        server.close()
+
+    asyncio.run(main())
+    publish_q2, publish_q2_dup, pubrel = (wire.PUBLISH, 0x04), (wire.PUBLISH, 0x0C), (wire.PUBREL, 0x02)
+    assert seen[0][1:] == [publish_q2, pubrel]
+    resent = [p for p in seen[1] if p[0] in (wire.PUBLISH, wire.PUBREL)]
+    assert resent == ([pubrel] if session_present else [publish_q2_dup, pubrel])
+
+
+def test_release_stored_forwards_what_a_killed_process_left_between_pubrec_and_pubrel(config, broker) -> None:
+    """A process killed after the broker's PUBREC and before its PUBREL leaves a message the broker keeps
+    and does not forward; the next process of that persistent session releases it (once), then
+    publishes its own messages (their packet ids are the same numbers)."""
+    t = topic("stranded")
+    cid = f"persist-{uuid.uuid4().hex[:6]}"
+
+    async def strand(mids: range) -> None:
+        reader, writer = await asyncio.open_connection(config.host, config.mqtt_port)
+        writer.write(wire.connect(cid, "proxy", mqtt_password(config, "proxy"), False, 30))
+        buf = bytearray()
+        for mid in mids:
+            writer.write(wire.publish(t, b"stranded-%d" % mid, 2, False, mid))
+        recs = 0
+        while recs < len(mids):
+            buf += await reader.read(4096)
+            while (found := wire.read_packet(buf)) is not None:
+                packet, used = found
+                del buf[:used]
+                recs += packet.kind == wire.PUBREC
+        writer.close()  # "killed": no PUBREL
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        sub = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got.append(m.payload) if m.topic == t else None)
+        s1, r1 = await running(sub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        await strand(range(1, 6))
+        pub = client(config, "proxy", cid, clean_session=False, window=BROKER_WINDOW, release_stored=True)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(asyncio.gather(*(pub.publish(t, b"new-%d" % n, qos=2) for n in range(20))), 10)
+        await until(lambda: len(got) >= 25, 10, "the stranded and the new messages")
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got
+
+    got = asyncio.run(main())
+    expected = [b"stranded-%d" % m for m in range(1, 6)] + [b"new-%d" % n for n in range(20)]
+    assert sorted(got) == sorted(expected)
+    assert [p for p in got if p.startswith(b"new")] == [b"new-%d" % n for n in range(20)]

@@ -71,10 +71,15 @@ def test_malformed_bodies_raise() -> None:
         wire.parse_connack(wire.Packet(wire.CONNACK, 0, b"\x00"))
 
 
-def test_pubacks_are_found_at_any_offset() -> None:
-    stream = wire.publish("t", b"p", 1, False, 3) + wire.puback(0x0102) + wire.puback(7)
+def test_acknowledgements_are_found_at_any_offset() -> None:
+    pubrec, pubcomp = b"\x50\x02\x00\x09", b"\x70\x02\xff\xfe"
+    stream = wire.publish("t", b"p", 1, False, 3) + wire.puback(0x0102) + wire.puback(7) + pubrec + pubcomp
     packet, used = wire.read_packet(stream)
-    assert wire.puback_at(stream, 0) is None
-    assert wire.puback_at(stream, used) == 0x0102 and wire.puback_at(stream, used + 4) == 7
-    assert wire.puback_at(stream, used + 5) is None  # truncated
+    assert wire.ack_at(stream, 0) is None
+    assert wire.ack_at(stream, used) == (wire.PUBACK, 0x0102)
+    assert wire.ack_at(stream, used + 4) == (wire.PUBACK, 7)
+    assert wire.ack_at(stream, used + 8) == (wire.PUBREC, 9)
+    assert wire.ack_at(stream, used + 12) == (wire.PUBCOMP, 0xFFFE)
+    assert wire.ack_at(stream, used + 13) is None  # truncated
+    assert wire.ack_at(wire.pubrel(5), 0) is None  # not an acknowledgement the broker sends us
     assert wire.read_packet(stream, offset=used + 4) == (wire.Packet(wire.PUBACK, 0, b"\x00\x07"), 4)
