@@ -64,6 +64,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _qos(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value not in (1, 2):
+        raise ConfigError(f"{name} must be 1 or 2, got {value}")
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "")
     if raw in ("", "0"):
@@ -157,6 +164,9 @@ class Config:
     # How long the proxy keeps trying to reach a restarting auth before closing the
     # connections that wait for it (auth_unavailable).
     auth_wait: float = 5.0
+    # The QoS of the public tree (Pico/...): 2 forwards a publish resent after a broker restart
+    # once; 1 costs the broker half as much but such a resend reaches subscribers twice.
+    public_qos: int = 2
     # Where the MQTT broker is, when it is not on `host` (compose: the EMQX service name).
     mqtt_host: str = ""
     # The auth socket, when not run/auth.sock (compose: a shared volume; scale-out: one per auth).
@@ -216,6 +226,7 @@ class Config:
             max_duplicates=_int(env, "MEDSEC_MAX_DUPLICATES", 3),
             bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
             auth_wait=_float(env, "MEDSEC_AUTH_WAIT", 5.0),
+            public_qos=_qos(env, "MEDSEC_PUBLIC_QOS", 2),
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
             auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
@@ -319,5 +330,5 @@ ENV_NAMES = {
     "device_max_rate": "MEDSEC_DEVICE_MAX_RATE", "device_burst": "MEDSEC_DEVICE_BURST",
     "replay_window": "MEDSEC_REPLAY_WINDOW", "max_duplicates": "MEDSEC_MAX_DUPLICATES",
     "history_url": "MEDSEC_HISTORY_URL", "history_raw_days": "MEDSEC_HISTORY_RAW_DAYS",
-    "history_agg_days": "MEDSEC_HISTORY_AGG_DAYS",
+    "history_agg_days": "MEDSEC_HISTORY_AGG_DAYS", "public_qos": "MEDSEC_PUBLIC_QOS",
 }

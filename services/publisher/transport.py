@@ -10,11 +10,11 @@ or unacknowledged in the broker's session queue (fixed client id, clean
 session off), which redelivers it to the next run. Publishes the broker has
 not acknowledged are kept and sent again after a reconnect.
 
-The public tree is published at QoS 2, within the broker's in-flight limit
-(BROKER_INFLIGHT): a publish resent after a broker restart is then forwarded
-once, where a QoS 1 resend would reach every subscriber a second time as a new
-message. (Subscribers choose their own QoS: at QoS 1 a broker restart may
-redeliver to them, marked DUP.)
+The public tree is published at QoS 2 (MEDSEC_PUBLIC_QOS), within the
+broker's in-flight limit (BROKER_INFLIGHT): a publish resent after a broker
+restart is then forwarded once, where a QoS 1 resend would reach every
+subscriber a second time as a new message. (Subscribers choose their own QoS:
+at QoS 1 a broker restart may redeliver to them, marked DUP.)
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ from services.publisher.service import PublisherService
 CLIENT_ID = "medsec-publisher"
 SUBSCRIPTIONS = [("medsec/ingest/+", 1), ("medsec/events/+", 1)]
 KEEPALIVE = 15
-PUBLIC_QOS = 2
 
 
 class BusTransport:
     def __init__(self, config: Config, service: PublisherService, log: logging.Logger,
                  client_id: str = CLIENT_ID, subscriptions: list[tuple[str, int]] | None = None) -> None:
         self.service = service
+        self.qos = config.public_qos
         self.log = log
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, client_id, "publisher", mqtt_password(config, "publisher"),
@@ -59,4 +59,4 @@ class BusTransport:
     def _on_message(self, msg: wire.Publish) -> None:
         # Raising leaves the message unacknowledged (the client logs it): the broker redelivers it.
         for topic, payload, retain in self.service.handle(msg.topic, msg.payload):
-            self.client.send(topic, payload, retain, PUBLIC_QOS)
+            self.client.send(topic, payload, retain, self.qos)
