@@ -178,6 +178,8 @@ class App:
                 gc.collect()
             if self.net.connected():
                 self._listen(link, 20)
+                if self.net.connected() and link.stalled(ticks_ms(), s.get("ack_timeout_ms")):
+                    self._lost(link, "ack_timeout", "no answer for %d ms" % s.get("ack_timeout_ms"))
             else:
                 sleep_ms(20)
 

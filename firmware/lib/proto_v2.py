@@ -6,10 +6,13 @@
 # restarting, throttling, full, an outage) only means "send it again later";
 # app.py backs off on such links. After a reconnect every unanswered frame is
 # sent again (same seq, same bytes: the gateway answers a duplicate again).
+# A link that stays open but brings no answer for ack_timeout_ms while readings
+# wait (a half-open TCP link, a stalled gateway) is ended by app.py as if it
+# had dropped: stalled() says when.
 import binascii
 
 import v1codec
-from clock import log
+from clock import log, ticks_diff, ticks_ms
 from netbase import NetError
 
 try:
@@ -39,6 +42,7 @@ class V2Link:
         self.dropped = 0  # given way in a full ring
         self.refused = 0  # dropped on the gateway's verified refusal
         self.answered = False  # a verified answer came on the current link
+        self.progress_ms = ticks_ms()  # the link's last sign of life: connected, answered, or ring refilled
 
     def reading(self, values):
         try:
@@ -46,6 +50,8 @@ class V2Link:
         except (ValueError, OSError) as e:  # V2Error (counter_lost, seq_exhausted) or a flash write failing
             log("reading_not_sealed", reason=getattr(e, "reason", "flash_error"))
             return []
+        if not self.ring:
+            self.progress_ms = ticks_ms()  # nothing was waiting: the wait for an answer starts now
         if len(self.ring) >= self.size:
             # full: the oldest unanswered reading gives way (bounded memory on a 264 KB device)
             old = self.ring.pop(0)
@@ -57,6 +63,7 @@ class V2Link:
     def connected(self):
         self.buf = b""
         self.answered = False
+        self.progress_ms = ticks_ms()
         if self.ring:
             log("resend", frames=len(self.ring), first_seq=self.ring[0][0])
         return [frame for _, frame in self.ring]
@@ -81,6 +88,7 @@ class V2Link:
                 return
             self.buf = self.buf[used:]
             self.answered = True
+            self.progress_ms = ticks_ms()
             self._answer(kind, seq, code)
 
     def _answer(self, kind, seq, code):
@@ -100,3 +108,7 @@ class V2Link:
 
     def pending(self):
         return len(self.ring)
+
+    def stalled(self, now, timeout_ms):
+        """Readings wait and the link has shown no sign of life for timeout_ms."""
+        return bool(self.ring) and ticks_diff(now, self.progress_ms) > timeout_ms

@@ -21,6 +21,7 @@ DEFAULTS = {
     "backoff_min_ms": 500,
     "backoff_max_ms": 30000,
     "ring_size": 64,
+    "ack_timeout_ms": 5000,
     "led_pin": "LED",
 }
 SECRET_KEYS = ("wifi_password", "config_key", "v1_key", "v1_iv", "v2_master_key", "v2_key_id")

@@ -59,6 +59,10 @@ class SimDevice:
     def unacked(self) -> list[bytes]:
         return []
 
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Readings wait for an answer and the connection showed no sign of life for `timeout` s."""
+        return False
+
 
 class V1Device(SimDevice):
     """The legacy protocol: AES-128-CBC with the device's static key and IV, hex blocks joined by '+'."""

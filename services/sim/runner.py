@@ -36,6 +36,9 @@ class SimOptions:
     connect_timeout: float = 5.0
     min_backoff: float = 0.1
     max_backoff: float = 5.0
+    # A connection with readings waiting and no answer for this long is ended and opened again
+    # (a half-open link or a stalled gateway); protocols that answer only. 0 = never.
+    ack_timeout: float = 5.0
     seed: int | None = None  # same seed, same vitals (tests)
 
 
@@ -45,6 +48,7 @@ class SimStats:
     sent: int = 0  # readings written to the gateway
     acked: int = 0  # readings the gateway acknowledged (protocols with acknowledgements)
     resent: int = 0  # unacknowledged readings sent again after a reconnect
+    ack_timeouts: int = 0  # connections ended because nothing was answered for ack_timeout s
     errors: int = 0  # failed connects, connections closed by the gateway, write failures
     reconnects: int = 0
     connected: int = 0  # devices connected right now
@@ -179,7 +183,11 @@ class Simulation:
             # Devices start at random points of their period, so N devices do not write in lockstep.
             next_at = loop.time() + rng.uniform(0.0, period)
             last_yield = loop.time()
+            ack_timeout = self.options.ack_timeout
             while not read_task.done() and not self._stopping():
+                if ack_timeout and device.stalled(time.monotonic(), ack_timeout):
+                    stats.ack_timeouts += 1
+                    return
                 if period:
                     delay = next_at - loop.time()
                     if delay > 0:
@@ -192,7 +200,15 @@ class Simulation:
                 stats.sent += 1
                 if on_send is not None:
                     on_send(device.id, frame, time.time())
-                await writer.drain()  # waits only when the gateway is not keeping up
+                if ack_timeout and device.acknowledged:
+                    try:  # a gateway that stopped reading altogether is stalled too
+                        async with asyncio.timeout(ack_timeout):
+                            await writer.drain()
+                    except TimeoutError:
+                        stats.ack_timeouts += 1
+                        return
+                else:
+                    await writer.drain()  # waits only when the gateway is not keeping up
                 if not period and loop.time() - last_yield > YIELD_EVERY:
                     if self._deadline is not None and loop.time() >= self._deadline:
                         # A busy loop runs timers late; flat-out writers end the run on time themselves.

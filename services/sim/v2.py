@@ -6,7 +6,9 @@ answers for its seq: an ack (on the bus) or a verified refusal (refused for good
 dropped). Nothing else drops a reading except a full queue (MAX_UNACKED, the
 gateway's replay window; the oldest is dropped and counted). After a reconnect
 the unanswered frames are sent again, unchanged and oldest first; the runner
-backs off on connections that end without a verified answer.
+backs off on connections that end without a verified answer, and ends one that
+stays open without answering for SimOptions.ack_timeout while readings wait
+(`stalled`, as the firmware's ack_timeout_ms).
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class V2Device(SimDevice):
         self.refused: list[tuple[int, str]] = []  # (seq, reason) of every verified refusal that dropped one
         self.acked_seqs: list[int] = []  # every seq the gateway acknowledged (tests check these)
         self.answered = False  # a verified answer came on the current connection
+        self.progress = time.monotonic()  # last sign of life: connected, answered, or a first reading waits
         self._buf = bytearray()
 
     def encode(self, values: dict[str, float]) -> bytes:
@@ -67,6 +70,8 @@ class V2Device(SimDevice):
 
     def seal(self, plaintext: bytes) -> bytes:
         seq, frame = self.session.seal(plaintext)
+        if not self.pending:
+            self.progress = time.monotonic()  # nothing was waiting: the wait for an answer starts now
         self.pending[seq] = frame
         if len(self.pending) > MAX_UNACKED:
             self.pending.popitem(last=False)
@@ -84,6 +89,7 @@ class V2Device(SimDevice):
                 return count
             del self._buf[:used]
             self.answered = True
+            self.progress = time.monotonic()
             if self.pending.pop(seq, None) is None:
                 continue  # answered before (a re-sent answer) or never sent: nothing to drop
             if kind == v2device.ACK:
@@ -96,4 +102,8 @@ class V2Device(SimDevice):
         """After a reconnect: the frames still waiting for an answer, as sent, oldest first."""
         self._buf.clear()  # a partial answer of the old connection never completes
         self.answered = False
+        self.progress = time.monotonic()
         return list(self.pending.values())
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        return bool(self.pending) and now - self.progress > timeout

@@ -204,3 +204,77 @@ def test_forged_refusals_drop_nothing_and_a_genuine_one_drops_its_reading(make_d
     finally:
         dev.stop()
         mitm.close()
+
+
+class SilentRelay:
+    """Between the device and the proxy: forwards both ways, until `silence()` turns the open links into
+    black holes (bytes read and dropped, nothing answered, nothing closed: a half-open link, a stalled
+    gateway). Links opened after that forward again."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.links: list[list] = []  # [device socket, proxy socket, silent]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def silence(self) -> None:
+        for link in self.links:
+            link[2] = True
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            link = [conn, socket.create_connection(("127.0.0.1", self.upstream)), False]
+            self.links.append(link)
+            for src, dst in ((0, 1), (1, 0)):
+                threading.Thread(target=self._pump, args=(link, src, dst), daemon=True).start()
+
+    def _pump(self, link: list, src: int, dst: int) -> None:
+        try:
+            while data := link[src].recv(4096):
+                if not link[2]:
+                    link[dst].sendall(data)
+        except OSError:
+            pass
+        if not link[2]:
+            for s in link[:2]:
+                s.close()
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        for link in self.links:
+            for s in link[:2]:
+                s.close()
+        self.sock.close()
+
+
+def test_a_link_that_stops_answering_is_dropped_after_ack_timeout_and_nothing_is_lost(
+        make_device, gateway, board, capsys):
+    relay = SilentRelay(gateway.config.proxy_port)
+    device, dev = firmware_device(make_device, gateway, "v2", "fws", "wlan", interval_ms=200, ring_size=256,
+                                  backoff_min_ms=100, backoff_max_ms=BACKOFF_MAX_MS, ack_timeout_ms=1500,
+                                  server_port=relay.port)
+    dash = gateway.dashboard(device)
+    try:
+        dev.start()
+        wait_until(lambda: len(seqs(dash, device)) >= 3, 15, what="readings through the relay")
+        capsys.readouterr()
+        silenced = time.monotonic()
+        relay.silence()
+        wait_until(lambda: len(relay.links) >= 2, 10, what="the device to give up the silent link")
+        took = time.monotonic() - silenced
+        out = capsys.readouterr().out
+        assert "event=ack_timeout" in out and "no answer for 1500 ms" in out, out[-2000:]
+        assert 1.5 <= took <= 4.0, f"gave up after {took:.1f} s"
+        assert_nothing_lost(dev, dash, device)
+    finally:
+        dash.close()
+        relay.close()

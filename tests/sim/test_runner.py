@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from Crypto.Cipher import AES
 from services.common import v1
 from services.common.readings import validate
 from services.sim import Credentials, SimOptions, Simulation, make_device, registry
+from services.sim.v2 import V2Device, seq_counter
 from tests.support.proc import ROOT
 
 
@@ -176,3 +178,36 @@ def test_a_thousand_devices_connect_and_stop_on_time() -> None:
     assert stats.elapsed < 15.0  # it ends (a lost cancellation once made such runs endless)
     assert stats.errors == 0 and stats.sent == gateway.received()
     assert stats.sent > 0
+
+
+def test_a_v2_connection_that_stops_answering_is_ended_after_ack_timeout_and_resent() -> None:
+    """A gateway that reads and never answers (a half-open link, a stalled gateway): the device ends the
+    connection after ack_timeout, opens a new one and sends its unanswered readings again."""
+    keys = {"master_key": secrets.token_hex(16), "key_id": secrets.token_hex(4)}
+    creds = Credentials("sim-silent", "v2", keys)
+
+    async def main():
+        connections: list[int] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(0)
+            while data := await reader.read(4096):
+                connections[-1] += len(data)
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        device = V2Device(creds, counter=seq_counter(None))
+        sim = Simulation([device], SimOptions(port=port, rate=20, duration=10, ack_timeout=0.3,
+                                              min_backoff=0.01, max_backoff=0.02))
+        task = asyncio.create_task(sim.run())
+        await until(lambda: sim.stats.ack_timeouts >= 3, 5)
+        sim.stop()
+        stats = await task
+        server.close()
+        return connections, stats, device
+
+    connections, stats, device = asyncio.run(main())
+    assert len(connections) >= 3 and stats.reconnects >= 2
+    assert stats.resent >= 2 * 5  # each new connection starts with everything still unanswered
+    assert stats.acked == 0 and len(device.pending) == stats.sent  # nothing answered, nothing dropped
