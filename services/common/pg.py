@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+# A server that vanishes without closing the connection (its container or machine gone) must
+# fail a query within seconds, not after TCP's retransmissions (~15 min) with the caller blocked:
+# keepalive probes on an idle connection, and a limit on unacknowledged data (ms).
+LINK_OPTIONS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+                "tcp_user_timeout": 10000}
+
 
 def describe_url(url: str) -> str:
     """host:port/dbname of a URL, for logs and errors: never the password."""

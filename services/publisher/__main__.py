@@ -11,7 +11,7 @@ from services.common import logs
 from services.common.config import Config, service_config
 from services.common.logs import kv
 from services.common.state import StateError
-from services.publisher import lease, metrics
+from services.publisher import dedup, lease, metrics
 from services.publisher.service import PublisherService
 from services.publisher.transport import CLIENT_ID, SUBSCRIPTIONS, BusTransport
 
@@ -24,11 +24,11 @@ async def serve(config: Config, log) -> int:
     # down waits for it under that id. Mosquitto gets one active instance, the others wait as
     # standbys (services/publisher/lease.py).
     shared = config.publisher_shared
+    client_id = f"{CLIENT_ID}-{config.publisher_id or socket.gethostname()}" if shared else CLIENT_ID
     try:
         service = PublisherService(log)
         if shared:
-            instance = config.publisher_id or socket.gethostname()
-            transport = BusTransport(config, service, log, client_id=f"{CLIENT_ID}-{instance}",
+            transport = BusTransport(config, service, log, client_id=client_id,
                                      subscriptions=lease.shared(SUBSCRIPTIONS))
         else:
             transport = BusTransport(config, service, log)
@@ -46,6 +46,12 @@ async def serve(config: Config, log) -> int:
             if not await holder.acquire(stop):
                 return 0
             log.info(kv(event="active", took_over=True))
+    # The duplicate window of this session (client id), from its last run: see dedup.py.
+    window_path = config.home / f"dedup-{client_id}.json"
+    try:
+        log.info(kv(event="dedup_loaded", devices=dedup.load(window_path, service.dedup)))
+    except dedup.DedupFileError as exc:
+        log.warning(kv(event="dedup_not_loaded", error=exc))
     metrics_path = config.run_dir / "metrics-publisher.prom"
 
     def write_metrics() -> None:
@@ -68,6 +74,10 @@ async def serve(config: Config, log) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
     write_metrics()
+    try:
+        dedup.save(service.dedup, window_path)
+    except OSError as exc:
+        log.warning(kv(event="dedup_not_saved", error=exc))
     counts = {k: v for k, v in service.counters.snapshot().items() if k != "rejected"}
     log.info(kv(event="stopped", drained=int(transport.drained), **counts))
     return 0

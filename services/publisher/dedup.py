@@ -1,14 +1,29 @@
-"""Duplicate detection: a bounded window of recent readings per device.
+"""Duplicate detection: a bounded window of recent readings per device, kept across restarts.
 
 Duplicates reach the publisher when the proxy re-publishes after a lost PUBACK,
-when the broker redelivers after a reconnect, or when a v2 device resends an
-unacknowledged reading. They arrive close to the original, so a window of
-the last `window` readings per device suffices. Each entry is a 64-bit hash
-in an array (8 bytes), so 10,000 devices cost about 10 MB at the default size.
+when the broker redelivers after a reconnect, or when a v2 device resends a
+reading it got no acknowledgement for (its proxy or auth restarted between the
+bus and the device). They arrive close to the original, so a window of the last
+`window` readings per device suffices. Each entry is a stable 64-bit digest in
+an array (8 bytes), so 10,000 devices cost about 10 MB at the default size.
+
+The window is saved when the publisher stops and loaded when it starts
+(`save`, `load`): a resend that arrives after a publisher restart is still
+recognised. (After a crash the window starts empty: such a resend is published
+again, the documented at-least-once case.)
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from array import array
+from pathlib import Path
+
+
+def stable_digest(key: tuple[object, ...]) -> int:
+    """The same 64-bit number in every process (hash() of a str changes from one process to the next)."""
+    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little", signed=True)
 
 
 class RecentWindow:
@@ -21,9 +36,11 @@ class RecentWindow:
         self.max_devices = max_devices
         self._seen: dict[str, tuple[array, list[int]]] = {}
 
-    def seen(self, device: str, key: object) -> bool:
+    def seen(self, device: str, key: tuple[object, ...]) -> bool:
         """True if (device, key) is in the window; otherwise remember it and return False."""
-        digest = hash(key)
+        return self._remember(device, stable_digest(key))
+
+    def _remember(self, device: str, digest: int) -> bool:
         entry = self._seen.get(device)
         if entry is None:
             if len(self._seen) >= self.max_devices:
@@ -43,3 +60,46 @@ class RecentWindow:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    # --- across restarts ---
+    def snapshot(self) -> dict[str, list[int]]:
+        """Each device's digests, oldest first."""
+        return {device: list(hashes[cursor[0]:]) + list(hashes[:cursor[0]])
+                for device, (hashes, cursor) in self._seen.items()}
+
+    def restore(self, snapshot: dict[str, list[int]]) -> None:
+        for device, digests in snapshot.items():
+            for digest in digests[-self.window:]:
+                self._remember(device, digest)
+
+
+class DedupFileError(ValueError):
+    """A saved window that cannot be used: the publisher starts with an empty one (and says so)."""
+
+
+def save(window: RecentWindow, path: Path) -> None:
+    """Write the window atomically (0600: device ids are not for everyone)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(window.snapshot(), f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def load(path: Path, window: RecentWindow) -> int:
+    """Fill `window` from `path`; the number of devices loaded (0 without a file). DedupFileError if the
+    file is not a saved window."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DedupFileError(f"{path.name}: {type(exc).__name__}") from None
+    if not isinstance(data, dict) or not all(isinstance(d, str) and _digests(v) for d, v in data.items()):
+        raise DedupFileError(f"{path.name}: not a saved duplicate window")
+    window.restore(data)
+    return len(data)
+
+
+def _digests(value: object) -> bool:
+    return isinstance(value, list) and all(type(x) is int and -2**63 <= x < 2**63 for x in value)

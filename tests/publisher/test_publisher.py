@@ -216,6 +216,24 @@ def test_killed_under_load_loses_nothing(publisher, proxy, dashboard, procs, con
     assert max(counts.values()) <= 2
 
 
+def test_a_resend_after_a_restart_is_still_a_duplicate(publisher, proxy, dashboard, procs, config_env,
+                                                       tmp_path) -> None:
+    """A v2 reading resent after a publisher restart (its device got no ack: the proxy or auth went away
+    after the bus took it) is recognised: the duplicate window is saved at stop and loaded at start."""
+    device = new_device()
+    dashboard.subscribe(f"Pico/{device}/json")
+    for n in range(1, 4):
+        send(proxy, f"medsec/ingest/{device}", reading(device, n, protocol="v2", seq=n, gen=1, uid=None))
+    wait_until(lambda: len(jsons(dashboard, device)) == 3, 5, what="three readings")
+    procs.stop(publisher)  # SIGTERM: a graceful stop
+    start_publisher(procs, config_env, tmp_path)
+    assert "event=dedup_loaded devices=" in (tmp_path / "proclogs" / "publisher.log").read_text()
+    for n in (2, 3, 4):
+        send(proxy, f"medsec/ingest/{device}", reading(device, n, protocol="v2", seq=n, gen=1, uid=None))
+    wait_until(lambda: any(d["seq"] == 4 for d in jsons(dashboard, device)), 5, what="the new reading")
+    assert [d["seq"] for d in jsons(dashboard, device)] == [1, 2, 3, 4]
+
+
 def test_after_a_rotation_a_seq_seen_under_the_old_key_is_not_a_duplicate(publisher, proxy, dashboard):
     """Issue 14 item 6: a v2 device's seq starts again under a new key; dedup is by (device, gen, seq)."""
     device = new_device()
