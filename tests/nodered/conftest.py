@@ -30,11 +30,11 @@ def start_nodered(config: Config, procs: Processes):
     """`python -m services.nodered`: prepare() then exec Node-RED, as a person would run it."""
     proc = procs.start("nodered", [sys.executable, "-m", "services.nodered"], env=config_env(config))
     log = procs.log_dir / "nodered.log"
-    # Node-RED listens before its flows (and the dashboard's socket.io) are up.
-    wait_until(lambda: "Started flows" in log.read_text() or proc.poll() is not None, 30,
-               what="Node-RED flows")
+    # Up means both: its flows (and the dashboard's socket.io) started, and its HTTP port listening.
+    # Node-RED logs "Started flows" before it calls listen(), so neither alone will do.
+    wait_until(lambda: ("Started flows" in log.read_text() and port_open(config.nodered_port))
+               or proc.poll() is not None, 30, what="Node-RED flows and port")
     assert proc.poll() is None, log.read_text()
-    assert port_open(config.nodered_port)
     return proc
 
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from services.nodered.runtime import NODERED_DIR
-from tests.support.proc import free_port, wait_until
+from tests.support.proc import free_port, port_open, wait_until
 
 from .support import http, needs_nodered
 
@@ -90,8 +90,8 @@ def test_tarball_installs_into_a_clean_user_dir(packed, tmp_path, procs):
     proc = procs.start("nodered-clean", ["node", "--preserve-symlinks", "--preserve-symlinks-main", str(red),
                                          "--settings", str(settings), "--userDir", str(user_dir)])
     log = procs.log_dir / "nodered-clean.log"
-    wait_until(lambda: "Started flows" in log.read_text() or proc.poll() is not None, 30,
-               what="flows to start")
+    wait_until(lambda: ("Started flows" in log.read_text() and port_open(port)) or proc.poll() is not None,
+               30, what="flows to start and the port to listen")
     assert proc.poll() is None, log.read_text()
     sets = http("GET", f"http://127.0.0.1:{port}/nodes", {"Accept": "application/json"}).json()
     ours = {s["name"]: s for s in sets if s["module"] == MANIFEST["name"]}
