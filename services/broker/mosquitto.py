@@ -57,6 +57,10 @@ def mosquitto_conf(config: Config, plugin: str, dynsec_path: Path, data_dir: Pat
             # A persistent session (the publisher) may be offline for a while: keep its queue.
             "max_queued_messages 1000000",
             "max_inflight_messages 100",
+            # Small packets out at once (no Nagle): a PUBACK left unacknowledged by a client with
+            # nothing to send otherwise holds the broker's next message to it for the client's
+            # delayed ACK (40 ms on Linux); the first reading of a new device waited that long.
+            "set_tcp_nodelay true",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
