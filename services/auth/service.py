@@ -15,9 +15,10 @@ once.
 from __future__ import annotations
 
 import binascii
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ from services.keystore.store import KeyStore
 Answer = dict[str, Any]
 # Reasons that mean "this source does not hold a valid key" (counted per address for the audit log).
 IDENTIFICATION_FAILURES = frozenset({"unknown_key", "unknown_kid", "revoked", "key_expired"})
+# Credentials loaded at once from which the keys are frozen for the garbage collector (gc.freeze).
+FREEZE_FROM = 1000
 
 
 @dataclass
@@ -130,6 +133,11 @@ class AuthService:
         creds, current = self._store.credentials_changed("v1", since)
         v2_changed = since == -1 or bool(self._store.credentials_changed("v2", since)[0])
         self._keys.load(creds, since == -1, self._clock())
+        if len(creds) >= FREEZE_FROM:
+            # Many new keys: out of the garbage collector's sight (10,000 keys cost a full collection
+            # ~40 ms, in the middle of whatever request triggers it); they live until the next reload.
+            gc.collect()
+            gc.freeze()
         self._changes = current
         if v2_changed:
             self._v2.load(self._store.credentials("v2"))
@@ -158,6 +166,14 @@ class AuthService:
     def identify_batch(self, requests: list[dict[str, Any]], client: Any = None) -> list[Identified | None]:
         """Identify together the first readings of new connections among `requests` (answered next,
         in order, by `handle(request, client, identified)`). Other requests get None: today's path."""
+        *_, result = self.identify_batch_steps(requests, client)
+        assert result is not None
+        return result
+
+    def identify_batch_steps(self, requests: list[dict[str, Any]],
+                             client: Any = None) -> Iterator[list[Identified | None] | None]:
+        """`identify_batch` in steps (identify.V1Keys.identify_batch_steps): None after each step but
+        the last, then the result. The transport serves its other clients in between."""
         self.refresh()
         result: list[Identified | None] = [None] * len(requests)
         seen_conns: set[Any] = set()
@@ -180,11 +196,15 @@ class AuthService:
             if len(blocks) <= self._max_blocks:
                 todo.append((i, blocks[0]))
         if len(todo) < 2:
-            return result  # nothing to share: the usual path
-        identified = self._keys.identify_batch([b for _, b in todo])
-        for (i, _), one in zip(todo, identified, strict=True):
-            result[i] = one
-        return result
+            yield result  # nothing to share: the usual path
+            return
+        for identified in self._keys.identify_batch_steps([b for _, b in todo]):
+            if identified is None:
+                yield None
+                continue
+            for (i, _), one in zip(todo, identified, strict=True):
+                result[i] = one
+        yield result
 
     def handle(self, request: dict[str, Any], client: Any = None,
                identified: Identified | None = None) -> Answer:
