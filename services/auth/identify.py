@@ -32,13 +32,14 @@ from services.keystore.models import Credential
 # Block 0 decrypts to '{"Temp":"' + 7 bytes under the right key in both variants.
 _PREFIX = v1.FIRST_BLOCK_PREFIX
 _HEAD = len(_PREFIX)
-T = TypeVar("T")
 _TAIL = v1.BLOCK - _HEAD
+_NONE_DIFFER = bytes(_HEAD)  # the 9 head bytes of a block whose key matches, in KeyScan.one
 # A pass over the keys for many first blocks goes in steps of about STEP_WORK block decryptions
 # (~1-2 ms on a 2-core machine): the auth loop serves its other clients between two steps. A key
 # costs about KEY_COST blocks' worth on its own (the OpenSSL call, the search).
 STEP_WORK = 80_000
 KEY_COST = 16
+T = TypeVar("T")
 
 
 @dataclass(eq=False)  # one object per credential: compared by identity
@@ -238,9 +239,6 @@ def _last(steps: Iterator[T | None]) -> T:
     *_, result = steps
     assert result is not None
     return result
-
-
-_NONE_DIFFER = bytes(_HEAD)
 
 
 def match(candidates: list[Candidate], block0: bytes) -> list[Candidate]:

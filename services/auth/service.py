@@ -134,9 +134,10 @@ class AuthService:
         v2_changed = since == -1 or bool(self._store.credentials_changed("v2", since)[0])
         self._keys.load(creds, since == -1, self._clock())
         if len(creds) >= FREEZE_FROM:
-            # Many new keys: out of the garbage collector's sight (with 10,000 keys a full collection
-            # took ~40 ms, in the middle of whatever request triggered it). They hold no reference
-            # cycles, so reference counting still frees those a later reload replaces.
+            # Many new keys: what is alive now, the keys among it, leaves the garbage collector's
+            # sight (with 10,000 keys a full collection took ~40 ms, in the middle of whatever
+            # request triggered it). Keys hold no reference cycles: reference counting still frees
+            # those a later reload replaces.
             gc.freeze()
         self._changes = current
         if v2_changed:
