@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, TypeVar
@@ -99,6 +99,7 @@ class V1Keys:
         self.inactive: list[Candidate] = []
         self.every: list[Candidate] = []
         self._scanned: KeyScan | None = None
+        self._alike: dict[tuple[bytes, bytes], list[Candidate]] = {}
 
     def load(self, creds: list[Credential], full: bool, now: float) -> None:
         """Take `creds` (every credential of the devices they name); `full`: they are all there are."""
@@ -125,14 +126,27 @@ class V1Keys:
         self.active += [c for c in by_cred.values() if not c.newest and not c.revoked]
         self.inactive = [c for c in by_cred.values() if c.revoked]
         self.every = self.active + self.inactive
+        # The credentials one block 0 matches together (same key and IV[:9]; a clash otherwise).
+        self._alike: dict[tuple[bytes, bytes], list[Candidate]] = {}
+        for cand in self.every:
+            self._alike.setdefault((cand.key, cand.expected), []).append(cand)
 
     def clashes(self) -> list[list[Candidate]]:
         """Groups of credentials whose key and IV[:9] are equal: the same block 0 matches them all
         (the store refuses new ones; these come from before that check, or behind its back)."""
-        groups: dict[tuple[bytes, bytes], list[Candidate]] = {}
-        for cand in self.every:
-            groups.setdefault((cand.key, cand.expected), []).append(cand)
-        return [g for g in groups.values() if len(g) > 1]
+        return [g for g in self._alike.values() if len(g) > 1]
+
+    def hinted(self, block0: bytes, hints: Iterable[Candidate]) -> list[Candidate] | None:
+        """What `identify` finds, when block 0 matches one of `hints` (the credentials last identified
+        from the connection's address): that credential and every one sharing its key and IV[:9]
+        (a clash: the only credentials that match the same block 0 by construction). Another key
+        matches a given block 0 by chance only (2^-72 a key), and the whole first reading would then
+        have to decode validly under it too. None when no hint matches: scan them all."""
+        for hint in hints:
+            if (self.by_cred.get((hint.device_id, hint.generation)) is hint
+                    and hint.ecb.decrypt(block0).startswith(hint.expected)):
+                return list(self._alike[(hint.key, hint.expected)])
+        return None
 
     def identify_many(self, block0s: list[bytes]) -> list[list[Candidate]]:
         """What `match(self.every, b)` finds for each block, in one pass over the keys."""
