@@ -15,9 +15,11 @@ once.
 from __future__ import annotations
 
 import binascii
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,12 @@ from services.keystore.store import KeyStore
 Answer = dict[str, Any]
 # Reasons that mean "this source does not hold a valid key" (counted per address for the audit log).
 IDENTIFICATION_FAILURES = frozenset({"unknown_key", "unknown_kid", "revoked", "key_expired"})
+# Credentials loaded at once from which the keys are frozen for the garbage collector (gc.freeze).
+FREEZE_FROM = 1000
+# Credentials remembered per source address (tried first on that address's next connections), and
+# addresses remembered at most (then forgotten all at once).
+HINTS = 8
+MAX_HINTED_ADDRESSES = 100_000
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Metrics:
     identified: int = 0
     identify_seconds: float = 0.0
     identify_max: float = 0.0
+    hinted: int = 0  # identified by the credentials last seen from the same address, without a pass
     reloads: int = 0
     candidates: int = 0
     sessions: int = 0
@@ -75,6 +84,8 @@ class Metrics:
             f"medsec_auth_identify_seconds_count {self.identified}",
             "# TYPE medsec_auth_identify_seconds_max gauge",
             f"medsec_auth_identify_seconds_max {self.identify_max:.6f}",
+            "# TYPE medsec_auth_identify_hinted_total counter",
+            f"medsec_auth_identify_hinted_total {self.hinted}",
             "# TYPE medsec_auth_keystore_reloads_total counter",
             f"medsec_auth_keystore_reloads_total {self.reloads}",
             "# TYPE medsec_auth_v1_candidates gauge",
@@ -106,6 +117,7 @@ class AuthService:
         self._changes: int | None = None
         self._keys = V1Keys()
         self._sessions: dict[tuple[Any, int], Session] = {}
+        self._recent: dict[str, deque[Candidate]] = {}  # source address -> credentials identified there
         self._seen: dict[str, Seen] = {}
         self.metrics = Metrics()
         self._bursts = bursts or BurstDetector()
@@ -130,6 +142,12 @@ class AuthService:
         creds, current = self._store.credentials_changed("v1", since)
         v2_changed = since == -1 or bool(self._store.credentials_changed("v2", since)[0])
         self._keys.load(creds, since == -1, self._clock())
+        if len(creds) >= FREEZE_FROM:
+            # Many new keys: what is alive now, the keys among it, leaves the garbage collector's
+            # sight (with 10,000 keys a full collection took ~40 ms, in the middle of whatever
+            # request triggered it). Keys hold no reference cycles: reference counting still frees
+            # those a later reload replaces.
+            gc.freeze()
         self._changes = current
         if v2_changed:
             self._v2.load(self._store.credentials("v2"))
@@ -158,6 +176,14 @@ class AuthService:
     def identify_batch(self, requests: list[dict[str, Any]], client: Any = None) -> list[Identified | None]:
         """Identify together the first readings of new connections among `requests` (answered next,
         in order, by `handle(request, client, identified)`). Other requests get None: today's path."""
+        *_, result = self.identify_batch_steps(requests, client)
+        assert result is not None
+        return result
+
+    def identify_batch_steps(self, requests: list[dict[str, Any]],
+                             client: Any = None) -> Iterator[list[Identified | None] | None]:
+        """`identify_batch` in steps (identify.V1Keys.identify_batch_steps): None after each step but
+        the last, then the result. The transport serves its other clients in between."""
         self.refresh()
         result: list[Identified | None] = [None] * len(requests)
         seen_conns: set[Any] = set()
@@ -179,12 +205,25 @@ class AuthService:
                 continue
             if len(blocks) <= self._max_blocks:
                 todo.append((i, blocks[0]))
+        scan = []
+        for i, block0 in todo:
+            hinted = self._keys.hinted(block0, self._hints(requests[i]))
+            if hinted is None:
+                scan.append((i, block0))
+            else:
+                self.metrics.hinted += 1
+                result[i] = Identified(self._keys.every, hinted, 0.0, 0.0)
+        todo = scan
         if len(todo) < 2:
-            return result  # nothing to share: the usual path
-        identified = self._keys.identify_batch([b for _, b in todo])
-        for (i, _), one in zip(todo, identified, strict=True):
-            result[i] = one
-        return result
+            yield result  # nothing to share: the usual path
+            return
+        for identified in self._keys.identify_batch_steps([b for _, b in todo]):
+            if identified is None:
+                yield None
+                continue
+            for (i, _), one in zip(todo, identified, strict=True):
+                result[i] = one
+        yield result
 
     def handle(self, request: dict[str, Any], client: Any = None,
                identified: Identified | None = None) -> Answer:
@@ -244,7 +283,7 @@ class AuthService:
         now = self._clock()
         session = self._sessions.get((client, conn))
         if session is None:
-            matches = self._identify(blocks[0], now, identified)
+            matches = self._identify(blocks[0], now, identified, request)
             session = Session(None, 0, matches)
             self._sessions[(client, conn)] = session
             self.metrics.sessions = len(self._sessions)
@@ -320,15 +359,36 @@ class AuthService:
             raise error
         return valid[0]
 
+    def _hints(self, request: dict[str, Any] | None) -> list[Candidate]:
+        """The credentials last identified from the request's address (tried first: a device that
+        reconnects from where it was is identified without a pass over every key)."""
+        if request is None:
+            return []
+        return list(self._recent.get(source_address(request.get("src", "")), ()))
+
     def _decided(self, session: Session, cand: Candidate, conn: Any, request: dict[str, Any]) -> None:
         session.device_id, session.generation, session.contenders = cand.device_id, cand.generation, []
+        if len(self._recent) >= MAX_HINTED_ADDRESSES:
+            self._recent.clear()  # bounded; only identified connections add to it
+        recent = self._recent.setdefault(source_address(request.get("src", "")), deque(maxlen=HINTS))
+        if cand in recent:
+            recent.remove(cand)
+        recent.appendleft(cand)
         self._seen_for(cand.device_id).connections += 1
         self._log.info(kv(event="identified", device=cand.device_id, conn=conn,
                           src=request.get("src", ""), generation=cand.generation))
 
-    def _identify(self, block0: bytes, now: float, pre: Identified | None = None) -> list[Candidate]:
+    def _identify(self, block0: bytes, now: float, pre: Identified | None = None,
+                  request: dict[str, Any] | None = None) -> list[Candidate]:
         """Every credential block 0 matches; refused here when none of them is valid now."""
-        matches, elapsed, longest = self._keys.identify(block0, pre)
+        started = time.perf_counter()
+        hinted = None if pre is not None else self._keys.hinted(block0, self._hints(request))
+        if hinted is not None:
+            self.metrics.hinted += 1
+            matches = hinted
+            elapsed = longest = time.perf_counter() - started
+        else:
+            matches, elapsed, longest = self._keys.identify(block0, pre)
         self.metrics.identify_seconds += elapsed
         self.metrics.identify_max = max(self.metrics.identify_max, longest)
         self.metrics.identified += 1

@@ -60,6 +60,10 @@ def mosquitto_conf(config: Config, plugin: str, dynsec_path: Path, data_dir: Pat
             # Also the limit of QoS 2 messages a client may have in flight towards the broker: more
             # are completed and dropped, so the publisher's window is the same number.
             f"max_inflight_messages {BROKER_INFLIGHT}",
+            # Small packets out at once (no Nagle): a PUBACK left unacknowledged by a client with
+            # nothing to send otherwise holds the broker's next message to it for the client's
+            # delayed ACK (40 ms on Linux); the first reading of a new device waited that long.
+            "set_tcp_nodelay true",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

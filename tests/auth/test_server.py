@@ -9,8 +9,9 @@ from services.common import authwire
 
 
 class Exploding:
-    def identify_batch(self, requests, client=None):
-        return [None] * len(requests)  # nothing identified ahead: every request takes handle()
+    def identify_batch_steps(self, requests, client=None):
+        yield None  # a step: the transport lets its other clients go
+        yield [None] * len(requests)  # nothing identified ahead: every request takes handle()
 
     def handle(self, message, client=None, identified=None):
         if message.get("boom"):
@@ -62,3 +63,54 @@ def test_service_refuses_overlong_readings_itself(store):
     service = AuthService(store, max_blocks=4)
     answer = service.handle({"id": 1, "op": "v1", "conn": 1, "blocks": "00" * 16 * 5, "final": True})
     assert (answer["status"], answer["reason"]) == ("rejected", "too_long")
+
+
+class Stepping(Exploding):
+    """A pass over the keys that takes steps until another client has been answered."""
+
+    def __init__(self):
+        self.other_answered = asyncio.Event()
+        self.steps = 0
+
+    def identify_batch_steps(self, requests, client=None):
+        while (not any(r.get("other") for r in requests) and not self.other_answered.is_set()
+               and self.steps < 10_000):
+            self.steps += 1
+            yield None
+        yield [None] * len(requests)
+
+    def handle(self, message, client=None, identified=None):
+        if message.get("other"):
+            self.other_answered.set()
+        return {"id": message["id"], "status": "ok", "steps": self.steps}
+
+
+def test_a_long_identification_pass_lets_other_clients_through(tmp_path):
+    """Between two steps of one client's pass, another client is answered (a burst of new devices
+    on one proxy does not hold everyone else for its whole pass)."""
+    async def scenario():
+        service = Stepping()
+        server = AuthServer(service, tmp_path / "a.sock", logging.getLogger("test"))
+        await server.start()
+        burst_r, burst_w = await asyncio.open_unix_connection(str(tmp_path / "a.sock"))
+        other_r, other_w = await asyncio.open_unix_connection(str(tmp_path / "a.sock"))
+        burst_w.write(authwire.encode({"id": 1}))
+        await burst_w.drain()
+        while service.steps == 0:  # the burst's pass has begun
+            await asyncio.sleep(0)
+        other_w.write(authwire.encode({"id": 2, "other": True}))
+        answers = {}
+        for name, reader in (("other", other_r), ("burst", burst_r)):
+            buf = bytearray()
+            while not (got := list(authwire.messages(buf))):
+                buf += await asyncio.wait_for(reader.read(65536), 5)
+            answers[name] = got[0]
+        for w in (burst_w, other_w):
+            w.close()
+        server.stop()
+        await server.serve()
+        return service, answers
+
+    service, answers = asyncio.run(scenario())
+    assert answers["other"]["status"] == "ok" and answers["burst"]["status"] == "ok"
+    assert service.other_answered.is_set() and service.steps < 10_000  # the pass waited for it
