@@ -16,6 +16,7 @@ from services.common.bus import EVENTS, UNIDENTIFIED
 from services.common.config import valid_device_id
 from services.common.logs import kv
 from services.common.readings import ReadingError
+from services.publisher.addresses import LastAddresses
 from services.publisher.dedup import RecentWindow
 from services.publisher.topics import (
     EVENTS_PREFIX,
@@ -70,9 +71,11 @@ class PublisherService:
         log: logging.Logger,
         dedup: RecentWindow | None = None,
         clock: Callable[[], float] = time.time,
+        addresses: LastAddresses | None = None,
     ) -> None:
         self.log = log
         self.dedup = dedup or RecentWindow()
+        self.addresses = addresses or LastAddresses()
         self.clock = clock
         self.counters = Counters()
 
@@ -96,7 +99,7 @@ class PublisherService:
             self.counters.add("duplicates")
             return []
         self.counters.add("accepted")
-        return public_messages(reading)
+        return public_messages(reading, self.addresses.changed(reading.device, (reading.src, reading.gw)))
 
     def on_event(self, topic: str, payload: bytes) -> list[Publish]:
         message = status_message(topic, payload)

@@ -165,15 +165,33 @@ def json_payload(reading: Ingest) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def public_messages(reading: Ingest) -> list[Publish]:
-    """Everything one reading publishes: the nine legacy topics, then Pico/<id>/json."""
+def value_messages(reading: Ingest) -> list[Publish]:
+    """What every reading publishes: the seven legacy value topics, then Pico/<id>/json."""
     base = f"Pico/{reading.device}/"
     out: list[Publish] = [(base + sub, reading.values[name].encode(), False) for sub, name in VALUE_TOPICS]
-    out.append((base + "Ip_address", reading.src[0].encode(), False))
-    out.append((base + "Port_address", str(reading.src[1]).encode(), False))
-    out.append((base + "Internal_Server/Ip_address", reading.gw[0].encode(), False))
-    out.append((base + "Internal_Server/Port_address", str(reading.gw[1]).encode(), False))
     out.append((base + "json", json_payload(reading), False))
+    return out
+
+
+def address_messages(reading: Ingest) -> list[Publish]:
+    """The four address topics, retained: they change only when the device connects anew
+    (another source port, another gateway), so the publisher sends them only then and a
+    dashboard that subscribes later still gets them."""
+    base = f"Pico/{reading.device}/"
+    return [
+        (base + "Ip_address", reading.src[0].encode(), True),
+        (base + "Port_address", str(reading.src[1]).encode(), True),
+        (base + "Internal_Server/Ip_address", reading.gw[0].encode(), True),
+        (base + "Internal_Server/Port_address", str(reading.gw[1]).encode(), True),
+    ]
+
+
+def public_messages(reading: Ingest, addresses: bool = True) -> list[Publish]:
+    """Everything one reading publishes: the seven value topics, the four address topics (when
+    `addresses`: the device's first reading, or its address changed), then Pico/<id>/json."""
+    out = value_messages(reading)
+    if addresses:
+        out[-1:-1] = address_messages(reading)
     return out
 
 
