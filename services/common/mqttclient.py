@@ -18,6 +18,9 @@ It only moves bytes and completes futures; the packets are services/common/mqttw
   one): the broker delivers that message again and the caller must tolerate the copy.
 - One reconnect policy: jittered exponential back-off from `min_delay` to
   `max_delay`, back to `min_delay` after a connection that lasted STABLE s.
+- Incoming messages wait, unacknowledged and in order, while `max_outgoing` of our publishes
+  wait for the broker's PUBACK (the PUBACKs are still read): a handler never runs the
+  packet ids out (issue 13).
 - `run(stop)`: when `stop` is set, take no new messages, wait up to `drain`
   seconds for the broker to acknowledge what is in flight, DISCONNECT.
 """
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from services.common import mqttwire as wire
@@ -56,6 +60,7 @@ class MqttClient:
         max_delay: float = 2.0,
         connect_timeout: float = 5.0,
         auto_ack: bool = True,
+        max_outgoing: int = MAX_IN_FLIGHT // 2,
     ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id
@@ -68,6 +73,10 @@ class MqttClient:
         self.min_delay, self.max_delay = min_delay, max_delay
         self.connect_timeout = connect_timeout
         self.auto_ack = auto_ack
+        # Incoming messages wait (unacknowledged, in order) while this many of our publishes wait
+        # for the broker; PUBACKs are still read. Issue 13: a handler that publishes faster than
+        # the broker takes (the publisher under overload) ran out of packet ids otherwise.
+        self.max_outgoing = max_outgoing
         self.session = 0  # counts connections; an ack names the one its message came on
         self.connected = False
         self.stopping = False
@@ -249,6 +258,7 @@ class MqttClient:
 
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          buf: bytearray) -> None:
+        waiting: deque[wire.Publish] = deque()  # see max_outgoing; unacknowledged if the connection ends
         while True:
             pos = 0
             while True:
@@ -262,12 +272,18 @@ class MqttClient:
                 packet, used = found
                 pos += used
                 if packet.kind == wire.PUBLISH:
-                    await self._on_publish(wire.parse_publish(packet))
+                    msg = wire.parse_publish(packet)
+                    if waiting or len(self._outgoing) >= self.max_outgoing:
+                        waiting.append(msg)
+                    else:
+                        await self._on_publish(msg)
                 elif packet.kind == wire.PUBACK:
                     self._on_puback(wire.parse_mid(packet))
                 elif packet.kind == wire.SUBACK:
                     self._on_suback(packet)
             del buf[:pos]
+            while waiting and len(self._outgoing) < self.max_outgoing:
+                await self._on_publish(waiting.popleft())
             self._flush_now()
             await writer.drain()
             async with asyncio.timeout(self.keepalive * 2):  # not wait_for: no task per read
