@@ -153,6 +153,10 @@ class AuthServer:
     def _answers(self, batch: list[dict], client: int) -> bytes:
         """The encoded answers of `batch`, in order; first readings of new connections are identified
         together in one pass over the keys."""
+        with self._service.one_look():
+            return self._answers_now(batch, client)
+
+    def _answers_now(self, batch: list[dict], client: int) -> bytes:
         try:
             identified = self._service.identify_batch(batch, client)
         except KeyStoreError:  # the store is away: each request is answered (and logged) below
