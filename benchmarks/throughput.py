@@ -274,7 +274,7 @@ def report(r: dict) -> str:
         f"{r['load_after']:.1f} after.",
         "",
         "| run | readings/s | lost / reordered / dup | msgs per reading | CPU ms per reading: proxy / auth / "
-        "publisher = gateway; mosquitto | ratio to raw broker |",
+        "publisher = gateway; mosquitto; (benchmark's subscriber) | ratio to raw broker |",
         "|---|---|---|---|---|---|",
     ]
     for key in ("v1_20", "v2_20", "v1_100", "v2_100"):
@@ -286,7 +286,7 @@ def report(r: dict) -> str:
             f"({t['readings']}/{t['expected']}{acked}) "
             f"| {t['lost']} / {t['reordered']} / {t['duplicated']} | {t['messages_per_reading']:.1f} "
             f"| {c['proxy']:.3f} / {c['auth']:.3f} / {c['publisher']:.3f} = **{c['gateway']:.3f}**; "
-            f"{c['mosquitto']:.3f} | {t['per_second'] / raw['per_second']:.2f} |")
+            f"{c['mosquitto']:.3f}; ({c['subscriber']:.3f}) | {t['per_second'] / raw['per_second']:.2f} |")
     lines.append(
         f"| raw broker, 20 publishers' worth, same messages | {raw['per_second']:,.0f} "
         f"({raw['readings']}/{raw['expected']}) | {raw['lost']} / {raw['reordered']} / {raw['duplicated']} "
