@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import bench_envelope, bench_v2, stackbench
+from benchmarks import bench_envelope, bench_v2, stackbench, throughput
 
 ORIGINAL = {  # figures of the original design, as its authors reported them
     "cpu_ms_per_reading": 0.4,
@@ -25,7 +25,8 @@ def report(r: dict) -> str:
     lines = [
         "| measure | medsec | reference |",
         "|---|---|---|",
-        f"| v1 readings/s end to end ({r['devices']} devices as fast as they can) | "
+        f"| v1 readings/s end to end ({r['devices']} devices as fast as they can; subscriber on "
+        "Pico/+/json) | "
         f"{tp['per_second']:,.0f} ({tp['readings']}/{tp['expected']} delivered) "
         f"| raw broker: {raw['per_second']:,.0f} msg/s; ratio {r['ratio_vs_raw_broker']:.2f} |",
         f"| latency under saturation, device write to subscriber, p50 / p99 | {tp['p50_ms']:.1f} / "
@@ -81,6 +82,7 @@ def main() -> int:
     started = time.time()
     results = stackbench.run_all(quick=args.quick)
     results["v1_v2"] = bench_v2.run_all(quick=args.quick)
+    results["paths"] = throughput.run_all(quick=args.quick)
     size, repeat = (2.0, 3) if args.quick else (10.0, 5)
     results["envelope"] = bench_envelope.run(size_mb=size, repeat=repeat)
     out = Path(__file__).parent / "results"
@@ -89,6 +91,8 @@ def main() -> int:
     print(report(results))
     print("\nv1 beside v2, on one stack:\n")
     print(bench_v2.report(results["v1_v2"]))
+    print("\nThroughput and CPU per reading, a dashboard on Pico/# (issue 13):\n")
+    print(throughput.report(results["paths"]))
     print(f"\n(benchmark took {time.time() - started:.0f} s; raw figures in {out / 'latest.json'})")
     return 0
 

@@ -156,29 +156,31 @@ class AuthServer:
 
 
     async def _answers(self, batch: list[dict], client: int) -> bytes:
-        """The encoded answers of `batch`, in order; first readings of new connections are identified
-        together in one pass over the keys, in steps: the loop serves the other clients in between
-        (a burst of new connections on one proxy must not hold another's readings for its whole pass)."""
-        identified: list[Identified | None] = [None] * len(batch)
-        try:
-            for result in self._service.identify_batch_steps(batch, client):
-                if result is None:
+        """The encoded answers of `batch`, in order, seeing the store as of one look at its start;
+        first readings of new connections are identified together in one pass over the keys, in
+        steps: the loop serves the other clients in between (a burst of new connections on one
+        proxy must not hold another's readings for its whole pass)."""
+        with self._service.one_look():
+            identified: list[Identified | None] = [None] * len(batch)
+            try:
+                for result in self._service.identify_batch_steps(batch, client):
+                    if result is None:
+                        await asyncio.sleep(0)
+                    else:
+                        identified = result
+            except KeyStoreError:  # the store is away: each request is answered (and logged) below
+                identified = [None] * len(batch)
+            except Exception as exc:  # then every request takes the one-at-a-time path
+                self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
+                identified = [None] * len(batch)
+            out = bytearray()
+            turn = time.perf_counter() + TURN
+            for message, pre in zip(batch, identified, strict=True):
+                out += authwire.encode(self._answer(message, client, pre))
+                if time.perf_counter() > turn:  # a batch of first readings: ~0.1 ms each to decode
                     await asyncio.sleep(0)
-                else:
-                    identified = result
-        except KeyStoreError:  # the store is away: each request is answered (and logged) below
-            identified = [None] * len(batch)
-        except Exception as exc:  # then every request takes the one-at-a-time path
-            self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
-            identified = [None] * len(batch)
-        out = bytearray()
-        turn = time.perf_counter() + TURN
-        for message, pre in zip(batch, identified, strict=True):
-            out += authwire.encode(self._answer(message, client, pre))
-            if time.perf_counter() > turn:  # a batch of first readings: ~0.1 ms each to decode
-                await asyncio.sleep(0)
-                turn = time.perf_counter() + TURN
-        return bytes(out)
+                    turn = time.perf_counter() + TURN
+            return bytes(out)
 
     def _answer(self, message: dict, client: int, identified: Identified | None = None) -> dict:
         """Every request gets its answer, in order, even if the service fails on it."""

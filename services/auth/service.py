@@ -15,6 +15,7 @@ once.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import gc
 import logging
 import time
@@ -114,6 +115,7 @@ class AuthService:
         self._log = log or logging.getLogger("medsec.auth")
         self._clock = clock
         self._store_generation: int | None = None
+        self._looked = False  # inside one_look(): the store was checked for this batch already
         self._changes: int | None = None
         self._keys = V1Keys()
         self._sessions: dict[tuple[Any, int], Session] = {}
@@ -131,11 +133,28 @@ class AuthService:
         Only the devices changed since the last look are reloaded when the store can say which;
         force reloads everything.
         """
+        if self._looked and not force:
+            return
         generation = self._store.generation()
         if not force and generation == self._store_generation:
             return
         self._store_generation = generation
         self._reload(full=force)
+
+    @contextlib.contextmanager
+    def one_look(self) -> Iterator[None]:
+        """Requests answered together (one read of the socket) see the store as of their start:
+        one look at the store per batch, not per request (issue 13). If it fails, each request
+        looks again and answers for itself."""
+        try:
+            self.refresh()
+            self._looked = True
+        except Exception:  # answered per request below (keystore_unavailable, ...)
+            self._looked = False
+        try:
+            yield
+        finally:
+            self._looked = False
 
     def _reload(self, full: bool) -> None:
         since = -1 if full or self._changes is None else self._changes
@@ -234,7 +253,7 @@ class AuthService:
         if op == "close":
             self.close(client, conn)
             return {"id": rid, "status": "closed"}
-        if op in ("v2", "v2ack"):
+        if op in ("v2", "v2ack", "v2acked"):
             return self._v2_op(rid, client, conn, request)
         if op != "v1":
             exc = Rejected("bad_request", f"unknown op {str(op)[:20]!r}")
@@ -249,7 +268,9 @@ class AuthService:
         """Protocol v2 (services/auth/v2.py): frames are self-identifying, so no session is kept."""
         try:
             self.refresh()
-            answer = self._v2.frame(request) if request.get("op") == "v2" else self._v2.ack(request)
+            op = request.get("op")
+            answer = (self._v2.frame(request) if op == "v2" else self._v2.ack(request) if op == "v2ack"
+                      else self._v2.acked(request))
         except V2Rejected as exc:
             answer = self._reject(rid, client, conn, request, Rejected(exc.reason, exc.detail, exc.device))
             if exc.refusal is not None:

@@ -2,12 +2,15 @@
 
 Ops on the auth socket (docs/architecture.md):
   {"op": "v2", "conn", "src", "frame": base64 of one whole frame}
-     -> {"status": "ok", "device", "seq", "values", "redelivery": bool}
+     -> {"status": "ok", "device", "seq", "values", "redelivery": bool, "gen", "ack": base64}
+            `ack`: the ack frame, sealed now; the proxy writes it only after the broker's PUBACK
         {"status": "duplicate", "device", "seq", "ack": base64}   acknowledged before: re-ack, no publish
         {"status": "rejected", "reason", "detail", "device"[, "refusal": base64]}
             `refusal` only for a verified reading refused for good (not_json, missing_field,
             not_numeric, out_of_range, ...): the authenticated refusal frame to write to the device
-  {"op": "v2ack", "conn", "kid": hex, "seq"}   after the broker's PUBACK of that reading
+  {"op": "v2acked", "conn", "kid": hex, "seq"}   the proxy wrote that ack after the PUBACK
+     -> {"status": "ok", "device", "seq"}
+  {"op": "v2ack", "conn", "kid": hex, "seq"}   the same, for a proxy that asks auth to seal it then
      -> {"status": "ok", "device", "seq", "ack": base64}
 
 Order of checks (docs/protocol-v2.md): framing, key id (one dict lookup),
@@ -121,13 +124,23 @@ class V2Auth:
             # Verified, so the genuine device sent it: tell it, authenticated, to stop sending it.
             refusal = base64.b64encode(v2.seal_refusal(entry.keys, frame.seq, exc.reason)).decode()
             raise V2Rejected(exc.reason, exc.detail, entry.device_id, refusal) from None
+        # The ack is sealed with the answer (issue 13: one auth round trip per reading, not two);
+        # the proxy holds it until the broker's PUBACK and then reports it with v2acked.
         return {"status": "ok", "device": entry.device_id, "seq": frame.seq, "values": values,
-                "redelivery": verdict == "redelivery", "gen": entry.generation}
+                "redelivery": verdict == "redelivery", "gen": entry.generation, "ack": _ack(entry, frame.seq)}
 
     def ack(self, request: dict[str, Any]) -> Answer:
+        entry, seq = self._mark_acked(request)
+        return {"status": "ok", "device": entry.device_id, "seq": seq, "ack": _ack(entry, seq)}
+
+    def acked(self, request: dict[str, Any]) -> Answer:
+        entry, seq = self._mark_acked(request)
+        return {"status": "ok", "device": entry.device_id, "seq": seq}
+
+    def _mark_acked(self, request: dict[str, Any]) -> tuple[Entry, int]:
         kid_text, seq = request.get("kid"), request.get("seq")
         if not isinstance(kid_text, str) or not isinstance(seq, int) or isinstance(seq, bool):
-            raise V2Rejected("bad_request", "v2ack needs kid (hex) and seq (int)")
+            raise V2Rejected("bad_request", "v2ack/v2acked need kid (hex) and seq (int)")
         try:
             kid = bytes.fromhex(kid_text)
         except ValueError:
@@ -140,7 +153,7 @@ class V2Auth:
         # turns a later duplicate into a redelivery, which is published again and dropped by the
         # publisher. The counter itself (accept) is always written before the answer.
         self._dirty[kid] = entry.device_id
-        return {"status": "ok", "device": entry.device_id, "seq": seq, "ack": _ack(entry, seq)}
+        return entry, seq
 
     # --- internals ---
     def _entry(self, kid: bytes) -> Entry:

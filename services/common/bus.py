@@ -10,6 +10,11 @@ from services.common.config import Config
 from services.common.state import mqtt_password
 
 INGEST = "medsec/ingest/{device}"
+# Several readings (of any devices) in one bus message: a JSON array of INGEST payloads, in the
+# order the proxy accepted them. '~' is not a valid device id, so it names no device.
+INGEST_BATCH = "medsec/ingest/~batch"
+MAX_BATCH_READINGS = 64
+MAX_BATCH_BYTES = 64 * 1024
 EVENTS = "medsec/events/{device}"
 KEY_EVENTS = "medsec/keys/events"
 # The audit log's head, retained (services/keyadmin/audit_witness.py).

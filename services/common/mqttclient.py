@@ -34,6 +34,9 @@ It only moves bytes and completes futures; the packets are services/common/mqttw
   one): the broker delivers that message again and the caller must tolerate the copy.
 - One reconnect policy: jittered exponential back-off from `min_delay` to
   `max_delay`, back to `min_delay` after a connection that lasted STABLE s.
+- Incoming messages wait, unacknowledged and in order, while `max_outgoing` of our publishes
+  wait for the broker (its acknowledgements are still read): a handler never runs the
+  packet ids out (issue 13).
 - `run(stop)`: when `stop` is set, take no new messages, wait up to `drain`
   seconds for the broker to acknowledge what is in flight, DISCONNECT.
 """
@@ -78,6 +81,7 @@ class MqttClient:
         auto_ack: bool = True,
         window: int | None = None,
         release_stored: bool = False,
+        max_outgoing: int = MAX_IN_FLIGHT // 2,
     ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id
@@ -93,6 +97,10 @@ class MqttClient:
         self.window = window
         self._unreleased = release_stored  # the release above is still to do
         self._releasing = 0  # its PUBCOMPs still to come
+        # Incoming messages wait (unacknowledged, in order) while this many of our publishes wait
+        # for the broker; its acknowledgements are still read. Issue 13: a handler that publishes
+        # faster than the broker takes (the publisher under overload) ran out of packet ids otherwise.
+        self.max_outgoing = max_outgoing
         self.session = 0  # counts connections; an ack names the one its message came on
         self.connected = False
         self.stopping = False
@@ -327,6 +335,8 @@ class MqttClient:
 
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          buf: bytearray) -> None:
+        # See max_outgoing; what waits here stays unacknowledged if the connection ends.
+        waiting: collections.deque[wire.Publish] = collections.deque()
         while True:
             pos = 0
             while True:
@@ -340,12 +350,18 @@ class MqttClient:
                 packet, used = found
                 pos += used
                 if packet.kind == wire.PUBLISH:
-                    await self._on_publish(wire.parse_publish(packet))
+                    msg = wire.parse_publish(packet)
+                    if waiting or len(self._outgoing) >= self.max_outgoing:
+                        waiting.append(msg)
+                    else:
+                        await self._on_publish(msg)
                 elif packet.kind in (wire.PUBACK, wire.PUBREC, wire.PUBCOMP):
                     self._on_ack(packet.kind, wire.parse_mid(packet))
                 elif packet.kind == wire.SUBACK:
                     self._on_suback(packet)
             del buf[:pos]
+            while waiting and len(self._outgoing) < self.max_outgoing:
+                await self._on_publish(waiting.popleft())
             self._flush_now()
             await writer.drain()
             async with asyncio.timeout(self.keepalive * 2):  # not wait_for: no task per read

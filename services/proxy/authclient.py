@@ -41,6 +41,8 @@ class AuthClient:
         self._reader_task: asyncio.Task[None] | None = None
         self._attempt: asyncio.Task[asyncio.StreamWriter] | None = None
         self.connected_once = False
+        self._out = bytearray()  # requests of this loop turn: one write for all (issue 13)
+        self._out_writer: asyncio.StreamWriter | None = None
 
     @property
     def connected(self) -> bool:
@@ -53,7 +55,7 @@ class AuthClient:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:
-            writer.write(authwire.encode({**message, "id": rid}))
+            self._write(writer, authwire.encode({**message, "id": rid}))
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
@@ -68,7 +70,23 @@ class AuthClient:
         if not self.connected:
             return  # a new auth session knows nothing to forget
         assert self._writer is not None
-        self._writer.write(authwire.encode({**message, "id": next(self._ids)}))
+        self._write(self._writer, authwire.encode({**message, "id": next(self._ids)}))
+
+    def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Queue for the end of this loop turn: under load many connections ask auth in the same
+        turn, and one write (one system call, one wake-up of auth) carries all their requests."""
+        if self._out_writer is not writer:  # a new connection: what was queued for the old one is void
+            self._out.clear()
+            self._out_writer = writer
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush, writer)
+        self._out += data
+
+    def _flush(self, writer: asyncio.StreamWriter) -> None:
+        if self._out_writer is writer and self._out and not writer.is_closing():
+            writer.write(bytes(self._out))
+        if self._out_writer is writer:
+            self._out.clear()
 
     async def _ensure_connected(self) -> asyncio.StreamWriter:
         """The live connection, or one made now; all callers share one attempt.

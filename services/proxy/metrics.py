@@ -21,6 +21,7 @@ class Metrics:
         self.auth = [0.0, 0]  # auth round trips
         self.publish = [0.0, 0]  # publish to PUBACK
         self.events_dropped = 0
+        self.bus_messages = 0  # ingest messages on the bus: readings_accepted / this = readings per batch
         self._last = (time.monotonic(), 0)
         self.rate = 0.0
 
@@ -46,6 +47,7 @@ class Metrics:
             f"{p}readings_accepted_total {self.readings_accepted}",
             f"# TYPE {p}readings_per_second gauge", f"{p}readings_per_second {self.rate:.3f}",
             f"# TYPE {p}events_dropped_total counter", f"{p}events_dropped_total {self.events_dropped}",
+            f"# TYPE {p}bus_messages_total counter", f"{p}bus_messages_total {self.bus_messages}",
             f"# TYPE {p}duplicate_sessions_total counter",
             f"{p}duplicate_sessions_total {self.duplicate_sessions}",
             f"# TYPE {p}probation_total counter", f"{p}probation_total {self.probation}",

@@ -1,5 +1,14 @@
 """The proxy's side of the internal bus: readings and events out (QoS 1), key events in.
 
+Readings accepted in one turn of the event loop go out as one bus message (issue 13): a lone
+reading on `medsec/ingest/<device>`, several (any devices, in order) as a JSON array on
+`medsec/ingest/~batch`, at most MAX_BATCH_READINGS / MAX_BATCH_BYTES each. Batching waits for
+no timer: under load, auth's answers arrive together and so do the readings they complete;
+a lone reading leaves at once. The batch's PUBACK completes every reading's future, so a v2
+device's ack still goes out only once the bus holds its reading; a batch the broker has not
+acknowledged is sent again whole after a reconnect (the publisher drops the duplicates). An
+event first sends the readings before it, so the bus keeps the proxy's order.
+
 Bounded both ways: at most `max_readings` readings may wait for a PUBACK (then
 new readings are refused with bus_unavailable rather than queued without end),
 and at most `max_events` events (then events are dropped and counted; the default
@@ -72,6 +81,11 @@ class Output:
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Readings of this loop turn not yet handed to the client: payloads, their topic, one future.
+        self._batch: list[bytes] = []
+        self._batch_topic = ""
+        self._batch_bytes = 0
+        self._batch_future: asyncio.Future[None] | None = None
 
     @property
     def subscribed(self) -> asyncio.Event:
@@ -86,9 +100,19 @@ class Output:
 
     # --- out ---
     def publish_reading(self, device: str, payload: bytes) -> asyncio.Future[None]:
+        """The future the broker's PUBACK of the bus message that carries this reading completes."""
         if self.readings_waiting >= self.max_readings:
             raise BusUnavailable(f"{self.readings_waiting} readings already wait for the broker")
-        future = self.client.publish(bus.INGEST.format(device=device), payload)
+        if (len(self._batch) >= bus.MAX_BATCH_READINGS
+                or self._batch_bytes + len(payload) + 1 > bus.MAX_BATCH_BYTES):
+            self._send_batch()
+        if self._batch_future is None:
+            self._batch_future = self.loop.create_future()
+            self._batch_topic = bus.INGEST.format(device=device)
+            self.loop.call_soon(self._send_batch)
+        self._batch.append(payload)
+        self._batch_bytes += len(payload) + 1
+        future = self._batch_future
         self.readings_waiting += 1
         started = time.perf_counter()
 
@@ -100,7 +124,32 @@ class Output:
         future.add_done_callback(done)
         return future
 
+    def _send_batch(self) -> None:
+        """Hand the readings gathered so far to the client as one bus message."""
+        batch, future = self._batch, self._batch_future
+        if future is None:
+            return
+        self._batch, self._batch_bytes, self._batch_future = [], 0, None
+        if len(batch) == 1:
+            sent = self.client.publish(self._batch_topic, batch[0])
+        else:
+            sent = self.client.publish(bus.INGEST_BATCH, b"[" + b",".join(batch) + b"]")
+        self.metrics.bus_messages += 1
+
+        def relay(f: asyncio.Future[None]) -> None:
+            if future.done():
+                return
+            if f.cancelled():
+                future.cancel()
+            elif f.exception() is not None:
+                future.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                future.set_result(None)
+
+        sent.add_done_callback(relay)
+
     def publish_event(self, device: str | None, payload: bytes) -> None:
+        self._send_batch()  # the readings accepted before this event go first
         if self.events_waiting >= self.max_events:
             self.metrics.events_dropped += 1
             return
@@ -116,6 +165,7 @@ class Output:
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the broker acknowledged everything sent (shutdown)."""
+        self._send_batch()
         return await self.client.wait_idle(timeout)
 
     async def stop(self) -> None:

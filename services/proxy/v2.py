@@ -2,10 +2,12 @@
 
 Per frame: `v2.read` checks the header and refuses an oversize length before
 any body byte is read; auth (the only process with keys) checks the counter,
-verifies and decrypts; the reading is published with its seq; once the
-broker's PUBACK arrives, auth builds the ack (op v2ack) and it is written to
-the device. Frames are pipelined: reading the next frame does not wait for the
-previous frame's PUBACK. A duplicate of an acknowledged reading is acked
+verifies and decrypts, and seals the ack with its answer; the reading is
+published with its seq; once the broker's PUBACK arrives, the ack is written to
+the device and auth is told (op v2acked, its answer not awaited), so a reading
+costs one auth round trip (an auth that sends no ack is asked with op v2ack then).
+Frames are pipelined: reading the next frame does not wait for the previous
+frame's PUBACK. A duplicate of an acknowledged reading is acked
 again at once and nothing is published (reason `replay`, connection kept).
 A verified reading refused for good (out_of_range, not_numeric, ...) gets auth's
 authenticated refusal frame, the only answer that makes a device drop a reading;
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -119,8 +122,12 @@ class V2Handler:
             if status in ("ok", "duplicate") and not answered:
                 raise Reject("auth_protocol", "auth answered without the device or the frame's seq")
             if status == "ok":
+                sealed = _answer_bytes(reply, "ack", frame) if "ack" in reply else None
                 puback = await conn.accept_reading(device, check_values(reply.get("values")), "v2", frame.seq,
                                                    reply.get("gen"))
+                if sealed is not None:
+                    puback.add_done_callback(functools.partial(_ack_on_puback, conn, frame, sealed))
+                    continue
                 task = asyncio.create_task(self._ack_after(conn, frame, puback), name=f"v2-ack-{conn.id}")
                 acks.add(task)
                 task.add_done_callback(acks.discard)
@@ -182,6 +189,16 @@ class V2Handler:
         detail = f"seq {seq} was already acknowledged: acked again, not published"
         conn.state.output.publish_event(device, event_payload(
             "rejected", device, "replay", detail, conn.src, "v2", time.time()))
+
+
+def _ack_on_puback(conn: Connection, frame: codec.Frame, ack: bytes, puback: asyncio.Future[None]) -> None:
+    """The broker has the reading: the device gets its ack, auth marks the seq acknowledged."""
+    if puback.cancelled() or puback.exception() is not None:
+        error = "cancelled" if puback.cancelled() else type(puback.exception()).__name__
+        log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-", seq=frame.seq, detail=error))
+        return
+    _send(conn, ack)
+    conn.state.auth.send({"op": "v2acked", "conn": conn.id, "kid": frame.kid.hex(), "seq": frame.seq})
 
 
 def _send(conn: Connection, ack: bytes) -> None:

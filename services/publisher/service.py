@@ -12,10 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from services.common.bus import EVENTS, UNIDENTIFIED
+from services.common.bus import EVENTS, INGEST_BATCH, UNIDENTIFIED
 from services.common.config import valid_device_id
 from services.common.logs import kv
 from services.common.readings import ReadingError
+from services.publisher.addresses import LastAddresses
 from services.publisher.dedup import RecentWindow
 from services.publisher.topics import (
     EVENTS_PREFIX,
@@ -23,10 +24,13 @@ from services.publisher.topics import (
     MAX_BUS_MESSAGE,
     PROTOCOLS,
     BusMessageError,
+    Ingest,
     Publish,
     alert_message,
     device_from_topic,
+    parse_batch,
     parse_ingest,
+    parse_reading,
     public_messages,
     status_message,
 )
@@ -70,15 +74,19 @@ class PublisherService:
         log: logging.Logger,
         dedup: RecentWindow | None = None,
         clock: Callable[[], float] = time.time,
+        addresses: LastAddresses | None = None,
     ) -> None:
         self.log = log
         self.dedup = dedup or RecentWindow()
+        self.addresses = addresses or LastAddresses()
         self.clock = clock
         self.counters = Counters()
 
     def handle(self, topic: str, payload: bytes) -> list[Publish]:
         """Everything to publish for one bus message (possibly nothing). Never raises for bad input."""
-        if topic.startswith(INGEST_PREFIX):
+        if topic == INGEST_BATCH:
+            out = self.on_batch(payload)
+        elif topic.startswith(INGEST_PREFIX):
             out = self.on_ingest(topic, payload)
         elif topic.startswith(EVENTS_PREFIX):
             out = self.on_event(topic, payload)
@@ -91,12 +99,35 @@ class PublisherService:
         try:
             reading = parse_ingest(topic, payload)
         except (BusMessageError, ReadingError) as exc:
-            return [self._reject(topic, payload, exc.reason, exc.detail)]
+            device = device_from_topic(topic, INGEST_PREFIX)
+            return [self._reject(device, _load_context(payload), exc.reason, exc.detail)]
+        return self._publish(reading)
+
+    def on_batch(self, payload: bytes) -> list[Publish]:
+        """Each reading of a batch in order, as if each had come alone: a bad one is rejected by
+        itself (its event), the others are published."""
+        try:
+            items = parse_batch(payload)
+        except BusMessageError as exc:
+            return [self._reject(None, None, exc.reason, exc.detail)]
+        out: list[Publish] = []
+        for item in items:
+            try:
+                reading = parse_reading(item)
+            except (BusMessageError, ReadingError) as exc:
+                device = item.get("device") if isinstance(item, dict) else None
+                out.append(self._reject(device if isinstance(device, str) else None, item, exc.reason,
+                                        exc.detail))
+                continue
+            out += self._publish(reading)
+        return out
+
+    def _publish(self, reading: Ingest) -> list[Publish]:
         if self.dedup.seen(reading.device, reading.dedup_key):
             self.counters.add("duplicates")
             return []
         self.counters.add("accepted")
-        return public_messages(reading)
+        return public_messages(reading, self.addresses.changed(reading.device, (reading.src, reading.gw)))
 
     def on_event(self, topic: str, payload: bytes) -> list[Publish]:
         message = status_message(topic, payload)
@@ -111,12 +142,12 @@ class PublisherService:
             return [alert]
         return []
 
-    def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> Publish:
-        """One log line, one counter, and a `rejected` event; never the reading itself."""
-        device = device_from_topic(topic, INGEST_PREFIX)
+    def _reject(self, device: str | None, context: object, reason: str, detail: str) -> Publish:
+        """One log line, one counter, and a `rejected` event; never the reading itself.
+        `context` is the message's decoded object, if any: its source address and protocol."""
         if device is None or not valid_device_id(device):
             device = None
-        src, protocol = _context(payload)
+        src, protocol = _context(context)
         self.counters.reject(reason)
         self.log.warning(kv(event="rejected", device=device or UNIDENTIFIED, reason=reason, detail=detail))
         event = {
@@ -127,14 +158,18 @@ class PublisherService:
         return topic_out, json.dumps(event, separators=(",", ":")).encode(), False
 
 
-def _context(payload: bytes) -> tuple[list | None, str | None]:
-    """The source address and protocol of a rejected message, when it has sane ones (for the event)."""
+def _load_context(payload: bytes) -> object:
+    """A rejected message's decoded JSON when it has any (for its source and protocol), else None."""
     if len(payload) > MAX_BUS_MESSAGE:
-        return None, None
+        return None
     try:
-        obj = json.loads(payload)
+        return json.loads(payload)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, None
+        return None
+
+
+def _context(obj: object) -> tuple[list | None, str | None]:
+    """The source address and protocol of a rejected message, when it has sane ones (for the event)."""
     if not isinstance(obj, dict):
         return None, None
     src = obj.get("src")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from services.common.bus import MAX_BATCH_READINGS
 from services.common.config import valid_device_id
 from services.common.errors import ReasonError
 from services.common.readings import ReadingError, validate
@@ -22,6 +23,7 @@ INGEST_PREFIX = "medsec/ingest/"
 EVENTS_PREFIX = "medsec/events/"
 # A bus message is ~400 bytes; anything far larger is not from our proxy.
 MAX_BUS_MESSAGE = 16 * 1024
+MAX_BATCH_MESSAGE = MAX_BATCH_READINGS * MAX_BUS_MESSAGE
 
 # The legacy topics (protocol v1, "Public topics"), relative to Pico/<id>/, and the field each carries.
 VALUE_TOPICS: tuple[tuple[str, str], ...] = (
@@ -124,6 +126,30 @@ def parse_ingest(topic: str, payload: bytes) -> Ingest:
         raise _bad("device is missing or not a valid device id")
     if device != topic_device:
         raise BusMessageError("device_mismatch", f"payload names {device!r}, topic names {topic_device!r}")
+    return parse_reading(obj)
+
+
+def parse_batch(payload: bytes) -> list[object]:
+    """The items of a `medsec/ingest/~batch` message (each checked later by parse_reading, so one
+    bad reading costs only itself). Raises BusMessageError when the message is not a batch."""
+    if len(payload) > MAX_BATCH_MESSAGE:
+        raise _bad(f"batch of {len(payload)} bytes exceeds {MAX_BATCH_MESSAGE}")
+    try:
+        items = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _bad("batch is not JSON") from None
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH_READINGS:
+        raise _bad(f"batch must be a JSON array of 1 to {MAX_BATCH_READINGS} readings")
+    return items
+
+
+def parse_reading(obj: object) -> Ingest:
+    """Check one reading object (an ingest message's, or a batch item). Raises like parse_ingest."""
+    if not isinstance(obj, dict):
+        raise _bad("reading is not a JSON object")
+    device = obj.get("device")
+    if not valid_device_id(device):
+        raise _bad("device is missing or not a valid device id")
     ts = obj.get("ts")
     if not _is_number(ts) or ts < 0:
         raise _bad("ts must be a non-negative number")
@@ -165,15 +191,33 @@ def json_payload(reading: Ingest) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def public_messages(reading: Ingest) -> list[Publish]:
-    """Everything one reading publishes: the nine legacy topics, then Pico/<id>/json."""
+def value_messages(reading: Ingest) -> list[Publish]:
+    """What every reading publishes: the seven legacy value topics, then Pico/<id>/json."""
     base = f"Pico/{reading.device}/"
     out: list[Publish] = [(base + sub, reading.values[name].encode(), False) for sub, name in VALUE_TOPICS]
-    out.append((base + "Ip_address", reading.src[0].encode(), False))
-    out.append((base + "Port_address", str(reading.src[1]).encode(), False))
-    out.append((base + "Internal_Server/Ip_address", reading.gw[0].encode(), False))
-    out.append((base + "Internal_Server/Port_address", str(reading.gw[1]).encode(), False))
     out.append((base + "json", json_payload(reading), False))
+    return out
+
+
+def address_messages(reading: Ingest) -> list[Publish]:
+    """The four address topics, retained: they change only when the device connects anew
+    (another source port, another gateway), so the publisher sends them only then and a
+    dashboard that subscribes later still gets them."""
+    base = f"Pico/{reading.device}/"
+    return [
+        (base + "Ip_address", reading.src[0].encode(), True),
+        (base + "Port_address", str(reading.src[1]).encode(), True),
+        (base + "Internal_Server/Ip_address", reading.gw[0].encode(), True),
+        (base + "Internal_Server/Port_address", str(reading.gw[1]).encode(), True),
+    ]
+
+
+def public_messages(reading: Ingest, addresses: bool = True) -> list[Publish]:
+    """Everything one reading publishes: the seven value topics, the four address topics (when
+    `addresses`: the device's first reading, or its address changed), then Pico/<id>/json."""
+    out = value_messages(reading)
+    if addresses:
+        out[-1:-1] = address_messages(reading)
     return out
 
 

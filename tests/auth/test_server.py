@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from services.auth.server import AuthServer
@@ -20,6 +21,10 @@ class Exploding:
 
     def refresh(self, force=False):
         pass
+
+    @contextlib.contextmanager
+    def one_look(self):
+        yield
 
     def drop_client(self, client):
         pass
@@ -114,3 +119,20 @@ def test_a_long_identification_pass_lets_other_clients_through(tmp_path):
     service, answers = asyncio.run(scenario())
     assert answers["other"]["status"] == "ok" and answers["burst"]["status"] == "ok"
     assert service.other_answered.is_set() and service.steps < 10_000  # the pass waited for it
+
+
+def test_one_look_at_the_store_per_batch_and_one_per_request_outside(store):
+    """Issue 13: the server answers a batch inside one_look(): one PRAGMA for all its requests."""
+    from services.auth.service import AuthService
+
+    service = AuthService(store)
+    looks = []
+    real = store.generation
+    store.generation = lambda: looks.append(1) or real()
+    request = {"id": 1, "op": "v1", "conn": 1, "blocks": "00" * 16, "final": True}
+    with service.one_look():
+        answers = [service.handle(dict(request, id=n, conn=n)) for n in range(5)]
+    assert len(looks) == 1 and all(a["status"] == "rejected" for a in answers)
+    service.handle(request)
+    service.handle(request)
+    assert len(looks) == 3

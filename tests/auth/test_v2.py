@@ -235,3 +235,21 @@ def test_advance_v2_window_is_a_compare_and_set(store, store_config):
         assert store.v2_window("kid-race") == "10:1:0"
     finally:
         other.close()
+
+
+def test_the_ok_answer_carries_the_sealed_ack_and_v2acked_marks_it(store):
+    """Issue 13: one auth round trip per reading. The ack comes sealed with the ok answer (the proxy
+    writes it after the PUBACK); v2acked then marks the seq acknowledged without sealing again."""
+    keys = device(store, "pico-acked")
+    auth = AuthService(store)
+    answers = [auth.handle(frame(keys, seq)) for seq in (1, 2, 3)]
+    assert [ack_seq(keys, a) for a in answers] == [1, 2, 3]
+    done = auth.handle({"id": 9, "op": "v2acked", "conn": 1, "kid": keys.kid.hex(), "seq": 2})
+    assert done == {"id": 9, "status": "ok", "device": "pico-acked", "seq": 2}
+    again = auth.handle(frame(keys, 2))  # acknowledged: a resend is a duplicate with the same ack
+    assert again["status"] == "duplicate" and again["ack"] == answers[1]["ack"]
+    assert auth.handle(frame(keys, 1))["redelivery"] is True  # never reported acked: published again
+    kid = keys.kid.hex()
+    for bad in ({"kid": kid, "seq": 7}, {"kid": kid, "seq": "2"}, {"kid": "zz", "seq": 2}, {"seq": 2}):
+        answer = auth.handle({"id": 1, "op": "v2acked", "conn": 1, **bad})
+        assert answer["status"] == "rejected" and answer["reason"] in ("not_verified", "bad_request"), bad

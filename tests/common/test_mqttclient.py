@@ -412,3 +412,41 @@ def test_release_stored_forwards_what_a_killed_process_left_between_pubrec_and_p
     expected = [b"stranded-%d" % m for m in range(1, 6)] + [b"new-%d" % n for n in range(20)]
     assert sorted(got) == sorted(expected)
     assert [p for p in got if p.startswith(b"new")] == [b"new-%d" % n for n in range(20)]
+
+
+def test_incoming_messages_wait_while_max_outgoing_publishes_wait_for_the_broker(config, broker) -> None:
+    """Issue 13: a handler that publishes (the publisher) never starts while max_outgoing of its
+    publishes wait for a PUBACK; the messages wait in order, unacknowledged, and none is lost."""
+    t = topic("fanout")
+    device = t.rsplit("/", 1)[1]
+
+    async def main() -> tuple[list[int], list[bytes], list[bytes]]:
+        started_at: list[int] = []
+        handled: list[bytes] = []
+        out: list[bytes] = []
+
+        def handler(m: wire.Publish) -> None:
+            if m.topic != t:
+                return
+            started_at.append(fanout.in_flight)
+            handled.append(m.payload)
+            for k in range(5):
+                fanout.send(f"Pico/{device}/json", m.payload + b".%d" % k)
+
+        fanout = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)], on_message=handler,
+                        max_outgoing=3)
+        dash = client(config, "dashboard", subscriptions=[(f"Pico/{device}/json", 1)],
+                      on_message=lambda m: out.append(m.payload))
+        pub = client(config, "proxy")
+        runs = [await running(c) for c in (fanout, dash, pub)]
+        await asyncio.wait_for(asyncio.gather(fanout.subscribed.wait(), dash.subscribed.wait()), 10)
+        await asyncio.wait_for(asyncio.gather(*(pub.publish(t, b"%d" % n) for n in range(60))), 10)
+        await until(lambda: len(out) >= 300, 15, "every fanned-out message")
+        for stop, task in reversed(runs):
+            await shut(stop, task)
+        return started_at, handled, out
+
+    started_at, handled, out = asyncio.run(main())
+    assert handled == [b"%d" % n for n in range(60)]  # each once, in order
+    assert max(started_at) < 3  # never started with 3 publishes waiting
+    assert out == [b"%d.%d" % (n, k) for n in range(60) for k in range(5)]

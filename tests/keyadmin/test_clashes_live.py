@@ -101,7 +101,9 @@ def test_an_existing_clash_is_reported_and_never_resolved_by_a_pick(state, broke
                                      what=f"{device}'s reading")
             assert [json.loads(g)["values"] for g in got] == [
                 {k: f"{v:.3f}" for k, v in READING.items()}] * 2
+        batched = [r for p in monitor.on("medsec/ingest/~batch") for r in json.loads(p)]
         assert not monitor.on("medsec/ingest/a") and not monitor.on("medsec/ingest/b")
+        assert not [r for r in batched if r["device"] in ("a", "b")]
         logs = "".join(p.read_text() for p in procs.log_dir.glob("*.log"))
         assert "reason=ambiguous_key" in logs and "Traceback" not in logs
         assert KEY not in logs and other["key"] not in logs

@@ -113,11 +113,26 @@ class Stack:
     def rejected(self, reason: str, device: str = "~unidentified") -> list[dict]:
         return [e for e in self.events(device) if e["event"] == "rejected" and e["reason"] == reason]
 
-    def ingest(self, device: str) -> list[dict]:
-        return [json.loads(p) for p in self.monitor.on(f"medsec/ingest/{device}")]
+    def readings(self) -> list[dict]:
+        """Every reading on the bus in arrival order: alone on medsec/ingest/<device>, or in a
+        medsec/ingest/~batch array (several readings accepted in one turn of the proxy's loop)."""
+        with self.monitor._lock:
+            received = [(m.topic, m.payload) for m in self.monitor.messages]
+        out: list[dict] = []
+        for topic, payload in received:
+            if topic == "medsec/ingest/~batch":
+                out += json.loads(payload)
+            elif topic.startswith("medsec/ingest/"):
+                doc = json.loads(payload)
+                assert topic == f"medsec/ingest/{doc['device']}"
+                out.append(doc)
+        return out
 
-    def ingest_topics(self) -> set[str]:
-        return {t for t in self.monitor.topics() if t.startswith("medsec/ingest/")}
+    def ingest(self, device: str) -> list[dict]:
+        return [r for r in self.readings() if r["device"] == device]
+
+    def ingest_devices(self) -> set[str]:
+        return {r["device"] for r in self.readings()}
 
 
 def connect(port: int, source: str | None = None, timeout: float = 5.0) -> socket.socket:

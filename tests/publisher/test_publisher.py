@@ -88,6 +88,30 @@ def test_a_reading_appears_on_every_public_topic(publisher, proxy, dashboard) ->
     assert len(dashboard.messages) == 12
 
 
+def test_addresses_are_retained_and_sent_again_only_when_they_change(
+        publisher, proxy, dashboard, config) -> None:
+    device = new_device()
+    dashboard.subscribe(f"Pico/{device}/#")
+    base = f"Pico/{device}/"
+    for n in range(3):  # one connection: one source port
+        send(proxy, f"medsec/ingest/{device}", reading(device, n, src=["10.1.2.3", 40000]))
+    wait_until(lambda: len(jsons(dashboard, device)) == 3, 5, what="three readings")
+    assert len(dashboard.messages) == 12 + 8 + 8
+    assert dashboard.on(base + "Port_address") == [b"40000"]
+    send(proxy, f"medsec/ingest/{device}", reading(device, 3, src=["10.1.2.3", 40001]))  # reconnected
+    wait_until(lambda: len(jsons(dashboard, device)) == 4, 5, what="the fourth reading")
+    assert dashboard.on(base + "Port_address") == [b"40000", b"40001"]
+    assert len(dashboard.messages) == 12 + 8 + 8 + 12
+    late = Subscriber(config, "dashboard")  # a dashboard opened later still shows the addresses
+    late.subscribe(f"Pico/{device}/#")
+    wait_until(lambda: len(late.messages) >= 4, 5, what="the retained addresses")
+    assert {m.topic: (m.payload, m.retain) for m in late.messages} == {
+        base + "Ip_address": (b"10.1.2.3", True), base + "Port_address": (b"40001", True),
+        base + "Internal_Server/Ip_address": (b"127.0.0.1", True),
+        base + "Internal_Server/Port_address": (b"9998", True)}
+    close(late)
+
+
 def test_invalid_messages_give_an_event_and_nothing_public(
         publisher, proxy, dashboard, config, tmp_path) -> None:
     device = new_device()

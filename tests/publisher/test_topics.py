@@ -40,10 +40,10 @@ def test_every_public_topic_with_the_exact_strings() -> None:
         ("Pico/pico-1/Physiological_Data/Accelerometer/z", b"1.002", False),
         ("Pico/pico-1/Internal_Device_Data/Temperature/MCU", b"23.700", False),
         ("Pico/pico-1/Internal_Device_Data/Temperature/MPU", b"23.400", False),
-        ("Pico/pico-1/Ip_address", b"10.0.0.7", False),
-        ("Pico/pico-1/Port_address", b"50123", False),
-        ("Pico/pico-1/Internal_Server/Ip_address", b"127.0.0.1", False),
-        ("Pico/pico-1/Internal_Server/Port_address", b"9998", False),
+        ("Pico/pico-1/Ip_address", b"10.0.0.7", True),
+        ("Pico/pico-1/Port_address", b"50123", True),
+        ("Pico/pico-1/Internal_Server/Ip_address", b"127.0.0.1", True),
+        ("Pico/pico-1/Internal_Server/Port_address", b"9998", True),
     ]
     topic, payload, retain = out[-1]
     assert (topic, retain) == ("Pico/pico-1/json", False)
@@ -168,3 +168,12 @@ def test_duplicate_sessions_map_to_a_retained_alert(event: str, state: str) -> N
 def test_other_events_are_no_alert(topic: str, event: object) -> None:
     assert alert_message(topic, encode(event)) is None
     assert alert_message("medsec/events/pico-1", b"\x00garbage") is None
+
+
+def test_value_messages_leave_out_the_addresses() -> None:
+    reading = parse_ingest("medsec/ingest/pico-1", encode(message()))
+    full = public_messages(reading)
+    short = public_messages(reading, addresses=False)
+    assert short == [m for m in full if not m[0].endswith("_address")]
+    assert [t for t, _, _ in short][-1] == "Pico/pico-1/json" and len(short) == 8
+    assert all(not retain for _, _, retain in short)

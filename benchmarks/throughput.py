@@ -1,0 +1,334 @@
+"""Throughput and CPU per reading of the data paths (issue 13), in one run on one stack.
+
+    python -m benchmarks.throughput [--quick]
+
+Devices write readings as fast as the gateway takes them; a dashboard-like subscriber on
+`Pico/#` (benchmarks/subscriber.py, its own process) takes the whole public tree at QoS 1. For
+v1 with 20 and 100 devices and v2 beside it, it reports readings/s, lost and reordered readings
+per device (each reading's Temp is a per-device counter), and the CPU each process spent per
+reading: proxy, auth, publisher (the gateway) and Mosquitto, read from /proc. The raw-broker
+ceiling publishes, for each reading, the same public messages the publisher sends for one,
+straight to Mosquitto with the publisher's own MQTT client, counted by the same subscriber.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import stackbench
+from benchmarks.bench_v2 import register_v2
+from benchmarks.stackbench import Device, cpu_seconds, service_pids
+from services.common import v1, v2device
+from services.common.config import Config
+from services.common.mqttclient import MqttClient
+from services.common.state import mqtt_password
+from services.publisher.service import PublisherService
+from services.sim.v2 import V2Device
+from services.stack import control
+from tests.support.stack import medsec
+
+GATEWAY = ("proxy", "auth", "publisher")
+PROCESSES = (*GATEWAY, "mosquitto")
+FIRST_MARK = 30.0  # Temp of a device's first reading; each next one is 0.001 higher
+
+
+def reading_text(n: int) -> bytes:
+    return v1.format_reading({**stackbench.READING, "Temp": FIRST_MARK + n / 1000})
+
+
+class Subscriber:
+    """benchmarks/subscriber.py in its own process, driven over its stdin/stdout."""
+
+    def __init__(self, config: Config, topic: str = "Pico/#") -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.subscriber", config.host, str(config.mqtt_port), "dashboard",
+             topic, "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parent.parent)
+        self._send(mqtt_password(config, "dashboard"))
+        if not self._answer().get("ready"):
+            raise RuntimeError("bench subscriber did not start")
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def _answer(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("bench subscriber exited")
+        return json.loads(line)
+
+    def reset(self) -> None:
+        self._send("reset")
+        self._answer()
+
+    def wait(self, readings: int, timeout: float) -> dict:
+        self._send(f"wait {readings} {timeout}")
+        return self._answer()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def tally(got: dict, devices: list[str], per_device: int, started: float) -> dict:
+    """Readings/s from the first write to the last arrival; lost and reordered per device."""
+    lost = reordered = duplicated = 0
+    last = started
+    for device in devices:
+        arrivals = got["arrivals"].get(device, [])
+        marks = [round((m - FIRST_MARK) * 1000) for _, m in arrivals]
+        lost += per_device - len(set(marks))
+        duplicated += len(marks) - len(set(marks))
+        reordered += sum(1 for a, b in zip(marks, marks[1:], strict=False) if b < a)
+        if arrivals:
+            last = max(last, arrivals[-1][0])
+    seconds = last - started
+    return {"devices": len(devices), "readings": got["readings"], "expected": len(devices) * per_device,
+            "lost": lost, "reordered": reordered, "duplicated": duplicated,
+            "messages_per_reading": (got["readings"] + got["others"]) / max(1, got["readings"]),
+            "seconds": seconds, "per_second": got["readings"] / seconds if seconds > 0 else 0.0}
+
+
+# --- the devices ---------------------------------------------------------------------------
+
+async def _v1_device(config: Config, wires: list[bytes], sent: list[float]) -> None:
+    _, writer = await asyncio.open_connection(config.host, config.proxy_port)
+    for wire in wires:
+        sent.append(time.perf_counter())
+        writer.write(wire)
+        await writer.drain()
+    await asyncio.sleep(0)
+    writer.close()
+
+
+async def _v2_device(config: Config, frames: list[bytes], acks: list[int]) -> None:
+    """Writes its frames flat out; counts the gateway's answers by their headers (verifying
+    each ack's tag is the device's work: the benchmark leaves its CPU to the gateway)."""
+    reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
+
+    async def read_acks() -> None:
+        buf = bytearray()
+        while acks[0] + acks[1] < len(frames):
+            data = await reader.read(65536)
+            if not data:
+                return
+            buf += data
+            while (head := v2device.parse_header(buf, (v2device.ACK, v2device.REFUSAL))) is not None:
+                kind, _, _, size, length = head
+                if len(buf) < size + length:
+                    break
+                del buf[:size + length]
+                acks[0 if kind == v2device.ACK else 1] += 1
+
+    task = asyncio.create_task(read_acks())
+    for frame in frames:
+        writer.write(frame)
+        await writer.drain()
+    try:
+        await asyncio.wait_for(task, 120)
+    finally:
+        writer.close()
+
+
+def run_fleet(config: Config, sub: Subscriber, pids: dict[str, int], protocol: str,
+              fleet: list, per_device: int, timeout: float = 180) -> dict:
+    """Every device sends `per_device` readings flat out; figures from the subscriber and /proc."""
+    if protocol == "v1":
+        payloads = [[d.wire_text(reading_text(n)) for n in range(per_device)] for d in fleet]
+    else:
+        payloads = [[d.session.seal(reading_text(n))[1] for n in range(per_device)] for d in fleet]
+    acks = [[0, 0] for _ in fleet]
+    sub.reset()
+
+    async def run() -> None:
+        if protocol == "v1":
+            await asyncio.gather(*(_v1_device(config, w, []) for w in payloads))
+        else:
+            await asyncio.gather(*(_v2_device(config, f, a) for f, a in zip(payloads, acks, strict=True)))
+
+    cpu_before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
+    started = time.perf_counter()
+    asyncio.run(run())
+    got = sub.wait(len(fleet) * per_device, timeout)
+    cpu = {name: cpu_seconds([pid]) - cpu_before[name] for name, pid in pids.items()}
+    result = tally(got, [d.id for d in fleet], per_device, started)
+    readings = max(1, result["readings"])
+    result["cpu_ms"] = {name: round(seconds * 1000 / readings, 4) for name, seconds in cpu.items()}
+    result["cpu_ms"]["gateway"] = round(sum(result["cpu_ms"][n] for n in GATEWAY), 4)
+    if protocol == "v2":
+        result["acked"] = sum(a for a, _ in acks)
+        result["refused"] = sum(r for _, r in acks)
+    return result
+
+
+# --- the raw broker ------------------------------------------------------------------------
+
+def public_set(device: str, n: int) -> list[tuple[str, bytes, bool]]:
+    """What the publisher sends for one steady-state reading (no address change)."""
+    service = PublisherService(log=logging.getLogger("medsec.bench"))
+    body = {"device": device, "ts": time.time(), "seq": None, "gen": 1, "protocol": "v1",
+            "values": v1.parse_plaintext(reading_text(n)), "src": ["127.0.0.1", 1], "gw": ["127.0.0.1", 2],
+            "uid": "u"}
+    topic = f"medsec/ingest/{device}"
+    service.handle(topic, json.dumps({**body, "uid": "u0"}).encode())  # first: addresses published
+    return service.handle(topic, json.dumps(body).encode())
+
+
+def raw_broker(config: Config, sub: Subscriber, pids: dict[str, int], devices: int, per_device: int,
+               timeout: float = 180) -> dict:
+    """The same public messages per reading, published by one client straight to Mosquitto."""
+    names = [f"raw-{i:03d}" for i in range(devices)]
+    sets = {name: [public_set(name, n) for n in range(per_device)] for name in names}
+    sub.reset()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        client = MqttClient(config.host, config.mqtt_port, f"bench-raw-{os.getpid()}", "publisher",
+                            mqtt_password(config, "publisher"))
+        task = asyncio.create_task(client.run(stop))
+        while not client.connected:
+            await asyncio.sleep(0.01)
+        for n in range(per_device):
+            for name in names:
+                for topic, payload, retain in sets[name][n]:
+                    client.send(topic, payload, retain)
+            if client.in_flight > 20_000:  # a window, like the publisher's broker
+                while client.in_flight > 5_000:
+                    await asyncio.sleep(0.001)
+            else:
+                await asyncio.sleep(0)
+        await client.wait_idle(timeout)
+        stop.set()
+        await task
+
+    cpu_before = cpu_seconds([pids["mosquitto"]])
+    started = time.perf_counter()
+    asyncio.run(run())
+    got = sub.wait(devices * per_device, timeout)
+    result = tally(got, names, per_device, started)
+    result["cpu_ms"] = {"mosquitto": round((cpu_seconds([pids["mosquitto"]]) - cpu_before) * 1000
+                                           / max(1, result["readings"]), 4)}
+    return result
+
+
+# --- the whole run -------------------------------------------------------------------------
+
+class V1Fleet(Device):
+    def wire_text(self, text: bytes) -> bytes:
+        from Crypto.Cipher import AES
+        cipher = AES.new(self.key.encode(), AES.MODE_ECB)
+        return v1.encrypt(cipher.encrypt, self.iv.encode(), text, "chained")
+
+
+def quiet_load() -> float:
+    return os.getloadavg()[0]
+
+
+def run_all(quick: bool = False) -> dict:
+    config, env = stackbench.start_stack()
+    results: dict = {"load_before": quiet_load()}
+    try:
+        pids = service_pids(config, (*PROCESSES, "history"))
+        # The history service is a subscriber of its own (its cost: make bench's history row).
+        control.rpc(config).supervisor.stopProcess("history")
+        pids.pop("history", None)
+        sub = Subscriber(config)
+        pids["bench"] = os.getpid()
+        pids["subscriber"] = sub.pid
+        sizes = (20, 100)
+        per = {20: 250, 100: 50} if quick else {20: 1500, 100: 300}
+        v1_fleet = [V1Fleet(d.id, d.key, d.iv) for d in stackbench.make_devices("tp1", max(sizes))]
+        stackbench.import_devices(config, v1_fleet)
+        v2_fleet: list[V2Device] = register_v2(config, "tp2", max(sizes))
+        run_fleet(config, sub, pids, "v1", v1_fleet, 3)  # warm-up: every device identified once
+        run_fleet(config, sub, pids, "v2", v2_fleet, 3)
+        for size in sizes:
+            results[f"v1_{size}"] = run_fleet(config, sub, pids, "v1", v1_fleet[:size], per[size])
+            results[f"v2_{size}"] = run_fleet(config, sub, pids, "v2", v2_fleet[:size], per[size])
+        results["raw_20"] = raw_broker(config, sub, pids, 20, per[20])
+        results["load_after"] = quiet_load()
+        sub.close()
+    finally:
+        medsec(env, "down", check=False)
+    return results
+
+
+def report(r: dict) -> str:
+    raw = r["raw_20"]
+    lines = [
+        f"Subscriber on Pico/# (QoS 1); load average {r['load_before']:.1f} before, "
+        f"{r['load_after']:.1f} after.",
+        "",
+        "| run | readings/s | lost / reordered / dup | msgs per reading | CPU ms per reading: proxy / auth / "
+        "publisher = gateway; mosquitto; (benchmark's subscriber) | ratio to raw broker |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in ("v1_20", "v2_20", "v1_100", "v2_100"):
+        t = r[key]
+        c = t["cpu_ms"]
+        acked = f", {t['acked']} acked" if "acked" in t else ""
+        lines.append(
+            f"| {key.replace('_', ', ')} devices | {t['per_second']:,.0f} "
+            f"({t['readings']}/{t['expected']}{acked}) "
+            f"| {t['lost']} / {t['reordered']} / {t['duplicated']} | {t['messages_per_reading']:.1f} "
+            f"| {c['proxy']:.3f} / {c['auth']:.3f} / {c['publisher']:.3f} = **{c['gateway']:.3f}**; "
+            f"{c['mosquitto']:.3f}; ({c['subscriber']:.3f}) | {t['per_second'] / raw['per_second']:.2f} |")
+    lines.append(
+        f"| raw broker, 20 publishers' worth, same messages | {raw['per_second']:,.0f} "
+        f"({raw['readings']}/{raw['expected']}) | {raw['lost']} / {raw['reordered']} / {raw['duplicated']} "
+        f"| {raw['messages_per_reading']:.1f} | mosquitto {raw['cpu_ms']['mosquitto']:.3f} | 1.00 |")
+    lines += ["", "Targets (issue 13):"]
+    lines += [f"- {'met' if ok else 'NOT met'}: {what}" for what, ok in targets(r)]
+    return "\n".join(lines)
+
+
+def targets(r: dict) -> list[tuple[str, bool]]:
+    out = []
+    for size in (20, 100):
+        a, b = r[f"v1_{size}"], r[f"v2_{size}"]
+        out += [
+            (f"v1, {size} devices: >= 4,500 readings/s, 0 lost, 0 reordered ({a['per_second']:,.0f})",
+             a["per_second"] >= 4500 and a["lost"] == 0 and a["reordered"] == 0),
+            (f"v1, {size} devices: gateway CPU <= 0.15 ms per reading ({a['cpu_ms']['gateway']:.3f})",
+             a["cpu_ms"]["gateway"] <= 0.15),
+            (f"v1, {size} devices: broker CPU <= 0.12 ms per reading ({a['cpu_ms']['mosquitto']:.3f})",
+             a["cpu_ms"]["mosquitto"] <= 0.12),
+            (f"v2 >= v1 with {size} devices, acks included: readings/s ({b['per_second']:,.0f} vs "
+             f"{a['per_second']:,.0f}), gateway CPU ({b['cpu_ms']['gateway']:.3f} vs "
+             f"{a['cpu_ms']['gateway']:.3f} ms), 0 lost, every reading acked",
+             b["per_second"] >= a["per_second"] and b["cpu_ms"]["gateway"] <= a["cpu_ms"]["gateway"]
+             and b["lost"] == 0 and b.get("acked") == b["expected"]),
+        ]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    started = time.time()
+    results = run_all(args.quick)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "throughput.json").write_text(json.dumps(results, indent=1))
+    print(report(results))
+    print(f"\n(took {time.time() - started:.0f} s; raw figures in {out / 'throughput.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
