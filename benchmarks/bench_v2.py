@@ -11,18 +11,16 @@ v2: one key id lookup).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
-import json
 import random
 import socket
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from benchmarks import stackbench
+from benchmarks.results_file import run_and_report
 from benchmarks.stackbench import Counter, percentile
 from services.common import authwire, v1, v2
 from services.common.config import Config
@@ -196,17 +194,7 @@ def report(r: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    started = time.time()
-    results = run_all(args.quick)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "v2.json").write_text(json.dumps(results, indent=1))
-    print(report(results))
-    print(f"\n(took {time.time() - started:.0f} s; raw figures in {out / 'v2.json'})")
-    return 0
+    return run_and_report(__doc__, "v2.json", run_all, report)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ straight to Mosquitto with the publisher's own MQTT client, counted by the same 
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from benchmarks import stackbench
 from benchmarks.bench_v2 import register_v2
+from benchmarks.results_file import run_and_report
 from benchmarks.stackbench import Device, cpu_seconds, service_pids
 from services.common import v1, v2device
 from services.common.config import Config
@@ -343,17 +343,7 @@ def targets(r: dict) -> list[tuple[str, bool]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    started = time.time()
-    results = run_all(args.quick)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps(results, indent=1))
-    print(report(results))
-    print(f"\n(took {time.time() - started:.0f} s; raw figures in {out / 'throughput.json'})")
-    return 0
+    return run_and_report(__doc__, "throughput.json", run_all, report)
 
 
 if __name__ == "__main__":
