@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from services.common import pg
 from services.common.config import Config
-from services.common.pg import LINK_OPTIONS, describe_url
+from services.common.pg import describe_url
 from services.common.v1 import FIELDS
 from services.history.readings import Row
 
@@ -294,7 +295,7 @@ class PostgresHistoryStore(_SQLHistoryStore):
         import psycopg
 
         try:
-            db = psycopg.connect(self.url, connect_timeout=10, **LINK_OPTIONS)
+            db = pg.connect(self.url, 10)
         except psycopg.Error as exc:
             raise HistoryStoreError(f"cannot connect to {describe_url(self.url)}: "
                                     f"{type(exc).__name__}") from None

@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 
+from services.common import pg
 from services.common.config import Config
-from services.common.pg import LINK_OPTIONS, describe_url
+from services.common.pg import describe_url
 from services.keystore import schema
 from services.keystore.models import KeyStoreError
 from services.keystore.sealing import Sealer
@@ -75,7 +76,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
         if time.monotonic() < self._retry_at:
             raise KeyStoreError(self._last_error)
         try:
-            db = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **LINK_OPTIONS)
+            db = pg.connect(self._url, CONNECT_TIMEOUT, autocommit=True)
         except psycopg.Error as exc:
             # psycopg's message names host and port, never the password.
             self._last_error = (f"cannot connect to the key store at {describe_url(self._url)}: "

@@ -25,13 +25,10 @@ async def serve(config: Config, log) -> int:
     # standbys (services/publisher/lease.py).
     shared = config.publisher_shared
     client_id = f"{CLIENT_ID}-{config.publisher_id or socket.gethostname()}" if shared else CLIENT_ID
+    subscriptions = lease.shared(SUBSCRIPTIONS) if shared else SUBSCRIPTIONS
     try:
         service = PublisherService(log)
-        if shared:
-            transport = BusTransport(config, service, log, client_id=client_id,
-                                     subscriptions=lease.shared(SUBSCRIPTIONS))
-        else:
-            transport = BusTransport(config, service, log)
+        transport = BusTransport(config, service, log, client_id=client_id, subscriptions=subscriptions)
     except (ValueError, StateError) as exc:
         log.error(kv(event="startup_failed", error=exc))
         return 1
