@@ -102,8 +102,7 @@ class V2Auth:
         window = self._window(frame.kid)
         verdict = window.classify(frame.seq)
         if verdict == "old_seq":
-            raise V2Rejected("old_seq", f"seq {frame.seq} is at or below {window.last}, never accepted",
-                             entry.device_id)
+            raise _too_old(frame.seq, window, entry)
         try:
             plaintext = v2.open_data(entry.keys, frame)
         except v2.V2Error as exc:
@@ -112,8 +111,7 @@ class V2Auth:
             # the genuine device spent this seq, whatever the reading says
             verdict, window = self._accept(frame.kid, entry, window, frame.seq)
             if verdict == "old_seq":
-                raise V2Rejected("old_seq", f"seq {frame.seq} is at or below {window.last}, never accepted",
-                                 entry.device_id)
+                raise _too_old(frame.seq, window, entry)
         if verdict == "duplicate":
             return {"status": "duplicate", "device": entry.device_id, "seq": frame.seq,
                     "ack": _ack(entry, frame.seq)}
@@ -186,13 +184,13 @@ class V2Auth:
         """Accept a verified new seq with a compare-and-set in the store: (verdict, window).
 
         "new" when this instance won. Another auth instance on the same store may have accepted
-        this seq (or a later one) since this instance's window was cached: then the stored window
-        is loaded and the seq classified again (duplicate, redelivery or old_seq), never accepted
-        twice."""
+        this seq (or another) since this instance's window was cached: then the stored window
+        is loaded and the seq classified again (new, duplicate, redelivery or old_seq), never
+        accepted twice."""
         for _ in range(3):
             candidate = v2.ReplayWindow(window.last, window.verified, window.acked)
             candidate.accept(seq)
-            if self._store.advance_v2_window(kid.hex(), entry.device_id, candidate.to_text(), seq):
+            if self._store.advance_v2_window(kid.hex(), entry.device_id, candidate.to_text(), window.to_text()):
                 self._windows[kid] = candidate
                 self._dirty.pop(kid, None)
                 return "new", candidate
@@ -222,10 +220,16 @@ class V2Auth:
             if window is None:
                 continue
             try:
-                self._store.save_v2_window(kid.hex(), device_id, window.to_text())
+                if not self._store.save_v2_window(kid.hex(), device_id, window.to_text()):
+                    self._reload(kid, device_id, window)  # another instance accepted more: merge, retry
             except Exception as exc:  # a busy store: try again at the next flush
                 self._dirty[kid] = device_id
                 self._log.warning(kv(event="v2_flush_failed", error=type(exc).__name__))
+
+
+def _too_old(seq: int, window: v2.ReplayWindow, entry: Entry) -> V2Rejected:
+    return V2Rejected("old_seq", f"seq {seq} is older than the replay window"
+                      f" ({v2.ReplayWindow.WINDOW} seqs up to {window.last})", entry.device_id)
 
 
 def _ack(entry: Entry, seq: int) -> str:

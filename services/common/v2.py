@@ -172,14 +172,16 @@ class ReplayWindow:
     """Per-device counter state: the last accepted seq and the fate of the WINDOW before it.
 
     Bit i of `verified` / `acked` is about seq `last - i`. A frame is
-    - "new" when seq > last: decrypt it; `accept(seq)` once its tag verifies;
+    - "new" when seq > last, or when it is inside the window and was never verified (a reading
+      that arrives late, after later ones: refused once by a store outage, or overtaken on
+      another connection): decrypt it; `accept(seq)` once its tag verifies. Each seq is accepted
+      once, in any order inside the window, as IPsec and DTLS do (RFC 4303 section 3.4.3);
     - "duplicate" when that seq was verified and acknowledged: ack again, publish nothing;
     - "redelivery" when it was verified but never acknowledged (the bus publish did not
       complete): publish again (the publisher drops duplicates by (device, seq)) and ack;
-    - "old_seq" otherwise (at or below last and never verified, or older than the window):
-      refused without decryption.
+    - "old_seq" when it is older than the window: refused without decryption.
     A device keeps at most WINDOW unacknowledged readings, so its re-sends always fall
-    inside the window.
+    inside the window, and none of them can be refused for good.
     """
 
     WINDOW = 64
@@ -193,15 +195,20 @@ class ReplayWindow:
     def classify(self, seq: int) -> Verdict:
         if seq > self.last:
             return "new"
-        bit = 1 << (self.last - seq)
-        if self.last - seq >= self.WINDOW or not self.verified & bit:
+        if self.last - seq >= self.WINDOW:
             return "old_seq"
+        bit = 1 << (self.last - seq)
+        if not self.verified & bit:
+            return "new"
         return "duplicate" if self.acked & bit else "redelivery"
 
     def accept(self, seq: int) -> None:
         """Record a verified new frame (call only after its tag verified)."""
+        if self.classify(seq) != "new":
+            raise ValueError(f"seq {seq} is not new to the window (last {self.last})")
         if seq <= self.last:
-            raise ValueError(f"seq {seq} is not above {self.last}")
+            self.verified |= 1 << (self.last - seq)
+            return
         shift = seq - self.last
         if shift >= self.WINDOW:
             self.verified, self.acked = 1, 0
@@ -209,6 +216,12 @@ class ReplayWindow:
             self.verified = ((self.verified << shift) | 1) & self._MASK
             self.acked = (self.acked << shift) & self._MASK
         self.last = seq
+
+    @property
+    def accepted_state(self) -> str:
+        """The text prefix that names what was accepted (last and verified bits), acks left out:
+        the key store's compare-and-set compares it."""
+        return f"{self.last}:{self.verified:x}:"
 
     def ack(self, seq: int) -> bool:
         """Mark a verified seq acknowledged; False (and no change) for a seq never verified."""

@@ -56,7 +56,6 @@ class PostgresKeyStore(SQLKeyStoreBase):
     _CHANGES = "generation"
     _GREATEST = "GREATEST"
     _BY_ID = 'id COLLATE "C"'  # byte order, as SQLite sorts: not the server's locale
-    _WINDOW_LAST = "split_part({0}, ':', 1)::bigint"
     _TYPES = schema.POSTGRES_TYPES
     _TRIGGERS = _TRIGGERS
 

@@ -63,8 +63,6 @@ class SQLKeyStoreBase:
     _CHANGES = "changes"  # the meta row holding the change counter
     _GREATEST = "MAX"  # the two-argument maximum
     _BY_ID = "id"  # how devices and stations are ordered (the same order on every backend)
-    # The `last` of a stored v2 window ("last:verified:acked") as an integer; {} is the column.
-    _WINDOW_LAST = "CAST(substr({0}, 1, instr({0}, ':') - 1) AS INTEGER)"
     _TYPES = schema.SQLITE_TYPES  # the type names of schema.py
     _TRIGGERS: tuple[str, ...] = ()  # the append-only audit triggers, in the dialect
 
@@ -524,36 +522,35 @@ class SQLKeyStoreBase:
                                   device_id)
         return window
 
-    def _window_upsert(self, condition: str) -> str:
-        """Insert a window, or replace the stored one when its `last` satisfies `condition`."""
-        stored = self._WINDOW_LAST.format('v2_windows."window"')
-        return ('INSERT INTO v2_windows(key_id, device_id, "window", mac) VALUES (?, ?, ?, ?)'
-                ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window",'
-                " device_id = excluded.device_id, mac = excluded.mac"
-                f" WHERE {stored} {condition}")
+    def _write_window_if(self, key_id: str, device_id: str, window: str, accepted: str) -> bool:
+        """Insert a window, or replace the stored one only while the stored one has accepted
+        exactly `accepted` ("last:verified:", the text before the ack bits). True if written."""
+        # LIKE is a plain prefix match here: window text is digits, hex and colons, no wildcards.
+        sql = ('INSERT INTO v2_windows(key_id, device_id, "window", mac) VALUES (?, ?, ?, ?)'
+               ' ON CONFLICT (key_id) DO UPDATE SET "window" = excluded."window",'
+               ' device_id = excluded.device_id, mac = excluded.mac WHERE v2_windows."window" LIKE ?')
+        mac = self._window_mac(key_id, device_id, window)
+        return self._write_one(sql, (key_id, device_id, window, mac, accepted + "%")) > 0
 
     def _window_mac(self, key_id: str, device_id: str, window: str) -> str:
         return self._mac("v2_windows", integrity.window_fields(key_id, device_id, window))
 
-    def save_v2_window(self, key_id: str, device_id: str, window: str) -> None:
-        """Ack-bit flushes (and any other rewrite of a window already accepted).
+    def save_v2_window(self, key_id: str, device_id: str, window: str) -> bool:
+        """Ack-bit flushes: written only over a stored window that accepted the same seqs.
 
-        Never moves a window back ("last:verified:acked", last first): with several auth
-        instances, one that served a device earlier may flush its older copy after another
-        instance saved a newer one; the newer one stays. An equal `last` is written (more ack
-        bits); accepting a new seq goes through `advance_v2_window`, never through here."""
-        new_last = self._WINDOW_LAST.format('excluded."window"')
-        self._write_one(self._window_upsert(f"<= {new_last}"),
-                        (key_id, device_id, window, self._window_mac(key_id, device_id, window)))
+        With several auth instances, one that served a device earlier may flush its older copy
+        after another accepted more; then nothing is written (False), and the caller merges its
+        ack bits into the stored window. Accepting a seq goes through `advance_v2_window`."""
+        return self._write_window_if(key_id, device_id, window, _accepted(window))
 
-    def advance_v2_window(self, key_id: str, device_id: str, window: str, seq: int) -> bool:
-        """Accept `seq`: store `window` (whose last is `seq`) only if the stored last is below `seq`.
+    def advance_v2_window(self, key_id: str, device_id: str, window: str, base: str) -> bool:
+        """Accept a seq: store `window`, built from `base` plus that seq, only if the stored window
+        still has accepted what `base` has.
 
         One atomic compare-and-set, written before auth answers (a restarted auth never accepts
-        a seq twice). False when the stored window already reached `seq` (another auth instance
-        accepted it, or a later one): the caller must reload the window, never accept again."""
-        return self._write_one(self._window_upsert("< ?"), (
-            key_id, device_id, window, self._window_mac(key_id, device_id, window), seq)) > 0
+        a seq twice). False when the stored window accepted something since `base` was read
+        (another auth instance): the caller must reload it and classify the seq again."""
+        return self._write_window_if(key_id, device_id, window, _accepted(base))
 
     # --- dispatch stations ---
     _STATION = "SELECT id, public_key, fingerprint, created_at, revoked_at FROM dispatch_stations"
@@ -704,3 +701,8 @@ class SQLKeyStoreBase:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _accepted(window: str) -> str:
+    """What a window text ("last:verified:acked") says was accepted: "last:verified:"."""
+    return window[:window.rindex(":") + 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import threading
 
+import pytest
 from Crypto.Cipher import AES
 
 from services.auth.service import AuthService
@@ -74,20 +75,21 @@ def test_accept_ack_duplicate_and_redelivery_survive_a_restart(store):
 def test_counter_is_checked_before_decryption_and_moves_only_on_a_good_tag(store):
     keys = device(store, "pico-ctr")
     auth = AuthService(store)
-    assert auth.handle(frame(keys, 10))["status"] == "ok"
-    low = auth.handle(frame(keys, 4))
+    assert auth.handle(frame(keys, 100))["status"] == "ok"
+    low = auth.handle(frame(keys, 100 - ReplayWindow.WINDOW))
     assert low["status"] == "rejected" and low["reason"] == "old_seq" and low["device"] == "pico-ctr"
-    forged = frame(keys, 11)
-    raw = bytearray(base64.b64decode(forged["frame"]))
-    raw[-1] ^= 1
-    forged["frame"] = base64.b64encode(bytes(raw)).decode()
-    assert auth.handle(forged)["reason"] == "bad_tag"
-    assert auth.handle(frame(keys, 11))["status"] == "ok"  # the forgery did not spend seq 11
+    for seq in (101, 90):  # above the window's last, and a late one inside it
+        forged = frame(keys, seq)
+        raw = bytearray(base64.b64decode(forged["frame"]))
+        raw[-1] ^= 1
+        forged["frame"] = base64.b64encode(bytes(raw)).decode()
+        assert auth.handle(forged)["reason"] == "bad_tag"
+        assert auth.handle(frame(keys, seq))["status"] == "ok"  # the forgery did not spend the seq
     # a verified frame with a bad reading still spends its seq, and is never acked
-    bad = auth.handle(frame(keys, 12, b'{"Temp":"1"}'))
+    bad = auth.handle(frame(keys, 102, b'{"Temp":"1"}'))
     assert bad["status"] == "rejected" and bad["reason"] == "missing_field"
-    assert auth.handle(ack(keys, 13))["reason"] == "not_verified"  # never sent: no ack
-    resent = auth.handle(frame(keys, 12, b'{"Temp":"1"}'))
+    assert auth.handle(ack(keys, 103))["reason"] == "not_verified"  # never sent: no ack
+    resent = auth.handle(frame(keys, 102, b'{"Temp":"1"}'))
     assert resent["reason"] == "missing_field"  # the same verdict when the device sends it again
 
 
@@ -113,8 +115,8 @@ def test_a_verified_reading_refused_for_good_gets_an_authenticated_refusal(store
     raw[-1] ^= 1
     forged["frame"] = base64.b64encode(bytes(raw)).decode()
     assert "refusal" not in auth.handle(forged)
-    assert auth.handle(frame(keys, 30))["status"] == "ok"
-    old = auth.handle(frame(keys, 25, b'{"Temp":"1"}'))  # below the window, never verified: not decrypted
+    assert auth.handle(frame(keys, 100))["status"] == "ok"
+    old = auth.handle(frame(keys, 25, b'{"Temp":"1"}'))  # older than the window: not decrypted
     assert old["reason"] == "old_seq" and "refusal" not in old
     stranger = v2.derive_keys(bytes(16), b"\x00\x00\x00\x07")
     assert "refusal" not in auth.handle(frame(stranger, 1, b"{}"))
@@ -169,7 +171,7 @@ def test_two_auth_instances_on_one_store_never_accept_a_seq_twice(store, store_c
         dup = b.handle(frame(keys, 6))
         assert dup["status"] == "duplicate" and dup["ack"] == acked["ack"] and "values" not in dup
         assert ReplayWindow.from_text(store.v2_window(keys.kid.hex())).last == 6
-        # a seq never sent, below what a accepted since: refused, and the window stays
+        # a seq older than the window of what a accepted since: refused, and the window stays
         assert a.handle(frame(keys, 100))["status"] == "ok"
         old = b.handle(frame(keys, 30))
         assert old["status"] == "rejected" and old["reason"] == "old_seq" and old["device"] == "pico-twice"
@@ -198,32 +200,38 @@ def test_a_stale_instance_with_its_own_cache_does_not_accept_the_seq_its_peer_ac
 
 
 def test_advance_v2_window_is_a_compare_and_set(store, store_config):
-    assert store.advance_v2_window("kid-cas", "dev", "5:1:0", 5) is True  # no row yet: wins
+    """A window is written only over the stored one it was built from (what that one accepted:
+    last and verified bits; ack bits may differ), and an ack-bit flush only over the same state."""
+    assert store.advance_v2_window("kid-cas", "dev", "5:1:0", "0:0:0") is True  # no row yet: wins
     assert store.v2_window("kid-cas") == "5:1:0"
     other = open_store(store_config)
     try:
-        assert other.advance_v2_window("kid-cas", "dev", "5:3:0", 5) is False  # equal: loses
-        assert other.advance_v2_window("kid-cas", "dev", "4:1:0", 4) is False  # lower: loses
+        assert other.advance_v2_window("kid-cas", "dev", "5:1:0", "0:0:0") is False  # stale base: loses
+        assert other.advance_v2_window("kid-cas", "dev", "6:3:0", "4:1:0") is False
         assert store.v2_window("kid-cas") == "5:1:0"
-        assert other.advance_v2_window("kid-cas", "dev", "6:3:0", 6) is True  # strictly greater: wins
+        assert other.advance_v2_window("kid-cas", "dev", "6:3:0", "5:1:1") is True  # acks apart: wins
         assert store.v2_window("kid-cas") == "6:3:0"
-        # ack-bit flushes: an equal last is written, an older window never overwrites a newer one
-        store.save_v2_window("kid-cas", "dev", "6:3:1")
-        assert other.v2_window("kid-cas") == "6:3:1"
-        store.save_v2_window("kid-cas", "dev", "5:1:1")
-        assert other.v2_window("kid-cas") == "6:3:1"
+        assert store.advance_v2_window("kid-cas", "dev", "6:7:0", "6:3:0") is True  # a late seq (4)
+        assert other.advance_v2_window("kid-cas", "dev", "6:7:0", "6:3:0") is False  # ... once
+        # ack-bit flushes: written over the same accepted state only, never over a newer one
+        assert store.save_v2_window("kid-cas", "dev", "6:7:1") is True
+        assert other.v2_window("kid-cas") == "6:7:1"
+        assert store.save_v2_window("kid-cas", "dev", "6:3:3") is False  # a copy from before seq 4
+        assert store.save_v2_window("kid-cas", "dev", "5:1:1") is False
+        assert other.v2_window("kid-cas") == "6:7:1"
         big = v2.SEQ_MAX  # 2**40 - 1: beyond 32 bits
-        assert other.advance_v2_window("kid-cas", "dev", f"{big}:1:0", big) is True
-        assert store.advance_v2_window("kid-cas", "dev", f"{big}:1:0", big) is False
-        store.save_v2_window("kid-cas", "dev", "7:1:0")
+        assert other.advance_v2_window("kid-cas", "dev", f"{big}:1:0", "6:7:1") is True
+        assert store.advance_v2_window("kid-cas", "dev", f"{big}:1:0", "6:7:0") is False
+        assert store.save_v2_window("kid-cas", "dev", "7:1:0") is False
         assert store.v2_window("kid-cas") == f"{big}:1:0"
         # racing handles: exactly one wins each seq
         barrier = threading.Barrier(2)
 
         def race(handle, seq, wins):
             barrier.wait()
-            wins.append(handle.advance_v2_window("kid-race", "dev", f"{seq}:1:0", seq))
+            wins.append(handle.advance_v2_window("kid-race", "dev", f"{seq}:1:0", f"{seq - 1}:1:0"))
 
+        store.advance_v2_window("kid-race", "dev", "0:1:0", "0:0:0")
         for seq in range(1, 11):
             wins: list[bool] = []
             threads = [threading.Thread(target=race, args=(h, seq, wins)) for h in (store, other)]
@@ -233,6 +241,80 @@ def test_advance_v2_window_is_a_compare_and_set(store, store_config):
                 t.join()
             assert sorted(wins) == [False, True]
         assert store.v2_window("kid-race") == "10:1:0"
+    finally:
+        other.close()
+
+
+class FailingWrites:
+    """The key store, whose next `fail` window writes raise as a restarting PostgreSQL makes them."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.fail = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def advance_v2_window(self, *args):
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("server closed the connection unexpectedly")
+        return self._store.advance_v2_window(*args)
+
+
+def test_a_reading_refused_by_a_store_outage_is_accepted_when_resent_after_later_ones(store):
+    """What stopped every device after a PostgreSQL restart in the compose fault test: the write of
+    one seq failed, the next seqs (already on their way) were accepted, and the resent reading was
+    refused as old_seq at every attempt; the device resent it forever. Now it is accepted once."""
+    keys = device(store, "pico-gap")
+    failing = FailingWrites(store)
+    auth = AuthService(failing)
+    for seq in range(1, 4):
+        assert auth.handle(frame(keys, seq))["status"] == "ok"
+    for seq, gaps in ((4, 1), (7, 3)):  # one write fails, then three in a row
+        failing.fail = gaps
+        for lost in range(seq, seq + gaps):
+            with pytest.raises(ConnectionError):
+                auth.handle(frame(keys, lost))
+        for later in range(seq + gaps, seq + gaps + 2):
+            assert auth.handle(frame(keys, later))["redelivery"] is False
+    restarted = AuthService(store)  # and after an auth restart, from the stored window
+    for answerer, seq in ((auth, 4), (restarted, 7), (restarted, 8), (auth, 9)):
+        late = answerer.handle(frame(keys, seq))
+        assert late["status"] == "ok" and late["redelivery"] is False and late["values"]["Temp"] == "36.600"
+        assert ack_seq(keys, late) == seq
+    stored = ReplayWindow.from_text(store.v2_window(keys.kid.hex()))
+    assert stored.last == 11 and stored.verified == (1 << 11) - 1  # every seq 1..11, once
+    for answerer in (auth, restarted):
+        again = answerer.handle(frame(keys, 4))
+        assert again["status"] == "ok" and again["redelivery"] is True  # never acked: published again
+    assert auth.handle(ack(keys, 4))["status"] == "ok"
+    assert auth.handle(frame(keys, 4))["status"] == "duplicate"
+
+
+def test_two_instances_accept_a_late_seq_once_and_keep_each_others_bits(store, store_config):
+    keys = device(store, "pico-late")
+    other = open_store(store_config)
+    try:
+        a, b = AuthService(store), AuthService(other)
+        for seq in (1, 3):
+            assert a.handle(frame(keys, seq))["redelivery"] is False
+        assert b.handle(frame(keys, 3))["redelivery"] is True  # b caches the window: 2 not verified
+        assert b.handle(ack(keys, 3))["status"] == "ok"  # an ack bit b has not flushed yet
+        assert a.handle(frame(keys, 2))["redelivery"] is False  # late, accepted by a
+        twice = b.handle(frame(keys, 2))  # b's cache says new: it loses the compare-and-set
+        assert twice["status"] == "ok" and twice["redelivery"] is True
+        b.flush()  # b's ack bit lands on the window with seq 2 in it
+        stored = ReplayWindow.from_text(store.v2_window(keys.kid.hex()))
+        assert (stored.last, stored.verified, stored.acked) == (3, 0b111, 0b001)
+        assert a.handle(ack(keys, 2))["status"] == "ok"
+        a.flush()  # a's copy lacks b's ack of 3: an ack bit lost costs a redelivery, never a seq
+        stored = ReplayWindow.from_text(store.v2_window(keys.kid.hex()))
+        assert (stored.last, stored.verified) == (3, 0b111) and stored.acked & 0b010
+        fresh = AuthService(store)
+        assert fresh.handle(frame(keys, 2))["status"] == "duplicate"
+        assert fresh.handle(frame(keys, 3))["status"] in ("duplicate", "ok")
+        assert fresh.handle(frame(keys, 1))["status"] in ("duplicate", "ok")
     finally:
         other.close()
 

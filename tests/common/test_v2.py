@@ -1,6 +1,7 @@
 """Protocol v2: the gateway's codec (services/common/v2.py) and the device side every device runs
 (services/common/v2device.py: the Pico's /lib/v2device.py and the simulator) against the vectors."""
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -246,14 +247,42 @@ def test_replay_window_classifies_and_survives_a_restart():
     assert w.classify(1) == "new"
     w.accept(1)
     w.accept(2)
-    w.accept(5)  # 3 and 4 skipped (a device reboot)
+    w.accept(5)  # 3 and 4 not seen yet (in flight, or skipped by a device reboot)
     assert w.ack(1) and w.ack(5)
     assert not w.ack(3) and not w.ack(9)
     assert [w.classify(s) for s in (1, 2, 3, 4, 5, 6)] == [
-        "duplicate", "redelivery", "old_seq", "old_seq", "duplicate", "new"]
+        "duplicate", "redelivery", "new", "new", "duplicate", "new"]
     restored = v2.ReplayWindow.from_text(w.to_text())
     assert [restored.classify(s) for s in range(1, 7)] == [w.classify(s) for s in range(1, 7)]
     restored.accept(5 + v2.ReplayWindow.WINDOW)
     assert restored.classify(5) == "old_seq" and restored.classify(6 + v2.ReplayWindow.WINDOW) == "new"
     with pytest.raises(ValueError):
         restored.accept(3)
+
+
+def test_replay_window_accepts_each_seq_inside_it_once_in_any_order():
+    """Every order of arrival of the seqs of a window ends the same: each accepted once."""
+    n = v2.ReplayWindow.WINDOW
+    rng = random.Random(7)
+    for _ in range(50):
+        seqs = list(range(1000, 1000 + n))
+        rng.shuffle(seqs)
+        w = v2.ReplayWindow(999, 1)
+        for seq in seqs:
+            assert w.classify(seq) == "new", seq
+            w.accept(seq)
+            assert w.classify(seq) == "redelivery"
+            with pytest.raises(ValueError):
+                w.accept(seq)  # never twice
+            assert w.ack(seq) and w.classify(seq) == "duplicate"
+        assert (w.last, w.verified, w.acked) == (1000 + n - 1, (1 << n) - 1, (1 << n) - 1)
+    # the edge of the window: last - 63 is inside it, last - 64 is not
+    w = v2.ReplayWindow(100, 1)
+    assert w.classify(100 - n + 1) == "new" and w.classify(100 - n) == "old_seq"
+    w.accept(100 - n + 1)
+    assert w.verified == 1 | 1 << (n - 1)
+    with pytest.raises(ValueError):
+        w.accept(100 - n)
+    w.accept(101)  # the late seq slides out of the window with the rest
+    assert w.classify(100 - n + 1) == "old_seq" and w.classify(101 - n + 1) == "new"
+    assert w.accepted_state == f"101:{w.verified:x}:" and w.to_text().startswith(w.accepted_state)

@@ -28,12 +28,13 @@ def sealer() -> Sealer:
 def test_a_window_never_moves_back(url, sealer):
     """Two auth instances: the one that served the device earlier flushes an older window late."""
     a, b = PostgresKeyStore(url, sealer), PostgresKeyStore(url, sealer)
-    b.save_v2_window("kid1", "dev", "12:fff:7")
-    a.save_v2_window("kid1", "dev", "5:1f:1")  # stale copy
+    assert b.save_v2_window("kid1", "dev", "12:fff:7")
+    assert not a.save_v2_window("kid1", "dev", "5:1f:1")  # stale copy
+    assert not a.save_v2_window("kid1", "dev", "12:7ff:7")  # the same last, a seq fewer
     assert b.v2_window("kid1") == "12:fff:7"
-    a.save_v2_window("kid1", "dev", "12:fff:f")  # same seq, more ack bits: kept
-    a.save_v2_window("kid1", "dev", "300:1:0")
-    assert b.v2_window("kid1") == "300:1:0"
+    assert a.save_v2_window("kid1", "dev", "12:fff:f")  # the same seqs, more ack bits: kept
+    assert not a.save_v2_window("kid1", "dev", "300:1:0")  # accepting goes through advance_v2_window
+    assert b.v2_window("kid1") == "12:fff:f"
     a.close()
     b.close()
 

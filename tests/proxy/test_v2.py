@@ -95,6 +95,26 @@ def test_readings_are_published_then_acked_and_replays_are_reacked_not_republish
     other.close()
 
 
+def test_readings_that_arrive_after_later_ones_are_published_and_acked_once(proxy):
+    """A device's readings in any order inside the replay window: each published once, each acked
+    (a reading refused on the way while later ones got through is resent, and must not loop)."""
+    secret = register_v2(proxy, "v2-late")
+    dev = session(secret)
+    frames = {seq: frame for seq, frame in (dev.seal(reading(n)) for n in range(v2.ReplayWindow.WINDOW))}
+    order = sorted(frames, key=lambda seq: (seq % 3, -seq))  # the newest first, then ever older ones
+    sock = connect(proxy.config.proxy_port)
+    for chunk in range(0, len(order), 16):  # over four connections, as a device reconnecting
+        sock.sendall(b"".join(frames[seq] for seq in order[chunk:chunk + 16]))
+        assert sorted(seq for seq, _ in read_acks(sock, dev, 16)) == sorted(order[chunk:chunk + 16])
+        sock.close()
+        sock = connect(proxy.config.proxy_port)
+    sock.sendall(frames[order[-1]])  # acked already: acked again, not published
+    assert read_acks(sock, dev, 1)[0][0] == order[-1]
+    sock.close()
+    wait_until(lambda: sorted(seqs(proxy, "v2-late")) == sorted(frames), 5, what="every reading on the bus")
+    assert len(seqs(proxy, "v2-late")) == len(frames)
+
+
 def test_a_reading_refused_for_good_gets_a_refusal_and_the_next_readings_flow(proxy):
     secret = register_v2(proxy, "v2-glitch")
     dev = session(secret)
@@ -140,19 +160,19 @@ def test_each_bad_frame_has_its_own_reason_and_nothing_is_published(proxy):
     sock.close()
     port = proxy.config.proxy_port
 
-    # lower counter: a genuine frame with a seq below one already accepted, never seen before
-    dev.counter.next_seq = 10
-    _, ten = dev.seal(reading(10))
+    # lower counter: a genuine frame never seen before, older than the replay window (64 seqs)
+    dev.counter.next_seq = 100
+    _, hundred = dev.seal(reading(100))
     s = connect(port)
-    s.sendall(ten)
+    s.sendall(hundred)
     read_acks(s, dev, 1)
     s.close()
-    dev.counter.next_seq = 5
-    _, five = dev.seal(reading(5))
-    _refused(proxy, connect(port), five, "old_seq", "v2-victim")
+    dev.counter.next_seq = 100 - v2.ReplayWindow.WINDOW
+    _, old = dev.seal(reading(36))
+    _refused(proxy, connect(port), old, "old_seq", "v2-victim")
 
-    dev.counter.next_seq = 11
-    _, good = dev.seal(reading(11))
+    dev.counter.next_seq = 101
+    _, good = dev.seal(reading(101))
     header = v2.header_size(4)
     flipped_tag = bytearray(good)
     flipped_tag[-1] ^= 0x01
@@ -161,7 +181,7 @@ def test_each_bad_frame_has_its_own_reason_and_nothing_is_published(proxy):
     flipped_ct[header + 3] ^= 0x40
     _refused(proxy, connect(port), bytes(flipped_ct), "bad_tag", "v2-victim")
     flipped_seq = bytearray(good)
-    flipped_seq[header - 3] ^= 0x01  # seq 11 -> 10: already accepted, so the tag must prove it
+    flipped_seq[header - 3] ^= 0x01  # seq 101 -> 100: already accepted, so the tag must prove it
     _refused(proxy, connect(port), bytes(flipped_seq), "bad_tag", "v2-victim")
 
     oversize = bytearray(good[:header])
@@ -177,17 +197,17 @@ def test_each_bad_frame_has_its_own_reason_and_nothing_is_published(proxy):
     assert closed_by_peer(s)
     wait_until(lambda: proxy.rejected("truncated", "~unidentified"), 5, what="truncated event")
 
-    assert seqs(proxy, "v2-victim") == [1, 10]
-    # the counter did not move for any refused frame: the genuine seq 11 is still accepted
+    assert seqs(proxy, "v2-victim") == [1, 100]
+    # the counter did not move for any refused frame: the genuine seq 101 is still accepted
     s = connect(port)
     s.sendall(good)
-    assert read_acks(s, dev, 1)[0][0] == 11
+    assert read_acks(s, dev, 1)[0][0] == 101
     # and another device was never affected
     other = session(bystander)
     b = connect(port)
     b.sendall(other.seal(reading(1))[1])
     assert read_acks(b, other, 1)[0][0] == 1
-    wait_until(lambda: seqs(proxy, "v2-victim") == [1, 10, 11] and seqs(proxy, "v2-bystander") == [1], 5,
+    wait_until(lambda: seqs(proxy, "v2-victim") == [1, 100, 101] and seqs(proxy, "v2-bystander") == [1], 5,
                what="only the good readings on the bus")
     s.close()
     b.close()
