@@ -190,7 +190,8 @@ class V2Auth:
         for _ in range(3):
             candidate = v2.ReplayWindow(window.last, window.verified, window.acked)
             candidate.accept(seq)
-            if self._store.advance_v2_window(kid.hex(), entry.device_id, candidate.to_text(), window.to_text()):
+            text, base = candidate.to_text(), window.to_text()
+            if self._store.advance_v2_window(kid.hex(), entry.device_id, text, base):
                 self._windows[kid] = candidate
                 self._dirty.pop(kid, None)
                 return "new", candidate
