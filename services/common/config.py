@@ -64,10 +64,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def _qos(env: Mapping[str, str], name: str, default: int) -> int:
+def _qos(env: Mapping[str, str], name: str, default: int, lowest: int = 1) -> int:
     value = _int(env, name, default)
-    if value not in (1, 2):
-        raise ConfigError(f"{name} must be 1 or 2, got {value}")
+    if not lowest <= value <= 2:
+        raise ConfigError(f"{name} must be {' or '.join(map(str, range(lowest, 3)))}, got {value}")
     return value
 
 
@@ -167,6 +167,9 @@ class Config:
     # The QoS of the public tree (Pico/...): 2 forwards a publish resent after a broker restart
     # once; 1 costs the broker half as much but such a resend reaches subscribers twice.
     public_qos: int = 2
+    # The QoS of the seven legacy value topics (Pico/<id>/Physiological_Data/..., Internal_Device_Data/...):
+    # 0, as the design they come from published them; Pico/<id>/json carries each reading at public_qos.
+    legacy_qos: int = 0
     # Where the MQTT broker is, when it is not on `host` (compose: the EMQX service name).
     mqtt_host: str = ""
     # The auth socket, when not run/auth.sock (compose: a shared volume; scale-out: one per auth).
@@ -227,6 +230,7 @@ class Config:
             bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
             auth_wait=_float(env, "MEDSEC_AUTH_WAIT", 5.0),
             public_qos=_qos(env, "MEDSEC_PUBLIC_QOS", 2),
+            legacy_qos=_qos(env, "MEDSEC_LEGACY_QOS", 0, lowest=0),
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
             auth_socket_override=env.get("MEDSEC_AUTH_SOCKET", ""),
             keystore_url=env.get("MEDSEC_KEYSTORE_URL", ""),
@@ -331,4 +335,5 @@ ENV_NAMES = {
     "replay_window": "MEDSEC_REPLAY_WINDOW", "max_duplicates": "MEDSEC_MAX_DUPLICATES",
     "history_url": "MEDSEC_HISTORY_URL", "history_raw_days": "MEDSEC_HISTORY_RAW_DAYS",
     "history_agg_days": "MEDSEC_HISTORY_AGG_DAYS", "public_qos": "MEDSEC_PUBLIC_QOS",
+    "legacy_qos": "MEDSEC_LEGACY_QOS",
 }

@@ -134,7 +134,20 @@ class MqttClient:
         return future
 
     def send(self, topic: str, payload: bytes, retain: bool = False, qos: int = 1) -> None:
-        """publish() without a future: kept and resent the same way until the broker has it."""
+        """publish() without a future: kept and resent the same way until the broker has it.
+
+        QoS 0: written once, in order with the rest (behind what waits for the window), never
+        kept: lost if the connection is."""
+        if qos == 0:
+            if self._writer is None:
+                return
+            packet = wire.publish(topic, payload, 0, retain)
+            if self._backlog or self._releasing:
+                self._backlog.append(packet)
+            else:
+                self._out += packet
+            self._schedule_flush()
+            return
         self._queue(topic, payload, retain, None, qos)
 
     def _queue(self, topic: str, payload: bytes, retain: bool, future: asyncio.Future[None] | None,

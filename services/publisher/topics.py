@@ -35,6 +35,7 @@ VALUE_TOPICS: tuple[tuple[str, str], ...] = (
     ("Internal_Device_Data/Temperature/MCU", "TempMcu"),
     ("Internal_Device_Data/Temperature/MPU", "TempMpu"),
 )
+_VALUE_ENDINGS = tuple("/" + sub for sub, _ in VALUE_TOPICS)
 PROTOCOLS = ("v1", "v2")
 T = TypeVar("T")
 
@@ -197,6 +198,12 @@ def value_messages(reading: Ingest) -> list[Publish]:
     out: list[Publish] = [(base + sub, reading.values[name].encode(), False) for sub, name in VALUE_TOPICS]
     out.append((base + "json", json_payload(reading), False))
     return out
+
+
+def qos_for(topic: str, public_qos: int, legacy_qos: int) -> int:
+    """The QoS a public message goes at: MEDSEC_LEGACY_QOS for the seven legacy value topics,
+    MEDSEC_PUBLIC_QOS for the rest (json, status, alert, addresses, events)."""
+    return legacy_qos if topic.endswith(_VALUE_ENDINGS) else public_qos
 
 
 def address_messages(reading: Ingest) -> list[Publish]:

@@ -14,7 +14,11 @@ The public tree is published at QoS 2 (MEDSEC_PUBLIC_QOS), within the
 broker's in-flight limit (BROKER_INFLIGHT): a publish resent after a broker
 restart is then forwarded once, where a QoS 1 resend would reach every
 subscriber a second time as a new message. (Subscribers choose their own QoS:
-at QoS 1 a broker restart may redeliver to them, marked DUP.)
+at QoS 1 a broker restart may redeliver to them, marked DUP.) The seven legacy
+value topics go at MEDSEC_LEGACY_QOS, 0 by default, as the design they come
+from sent them: Pico/<id>/json is each reading's exactly-once record, and at
+QoS 2 the value topics cost the broker and the publisher more than the rest
+of the gateway together (issue 13; README "Public topics").
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from services.common.config import Config
 from services.common.mqttclient import BROKER_INFLIGHT, MqttClient
 from services.common.state import mqtt_password
 from services.publisher.service import PublisherService
+from services.publisher.topics import qos_for
 
 CLIENT_ID = "medsec-publisher"
 SUBSCRIPTIONS = [("medsec/ingest/+", 1), ("medsec/events/+", 1)]
@@ -37,6 +42,7 @@ class BusTransport:
                  client_id: str = CLIENT_ID, subscriptions: list[tuple[str, int]] | None = None) -> None:
         self.service = service
         self.qos = config.public_qos
+        self.legacy_qos = config.legacy_qos
         self.log = log
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, client_id, "publisher", mqtt_password(config, "publisher"),
@@ -59,4 +65,4 @@ class BusTransport:
     def _on_message(self, msg: wire.Publish) -> None:
         # Raising leaves the message unacknowledged (the client logs it): the broker redelivers it.
         for topic, payload, retain in self.service.handle(msg.topic, msg.payload):
-            self.client.send(topic, payload, retain, self.qos)
+            self.client.send(topic, payload, retain, qos_for(topic, self.qos, self.legacy_qos))

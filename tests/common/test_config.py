@@ -25,6 +25,7 @@ NON_DEFAULT = {
     "dispatch_window": 30.0, "dispatch_key_ttl": 2.0,
     "proxy_trusted": "10.0.0.0/8,fd00::/8", "throttle_grace": 1.0, "throttle_queue": 3,
     "device_max_rate": 5.0, "device_burst": 4, "replay_window": 10.0, "max_duplicates": 2, "public_qos": 1,
+    "legacy_qos": 2,
     "history_url": "postgresql://h:p%40ss@db/history", "history_raw_days": 2.5, "history_agg_days": 30.0,
 }
 
@@ -53,7 +54,8 @@ def test_to_env_survives_supervisord_quoting() -> None:
     ("MEDSEC_PUBLISHER_SHARED", "true"), ("MEDSEC_DISPATCH_WINDOW", "x"), ("MEDSEC_DISPATCH_KEY_TTL", "-"),
     ("MEDSEC_MAX_CONNECTIONS", "1e3"), ("MEDSEC_HISTORY_RAW_DAYS", "week"), ("MEDSEC_HISTORY_RAW_DAYS", "0"),
     ("MEDSEC_HISTORY_AGG_DAYS", "-1"), ("MEDSEC_HISTORY_AGG_DAYS", "nan"), ("MEDSEC_PUBLIC_QOS", "0"),
-    ("MEDSEC_PUBLIC_QOS", "3"), ("MEDSEC_PUBLIC_QOS", "two"),
+    ("MEDSEC_PUBLIC_QOS", "3"), ("MEDSEC_PUBLIC_QOS", "two"), ("MEDSEC_LEGACY_QOS", "-1"),
+    ("MEDSEC_LEGACY_QOS", "3"), ("MEDSEC_LEGACY_QOS", "1.5"),
 ])
 def test_a_bad_value_is_a_config_error_naming_the_variable(name, value) -> None:
     with pytest.raises(ConfigError, match=name):

@@ -282,6 +282,36 @@ def test_qos2_publish_completes_on_pubcomp_and_arrives_once_in_order(config, bro
     assert asyncio.run(main()) == [(b"%d" % n, False) for n in range(BROKER_WINDOW * 3)]
 
 
+def test_qos0_goes_out_in_order_with_the_rest_and_is_never_kept(config, broker) -> None:
+    """The publisher's legacy value topics (MEDSEC_LEGACY_QOS=0) among QoS 2 messages held by a small
+    window: each QoS 0 message is written once, behind what was sent before it; none is kept."""
+    t0, t2 = topic("qos0"), topic("qos0-beside-2")
+
+    async def main() -> tuple[list[bytes], list[bytes], int]:
+        got: dict[str, list[bytes]] = {t0: [], t2: []}
+        sub = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got[m.topic].append(m.payload) if m.topic in got else None)
+        pub = client(config, "proxy", window=3)
+        offline = client(config, "proxy")
+        offline.send(t0, b"never", qos=0)  # not connected: dropped, not kept for later
+        assert offline.in_flight == 0 and offline.drained
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        for n in range(200):
+            pub.send(t2, b"%d" % n, qos=2)
+            pub.send(t0, b"%d" % n, qos=0)
+        in_flight = pub.in_flight
+        await until(lambda: pub.drained and len(got[t0]) >= 200 and len(got[t2]) >= 200, 10, "everything")
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got[t0], got[t2], in_flight
+
+    qos0, qos2, in_flight = asyncio.run(main())
+    assert qos0 == qos2 == [b"%d" % n for n in range(200)]
+    assert in_flight <= 200  # only the QoS 2 messages are kept until acknowledged
+
+
 def test_qos2_across_broker_restarts_every_message_once(config, broker, procs) -> None:
     """Broker stopped and started under a stream of QoS 2 publishes: every message arrives, and none
     twice as a new message (a QoS 1 resend after a restart would arrive again without DUP)."""

@@ -70,7 +70,7 @@ def jsons(sub: Subscriber, device: str) -> list[dict]:
 
 def test_a_reading_appears_on_every_public_topic(publisher, proxy, dashboard) -> None:
     device = new_device()
-    dashboard.subscribe(f"Pico/{device}/#")
+    dashboard.subscribe(f"Pico/{device}/#", qos=2)
     send(proxy, f"medsec/ingest/{device}", reading(device, 1))
     wait_until(lambda: len(dashboard.messages) >= 12, 5, what="12 public messages")
     base = f"Pico/{device}/"
@@ -86,6 +86,21 @@ def test_a_reading_appears_on_every_public_topic(publisher, proxy, dashboard) ->
                    "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": -0.01, "Acel_y": 0.0, "Acel_z": 1.002,
                    "TempMpu": 23.4}
     assert len(dashboard.messages) == 12
+    # the legacy values at MEDSEC_LEGACY_QOS (0, as the design they come from), the rest at QoS 2
+    qos = {m.topic: m.qos for m in dashboard.messages}
+    assert {qos[base + sub] for sub in LEGACY} == {0}
+    assert {q for t, q in qos.items() if t[len(base):] not in LEGACY} == {2}
+
+
+def test_the_legacy_values_go_at_the_qos_that_is_set(broker, procs, config_env, tmp_path, proxy, dashboard):
+    start_publisher(procs, {**config_env, "MEDSEC_LEGACY_QOS": "1"}, tmp_path)
+    device = new_device()
+    dashboard.subscribe(f"Pico/{device}/#", qos=2)
+    send(proxy, f"medsec/ingest/{device}", reading(device, 1))
+    wait_until(lambda: len(dashboard.messages) >= 12, 5, what="12 public messages")
+    base = f"Pico/{device}/"
+    assert {m.qos for m in dashboard.messages if m.topic[len(base):] in LEGACY} == {1}
+    assert {m.qos for m in dashboard.messages if m.topic[len(base):] not in LEGACY} == {2}
 
 
 def test_addresses_are_retained_and_sent_again_only_when_they_change(

@@ -11,6 +11,7 @@ from services.publisher.topics import (
     alert_message,
     parse_ingest,
     public_messages,
+    qos_for,
     status_message,
 )
 
@@ -53,6 +54,12 @@ def test_every_public_topic_with_the_exact_strings() -> None:
         "Acel_z": 1.002, "TempMpu": 23.4,
     }
     assert len({t for t, _, _ in out}) == 12
+    # the seven values at the legacy QoS, everything else (addresses, json) at the public one
+    assert [qos_for(t, 2, 0) for t, _, _ in out] == [0] * 7 + [2] * 5
+    assert [qos_for(t, 1, 2) for t, _, _ in out] == [2] * 7 + [1] * 5
+    for other in ("Pico/pico-1/status", "Pico/pico-1/alert", "medsec/events/pico-1",
+                  "Pico/Temperature/json", "Pico/pico-1/Physiological_Data/Temperature/x"):
+        assert qos_for(other, 2, 0) == 2, other
 
 
 def test_v2_json_carries_the_sequence_number() -> None:

@@ -52,6 +52,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    qos: int = 0  # as delivered: the lower of the publish's and the subscription's
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Subscriber:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self._lock:
-            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), msg.qos))
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, props: Any) -> None:
         self._subacks[mid] = list(reason_codes)
