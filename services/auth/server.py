@@ -176,7 +176,9 @@ class AuthServer:
             out = bytearray()
             turn = time.perf_counter() + TURN
             for message, pre in zip(batch, identified, strict=True):
-                out += authwire.encode(self._answer(message, client, pre))
+                answer = self._answer(message, client, pre)
+                if "id" in message:  # a notification (v2acked, close) has none: nobody waits for it
+                    out += authwire.encode(answer)
                 if time.perf_counter() > turn:  # a batch of first readings: ~0.1 ms each to decode
                     await asyncio.sleep(0)
                     turn = time.perf_counter() + TURN

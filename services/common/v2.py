@@ -11,7 +11,8 @@ use too; this module is the gateway's half. Nothing here does I/O:
   as early as the first offending byte allows (an oversize length is refused
   before its body is read).
 - `derive_keys(master, kid)` gives the per-direction keys and the common IV,
-  with each key's AES-CCM (services/common/ccm.py) built once per device key.
+  with each key's AES-CCM built once per device key (OpenSSL's: `OpenSslCcm`; devices
+  run the shared pure services/common/ccm.py, and the vectors hold both to the same bytes).
 - `open_data` verifies a reading; `seal_ack` and `seal_refusal` build the
   gateway's two answers.
 - `ReplayWindow` is the per-device counter state auth keeps (last accepted
@@ -21,6 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from services.common import ccm, v1
 from services.common import v2device as layout
@@ -69,15 +73,33 @@ class Keys:
     d2g: bytes  # device -> gateway (readings)
     g2d: bytes  # gateway -> device (acknowledgements and refusals)
     common_iv: bytes
-    _ciphers: dict[str, ccm.Ccm] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _ciphers: dict[str, OpenSslCcm] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def cipher(self, direction: Literal["d2g", "g2d"]) -> ccm.Ccm:
+    def cipher(self, direction: Literal["d2g", "g2d"]) -> OpenSslCcm:
         """The direction's AES-CCM, built on first use and kept (per device key, not per frame;
         lazily, so 10,000 registered devices cost nothing until they connect)."""
         found = self._ciphers.get(direction)
         if found is None:
-            found = self._ciphers[direction] = ccm.Ccm(self.d2g if direction == "d2g" else self.g2d, TAG)
+            found = self._ciphers[direction] = OpenSslCcm(self.d2g if direction == "d2g" else self.g2d)
         return found
+
+
+class OpenSslCcm:
+    """The gateway's AES-CCM: OpenSSL's (the cryptography package), with the interface of the
+    shared pure implementation (services/common/ccm.py) that devices run. The same bytes (the
+    vectors check both); ~1 us a frame instead of ~15 (issue 13)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESCCM(key, tag_length=TAG)
+
+    def encrypt(self, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+        return self._aead.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, nonce: bytes, aad: bytes, data: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(nonce, data, aad)
+        except InvalidTag:
+            raise ccm.CcmError("bad_tag", "authentication tag does not verify") from None
 
 
 def is_v2_start(byte: int) -> bool:

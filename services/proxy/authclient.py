@@ -50,27 +50,37 @@ class AuthClient:
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its answer; AuthUnavailable if auth cannot answer."""
+        return (await self.request_many([message]))[0]
+
+    async def request_many(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send requests together and wait for all their answers, in order; AuthUnavailable if
+        auth cannot answer one of them."""
         writer = await self._ensure_connected()
-        rid = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
-        try:
+        loop = asyncio.get_running_loop()
+        futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        for message in messages:
+            rid = next(self._ids)
+            futures[rid] = self._pending[rid] = loop.create_future()
             self._write(writer, authwire.encode({**message, "id": rid}))
+        try:
             async with asyncio.timeout(self.timeout):
-                return await future
+                return [await future for future in futures.values()]
         except TimeoutError:
             raise AuthUnavailable(f"no answer from auth within {self.timeout:g} s") from None
         except (ConnectionError, OSError) as exc:
             raise AuthUnavailable(f"auth connection lost: {exc.__class__.__name__}") from None
         finally:
-            self._pending.pop(rid, None)
+            for rid, future in futures.items():
+                self._pending.pop(rid, None)
+                if future.done() and not future.cancelled():
+                    future.exception()  # one failure is raised above, not one per request logged
 
     def send(self, message: dict[str, Any]) -> None:
-        """Fire and forget (op close): its answer is read and dropped."""
+        """A notification (ops close, v2acked): no id, so auth answers nothing."""
         if not self.connected:
             return  # a new auth session knows nothing to forget
         assert self._writer is not None
-        self._write(self._writer, authwire.encode({**message, "id": next(self._ids)}))
+        self._write(self._writer, authwire.encode(message))
 
     def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Queue for the end of this loop turn: under load many connections ask auth in the same

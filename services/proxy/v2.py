@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("medsec.proxy.v2")
 
 READ_CHUNK = 4096
+# Frames of one connection asked of auth together (one round trip for all the whole frames of a
+# read): under load each connection's readings travel in batches, to auth, the bus and back.
+PIPELINE = 16
 
 
 class V2Session:
@@ -67,6 +70,22 @@ class V2Session:
             self.last_frame = now
             self.frame_started = now if self.buffer else None
         return frame
+
+    def next_frames(self, now: float, limit: int) -> list[codec.Frame]:
+        """The whole frames in the buffer, up to `limit`, in order. A bad frame raises Reject once
+        the good ones before it have been taken (they are served first, as one by one)."""
+        frames: list[codec.Frame] = []
+        while len(frames) < limit:
+            try:
+                frame = self.next_frame(now)
+            except Reject:
+                if frames:
+                    return frames  # the bad bytes stay in the buffer: the next call raises
+                raise
+            if frame is None:
+                break
+            frames.append(frame)
+        return frames
 
     def deadline(self) -> tuple[float, str]:
         idle = max(self.last_data, self.last_frame) + self.idle_timeout
@@ -101,8 +120,8 @@ class V2Handler:
 
     async def _serve(self, conn: Connection, session: V2Session, acks: set[asyncio.Task[None]]) -> None:
         while True:
-            frame = session.next_frame(conn.now())
-            if frame is None:
+            frames = session.next_frames(conn.now(), PIPELINE)
+            if not frames:
                 when, reason = session.deadline()
                 data = await conn.read(READ_CHUNK, when, reason)
                 if not data:
@@ -112,39 +131,45 @@ class V2Handler:
                     return
                 session.feed(data, conn.now())
                 continue
-            reply = await conn.ask_auth({
+            replies = await conn.ask_auth_many([{
                 "op": "v2", "conn": conn.id, "src": conn.src_text,
                 "frame": base64.b64encode(frame.raw).decode(),
-            })
-            status = reply.get("status")
-            device = reply.get("device")
-            answered = isinstance(device, str) and reply.get("seq") == frame.seq
-            if status in ("ok", "duplicate") and not answered:
-                raise Reject("auth_protocol", "auth answered without the device or the frame's seq")
-            if status == "ok":
-                sealed = _answer_bytes(reply, "ack", frame) if "ack" in reply else None
-                puback = await conn.accept_reading(device, check_values(reply.get("values")), "v2", frame.seq,
-                                                   reply.get("gen"))
-                if sealed is not None:
-                    puback.add_done_callback(functools.partial(_ack_on_puback, conn, frame, sealed))
-                    continue
-                task = asyncio.create_task(self._ack_after(conn, frame, puback), name=f"v2-ack-{conn.id}")
-                acks.add(task)
-                task.add_done_callback(acks.discard)
-            elif status == "duplicate":
-                if conn.device is not None and device != conn.device:
-                    raise Reject("device_changed", f"frame of {device} on a connection of {conn.device}",
-                                 conn.device)
-                self._replayed(conn, device, frame.seq)
-                _send(conn, _answer_bytes(reply, "ack", frame))
-                conn.duplicate(device, frame.seq)  # a connection that keeps sending them is closed
-            elif status == "rejected" and reply.get("refusal") is not None:
-                self._refuse(conn, frame, reply)
-            elif status == "rejected":
-                raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
-                             device if isinstance(device, str) else None)
-            else:
-                raise Reject("auth_protocol", f"unexpected auth status {str(status)[:20]!r}")
+            } for frame in frames])
+            for frame, reply in zip(frames, replies, strict=True):
+                await self._answered(conn, frame, reply, acks)
+
+    async def _answered(self, conn: Connection, frame: codec.Frame, reply: dict[str, Any],
+                        acks: set[asyncio.Task[None]]) -> None:
+        """One frame's auth answer, in the frames' order: publish and ack, ack again, refuse, or close."""
+        status = reply.get("status")
+        device = reply.get("device")
+        answered = isinstance(device, str) and reply.get("seq") == frame.seq
+        if status in ("ok", "duplicate") and not answered:
+            raise Reject("auth_protocol", "auth answered without the device or the frame's seq")
+        if status == "ok":
+            sealed = _answer_bytes(reply, "ack", frame) if "ack" in reply else None
+            puback = await conn.accept_reading(device, check_values(reply.get("values")), "v2", frame.seq,
+                                               reply.get("gen"))
+            if sealed is not None:
+                puback.add_done_callback(functools.partial(_ack_on_puback, conn, frame, sealed))
+                return
+            task = asyncio.create_task(self._ack_after(conn, frame, puback), name=f"v2-ack-{conn.id}")
+            acks.add(task)
+            task.add_done_callback(acks.discard)
+        elif status == "duplicate":
+            if conn.device is not None and device != conn.device:
+                raise Reject("device_changed", f"frame of {device} on a connection of {conn.device}",
+                             conn.device)
+            self._replayed(conn, device, frame.seq)
+            _send(conn, _answer_bytes(reply, "ack", frame))
+            conn.duplicate(device, frame.seq)  # a connection that keeps sending them is closed
+        elif status == "rejected" and reply.get("refusal") is not None:
+            self._refuse(conn, frame, reply)
+        elif status == "rejected":
+            raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
+                         device if isinstance(device, str) else None)
+        else:
+            raise Reject("auth_protocol", f"unexpected auth status {str(status)[:20]!r}")
 
     async def _ack_after(self, conn: Connection, frame: codec.Frame, puback: asyncio.Future[None]) -> None:
         """Ack only after the broker has the reading; without a PUBACK the device will send it again."""

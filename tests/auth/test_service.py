@@ -8,8 +8,11 @@ import sys
 
 import pytest
 
+from services.common import authwire
 from services.keystore.credentials import make_secret
 from services.keystore.models import NewDevice
+from tests.auth.test_v2 import device as v2_device
+from tests.auth.test_v2 import frame as v2_frame
 from tests.auth.wire import AuthClient, encrypt
 from tests.support.proc import wait_until
 
@@ -198,3 +201,16 @@ def test_refuses_to_start_with_wide_key_permissions(state, config_env, procs):
     proc = procs.start("auth", [sys.executable, "-m", "services.auth"], env=config_env)
     assert proc.wait(10) == 1
     assert "0600" in log_text(procs) and "Traceback" not in log_text(procs)
+
+
+def test_a_notification_is_carried_out_and_not_answered(store, client, procs):
+    """Requests without an id (the proxy's v2acked and close) get no answer: the next answer on the
+    socket is the next request's, and what the notification said was done."""
+    keys = v2_device(store, "pico-notified")
+    assert client.ask(v2_frame(keys, 1))["status"] == "ok"
+    client.sock.sendall(authwire.encode({"op": "v2acked", "conn": 1, "kid": keys.kid.hex(), "seq": 1})
+                        + authwire.encode({"op": "v2acked", "conn": 1, "kid": keys.kid.hex(), "seq": 9})
+                        + authwire.encode({"op": "close", "conn": 1}))
+    again = client.ask(v2_frame(keys, 1))  # the answer right after is this request's (ask checks its id)
+    assert again["status"] == "duplicate"  # the first v2acked marked seq 1 acknowledged
+    wait_until(lambda: "reason=not_verified" in log_text(procs), 5, what="the bad notification logged")

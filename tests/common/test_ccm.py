@@ -8,7 +8,7 @@ from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
-from services.common import ccm
+from services.common import ccm, v2
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "v2.json").read_text())
 RFC3610 = VECTORS["rfc3610"]["vectors"]
@@ -60,6 +60,26 @@ def test_random_inputs_agree_with_pycryptodome_both_ways():
         cipher.update(aad)
         assert cipher.decrypt_and_verify(ours[:-8], ours[-8:]) == pt
         assert ccm.decrypt(key, nonce, aad, ours, 8) == pt
+
+
+def test_the_gateways_openssl_ccm_and_the_devices_pure_one_give_the_same_bytes():
+    """The gateway seals and opens with OpenSSL (v2.OpenSslCcm), devices with services/common/ccm.py."""
+    rng = random.Random(4309)
+    for _ in range(300):
+        key, nonce = rng.randbytes(16), rng.randbytes(13)
+        aad, pt = rng.randbytes(rng.choice([0, 14, 16, 40])), rng.randbytes(rng.randrange(0, 300))
+        gateway, device = v2.OpenSslCcm(key), ccm.Ccm(key, v2.TAG)
+        sealed = device.encrypt(nonce, aad, pt)
+        assert gateway.encrypt(nonce, aad, pt) == sealed
+        assert gateway.decrypt(nonce, aad, sealed) == device.decrypt(nonce, aad, sealed) == pt
+        spot = rng.randrange(len(sealed))
+        bad = sealed[:spot] + bytes([sealed[spot] ^ 1 << rng.randrange(8)]) + sealed[spot + 1:]
+        for cipher in (gateway, device):
+            with pytest.raises(ccm.CcmError) as err:
+                cipher.decrypt(nonce, aad, bad)
+            assert err.value.reason == "bad_tag"
+    with pytest.raises(ccm.CcmError):
+        v2.OpenSslCcm(bytes(16)).decrypt(bytes(13), b"", b"short")
 
 
 def test_parameter_errors_are_clear():
