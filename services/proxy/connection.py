@@ -153,7 +153,8 @@ class Connection:
         if self._out and not self.writer.is_closing():
             self.writer.write(bytes(self._out))
             if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-                self.kill("slow_consumer", f"device left more than {MAX_WRITE_BUFFER} bytes of answers unread")
+                self.kill("slow_consumer",
+                          f"device left more than {MAX_WRITE_BUFFER} bytes of answers unread")
         self._out.clear()
 
     def duplicate(self, device: str, seq: int | None) -> None:
