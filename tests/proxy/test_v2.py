@@ -115,6 +115,29 @@ def test_readings_that_arrive_after_later_ones_are_published_and_acked_once(prox
     assert len(seqs(proxy, "v2-late")) == len(frames)
 
 
+def test_the_frames_of_one_write_before_a_bad_one_are_served_and_none_after_it(proxy):
+    """Frames are asked of auth together (issue 13): the whole ones in front of a bad frame are still
+    published and acked as one by one, the bad one closes the connection, and nothing behind it
+    is published (its readings were never acked: the device sends them again)."""
+    secret = register_v2(proxy, "v2-batch")
+    dev = session(secret)
+    good = [dev.seal(reading(n))[1] for n in range(20)]
+    _, later = dev.seal(reading(20))
+    forged = bytearray(good[19])
+    forged[-1] ^= 1
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(b"".join(good[:19]) + bytes(forged) + later)
+    assert sorted(seq for seq, _ in read_acks(sock, dev, 19)) == list(range(1, 20))
+    assert closed_by_peer(sock)
+    wait_until(lambda: proxy.rejected("bad_tag", "v2-batch"), 5, what="the bad frame's rejection")
+    wait_until(lambda: seqs(proxy, "v2-batch") == list(range(1, 20)), 5, what="the 19 good readings")
+    again = connect(proxy.config.proxy_port)  # the device sends what was never acked
+    again.sendall(good[19] + later)
+    assert sorted(seq for seq, _ in read_acks(again, dev, 2)) == [20, 21]
+    wait_until(lambda: seqs(proxy, "v2-batch") == list(range(1, 22)), 5, what="every reading once")
+    again.close()
+
+
 def test_a_reading_refused_for_good_gets_a_refusal_and_the_next_readings_flow(proxy):
     secret = register_v2(proxy, "v2-glitch")
     dev = session(secret)
