@@ -7,7 +7,10 @@ published with its seq; once the broker's PUBACK arrives, the ack is written to
 the device and auth is told (op v2acked, its answer not awaited), so a reading
 costs one auth round trip (an auth that sends no ack is asked with op v2ack then).
 Frames are pipelined: reading the next frame does not wait for the previous
-frame's PUBACK. A duplicate of an acknowledged reading is acked
+frame's PUBACK, and the whole frames of a read are asked of auth together and
+answered in order (a bad frame closes the connection after the good ones in
+front of it are served; those behind it are not published and the device sends
+them again, accepted late by the replay window). A duplicate of an acknowledged reading is acked
 again at once and nothing is published (reason `replay`, connection kept).
 A verified reading refused for good (out_of_range, not_numeric, ...) gets auth's
 authenticated refusal frame, the only answer that makes a device drop a reading;
