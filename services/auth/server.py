@@ -12,6 +12,7 @@ written at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
@@ -174,15 +175,35 @@ class AuthServer:
                 self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
                 identified = [None] * len(batch)
             out = bytearray()
-            turn = time.perf_counter() + TURN
-            for message, pre in zip(batch, identified, strict=True):
-                answer = self._answer(message, client, pre)
-                if "id" in message:  # a notification (v2acked, close) has none: nobody waits for it
-                    out += authwire.encode(answer)
-                if time.perf_counter() > turn:  # a batch of first readings: ~0.1 ms each to decode
+            todo = collections.deque(zip(batch, identified, strict=True))
+            while todo:
+                answered = self._answer_stretch(todo, client)
+                for message, answer in answered:
+                    if "id" in message:  # a notification (v2acked, close) has none: nobody waits for it
+                        out += authwire.encode(answer)
+                if todo:  # a batch of first readings: ~0.1 ms each to decode
                     await asyncio.sleep(0)
-                    turn = time.perf_counter() + TURN
             return bytes(out)
+
+    def _answer_stretch(self, todo: collections.deque[tuple[dict, Identified | None]],
+                        client: int) -> list[tuple[dict, dict]]:
+        """Answer requests from the front of `todo` (taking them off it) for up to TURN seconds,
+        with no wait in between: the key store writes of the stretch are committed together
+        before any of its answers leaves. A failed commit turns them all into
+        keystore_unavailable (the device sends again: nothing was written)."""
+        answered: list[tuple[dict, dict]] = []
+        turn = time.perf_counter() + TURN
+        try:
+            with self._service.committed():
+                while todo and (not answered or time.perf_counter() < turn):
+                    message, pre = todo.popleft()
+                    answered.append((message, self._answer(message, client, pre)))
+        except Exception as exc:
+            self._log.warning(kv(event="keystore_unavailable", client=client, error=str(exc)[:200]))
+            if not answered and todo:  # it failed before a request was taken: one goes, never a spin
+                answered = [(todo.popleft()[0], {})]
+            answered = [(message, _unavailable(message)) for message, _ in answered]
+        return answered
 
     def _answer(self, message: dict, client: int, identified: Identified | None = None) -> dict:
         """Every request gets its answer, in order, even if the service fails on it."""
@@ -192,12 +213,16 @@ class AuthServer:
             return self._service.handle(message, client, identified)
         except KeyStoreError as exc:  # the store is away (a PostgreSQL restart): one line, no traceback
             self._log.warning(kv(event="keystore_unavailable", client=client, error=str(exc)[:200]))
-            return {"id": message.get("id"), "status": "rejected", "reason": "keystore_unavailable",
-                    "detail": "the key store cannot be reached; try again later", "device": None}
+            return _unavailable(message)
         except Exception as exc:  # a bug must cost one reading, not every connection of the proxy
             self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
             return {"id": message.get("id"), "status": "rejected", "reason": "internal_error",
                     "detail": "auth failed on this request; see its log", "device": None}
+
+
+def _unavailable(message: dict) -> dict:
+    return {"id": message.get("id"), "status": "rejected", "reason": "keystore_unavailable",
+            "detail": "the key store cannot be reached; try again later", "device": None}
 
 
 def _listening(path: Path) -> bool:

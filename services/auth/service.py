@@ -142,6 +142,18 @@ class AuthService:
         self._reload(full=force)
 
     @contextlib.contextmanager
+    def committed(self) -> Iterator[None]:
+        """Answers computed inside may leave only after it closed: the key store's writes of the
+        v2 frames answered inside are committed together at its end (store.batch). If that
+        fails it raises, and the replay windows cached here are forgotten (they may be ahead of
+        the store): they are loaded again at their next frame."""
+        try:
+            with self._store.batch():
+                yield
+        except BaseException:
+            self._v2.forget_windows()
+            raise
+    @contextlib.contextmanager
     def one_look(self) -> Iterator[None]:
         """Requests answered together (one read of the socket) see the store as of their start:
         one look at the store per batch, not per request (issue 13). If it fails, each request

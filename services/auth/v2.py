@@ -213,6 +213,13 @@ class V2Auth:
         self._windows[kid] = fresh
         return fresh
 
+    def forget_windows(self) -> None:
+        """Drop the cached windows (a batch of window writes failed to commit): each is loaded
+        from the store again, and ack bits not yet written are lost (a later copy of such a
+        reading is a redelivery, published again and dropped by the publisher)."""
+        self._windows.clear()
+        self._dirty.clear()
+
     def flush(self) -> None:
         """Write the windows whose ack bits changed since their last write (once a second)."""
         dirty, self._dirty = self._dirty, {}

@@ -195,6 +195,10 @@ class SQLKeyStoreBase:
         """Run one idempotent write statement on its own (autocommit); the rows it changed."""
         raise NotImplementedError
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Window writes committed together (SQLite's); here each one commits on its own."""
+        return contextlib.nullcontext()
+
     def _sql(self, sql: str) -> str:
         """`sql` in the driver's placeholder style."""
         return sql

@@ -5,11 +5,12 @@ BEGIN IMMEDIATE, and `generation()` sees other processes' commits cheaply.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class SQLiteKeyStore(SQLKeyStoreBase):
         super().__init__(sealer, clock)
         self._path = path
         self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._batch: str | None = None  # batch(): None, "wanted" (no write yet) or "open"
         self._db.execute("PRAGMA busy_timeout = 10000")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -61,8 +63,33 @@ class SQLiteKeyStore(SQLKeyStoreBase):
             check_private(config.keystore_path)
         return cls(config.keystore_path, Sealer.from_file(config.master_key_path))
 
-    def _tx(self) -> _Tx:
+    def _tx(self) -> _Tx | _Savepoint:
+        # Inside an open batch a transaction is a savepoint of it: the audit entry of a burst of
+        # failures, say, is written (or rolled back) whole and committed with the batch.
+        if self._batch == "open":
+            return _Savepoint(self._db, self._lock)
         return _Tx(self._db, self._lock)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The v2 window writes inside are committed together when it closes: one commit for a
+        batch of frames, not one each (issue 13: a commit is ~20 us of auth's ~70 per v2 frame).
+        The transaction begins at the first write, so a batch without writes costs nothing. The
+        caller must not wait inside (another client's writes would join it) and answers only
+        after it closed; if the commit fails, it raises and nothing of the batch was written."""
+        with self._lock:
+            self._batch = "wanted"
+            try:
+                yield
+                if self._batch == "open":
+                    self._db.execute("COMMIT")
+            except BaseException:
+                if self._batch == "open":
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch = None
 
     def generation(self) -> int:
         """Changes whenever another connection (process) commits: cheap change detection."""
@@ -71,6 +98,9 @@ class SQLiteKeyStore(SQLKeyStoreBase):
 
     def _write_one(self, sql: str, args: tuple) -> int:
         with self._lock:
+            if self._batch == "wanted":
+                self._db.execute("BEGIN IMMEDIATE")
+                self._batch = "open"
             return self._x(sql, args).rowcount
 
 
@@ -90,5 +120,29 @@ class _Tx:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.lock.release()
+
+
+@dataclass
+class _Savepoint:
+    """A transaction nested in an open batch: released into it, or rolled back alone."""
+
+    db: sqlite3.Connection
+    lock: threading.RLock
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        try:
+            self.db.execute("SAVEPOINT nested")
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is not None:
+                self.db.execute("ROLLBACK TO nested")
+            self.db.execute("RELEASE nested")
         finally:
             self.lock.release()

@@ -26,6 +26,10 @@ class Exploding:
     def one_look(self):
         yield
 
+    @contextlib.contextmanager
+    def committed(self):
+        yield
+
     def drop_client(self, client):
         pass
 
@@ -136,3 +140,53 @@ def test_one_look_at_the_store_per_batch_and_one_per_request_outside(store):
     service.handle(request)
     service.handle(request)
     assert len(looks) == 3
+
+
+def test_a_stretch_whose_commit_fails_answers_keystore_unavailable_and_writes_nothing(store, tmp_path):
+    """The server answers a stretch of requests only after its window writes are committed: when the
+    commit fails, every answer of the stretch is keystore_unavailable, and the frames sent again are
+    accepted as new (nothing of them was written)."""
+    import sqlite3
+
+    from services.auth.service import AuthService
+    from tests.auth.test_v2 import device, frame
+
+    class FailingCommit:
+        def __init__(self, real):
+            self.real, self.fail = real, True
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        @contextlib.contextmanager
+        def batch(self):
+            with self.real.batch():
+                yield
+                if self.fail:
+                    raise sqlite3.OperationalError("disk I/O error")
+
+    keys = device(store, "pico-commit")
+    failing = FailingCommit(store)
+
+    async def ask(requests):
+        server = AuthServer(AuthService(failing), tmp_path / "a.sock", logging.getLogger("test"))
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "a.sock"))
+        answers, buf = [], bytearray()
+        expected = 0
+        for batch in requests:
+            writer.write(b"".join(authwire.encode(r) for r in batch))
+            expected += len(batch)
+            while len(answers) < expected:
+                buf += await asyncio.wait_for(reader.read(65536), 5)
+                answers += authwire.messages(buf)
+            failing.fail = False
+        writer.close()
+        server.stop()
+        await server.serve()
+        return answers
+
+    first = [frame(keys, 1), frame(keys, 2)]
+    answers = asyncio.run(ask([first, [frame(keys, 1), frame(keys, 2)]]))
+    assert [(a["status"], a.get("reason")) for a in answers[:2]] == [("rejected", "keystore_unavailable")] * 2
+    assert [(a["status"], a["redelivery"]) for a in answers[2:]] == [("ok", False)] * 2

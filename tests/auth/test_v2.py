@@ -12,7 +12,7 @@ from services.common import v1, v2, v2device
 from services.common.v2 import ReplayWindow
 from services.keystore.backends import open_store
 from services.keystore.credentials import make_secret
-from services.keystore.models import NewDevice
+from services.keystore.models import DeviceExists, NewDevice
 
 GOOD = {"Temp": 36.6, "TempMcu": 23.7, "PulseSig": 2.123, "Acel_x": 0.0, "Acel_y": -0.5,
         "Acel_z": 1.0, "TempMpu": 23.4}
@@ -335,3 +335,35 @@ def test_the_ok_answer_carries_the_sealed_ack_and_v2acked_marks_it(store):
     for bad in ({"kid": kid, "seq": 7}, {"kid": kid, "seq": "2"}, {"kid": "zz", "seq": 2}, {"seq": 2}):
         answer = auth.handle({"id": 1, "op": "v2acked", "conn": 1, **bad})
         assert answer["status"] == "rejected" and answer["reason"] in ("not_verified", "bad_request"), bad
+
+
+def test_the_window_writes_of_a_stretch_of_answers_are_committed_together(store, store_config):
+    """AuthService.committed(): with SQLite, the frames answered inside share one commit at its end
+    (another connection sees none of them before); PostgreSQL commits each write. A transaction
+    nested in it (an audit entry, a failing add) is a savepoint; an exception inside writes nothing."""
+    batched = not store_config.keystore_url  # SQLite
+    keys = device(store, "pico-batch")
+    kid = keys.kid.hex()
+    other = open_store(store_config)
+    try:
+        auth = AuthService(store)
+        with auth.committed():
+            for seq in (1, 2, 3):
+                assert auth.handle(frame(keys, seq))["status"] == "ok"
+            seen_inside = other.v2_window(kid)
+            store.append_audit("test", "batch_probe", "pico-batch", {})
+            with pytest.raises(DeviceExists):
+                store.add(NewDevice("pico-batch", "v2", make_secret("v2")))
+        assert seen_inside == ("0:0:0" if batched else "3:7:0")
+        assert other.v2_window(kid).startswith("3:7:")
+        assert [e.action for e in other.audit()][-1] == "batch_probe"
+        with auth.committed():  # a stretch without writes takes no write lock: others write meanwhile
+            other.add(NewDevice("pico-batch-2", "v1", make_secret("v1")))
+        with pytest.raises(RuntimeError), auth.committed():
+            assert auth.handle(frame(keys, 4))["redelivery"] is False
+            raise RuntimeError("the commit failed")
+        assert other.v2_window(kid).startswith("3:7:" if batched else "4:f:")
+        again = auth.handle(frame(keys, 4))  # the cached window was forgotten: the store's is used
+        assert again["status"] == "ok" and again["redelivery"] is (not batched)
+    finally:
+        other.close()
