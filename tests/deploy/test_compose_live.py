@@ -44,8 +44,10 @@ pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytes
               pytest.mark.e2e]
 FAULT_DEVICES = 20
 BACK_WITHIN = 30.0
-# What `podman stop` itself adds on a loaded 2-core machine (measured 0.3-0.8 s).
-STOP_OVERHEAD = 1.0
+# What `podman stop` itself adds on a loaded 2-core machine: measured up to ~0.75 s before the
+# service gets its signal and ~1.3 s after it exited (while 20 devices stream). The service's own
+# part is bounded by the 2 s grace; GRACEFUL services must also not be killed at its end.
+STOP_OVERHEAD = 2.0
 # Must stop by themselves, not be killed at the deadline: the publisher confirms what it published,
 # the broker saves its queues (a kill would be a different test: at least once, not exactly once).
 GRACEFUL = ("publisher", "broker")
