@@ -63,12 +63,10 @@ class SQLiteKeyStore(SQLKeyStoreBase):
             check_private(config.keystore_path)
         return cls(config.keystore_path, Sealer.from_file(config.master_key_path))
 
-    def _tx(self) -> _Tx | _Savepoint:
+    def _tx(self) -> _Tx:
         # Inside an open batch a transaction is a savepoint of it: the audit entry of a burst of
         # failures, say, is written (or rolled back) whole and committed with the batch.
-        if self._batch == "open":
-            return _Savepoint(self._db, self._lock)
-        return _Tx(self._db, self._lock)
+        return _Tx(self._db, self._lock, nested=self._batch == "open")
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -106,41 +104,26 @@ class SQLiteKeyStore(SQLKeyStoreBase):
 
 @dataclass
 class _Tx:
+    """A write transaction, under the store's lock: BEGIN IMMEDIATE ... COMMIT, or, nested in an open
+    batch, a savepoint of it (released into the batch, or rolled back alone)."""
+
     db: sqlite3.Connection
     lock: threading.RLock
+    nested: bool = False
 
     def __enter__(self) -> None:
         self.lock.acquire()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("SAVEPOINT nested" if self.nested else "BEGIN IMMEDIATE")
         except BaseException:
             self.lock.release()
             raise
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self.lock.release()
-
-
-@dataclass
-class _Savepoint:
-    """A transaction nested in an open batch: released into it, or rolled back alone."""
-
-    db: sqlite3.Connection
-    lock: threading.RLock
-
-    def __enter__(self) -> None:
-        self.lock.acquire()
-        try:
-            self.db.execute("SAVEPOINT nested")
-        except BaseException:
-            self.lock.release()
-            raise
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
+            if not self.nested:
+                self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                return
             if exc_type is not None:
                 self.db.execute("ROLLBACK TO nested")
             self.db.execute("RELEASE nested")
