@@ -189,8 +189,8 @@ class AuthServer:
                         client: int) -> list[tuple[dict, dict]]:
         """Answer requests from the front of `todo` (taking them off it) for up to TURN seconds,
         with no wait in between: the key store writes of the stretch are committed together
-        before any of its answers leaves. A failed commit turns them all into
-        keystore_unavailable (the device sends again: nothing was written)."""
+        before any of its answers leaves. A failed commit turns its v2 frames' answers into
+        keystore_unavailable (the device sends again: nothing was written); the others stand."""
         answered: list[tuple[dict, dict]] = []
         turn = time.perf_counter() + TURN
         try:
@@ -202,7 +202,9 @@ class AuthServer:
             self._log.warning(kv(event="keystore_unavailable", client=client, error=str(exc)[:200]))
             if not answered and todo:  # it failed before a request was taken: one goes, never a spin
                 answered = [(todo.popleft()[0], {})]
-            answered = [(message, _unavailable(message)) for message, _ in answered]
+            wrote = [message.get("op") == "v2" or not answer for message, answer in answered]
+            answered = [(message, _unavailable(message) if lost else answer)
+                        for (message, answer), lost in zip(answered, wrote, strict=True)]
         return answered
 
     def _answer(self, message: dict, client: int, identified: Identified | None = None) -> dict:

@@ -153,6 +153,7 @@ class AuthService:
         except BaseException:
             self._v2.forget_windows()
             raise
+
     @contextlib.contextmanager
     def one_look(self) -> Iterator[None]:
         """Requests answered together (one read of the socket) see the store as of their start:

@@ -186,7 +186,10 @@ def test_a_stretch_whose_commit_fails_answers_keystore_unavailable_and_writes_no
         await server.serve()
         return answers
 
-    first = [frame(keys, 1), frame(keys, 2)]
-    answers = asyncio.run(ask([first, [frame(keys, 1), frame(keys, 2)]]))
-    assert [(a["status"], a.get("reason")) for a in answers[:2]] == [("rejected", "keystore_unavailable")] * 2
-    assert [(a["status"], a["redelivery"]) for a in answers[2:]] == [("ok", False)] * 2
+    v1_close = {"id": 99, "op": "close", "conn": 5}  # writes nothing: its answer stands
+    answers = asyncio.run(ask([[frame(keys, 1), v1_close, frame(keys, 2)],
+                               [frame(keys, 1), frame(keys, 2)]]))
+    lost = ("rejected", "keystore_unavailable")
+    assert [(a["id"], a["status"], a.get("reason")) for a in answers[:3]] == [
+        (1, *lost), (99, "closed", None), (2, *lost)]
+    assert [(a["status"], a["redelivery"]) for a in answers[3:]] == [("ok", False)] * 2
