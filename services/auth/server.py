@@ -201,10 +201,10 @@ class AuthServer:
         except Exception as exc:
             self._log.warning(kv(event="keystore_unavailable", client=client, error=str(exc)[:200]))
             if not answered and todo:  # it failed before a request was taken: one goes, never a spin
-                answered = [(todo.popleft()[0], {})]
-            wrote = [message.get("op") == "v2" or not answer for message, answer in answered]
-            answered = [(message, _unavailable(message) if lost else answer)
-                        for (message, answer), lost in zip(answered, wrote, strict=True)]
+                message = todo.popleft()[0]
+                return [(message, _unavailable(message))]
+            return [(message, _unavailable(message) if message.get("op") == "v2" else answer)
+                    for message, answer in answered]
         return answered
 
     def _answer(self, message: dict, client: int, identified: Identified | None = None) -> dict:

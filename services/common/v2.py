@@ -239,12 +239,6 @@ class ReplayWindow:
             self.acked = (self.acked << shift) & self._MASK
         self.last = seq
 
-    @property
-    def accepted_state(self) -> str:
-        """The text prefix that names what was accepted (last and verified bits), acks left out:
-        the key store's compare-and-set compares it."""
-        return f"{self.last}:{self.verified:x}:"
-
     def ack(self, seq: int) -> bool:
         """Mark a verified seq acknowledged; False (and no change) for a seq never verified."""
         if seq > self.last or self.last - seq >= self.WINDOW:
