@@ -11,7 +11,8 @@ setup-test: venv system-test nodered
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# setup.py builds the compiled key loop of auth (services/auth/_keyscan.c) into the source tree.
+$(VENV)/.installed: pyproject.toml setup.py services/auth/_keyscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

@@ -7,13 +7,13 @@ blocks in one pass over the keys (`identify_many`, `identify_batch`). It never
 picks: every credential a block matches is returned (revoked and expired ones
 too), and the caller decides by the whole first reading (service.py).
 
-A pass costs one OpenSSL call per key (~0.1-0.2 us of call overhead, which
-dominates: one block under 10,000 keys is ~1.5 ms) plus ~0.012 us per block and
-key, so `KeyScan` makes the loop over the keys a C-level `map` and compares one
-block's 9-byte prefixes for all keys at once (big-integer XOR). A pass for many
-blocks (a burst of new connections: 256 blocks under 10,000 keys is ~25 ms) can
-go in steps (`identify_batch_steps`), so that the auth loop serves its other
-clients in between.
+A pass costs one OpenSSL call per key. From Python the call's overhead dominates
+(~0.25 us: one block under 10,000 keys is ~2.5 ms), so `KeyScan` runs the loop
+over the keys in C (_keyscan.c, ~25 ns a key: ~0.25 ms) and, where that was not
+built, as a C-level `map` with one big-integer comparison for all keys. A pass
+for many blocks (a burst of new connections: 256 blocks under 10,000 keys is
+~25 ms, AES-bound) can go in steps (`identify_batch_steps`), so that the auth
+loop serves its other clients in between.
 """
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from services.common import v1
 from services.keystore.models import Credential
+
+try:  # the compiled key loop (setup.py builds it where a C compiler and OpenSSL's headers are)
+    from services.auth import _keyscan
+except ImportError:  # the same answers from the loop in Python, ~10x slower
+    _keyscan = None
 
 # Block 0 decrypts to '{"Temp":"' + 7 bytes under the right key in both variants.
 _PREFIX = v1.FIRST_BLOCK_PREFIX
@@ -192,26 +197,37 @@ class V1Keys:
 
 
 class KeyScan:
-    """`match` and `match_many` over a fixed candidate list, fast: its decrypt functions in one list
-    (the loop over the keys is a C-level map) and, for one block, the expected prefixes of all keys
-    as one big integer: the decrypted blocks, joined, XOR it, masked to each block's 9 head bytes
-    (the 7 others forced non-zero), have 9 zero bytes exactly where a key matches."""
+    """`match` and `match_many` over a fixed candidate list, fast. With the compiled loop
+    (_keyscan.c, OpenSSL's AES; built at install where a C compiler is) a key costs ~25 ns.
+    Without it: the decrypt functions in one list (the loop over the keys is a C-level map) and,
+    for one block, the expected prefixes of all keys as one big integer: the decrypted blocks,
+    joined, XOR it, masked to each block's 9 head bytes (the 7 others forced non-zero), have 9 zero
+    bytes exactly where a key matches (~250 ns a key)."""
 
     def __init__(self, candidates: list[Candidate]) -> None:
         self.candidates = candidates
         self._decrypts = [c.ecb.decrypt for c in candidates]
         self._expected = [c.expected for c in candidates]
         self._exact = all(len(e) == _HEAD for e in self._expected)  # else `one` falls back to `match`
-        n = len(candidates)
-        if self._exact:
+        self._compiled = None
+        if self._exact and _keyscan is not None and all(len(c.key) == v1.BLOCK for c in candidates):
+            self._compiled = _keyscan.Scanner(b"".join(c.key for c in candidates), b"".join(self._expected))
+        elif self._exact:
+            n = len(candidates)
             self._want = int.from_bytes(b"".join(e + bytes(_TAIL) for e in self._expected), "big")
             self._head = int.from_bytes((b"\xff" * _HEAD + bytes(_TAIL)) * n, "big")
             self._tail = int.from_bytes((bytes(_HEAD) + b"\x01" * _TAIL) * n, "big")
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
 
     def one(self, block0: bytes) -> list[Candidate]:
         """`match(self.candidates, block0)`: one OpenSSL call per key, one comparison for all."""
         if not self._exact or len(block0) != v1.BLOCK:
             return match(self.candidates, block0)
+        if self._compiled is not None:
+            return [self.candidates[i] for i in self._compiled.one(block0)]
         plain = b"".join(map(operator.call, self._decrypts, repeat(block0)))
         diff = ((int.from_bytes(plain, "big") ^ self._want) & self._head) | self._tail
         zeros = diff.to_bytes(len(plain), "big")
@@ -235,17 +251,24 @@ class KeyScan:
         step = max(1, STEP_WORK // (len(block0s) + KEY_COST))
         for start in range(0, total, step):
             stop = min(total, start + step)
-            plains = map(operator.call, self._decrypts[start:stop], repeat(joined))
-            for cand, plain, expected in zip(self.candidates[start:stop], plains, self._expected[start:stop],
-                                             strict=True):
-                pos = plain.find(expected)
-                while pos >= 0:
-                    if pos % v1.BLOCK == 0:
-                        found[pos // v1.BLOCK].append(cand)
-                    pos = plain.find(expected, pos + 1)
+            if self._compiled is not None and len(joined) == v1.BLOCK * len(block0s):
+                for block, key in self._compiled.many(joined, start, stop):
+                    found[block].append(self.candidates[key])
+            else:
+                self._many_slice(joined, start, stop, found)
             if stop < total:
                 yield None
         yield found
+
+    def _many_slice(self, joined: bytes, start: int, stop: int, found: list[list[Candidate]]) -> None:
+        plains = map(operator.call, self._decrypts[start:stop], repeat(joined))
+        for cand, plain, expected in zip(self.candidates[start:stop], plains, self._expected[start:stop],
+                                         strict=True):
+            pos = plain.find(expected)
+            while pos >= 0:
+                if pos % v1.BLOCK == 0:
+                    found[pos // v1.BLOCK].append(cand)
+                pos = plain.find(expected, pos + 1)
 
 
 def _last(steps: Iterator[T | None]) -> T:
