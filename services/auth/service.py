@@ -119,6 +119,9 @@ class AuthService:
         self._changes: int | None = None
         self._keys = V1Keys()
         self._sessions: dict[tuple[Any, int], Session] = {}
+        # v1 connections refused until the proxy closes them: the readings it pipelined behind the
+        # refused one are answered `closed`, never identified again from scratch.
+        self._refused: set[tuple[Any, int]] = set()
         self._recent: dict[str, deque[Candidate]] = {}  # source address -> credentials identified there
         self._seen: dict[str, Seen] = {}
         self.metrics = Metrics()
@@ -222,14 +225,12 @@ class AuthService:
         todo: list[tuple[int, bytes]] = []
         for i, request in enumerate(requests):
             conn = request.get("conn")
-            try:
-                hash(conn)
-            except TypeError:
+            if not _hashable(conn):
                 continue
             first = conn not in seen_conns  # an earlier request of this batch may open or close it
             seen_conns.add(conn)
             if (not first or request.get("op") != "v1" or not isinstance(conn, int) or isinstance(conn, bool)
-                    or (client, conn) in self._sessions):
+                    or (client, conn) in self._sessions or (client, conn) in self._refused):
                 continue
             try:
                 blocks = _blocks(request.get("blocks"))
@@ -271,6 +272,9 @@ class AuthService:
         if op != "v1":
             exc = Rejected("bad_request", f"unknown op {str(op)[:20]!r}")
             return self._reject(rid, client, conn, request, exc)
+        if _hashable(conn) and (client, conn) in self._refused:
+            return {"id": rid, "status": "rejected", "reason": "closed",
+                    "detail": "an earlier reading of this connection was refused", "device": None}
         try:
             self.refresh()
             return self._v1(rid, client, conn, request, identified)
@@ -297,13 +301,17 @@ class AuthService:
         return {"id": rid, **answer}
 
     def close(self, client: Any, conn: Any) -> None:
+        if not _hashable(conn):
+            return
         self._sessions.pop((client, conn), None)
+        self._refused.discard((client, conn))
         self.metrics.sessions = len(self._sessions)
 
     def drop_client(self, client: Any) -> None:
         """A proxy went away: forget all its connections."""
         for key in [k for k in self._sessions if k[0] == client]:
             del self._sessions[key]
+        self._refused = {k for k in self._refused if k[0] != client}
         self.metrics.sessions = len(self._sessions)
 
     def _v1(self, rid: Any, client: Any, conn: Any, request: dict[str, Any],
@@ -437,7 +445,10 @@ class AuthService:
         self.metrics.rejected[exc.reason] = self.metrics.rejected.get(exc.reason, 0) + 1
         if exc.device is not None and exc.reason not in ("revoked", "key_expired"):
             self._seen_for(exc.device).rejected += 1
-        self._sessions.pop((client, conn), None)
+        if _hashable(conn):
+            self._sessions.pop((client, conn), None)
+            if request.get("op") == "v1":
+                self._refused.add((client, conn))
         self.metrics.sessions = len(self._sessions)
         self._log.warning(kv(event="rejected", reason=exc.reason, device=exc.device or "-", conn=conn,
                              src=str(request.get("src", ""))[:64], detail=exc.detail[:200]))
@@ -475,6 +486,14 @@ class AuthService:
             for device_id, seen in batch.items():
                 self._seen_for(device_id).merge(seen)
             self._log.warning(kv(event="flush_failed", error=type(exc).__name__))
+
+
+def _hashable(conn: Any) -> bool:
+    try:
+        hash(conn)
+    except TypeError:
+        return False
+    return True
 
 
 def _blocks(hex_text: Any) -> tuple[bytes, ...]:

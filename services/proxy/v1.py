@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from services.proxy.connection import Connection
 
 READ_CHUNK = 4096
+# Complete readings of one connection asked of auth together (one write, one answer batch), as
+# v2's frames: a device streaming flat out no longer waits a round trip per reading (issue 13).
+PIPELINE = 16
 
 
 class V1Session:
@@ -63,6 +66,31 @@ class V1Session:
             raise Reject(exc.reason, exc.detail) from None
         return found
 
+    def next_requests(self, limit: int) -> list[codec.Scan]:
+        """`next_request`, then the complete readings right behind it (each ended by the first byte
+        of the next), up to `limit` in all; [] when more bytes are needed. Only the first may be
+        open or not final; a fault after it waits its turn (the readings before it are served first,
+        as one by one)."""
+        found = self.next_request()
+        if found is None:
+            return []
+        runs = [found]
+        offset = found.consumed
+        view = memoryview(self.buffer)
+        try:
+            while runs[-1].final and len(runs) < limit:
+                try:
+                    more = codec.scan(view[offset:], self.max_blocks)
+                except codec.V1Error:
+                    break
+                if more is None or not more.final:
+                    break
+                runs.append(more)
+                offset += more.consumed
+        finally:
+            view.release()  # the buffer grows and shrinks later: no export may outlive this
+        return runs
+
     def more(self) -> None:
         """Auth saw no padding in the last block: the reading goes on."""
         self._more_at = len(self.buffer)
@@ -108,8 +136,8 @@ class V1Handler:
         session = V1Session(cfg.max_reading_blocks, cfg.idle_timeout, cfg.reading_timeout, conn.now())
         session.feed(first, conn.now())
         while True:
-            found = session.next_request()
-            if found is None:
+            runs = session.next_requests(PIPELINE)
+            if not runs:
                 when, reason = session.deadline()
                 data = await conn.read(READ_CHUNK, when, reason)
                 if not data:
@@ -119,24 +147,30 @@ class V1Handler:
                     return
                 session.feed(data, conn.now())
                 continue
-            reply = await conn.ask_auth({
+            replies = await conn.ask_auth_many([{
                 "op": "v1", "conn": conn.id, "src": conn.src_text,
                 "blocks": binascii.hexlify(b"".join(found.blocks)).decode(), "final": found.final,
-                **({"open": True} if session.open else {}),
-            })
-            status = reply.get("status")
-            if status == "more" and not found.final:
-                session.more()
-            elif status == "ok":
-                device = reply.get("device")
-                if not isinstance(device, str):
-                    raise Reject("auth_protocol", "auth answered ok without a device")
-                await conn.accept_reading(device, check_values(reply.get("values")), "v1", None,
-                                          reply.get("gen"), hash(b"".join(found.blocks)))
-                session.accepted(found, conn.now())
-            elif status == "rejected":
-                device = reply.get("device")
-                raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
-                             device if isinstance(device, str) else None)
-            else:
-                raise Reject("auth_protocol", f"unexpected auth status {str(status)[:20]!r}")
+                **({"open": True} if session.open and n == 0 else {}),
+            } for n, found in enumerate(runs)])
+            for found, reply in zip(runs, replies, strict=True):
+                await self._answered(conn, session, found, reply)
+
+    @staticmethod
+    async def _answered(conn: Connection, session: V1Session, found: codec.Scan, reply: dict) -> None:
+        """One reading's auth answer, in the readings' order: publish, wait for more, or close."""
+        status = reply.get("status")
+        if status == "more" and not found.final:
+            session.more()
+        elif status == "ok":
+            device = reply.get("device")
+            if not isinstance(device, str):
+                raise Reject("auth_protocol", "auth answered ok without a device")
+            await conn.accept_reading(device, check_values(reply.get("values")), "v1", None,
+                                      reply.get("gen"), hash(b"".join(found.blocks)))
+            session.accepted(found, conn.now())
+        elif status == "rejected":
+            device = reply.get("device")
+            raise Reject(str(reply.get("reason") or "rejected"), str(reply.get("detail") or ""),
+                         device if isinstance(device, str) else None)
+        else:
+            raise Reject("auth_protocol", f"unexpected auth status {str(status)[:20]!r}")

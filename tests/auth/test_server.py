@@ -137,8 +137,8 @@ def test_one_look_at_the_store_per_batch_and_one_per_request_outside(store):
     with service.one_look():
         answers = [service.handle(dict(request, id=n, conn=n)) for n in range(5)]
     assert len(looks) == 1 and all(a["status"] == "rejected" for a in answers)
-    service.handle(request)
-    service.handle(request)
+    service.handle(dict(request, conn=10))
+    service.handle(dict(request, conn=11))
     assert len(looks) == 3
 
 

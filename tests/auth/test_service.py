@@ -93,11 +93,25 @@ def test_unknown_key_and_bad_requests(store, client, procs):
     assert answer == {"id": answer["id"], "status": "rejected", "reason": "unknown_key",
                       "detail": answer["detail"], "device": None}
     assert client.ask({"op": "v1", "conn": 2, "blocks": "abc"})["reason"] == "bad_request"
-    assert client.ask({"op": "v1", "conn": 2, "blocks": "zz" * 16})["reason"] == "bad_request"
-    assert client.ask({"op": "nope", "conn": 2})["reason"] == "bad_request"
+    assert client.ask({"op": "v1", "conn": 4, "blocks": "zz" * 16})["reason"] == "bad_request"
+    assert client.ask({"op": "nope", "conn": 5})["reason"] == "bad_request"
     assert client.ask({"op": "v1", "conn": "x", "blocks": "00" * 16})["reason"] == "bad_request"
     # The service is still fine after bad requests.
     assert client.reading(3, encrypt(KEY, IV, GOOD))["status"] == "ok"
+
+
+def test_a_refused_connection_stays_refused_until_closed(store, client, procs):
+    """The proxy pipelines a connection's readings: those behind a refused one are answered
+    `closed` (never identified afresh, never counted, never logged) until the proxy closes it."""
+    add(store, "pico-1")
+    good = encrypt(KEY, IV, GOOD)
+    assert client.reading(7, encrypt("u" * 16, IV, GOOD))["reason"] == "unknown_key"
+    behind = client.reading(7, good)
+    assert (behind["status"], behind["reason"], behind["device"]) == ("rejected", "closed", None)
+    assert client.reading(8, good)["status"] == "ok"  # other connections are served
+    client.ask({"op": "close", "conn": 7})
+    assert client.reading(7, good)["status"] == "ok"  # a new connection under the same number
+    assert "conn=7" in log_text(procs) and "reason=closed" not in log_text(procs)
 
 
 def test_revoked_mid_session_and_after(store, client):

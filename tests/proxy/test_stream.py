@@ -11,7 +11,7 @@ from Crypto.Cipher import AES
 
 from services.common import v1
 from services.common.readings import ReadingError, validate
-from tests.proxy.support import closed_by_peer, connect, reading
+from tests.proxy.support import closed_by_peer, connect, credentials, encode, reading
 from tests.support.proc import wait_until
 
 ALL = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
@@ -144,3 +144,31 @@ def test_a_bad_reading_after_good_ones_closes_with_rejected_then_disconnect(prox
     assert len(proxy.ingest(dev)) == 2  # neither the bad reading nor the one after it
     [line] = [ln for ln in proxy.close_lines("not_json") if f"device={dev} " in ln]
     assert "readings=2" in line
+
+
+@pytest.mark.parametrize("bad_at", [0, 1, 5])
+@pytest.mark.parametrize("bad", ["not_json", "foreign_key"])
+def test_readings_pipelined_in_one_write_stop_at_the_first_bad_one(proxy, bad_at, bad):
+    """The proxy asks auth about a write's whole readings together: those before a bad reading
+    are published, in order; the bad one and every one behind it are not, and the connection
+    closes with the bad one's reason, whatever auth said of the readings behind it."""
+    dev = unique(f"pipe-{bad}-{bad_at}")
+    key, iv = proxy.register(dev)
+    broken = (encode(key, iv, b'{"Temp":"36.600", not json at all') if bad == "not_json"
+              else reading(credentials()[0], iv, 99))
+    wires = [reading(key, iv, n) for n in range(8)]
+    wires.insert(bad_at, broken)
+    sock = connect(proxy.config.proxy_port)
+    src = f"src=127.0.0.1:{sock.getsockname()[1]} "
+    sock.sendall(b"".join(wires))
+    assert closed_by_peer(sock)
+    sock.close()
+    # Under another device's key: unknown as a first reading, unreadable under the device's key after.
+    reason = bad if bad == "not_json" else "unknown_key" if bad_at == 0 else "not_printable"
+    [line] = wait_until(lambda: [ln for ln in proxy.close_lines(reason) if src in ln], 5)
+    assert f"readings={bad_at} " in line
+    published = [r["values"]["Temp"] for r in proxy.ingest(dev)]
+    assert published == [f"{36 + n / 100:.3f}" for n in range(bad_at)]
+    # Identified once, by the first reading: nothing behind a refused one is identified afresh.
+    identified = proxy.log("auth").count(f"event=identified device={dev} ")
+    assert identified == (0 if (bad, bad_at) == ("foreign_key", 0) else 1)

@@ -1,4 +1,5 @@
 """The v1 session fed raw bytes, with auth's answers computed from the vectors' keys (no I/O)."""
+import binascii
 import json
 import random
 from pathlib import Path
@@ -8,7 +9,7 @@ from Crypto.Cipher import AES
 
 from services.common import v1
 from services.proxy.errors import Reject
-from services.proxy.v1 import V1Session, check_values
+from services.proxy.v1 import PIPELINE, V1Session, check_values
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
 
@@ -28,26 +29,31 @@ def answer(key: str, iv: str, variant: str, found: v1.Scan) -> tuple[str, bytes 
     return "ok", v1.strip_padding(plain)
 
 
-def drive(session: V1Session, key: str, iv: str, variant: str, chunks: list[bytes]) -> tuple[list, int]:
-    """Feed chunks; returns the readings in order and how many requests went to auth."""
+def drive(session: V1Session, key: str, iv: str, variant: str, chunks: list[bytes],
+          limit: int = PIPELINE) -> tuple[list, int]:
+    """Feed chunks as the handler does (up to `limit` readings asked together); returns the
+    readings in order and how many requests went to auth."""
     out, asked, now = [], 0, 0.0
     for chunk in chunks:
         now += 0.001
         session.feed(chunk, now)
-        while (found := session.next_request()) is not None:
-            asked += 1
-            status, text = answer(key, iv, variant, found)
-            if status == "more":
-                session.more()
-                continue
-            out.append(text)
-            session.accepted(found, 0.0)
+        while runs := session.next_requests(limit):
+            assert len(runs) <= limit and all(found.final for found in runs[1:])
+            asked += len(runs)
+            for found in runs:
+                status, text = answer(key, iv, variant, found)
+                if status == "more":
+                    session.more()
+                    break
+                out.append(text)
+                session.accepted(found, 0.0)
     return out, asked
 
 
 @pytest.mark.parametrize("group", groups(), ids=lambda g: f"{g[0][0]}-{g[0][2]}")
 @pytest.mark.parametrize("split", ["one_write", "byte_at_a_time", "random"])
-def test_stream_gives_every_reading_whatever_the_splits(group, split):
+@pytest.mark.parametrize("limit", [1, 3, PIPELINE])
+def test_stream_gives_every_reading_whatever_the_splits(group, split, limit):
     (key, iv, variant), vecs = group
     stream = b"".join(v["wire"].encode() for v in vecs)
     if split == "one_write":
@@ -61,9 +67,32 @@ def test_stream_gives_every_reading_whatever_the_splits(group, split):
             chunks.append(stream[pos:pos + size])
             pos += size
     session = V1Session(64, 60, 10, 0.0)
-    readings, _ = drive(session, key, iv, variant, chunks)
+    readings, _ = drive(session, key, iv, variant, chunks, limit)
     assert readings == [v["plaintext"].encode() for v in vecs]
     assert not session.buffer
+
+
+def test_complete_readings_are_asked_together_and_a_fault_behind_them_waits_its_turn():
+    """Readings in the buffer are pipelined (each ended by the next one's first byte); the last,
+    not yet ended, and bad bytes behind good readings are for the next round."""
+    (key, iv, variant), vecs = groups()[0]
+    wires = [v["wire"].encode() for v in vecs[:3]]
+    session = V1Session(64, 60, 10, 0.0)
+    session.feed(b"".join(wires) + b"0123456789abcdefXYZ", 0.0)
+    runs = session.next_requests(PIPELINE)
+    assert [b"+".join(binascii.hexlify(b) for b in r.blocks) for r in runs] == wires
+    assert all(r.final for r in runs)
+    assert len(session.next_requests(2)) == 2  # the limit holds
+    for found in runs:
+        session.accepted(found, 0.0)
+    with pytest.raises(Reject) as info:
+        session.next_requests(PIPELINE)
+    assert info.value.reason == "not_hex"
+
+    session = V1Session(64, 60, 10, 0.0)
+    session.feed(b"".join(wires[:2]) + wires[2][:40], 0.0)
+    runs = session.next_requests(PIPELINE)
+    assert len(runs) == 2 and all(r.final for r in runs)  # the third is not complete
 
 
 def test_a_reading_completes_without_the_next_one_starting():
