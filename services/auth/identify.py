@@ -249,18 +249,21 @@ class KeyScan:
         joined = b"".join(block0s)
         total = len(self.candidates) if block0s else 0
         step = max(1, STEP_WORK // (len(block0s) + KEY_COST))
+        # The compiled loop takes whole 16-byte blocks only (auth's first blocks always are).
+        whole = len(joined) == v1.BLOCK * len(block0s)
+        scan_slice = self._compiled_slice if self._compiled is not None and whole else self._python_slice
         for start in range(0, total, step):
             stop = min(total, start + step)
-            if self._compiled is not None and len(joined) == v1.BLOCK * len(block0s):
-                for block, key in self._compiled.many(joined, start, stop):
-                    found[block].append(self.candidates[key])
-            else:
-                self._many_slice(joined, start, stop, found)
+            scan_slice(joined, start, stop, found)
             if stop < total:
                 yield None
         yield found
 
-    def _many_slice(self, joined: bytes, start: int, stop: int, found: list[list[Candidate]]) -> None:
+    def _compiled_slice(self, joined: bytes, start: int, stop: int, found: list[list[Candidate]]) -> None:
+        for block, key in self._compiled.many(joined, start, stop):
+            found[block].append(self.candidates[key])
+
+    def _python_slice(self, joined: bytes, start: int, stop: int, found: list[list[Candidate]]) -> None:
         plains = map(operator.call, self._decrypts[start:stop], repeat(joined))
         for cand, plain, expected in zip(self.candidates[start:stop], plains, self._expected[start:stop],
                                          strict=True):
