@@ -7,6 +7,26 @@
 # Layers: system packages, then Python dependencies, then the code: a code change rebuilds only the
 # last two small layers.
 ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
+
+# The project as a wheel, with auth's compiled key loop (services/auth/_keyscan.c, built by
+# setup.py): the compiler and the headers stay in this stage, the image gets the wheel only.
+FROM ${BASE_IMAGE} AS wheel
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 python3-venv python3-dev gcc libc6-dev libssl-dev ca-certificates \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir -q --upgrade pip setuptools wheel
+WORKDIR /src
+COPY pyproject.toml setup.py ./
+COPY services ./services
+# No compiler fallback here: an image without the fast loop must fail to build, not run slow.
+RUN /opt/build/bin/pip wheel --no-cache-dir -q --no-deps --no-build-isolation -w /wheels . \
+ && /opt/build/bin/python -c "import zipfile, glob; \
+names = zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]).namelist(); \
+assert any(n.startswith('services/auth/_keyscan') and n.endswith('.so') for n in names), names"
+
 FROM ${BASE_IMAGE}
 
 RUN apt-get update \
@@ -28,10 +48,10 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -q -r /tmp/requirements.txt \
  && rm -rf /tmp/requirements.txt /root/.cache
 
-# The code, last.
-COPY services ./services
-RUN /opt/venv/bin/pip install --no-cache-dir -q --no-deps --no-build-isolation . \
- && rm -rf build *.egg-info /root/.cache
+# The code, last: the wheel of the first stage (the same Debian Python, so the same ABI).
+COPY --from=wheel /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir -q --no-deps /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels /root/.cache
 COPY docker/entrypoint.py /usr/local/bin/medsec-entrypoint
 RUN chmod 0755 /usr/local/bin/medsec-entrypoint
 
