@@ -26,6 +26,9 @@ log = logging.getLogger("medsec.proxy.auth")
 # because a burst of new devices queues identifications (each tries every registered v1 key).
 REQUEST_TIMEOUT = 30.0
 RETRY_INTERVAL = 0.1
+# Readings of one device connection asked together (v1 readings, v2 frames: one round trip for
+# the whole ones of a read): a device streaming flat out does not wait a round trip per reading.
+PIPELINE = 16
 
 
 class AuthClient:

@@ -11,15 +11,13 @@ import binascii
 from typing import TYPE_CHECKING
 
 from services.common import v1 as codec
+from services.proxy.authclient import PIPELINE
 from services.proxy.errors import Reject
 
 if TYPE_CHECKING:
     from services.proxy.connection import Connection
 
 READ_CHUNK = 4096
-# Complete readings of one connection asked of auth together (one write, one answer batch), as
-# v2's frames: a device streaming flat out no longer waits a round trip per reading (issue 13).
-PIPELINE = 16
 
 
 class V1Session:

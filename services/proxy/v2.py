@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.common import v2 as codec
 from services.common.logs import kv
+from services.proxy.authclient import PIPELINE
 from services.proxy.errors import BusUnavailable, Reject
 from services.proxy.output import event_payload
 from services.proxy.v1 import check_values
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("medsec.proxy.v2")
 
 READ_CHUNK = 4096
-# Frames of one connection asked of auth together (one round trip for all the whole frames of a
-# read): under load each connection's readings travel in batches, to auth, the bus and back.
-PIPELINE = 16
 
 
 class V2Session:

@@ -8,8 +8,9 @@ import pytest
 from Crypto.Cipher import AES
 
 from services.common import v1
+from services.proxy.authclient import PIPELINE
 from services.proxy.errors import Reject
-from services.proxy.v1 import PIPELINE, V1Session, check_values
+from services.proxy.v1 import V1Session, check_values
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "v1.json").read_text())["readings"]
 
