@@ -314,8 +314,10 @@ class Connection:
         fields = dict(event="close", conn=self.id, src=self.src_text, device=device or "-",
                       protocol=self.protocol or "-", reason=reason, detail=detail or "-",
                       readings=self.readings, seconds=f"{self.loop.time() - self.started:.3f}")
-        if reason == "eof" and self.device is None:
-            log.debug(kv(**fields))  # connected and left without a byte: a port check
+        if (reason == "eof" and self.device is None) or (reason == "reset" and self.protocol is None):
+            # Left without a reading, or reset before its first byte: a port check (HAProxy ends
+            # its health checks with a reset), not a device: no warning, no event.
+            log.debug(kv(**fields))
             return
         (log.warning if fault else log.info)(kv(**fields))
         if fault:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import struct
 import threading
@@ -137,6 +138,23 @@ def test_a_client_that_connects_and_resets(proxy, good):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # RST, not FIN
     assert_only_good_device_affected(proxy, good, "reset", "~unidentified")
+
+
+def test_a_port_check_that_resets_before_its_first_byte_is_not_a_fault(proxy, good):
+    """A balancer's health check (HAProxy's end with a reset) is no rejected device: no warning, no event."""
+    def resets() -> int:
+        text = (proxy.config.run_dir / "metrics-proxy.prom").read_text()
+        found = re.search(r'_closed_total\{reason="reset"\} (\d+)', text)
+        return int(found.group(1)) if found else 0
+
+    lines, events, before = len(proxy.close_lines("reset")), len(proxy.rejected("reset")), resets()
+    for _ in range(3):
+        check = connect(proxy.config.proxy_port)
+        check.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        check.close()  # RST before a byte
+    wait_until(lambda: resets() >= before + 3, 5, what="the proxy to count the three resets")
+    assert len(proxy.close_lines("reset")) == lines and len(proxy.rejected("reset")) == events
+    assert good.error is None
 
 
 def test_first_block_alone_decides_nothing(proxy, good):
