@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from services.common import pg
 from services.common.config import Config
@@ -64,6 +65,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
         self._url = url
         self._retry_at = 0.0
         self._last_error = ""
+        self._batch: str | None = None  # inside batch(): "wanted", then "open" from its first write
         self._db = self._connect()
         self._migrate()
 
@@ -91,12 +93,49 @@ class PostgresKeyStore(SQLKeyStoreBase):
     # --- transactions ---
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
-        """A write transaction, serialised with every other writer of the database."""
+        """A write transaction, serialised with every other writer of the database; inside an
+        open batch, a savepoint of it (psycopg nests transaction() that way)."""
         with self._lock:
-            self._ensure()
+            if self._batch != "open":
+                self._ensure()
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                 yield
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The v2 window writes inside are committed together when it closes, as SQLite's batch:
+        one commit (one WAL flush, milliseconds) for a stretch of frames instead of one each, which
+        a resend storm after an auth restart made auth's bottleneck. The transaction begins at
+        the first write, so a batch without writes costs nothing. Inside it nothing reconnects.
+        The caller answers only after it closed; if anything in it failed, it raises and nothing
+        of the batch was written."""
+        with self._lock:
+            self._batch = "wanted"
+            try:
+                yield
+                if self._batch == "open":
+                    # PostgreSQL turns the COMMIT of a transaction with a failed statement (one a
+                    # caller caught) into a silent ROLLBACK: refuse it instead.
+                    if self._db.info.transaction_status != TransactionStatus.INTRANS:
+                        raise KeyStoreError("a write of the batch failed; nothing of it was written")
+                    self._db.execute("COMMIT")
+            except BaseException:
+                if self._batch == "open":
+                    with contextlib.suppress(psycopg.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch = None
+
+    def _begin(self) -> None:
+        """The batch's transaction, on a live connection (nothing is lost by reconnecting yet)."""
+        try:
+            self._db.execute("BEGIN")
+        except psycopg.OperationalError:
+            self._db = self._connect()
+            self._db.execute("BEGIN")
+        self._batch = "open"
 
     def _ensure(self) -> None:
         """A live connection before a write: the server may have restarted since the last one."""
@@ -113,6 +152,8 @@ class PostgresKeyStore(SQLKeyStoreBase):
             try:
                 return super()._read(sql, args)
             except psycopg.OperationalError:
+                if self._batch == "open":
+                    raise  # the batch's transaction went with the connection: the batch fails
                 # The server restarted or the connection dropped: one fresh try.
                 self._db = self._connect()
                 return super()._read(sql, args)
@@ -122,11 +163,17 @@ class PostgresKeyStore(SQLKeyStoreBase):
         return self._current_change()
 
     def _write_one(self, sql: str, args: tuple) -> int:
-        """One statement outside any transaction (the v2 window writes auth makes before answering)."""
+        """One statement (the v2 window writes auth makes before answering): in the open batch,
+        or outside any transaction."""
         sql = self._sql(sql)
         with self._lock:
+            if self._batch == "open":
+                return self._db.execute(sql, args).rowcount  # no retry: the batch fails whole
             if self._db.closed or self._db.broken:
                 self._db = self._connect()
+            if self._batch == "wanted":
+                self._begin()
+                return self._db.execute(sql, args).rowcount
             try:
                 return self._db.execute(sql, args).rowcount
             except psycopg.OperationalError:

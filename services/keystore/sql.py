@@ -196,8 +196,8 @@ class SQLKeyStoreBase:
         raise NotImplementedError
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
-        """Window writes committed together (SQLite's); here each one commits on its own."""
-        return contextlib.nullcontext()
+        """The v2 window writes inside, committed together when it closes."""
+        raise NotImplementedError
 
     def _sql(self, sql: str) -> str:
         """`sql` in the driver's placeholder style."""

@@ -73,6 +73,36 @@ def test_reconnects_after_the_server_drops_the_connection(url, sealer, pg_server
     store.close()
 
 
+def test_a_batch_commits_once_and_never_reports_a_write_it_lost(url, sealer, pg_server):
+    """Auth's stretch of v2 answers (store.batch): one commit at the end. A write that failed inside
+    it (its error caught by the caller) or a connection lost inside it fails the whole batch, which
+    then wrote nothing; PostgreSQL would otherwise turn the COMMIT into a silent ROLLBACK."""
+    store, other = PostgresKeyStore(url, sealer), PostgresKeyStore(url, sealer)
+    with store.batch():
+        assert store.advance_v2_window("k1", "dev", "1:1:0", "0:0:0")
+        assert store.advance_v2_window("k2", "dev", "1:1:0", "0:0:0")
+        assert other.v2_window("k1") is None  # not before the commit
+    assert other.v2_window("k1") == other.v2_window("k2") == "1:1:0"
+
+    with pytest.raises(KeyStoreError), store.batch():
+        assert store.advance_v2_window("k1", "dev", "2:3:0", "1:1:0")
+        with pytest.raises(psycopg.Error):  # a failing statement, caught as auth catches one request's
+            store._write_one("INSERT INTO no_such_table VALUES (1)", ())
+    assert other.v2_window("k1") == "1:1:0"
+
+    with pytest.raises(psycopg.OperationalError), store.batch():
+        assert store.advance_v2_window("k1", "dev", "2:3:0", "1:1:0")
+        with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
+        store.advance_v2_window("k2", "dev", "2:3:0", "1:1:0")
+    assert other.v2_window("k1") == other.v2_window("k2") == "1:1:0"
+    with store.batch():  # the next batch begins on a fresh connection
+        assert store.advance_v2_window("k1", "dev", "2:3:0", "1:1:0")
+    assert other.v2_window("k1") == "2:3:0"
+    store.close()
+    other.close()
+
+
 def test_no_secret_reaches_the_database(url, sealer, pg_server):
     store = PostgresKeyStore(url, sealer)
     secret = make_secret("v1")
