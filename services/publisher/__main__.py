@@ -34,8 +34,13 @@ async def serve(config: Config, log) -> int:
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        log.info(kv(event="stopping"))  # how long a stop takes: from here to "stopped"
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     if not shared:
         holder = lease.FileLease(config.run_dir / "publisher.lock")
         if not holder.try_acquire():

@@ -35,6 +35,10 @@ from services.publisher.topics import qos_for
 CLIENT_ID = "medsec-publisher"
 SUBSCRIPTIONS = [("medsec/ingest/+", 1), ("medsec/events/+", 1)]
 KEEPALIVE = 15
+# At a stop, how long the broker gets to complete what is in flight: inside compose's 2 s stop grace,
+# so the publisher ends by itself. Whatever is still open then is not lost: the incoming message
+# was not acknowledged (redelivered), or the broker holds it until the next run releases it.
+STOP_DRAIN = 1.2
 
 
 class BusTransport:
@@ -60,7 +64,7 @@ class BusTransport:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set; then wait for the broker's PUBACKs (bounded) and disconnect."""
-        await self.client.run(stop)
+        await self.client.run(stop, drain=STOP_DRAIN)
 
     def _on_message(self, msg: wire.Publish) -> None:
         # Raising leaves the message unacknowledged (the client logs it): the broker redelivers it.
