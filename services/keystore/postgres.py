@@ -128,14 +128,21 @@ class PostgresKeyStore(SQLKeyStoreBase):
             finally:
                 self._batch = None
 
-    def _begin(self) -> None:
-        """The batch's transaction, on a live connection (nothing is lost by reconnecting yet)."""
+    def _begin_with(self, sql: str, args: tuple) -> int:
+        """Begin the batch's transaction with its first write, in one round trip (a pipeline);
+        on a connection found dead, once more on a fresh one: nothing of the batch exists yet."""
+        self._batch = "open"
         try:
-            self._db.execute("BEGIN")
+            return self._pipelined(("BEGIN", ()), (sql, args))
         except psycopg.OperationalError:
             self._db = self._connect()
-            self._db.execute("BEGIN")
-        self._batch = "open"
+            return self._pipelined(("BEGIN", ()), (sql, args))
+
+    def _pipelined(self, *statements: tuple[str, tuple]) -> int:
+        """Send the statements without waiting for each answer; the rows the last one changed."""
+        with self._db.pipeline():
+            cursors = [self._db.execute(sql, args) for sql, args in statements]
+        return cursors[-1].rowcount
 
     def _ensure(self) -> None:
         """A live connection before a write: the server may have restarted since the last one."""
@@ -172,8 +179,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
             if self._db.closed or self._db.broken:
                 self._db = self._connect()
             if self._batch == "wanted":
-                self._begin()
-                return self._db.execute(sql, args).rowcount
+                return self._begin_with(sql, args)
             try:
                 return self._db.execute(sql, args).rowcount
             except psycopg.OperationalError:

@@ -99,6 +99,11 @@ def test_a_batch_commits_once_and_never_reports_a_write_it_lost(url, sealer, pg_
     with store.batch():  # the next batch begins on a fresh connection
         assert store.advance_v2_window("k1", "dev", "2:3:0", "1:1:0")
     assert other.v2_window("k1") == "2:3:0"
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:  # dropped between batches
+        admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
+    with store.batch():  # found dead at the batch's first write: begun again on a fresh one
+        assert store.advance_v2_window("k1", "dev", "3:7:0", "2:3:0")
+    assert other.v2_window("k1") == "3:7:0"
     store.close()
     other.close()
 
