@@ -35,10 +35,10 @@ from services.publisher.topics import qos_for
 CLIENT_ID = "medsec-publisher"
 SUBSCRIPTIONS = [("medsec/ingest/+", 1), ("medsec/events/+", 1)]
 KEEPALIVE = 15
-# At a stop, how long the broker gets to complete what is in flight: inside compose's 2 s stop grace,
+# At a stop, how long the broker gets to complete what is in flight: well inside compose's 2 s grace,
 # so the publisher ends by itself. Whatever is still open then is not lost: the incoming message
 # was not acknowledged (redelivered), or the broker holds it until the next run releases it.
-STOP_DRAIN = 1.2
+STOP_DRAIN = 0.8
 
 
 class BusTransport:
