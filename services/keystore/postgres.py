@@ -65,7 +65,6 @@ class PostgresKeyStore(SQLKeyStoreBase):
         self._url = url
         self._retry_at = 0.0
         self._last_error = ""
-        self._batch: str | None = None  # inside batch(): "wanted", then "open" from its first write
         self._db = self._connect()
         self._migrate()
 
@@ -102,31 +101,16 @@ class PostgresKeyStore(SQLKeyStoreBase):
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                 yield
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """The v2 window writes inside are committed together when it closes, as SQLite's batch:
-        one commit (one WAL flush, milliseconds) for a stretch of frames instead of one each, which
-        a resend storm after an auth restart made auth's bottleneck. The transaction begins at
-        the first write, so a batch without writes costs nothing. Inside it nothing reconnects.
-        The caller answers only after it closed; if anything in it failed, it raises and nothing
-        of the batch was written."""
-        with self._lock:
-            self._batch = "wanted"
-            try:
-                yield
-                if self._batch == "open":
-                    # PostgreSQL turns the COMMIT of a transaction with a failed statement (one a
-                    # caller caught) into a silent ROLLBACK: refuse it instead.
-                    if self._db.info.transaction_status != TransactionStatus.INTRANS:
-                        raise KeyStoreError("a write of the batch failed; nothing of it was written")
-                    self._db.execute("COMMIT")
-            except BaseException:
-                if self._batch == "open":
-                    with contextlib.suppress(psycopg.Error):
-                        self._db.execute("ROLLBACK")
-                raise
-            finally:
-                self._batch = None
+    def _commit_batch(self) -> None:
+        # PostgreSQL turns the COMMIT of a transaction with a failed statement (one a caller caught:
+        # auth answers each request for itself) into a silent ROLLBACK: refuse it instead.
+        if self._db.info.transaction_status != TransactionStatus.INTRANS:
+            raise KeyStoreError("a write of the batch failed; nothing of it was written")
+        self._db.execute("COMMIT")
+
+    def _rollback_batch(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._db.execute("ROLLBACK")
 
     def _begin_with(self, sql: str, args: tuple) -> int:
         """Begin the batch's transaction with its first write, in one round trip (a pipeline);

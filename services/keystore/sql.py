@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -75,6 +75,7 @@ class SQLKeyStoreBase:
         self._unsealed: dict[tuple[str, int], dict[str, str]] = {}
         self.integrity_failures = integrity.Failures()
         self._verified: dict[str, tuple[str, tuple]] = {}
+        self._batch: str | None = None  # batch(): None, "wanted" (no write yet) or "open"
 
     # --- the schema: one migration path for both backends ---
     def _migrate(self) -> None:
@@ -195,8 +196,33 @@ class SQLKeyStoreBase:
         """Run one idempotent write statement on its own (autocommit); the rows it changed."""
         raise NotImplementedError
 
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        """The v2 window writes inside, committed together when it closes."""
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The v2 window writes inside are committed together when it closes: one commit (one
+        journal flush) for a stretch of frames, not one each (issue 13; after an auth restart, a
+        commit per frame on PostgreSQL made auth fall behind the devices' resends). The dialect's
+        `_write_one` begins the transaction at the first write and sets `_batch` to "open", so a
+        batch without writes costs nothing. The caller must not wait inside (another client's
+        writes would join it) and answers only after it closed; if anything in it failed, it
+        raises and nothing of the batch was written."""
+        with self._lock:
+            self._batch = "wanted"
+            try:
+                yield
+                if self._batch == "open":
+                    self._commit_batch()
+            except BaseException:
+                if self._batch == "open":
+                    self._rollback_batch()
+                raise
+            finally:
+                self._batch = None
+
+    def _commit_batch(self) -> None:
+        raise NotImplementedError
+
+    def _rollback_batch(self) -> None:
+        """Undo the open batch; quiet if the connection is gone (then so is the transaction)."""
         raise NotImplementedError
 
     def _sql(self, sql: str) -> str:

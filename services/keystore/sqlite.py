@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,6 @@ class SQLiteKeyStore(SQLKeyStoreBase):
         super().__init__(sealer, clock)
         self._path = path
         self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
-        self._batch: str | None = None  # batch(): None, "wanted" (no write yet) or "open"
         self._db.execute("PRAGMA busy_timeout = 10000")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -68,26 +67,12 @@ class SQLiteKeyStore(SQLKeyStoreBase):
         # failures, say, is written (or rolled back) whole and committed with the batch.
         return _Tx(self._db, self._lock, nested=self._batch == "open")
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """The v2 window writes inside are committed together when it closes: one commit for a
-        batch of frames, not one each (issue 13: a commit is ~20 us of auth's ~70 per v2 frame).
-        The transaction begins at the first write, so a batch without writes costs nothing. The
-        caller must not wait inside (another client's writes would join it) and answers only
-        after it closed; if the commit fails, it raises and nothing of the batch was written."""
-        with self._lock:
-            self._batch = "wanted"
-            try:
-                yield
-                if self._batch == "open":
-                    self._db.execute("COMMIT")
-            except BaseException:
-                if self._batch == "open":
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise
-            finally:
-                self._batch = None
+    def _commit_batch(self) -> None:
+        self._db.execute("COMMIT")
+
+    def _rollback_batch(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
 
     def generation(self) -> int:
         """Changes whenever another connection (process) commits: cheap change detection."""
