@@ -4,8 +4,10 @@
 #   containers: what `make images` and the compose tests need (rootful Podman, no Docker engine)
 set -euo pipefail
 want=(mosquitto:mosquitto mosquitto_sub:mosquitto-clients)
+# netavark sets up container networks with iptables; Debian lists it only as a recommendation.
 containers=(podman:podman buildah:buildah podman-compose:podman-compose debootstrap:debootstrap
-            runc:runc /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns docker-compose:docker-compose openssl:openssl)
+            runc:runc /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns /usr/sbin/iptables:iptables
+            docker-compose:docker-compose openssl:openssl)
 case "${1:-run}" in
   test) want+=(chromium:chromium haproxy:haproxy pg_ctl:postgresql "${containers[@]}") ;;
   containers) want=("${containers[@]}") ;;
