@@ -29,7 +29,7 @@ from services.auth.identify import Identified
 from services.auth.service import AuthService
 from services.common import authwire
 from services.common.config import Config, service_config
-from services.common.logs import kv, setup
+from services.common.logs import Throttled, kv, setup
 from services.common.state import StateError
 from services.keystore.backends import open_store
 from services.keystore.models import KeyStoreError
@@ -72,6 +72,7 @@ class AuthServer:
         self._service = service
         self._path = path
         self._log = log
+        self._store_away = Throttled(log)  # one line a second, not one per request
         self._metrics_path = metrics_path
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.StreamWriter] = set()
@@ -202,7 +203,7 @@ class AuthServer:
                     message, pre = todo.popleft()
                     answered.append((message, self._answer(message, client, pre)))
         except Exception as exc:
-            self._log.warning(kv(event="keystore_unavailable", client=client, error=str(exc)[:200]))
+            self._store_away.warning(event="keystore_unavailable", client=client, error=str(exc)[:200])
             if not answered and todo:  # it failed before a request was taken: one goes, never a spin
                 message = todo.popleft()[0]
                 return [(message, _unavailable(message))]
@@ -217,7 +218,7 @@ class AuthServer:
                 return self._service.handle(message, client)
             return self._service.handle(message, client, identified)
         except KeyStoreError as exc:  # the store is away (a PostgreSQL restart): one line, no traceback
-            self._log.warning(kv(event="keystore_unavailable", client=client, error=str(exc)[:200]))
+            self._store_away.warning(event="keystore_unavailable", client=client, error=str(exc)[:200])
             return _unavailable(message)
         except Exception as exc:  # a bug must cost one reading, not every connection of the proxy
             self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))

@@ -29,14 +29,16 @@ from services.common.config import Config
 from services.common.pg import describe_url
 from services.keystore import schema
 from services.keystore.models import KeyStoreError
+from services.keystore.reconnect import Reconnector
 from services.keystore.sealing import Sealer
 from services.keystore.sql import SQLKeyStoreBase
 
 # pg_advisory_xact_lock key: "medsec" in ASCII, one lock for all writers of this database.
 _WRITE_LOCK = 0x6D6564736563
-# A server that is down is not asked again for RETRY_AFTER s: callers get the last error at once
-# instead of each waiting CONNECT_TIMEOUT (auth answers a pipelined batch one request at a time).
+# Reconnects run in the background (reconnect.py): a caller waits at most RECONNECT_WAIT s, and a
+# server that is away is asked again every RETRY_AFTER s.
 CONNECT_TIMEOUT = 3
+RECONNECT_WAIT = 0.2
 RETRY_AFTER = 1.0
 
 _TRIGGERS = (
@@ -63,9 +65,8 @@ class PostgresKeyStore(SQLKeyStoreBase):
     def __init__(self, url: str, sealer: Sealer, clock: Callable[[], float] = time.time) -> None:
         super().__init__(sealer, clock)
         self._url = url
-        self._retry_at = 0.0
-        self._last_error = ""
-        self._db = self._connect()
+        self._db = self._connect()  # at start, in the open: a wrong URL or password fails here
+        self._reconnector = Reconnector(self._connect, wait=RECONNECT_WAIT, every=RETRY_AFTER)
         self._migrate()
 
     @classmethod
@@ -73,18 +74,22 @@ class PostgresKeyStore(SQLKeyStoreBase):
         return cls(config.keystore_url, Sealer.from_file(config.master_key_path))
 
     def _connect(self) -> psycopg.Connection:
-        if time.monotonic() < self._retry_at:
-            raise KeyStoreError(self._last_error)
         try:
-            db = pg.connect(self._url, CONNECT_TIMEOUT, autocommit=True)
+            return pg.connect(self._url, CONNECT_TIMEOUT, autocommit=True)
         except psycopg.Error as exc:
             # psycopg's message names host and port, never the password.
-            self._last_error = (f"cannot connect to the key store at {describe_url(self._url)}: "
-                                f"{str(exc).strip().splitlines()[0]}")
-            self._retry_at = time.monotonic() + RETRY_AFTER
-            raise KeyStoreError(self._last_error) from None
-        self._retry_at = 0.0
-        return db
+            raise KeyStoreError(f"cannot connect to the key store at {describe_url(self._url)}: "
+                                f"{str(exc).strip().splitlines()[0]}") from None
+
+    def _reconnect(self) -> None:
+        """Replace the dead connection (KeyStoreError while the server or its name is away)."""
+        with contextlib.suppress(psycopg.Error):
+            self._db.close()
+        self._db = self._reconnector.connection()
+
+    def close(self) -> None:
+        self._reconnector.close()
+        super().close()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")
@@ -119,7 +124,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
         try:
             return self._pipelined(("BEGIN", ()), (sql, args))
         except psycopg.OperationalError:
-            self._db = self._connect()
+            self._reconnect()
             return self._pipelined(("BEGIN", ()), (sql, args))
 
     def _pipelined(self, *statements: tuple[str, tuple]) -> int:
@@ -136,7 +141,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
                 return
             except psycopg.OperationalError:
                 pass
-        self._db = self._connect()
+        self._reconnect()
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -146,7 +151,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
                 if self._batch == "open":
                     raise  # the batch's transaction went with the connection: the batch fails
                 # The server restarted or the connection dropped: one fresh try.
-                self._db = self._connect()
+                self._reconnect()
                 return super()._read(sql, args)
 
     def generation(self) -> int:
@@ -161,7 +166,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
             if self._batch == "open":
                 return self._db.execute(sql, args).rowcount  # no retry: the batch fails whole
             if self._db.closed or self._db.broken:
-                self._db = self._connect()
+                self._reconnect()
             if self._batch == "wanted":
                 return self._begin_with(sql, args)
             try:
@@ -170,5 +175,5 @@ class PostgresKeyStore(SQLKeyStoreBase):
                 # One statement, idempotent: safe to send again on a fresh connection. (A
                 # compare-and-set that committed before the connection dropped then reports a
                 # loss: auth reloads the window and answers a redelivery, never a second accept.)
-                self._db = self._connect()
+                self._reconnect()
                 return self._db.execute(sql, args).rowcount
