@@ -14,10 +14,11 @@ Answers (auth -> proxy):
 """
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterator
 from typing import Any
+
+from services.common import fastjson
 
 MAX_MESSAGE = 1 << 20
 _LEN = struct.Struct(">I")
@@ -28,7 +29,7 @@ class AuthWireError(ValueError):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = fastjson.dumps(message)
     if len(body) > MAX_MESSAGE:
         raise AuthWireError(f"message of {len(body)} bytes exceeds {MAX_MESSAGE}")
     return _LEN.pack(len(body)) + body
@@ -45,7 +46,7 @@ def decode(buf: bytes | bytearray) -> tuple[dict[str, Any] | None, int]:
     if len(buf) < end:
         return None, 0
     try:
-        message = json.loads(bytes(buf[_LEN.size:end]))
+        message = fastjson.loads(bytes(buf[_LEN.size:end]))
     except ValueError as exc:
         raise AuthWireError(f"message is not JSON: {exc}") from None
     if not isinstance(message, dict):

@@ -14,10 +14,10 @@ text ending in '&' (the padding), so framing is split in two:
 from __future__ import annotations
 
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from services.common import fastjson
 from services.common.errors import ReasonError
 
 BLOCK = 16
@@ -132,8 +132,8 @@ def strip_padding(plain: bytes) -> bytes:
 def parse_plaintext(text: bytes) -> dict[str, str]:
     """The reading as the device sent it: seven fields, every value a string."""
     try:
-        obj = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        obj = fastjson.loads(text)
+    except ValueError:  # invalid UTF-8 included
         raise V1Error("not_json", "plaintext is not JSON (wrong key or corrupted reading)") from None
     if not isinstance(obj, dict):
         raise V1Error("not_json", "plaintext is not a JSON object")

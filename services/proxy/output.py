@@ -17,13 +17,12 @@ leaves room for a disconnect event of every connection at shutdown).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from services.common import bus
+from services.common import bus, fastjson
 from services.common.config import Config
 from services.common.logs import kv
 from services.common.mqttclient import MqttClient
@@ -43,10 +42,10 @@ def ingest_payload(device: str, values: dict[str, str], protocol: str, seq: int 
     `gen` is the generation of the key the reading verified under (auth's answer): a v2 seq
     starts again after a rotation, so the publisher tells duplicates apart by (device, gen, seq).
     """
-    return json.dumps({
+    return fastjson.dumps({
         "device": device, "ts": ts, "seq": seq, "gen": gen, "protocol": protocol, "values": values,
         "src": list(src), "gw": list(gw), "uid": uid,
-    }, separators=(",", ":")).encode()
+    })
 
 
 def event_payload(event: str, device: str | None, reason: str | None, detail: str,
@@ -59,7 +58,7 @@ def event_payload(event: str, device: str | None, reason: str | None, detail: st
     }
     if peer is not None:
         doc["peer"] = list(peer)
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)
 
 
 class Output:
@@ -177,7 +176,7 @@ class Output:
     # --- in ---
     def _on_message(self, message: Publish) -> None:
         try:
-            event = json.loads(message.payload)
+            event = fastjson.loads(message.payload)
         except ValueError:
             log.warning(kv(event="bad_key_event", detail="not JSON"))
             return

@@ -5,13 +5,13 @@ publishes what it returns; tests can drive it directly.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
+from services.common import fastjson
 from services.common.bus import EVENTS, INGEST_BATCH, UNIDENTIFIED
 from services.common.config import valid_device_id
 from services.common.logs import kv
@@ -155,7 +155,7 @@ class PublisherService:
             "ts": self.clock(), "src": src, "protocol": protocol,
         }
         topic_out = EVENTS.format(device=device or UNIDENTIFIED)
-        return topic_out, json.dumps(event, separators=(",", ":")).encode(), False
+        return topic_out, fastjson.dumps(event), False
 
 
 def _load_context(payload: bytes) -> object:
@@ -163,8 +163,8 @@ def _load_context(payload: bytes) -> object:
     if len(payload) > MAX_BUS_MESSAGE:
         return None
     try:
-        return json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return fastjson.loads(payload)
+    except ValueError:  # orjson: bad UTF-8 and nesting too deep too
         return None
 
 

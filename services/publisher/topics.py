@@ -7,12 +7,12 @@ returned, so a caller that publishes the list never publishes half a reading.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from services.common import fastjson
 from services.common.bus import MAX_BATCH_READINGS
 from services.common.config import valid_device_id
 from services.common.errors import ReasonError
@@ -89,8 +89,8 @@ def _load_object(payload: bytes) -> dict:
     if len(payload) > MAX_BUS_MESSAGE:
         raise _bad(f"payload of {len(payload)} bytes exceeds {MAX_BUS_MESSAGE}")
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+        obj = fastjson.loads(payload)
+    except ValueError:  # orjson: bad UTF-8 too
         raise _bad("payload is not JSON") from None
     if not isinstance(obj, dict):
         raise _bad("payload is not a JSON object")
@@ -136,8 +136,8 @@ def parse_batch(payload: bytes) -> list[object]:
     if len(payload) > MAX_BATCH_MESSAGE:
         raise _bad(f"batch of {len(payload)} bytes exceeds {MAX_BATCH_MESSAGE}")
     try:
-        items = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        items = fastjson.loads(payload)
+    except ValueError:  # orjson: bad UTF-8 and nesting too deep too
         raise _bad("batch is not JSON") from None
     if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH_READINGS:
         raise _bad(f"batch must be a JSON array of 1 to {MAX_BATCH_READINGS} readings")
@@ -189,7 +189,7 @@ def json_payload(reading: Ingest) -> bytes:
         "device": reading.device, "ts": reading.ts, "seq": reading.seq, "protocol": reading.protocol,
     }
     doc.update(reading.numbers)
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)
 
 
 def value_messages(reading: Ingest) -> list[Publish]:
@@ -239,8 +239,8 @@ def _device_event(topic: str, payload: bytes, meanings: Mapping[str, T]) -> tupl
     if device is None or not valid_device_id(device) or len(payload) > MAX_BUS_MESSAGE:
         return None
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        obj = fastjson.loads(payload)
+    except ValueError:  # orjson: bad UTF-8 and nesting too deep too
         return None
     if not isinstance(obj, dict) or obj.get("device") != device:
         return None
@@ -270,7 +270,7 @@ def alert_message(topic: str, payload: bytes) -> Publish | None:
         "src": _maybe_address(obj, "src"), "peer": _maybe_address(obj, "peer"),
         "ts": float(ts) if _is_number(ts) else None,
     }
-    return f"Pico/{device}/alert", json.dumps(doc, separators=(",", ":")).encode(), True
+    return f"Pico/{device}/alert", fastjson.dumps(doc), True
 
 
 def _maybe_address(obj: dict, name: str) -> list | None:
