@@ -118,7 +118,7 @@ class Connection:
         if not self.online:
             self._identify(device, protocol)
         while len(self._acks) >= MAX_PENDING_ACKS:
-            await self._await_ack(self._acks.popleft())
+            await self._await_ack(self._acks.popleft(), bounded=False)
         payload = ingest_payload(device, values, protocol, seq, self.src, self.gw,
                                  self.state.next_uid(), time.time(), gen)
         future = self.state.output.publish_reading(device, payload)
@@ -237,8 +237,15 @@ class Connection:
             self.readings += 1
             self.state.metrics.readings_accepted += 1
 
-    async def _await_ack(self, future: asyncio.Future[None]) -> None:
+    async def _await_ack(self, future: asyncio.Future[None], bounded: bool = True) -> None:
+        """Wait for a reading's PUBACK (shielded: the bus message may carry other connections'
+        readings). Unbounded while the connection runs: the reading's watchdog closes it when the
+        broker stays silent, and a timer per wait was a twentieth of the proxy's CPU (issue 13).
+        Bounded once it is closing, when kill() no longer acts."""
         try:
+            if not bounded:
+                await asyncio.shield(future)
+                return
             async with asyncio.timeout(self.config.bus_timeout):
                 await asyncio.shield(future)
         except TimeoutError:

@@ -124,6 +124,26 @@ def test_metrics_file_counts_connections_and_readings(stack):
     sock.close()
 
 
+def test_a_device_streaming_into_a_silent_broker_is_closed_at_the_bus_timeout(stack):
+    """More readings than may wait for their PUBACK (the connection stops reading and waits for the
+    oldest): the broker's silence still closes it, at the timeout, with nothing left hanging."""
+    stack.start_proxy(MEDSEC_BUS_TIMEOUT="0.5", MEDSEC_IDLE_TIMEOUT="30")
+    key, iv = stack.register("patient")
+    sock = connect(stack.config.proxy_port)
+    sock.sendall(reading(key, iv, 1))
+    wait_until(lambda: stack.ingest("patient"), 5)
+    [mosquitto] = [p for p in stack.procs.started if "mosquitto" in p.args[0]]
+    stack.procs.stop(mosquitto)
+    started = time.monotonic()
+    sock.sendall(b"".join(reading(key, iv, n) for n in range(2, 20)))
+    assert closed_by_peer(sock, timeout=3)
+    assert time.monotonic() - started < 2.5
+    sock.close()
+    [line] = wait_until(lambda: stack.close_lines("bus_unavailable"), 3)
+    assert "no PUBACK within 0.5 s" in line
+    assert "Traceback" not in stack.log()
+
+
 def test_broker_down_closes_with_bus_unavailable_then_recovers(stack):
     stack.start_proxy(MEDSEC_BUS_TIMEOUT="0.5", MEDSEC_IDLE_TIMEOUT="30")
     key, iv = stack.register("patient")
