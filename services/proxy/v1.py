@@ -111,13 +111,16 @@ class V1Session:
         return idle, "idle_timeout"
 
 
+_FIELDS = frozenset(codec.FIELDS)
+
+
 def check_values(values: object) -> dict[str, str]:
     """Auth's decoded values: the seven fields as strings, else the answer is unusable."""
-    if not isinstance(values, dict) or set(values) != set(codec.FIELDS):
+    if not isinstance(values, dict) or values.keys() != _FIELDS:
         raise Reject("auth_protocol", "auth answered ok without the seven fields")
     if not all(isinstance(v, str) for v in values.values()):
         raise Reject("auth_protocol", "auth answered ok with non-string values")
-    return {f: values[f] for f in codec.FIELDS}
+    return values
 
 
 class V1Handler:

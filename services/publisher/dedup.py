@@ -17,13 +17,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from array import array
 from pathlib import Path
+
+_ITEM = array("q").itemsize
 
 
 def stable_digest(key: tuple[object, ...]) -> int:
     """The same 64-bit number in every process (hash() of a str changes from one process to the next)."""
     return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def _holds(hashes: array, digest: int) -> bool:
+    """`digest in hashes`, searched as bytes: `in` makes an int of every entry (5 % of the
+    publisher's CPU, issue 13). Only a match at an entry's start counts."""
+    raw = hashes.tobytes()
+    needle = digest.to_bytes(_ITEM, sys.byteorder, signed=True)
+    at = raw.find(needle)
+    while at > 0 and at % _ITEM:
+        at = raw.find(needle, at + 1)
+    return at >= 0
 
 
 class RecentWindow:
@@ -49,7 +63,7 @@ class RecentWindow:
             entry = (array("q"), [0])
             self._seen[device] = entry
         hashes, cursor = entry
-        if digest in hashes:
+        if _holds(hashes, digest):
             return True
         if len(hashes) < self.window:
             hashes.append(digest)

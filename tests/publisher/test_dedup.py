@@ -66,3 +66,22 @@ def test_no_file_is_an_empty_window_and_a_bad_one_is_a_clear_error(tmp_path) -> 
         with pytest.raises(DedupFileError, match="bad.json"):
             load(path, window)
     assert len(window) == 0
+
+
+def test_a_digest_is_found_only_as_a_whole_entry_of_the_window() -> None:
+    """The window is searched as bytes: a digest whose bytes straddle two entries is not in it."""
+    from array import array
+    from random import Random
+
+    from services.publisher.dedup import _holds
+
+    rnd = Random(3)
+    patterned = [0, -1, 1, 0x0101010101010101, 0x0100000000000000, 256, 2**63 - 1, -(2**63)]
+    for _ in range(5000):
+        entries = [rnd.choice([rnd.randrange(-2**63, 2**63), rnd.choice(patterned)])
+                   for _ in range(rnd.randrange(0, 130))]
+        hashes = array("q", entries)
+        for probe in (rnd.choice(entries or [0]), rnd.randrange(-2**63, 2**63), rnd.choice(patterned)):
+            assert _holds(hashes, probe) == (probe in entries)
+    straddling = array("q", [0x0200000000000000, 0x01])  # bytes 7..14 read as 0x0102 (little-endian)
+    assert not _holds(straddling, int.from_bytes(straddling.tobytes()[7:15], sys.byteorder, signed=True))
