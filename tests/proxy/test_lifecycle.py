@@ -124,9 +124,9 @@ def test_metrics_file_counts_connections_and_readings(stack):
     sock.close()
 
 
-def test_a_device_streaming_into_a_silent_broker_is_closed_at_the_bus_timeout(stack):
-    """More readings than may wait for their PUBACK (the connection stops reading and waits for the
-    oldest): the broker's silence still closes it, at the timeout, with nothing left hanging."""
+def _streaming_when_the_broker_stops(stack):
+    """A device whose first reading went through, on a proxy with a 0.5 s bus timeout; then the
+    broker stops. Its key, IV and socket."""
     stack.start_proxy(MEDSEC_BUS_TIMEOUT="0.5", MEDSEC_IDLE_TIMEOUT="30")
     key, iv = stack.register("patient")
     sock = connect(stack.config.proxy_port)
@@ -134,6 +134,13 @@ def test_a_device_streaming_into_a_silent_broker_is_closed_at_the_bus_timeout(st
     wait_until(lambda: stack.ingest("patient"), 5)
     [mosquitto] = [p for p in stack.procs.started if "mosquitto" in p.args[0]]
     stack.procs.stop(mosquitto)
+    return key, iv, sock
+
+
+def test_a_device_streaming_into_a_silent_broker_is_closed_at_the_bus_timeout(stack):
+    """More readings than may wait for their PUBACK (the connection stops reading and waits for the
+    oldest): the broker's silence still closes it, at the timeout, with nothing left hanging."""
+    key, iv, sock = _streaming_when_the_broker_stops(stack)
     started = time.monotonic()
     sock.sendall(b"".join(reading(key, iv, n) for n in range(2, 20)))
     assert closed_by_peer(sock, timeout=3)
@@ -145,13 +152,7 @@ def test_a_device_streaming_into_a_silent_broker_is_closed_at_the_bus_timeout(st
 
 
 def test_broker_down_closes_with_bus_unavailable_then_recovers(stack):
-    stack.start_proxy(MEDSEC_BUS_TIMEOUT="0.5", MEDSEC_IDLE_TIMEOUT="30")
-    key, iv = stack.register("patient")
-    sock = connect(stack.config.proxy_port)
-    sock.sendall(reading(key, iv, 1))
-    wait_until(lambda: stack.ingest("patient"), 5)
-    [mosquitto] = [p for p in stack.procs.started if "mosquitto" in p.args[0]]
-    stack.procs.stop(mosquitto)
+    key, iv, sock = _streaming_when_the_broker_stops(stack)
     sock.sendall(reading(key, iv, 2))
     assert closed_by_peer(sock, timeout=3)  # not held open, not queued without end
     sock.close()
