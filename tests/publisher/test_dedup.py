@@ -2,10 +2,12 @@ import os
 import stat
 import subprocess
 import sys
+from array import array
+from random import Random
 
 import pytest
 
-from services.publisher.dedup import DedupFileError, RecentWindow, load, save, stable_digest
+from services.publisher.dedup import DedupFileError, RecentWindow, _holds, load, save, stable_digest
 
 
 def test_second_sighting_is_a_duplicate_per_device() -> None:
@@ -70,11 +72,6 @@ def test_no_file_is_an_empty_window_and_a_bad_one_is_a_clear_error(tmp_path) -> 
 
 def test_a_digest_is_found_only_as_a_whole_entry_of_the_window() -> None:
     """The window is searched as bytes: a digest whose bytes straddle two entries is not in it."""
-    from array import array
-    from random import Random
-
-    from services.publisher.dedup import _holds
-
     rnd = Random(3)
     patterned = [0, -1, 1, 0x0101010101010101, 0x0100000000000000, 256, 2**63 - 1, -(2**63)]
     for _ in range(5000):
