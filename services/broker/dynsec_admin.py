@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from services.broker import BrokerError
-from services.common import bus
+from services.common import bus, lookup
 from services.common.config import Config
 from services.common.state import StateError
 
@@ -66,7 +66,7 @@ def send(config: Config, commands: list[dict], timeout: float = 10.0) -> bool:
         raise BrokerError(str(exc)) from None
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     try:
-        client.connect(config.broker_host, config.mqtt_port)
+        lookup.retrying(lambda: client.connect(config.broker_host, config.mqtt_port))
     except ConnectionRefusedError:
         return False
     except OSError as exc:

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from services.common import lookup
 from services.common.config import Config
 from services.common.state import StateError, admin_token
 
@@ -41,7 +42,8 @@ def quote(segment: str) -> str:
 
 
 class AdminClient:
-    """`base_url` is .../api/v1; `wait` > 0 retries an unreachable API that long (a stack starting)."""
+    """`base_url` is .../api/v1; `wait` > 0 retries an unreachable API that long (a stack starting).
+    A lookup of its host that fails only for now is asked again for at least `lookup.GRACE` s."""
 
     def __init__(self, base_url: str, token: str, timeout: float = TIMEOUT, wait: float = 0.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -68,6 +70,7 @@ class AdminClient:
         if data is not None:
             req.add_header("Content-Type", content_type)
         deadline = time.monotonic() + self.wait
+        lookup_deadline = time.monotonic() + max(self.wait, lookup.GRACE)
         while True:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -75,11 +78,11 @@ class AdminClient:
             except urllib.error.HTTPError as exc:
                 return exc.code, _json(exc.read())
             except (urllib.error.URLError, OSError) as exc:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= (lookup_deadline if lookup.is_temporary(exc) else deadline):
                     reason = getattr(exc, "reason", None) or exc
                     raise AdminApiError(0, f"the key-admin API at {self.base_url} is not reachable "
                                            f"({reason}); is the stack running (`medsec up`)?") from None
-                time.sleep(0.2)
+                time.sleep(lookup.INTERVAL)
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         """The decoded answer of a 2xx; AdminApiError carrying the status and message otherwise."""

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from Crypto.PublicKey import RSA
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.common import envelope
+from services.common import envelope, lookup
 from services.common.config import Config
 from services.dispatch import topics
 from services.dispatch.nonces import StoredNonceCache
@@ -91,7 +91,7 @@ class StationClient:
         c.on_connect = self._on_connect
         c.on_subscribe = lambda *a: self._subscribed.set()
         c.on_message = self._on_message
-        c.connect(self.config.broker_host, self.config.mqtt_port, keepalive=15)
+        lookup.retrying(lambda: c.connect(self.config.broker_host, self.config.mqtt_port, keepalive=15))
         c.loop_start()
         self.client = c
         if not self._subscribed.wait(timeout):

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import bus
+from services.common import bus, lookup
 from services.common.config import Config
 from services.common.logs import kv
 from services.keystore.audit import AuditEntry
@@ -161,7 +161,7 @@ def read_witness(config: Config, account: str = "monitor", timeout: float = 5.0)
     client = bus.make_client(config, account, f"audit-verify-{uuid.uuid4().hex[:8]}")
     client.on_connect, client.on_message = on_connect, on_message
     client.on_subscribe = lambda c, u, mid, codes, p: answered.set()
-    client.connect(config.broker_host, config.mqtt_port, keepalive=15)
+    lookup.retrying(lambda: client.connect(config.broker_host, config.mqtt_port, keepalive=15))
     client.loop_start()
     try:
         if not answered.wait(timeout):
