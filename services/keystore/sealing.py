@@ -25,6 +25,8 @@ from services.common.state import read_secret
 NONCE = 12
 TAG = 16
 _VERSION = b"\x01"
+# json.dumps with separators builds an encoder per call (a third of a v2 window write's MAC).
+_ROW_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class SealError(ValueError):
@@ -71,5 +73,5 @@ class Sealer:
 
     def row_mac(self, table: str, fields: tuple) -> str:
         """A MAC over a row's protected fields (a canonical JSON list, the table name first)."""
-        body = json.dumps([table, *fields], separators=(",", ":")).encode()
+        body = _ROW_JSON.encode([table, *fields]).encode()
         return hmac.digest(self._row_key, body, "sha256").hex()
