@@ -35,6 +35,7 @@ from services.keystore.models import (
     DeviceExists,
     DeviceNotFound,
     DeviceRevoked,
+    KeyStoreError,
     NewDevice,
     Seen,
     Station,
@@ -76,6 +77,8 @@ class SQLKeyStoreBase:
         self.integrity_failures = integrity.Failures()
         self._verified: dict[str, tuple[str, tuple]] = {}
         self._batch: str | None = None  # batch(): None, "wanted" (no write yet) or "open"
+        # The v2 windows the open batch wrote: key id -> [device id, window written, window now].
+        self._held: dict[str, list[str]] = {}
 
     # --- the schema: one migration path for both backends ---
     def _migrate(self) -> None:
@@ -209,6 +212,8 @@ class SQLKeyStoreBase:
             self._batch = "wanted"
             try:
                 yield
+                for key_id in list(self._held):
+                    self._write_held(key_id)
                 if self._batch == "open":
                     self._commit_batch()
             except BaseException:
@@ -217,6 +222,7 @@ class SQLKeyStoreBase:
                 raise
             finally:
                 self._batch = None
+                self._held.clear()
 
     def _commit_batch(self) -> None:
         raise NotImplementedError
@@ -537,6 +543,7 @@ class SQLKeyStoreBase:
     def v2_window(self, key_id: str) -> str | None:
         """The stored window; IntegrityFailed when it was changed without the master key (a reset
         window would let old frames in again): the caller refuses the device's frames."""
+        self._write_held(key_id)
         # "window" quoted: a reserved word in PostgreSQL.
         rows = self._read('SELECT "window", device_id, mac FROM v2_windows WHERE key_id = ?', (key_id,))
         if not rows:
@@ -571,6 +578,7 @@ class SQLKeyStoreBase:
         With several auth instances, one that served a device earlier may flush its older copy
         after another accepted more; then nothing is written (False), and the caller merges its
         ack bits into the stored window. Accepting a seq goes through `advance_v2_window`."""
+        self._write_held(key_id)
         return self._write_window_if(key_id, device_id, window, _accepted(window))
 
     def advance_v2_window(self, key_id: str, device_id: str, window: str, base: str) -> bool:
@@ -579,8 +587,35 @@ class SQLKeyStoreBase:
 
         One atomic compare-and-set, written before auth answers (a restarted auth never accepts
         a seq twice). False when the stored window accepted something since `base` was read
-        (another auth instance): the caller must reload it and classify the seq again."""
-        return self._write_window_if(key_id, device_id, window, _accepted(base))
+        (another auth instance): the caller must reload it and classify the seq again.
+
+        Inside a batch, only a key's first advance is written at once: that write locks the row
+        until the batch commits (SQLite: the database; PostgreSQL: the row), so no other instance
+        can change it meanwhile. Its later advances are compared with what the batch made of the
+        window and only the last is written, just before the commit (issue 13: a device's frames
+        come in runs; the write and its MAC were a quarter of a v2 frame's cost in auth)."""
+        with self._lock:  # the batch's thread holds it throughout: `_held` is that thread's
+            held = self._held.get(key_id)
+            if held is not None:
+                if _accepted(held[2]) != _accepted(base):
+                    return False
+                held[0], held[2] = device_id, window
+                return True
+            written = self._write_window_if(key_id, device_id, window, _accepted(base))
+            if written and self._batch == "open":
+                self._held[key_id] = [device_id, window, window]
+            return written
+
+    def _write_held(self, key_id: str) -> None:
+        """Write the last window the open batch accepted for `key_id`, if it moved since written."""
+        with self._lock:
+            held = self._held.pop(key_id, None)
+            if held is None or held[1] == held[2]:
+                return
+            device_id, written, window = held
+            if not self._write_window_if(key_id, device_id, window, _accepted(written)):
+                # Cannot happen while the batch holds the row's lock: fail the batch, write nothing.
+                raise KeyStoreError(f"the replay window of key id {key_id} changed inside a batch")
 
     # --- dispatch stations ---
     _STATION = "SELECT id, public_key, fingerprint, created_at, revoked_at FROM dispatch_stations"

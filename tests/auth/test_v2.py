@@ -245,6 +245,51 @@ def test_advance_v2_window_is_a_compare_and_set(store, store_config):
         other.close()
 
 
+def test_a_batch_writes_a_run_of_advances_of_one_key_once(store, store_config, monkeypatch):
+    """Issue 13: inside a batch a key's first advance is written at once (it locks the row until
+    the commit); the later ones are compared with what the batch made of the window, and only the
+    last is written, before the commit. Another instance sees the last window after the commit,
+    and its compare-and-set against an older one loses; a batch that fails writes nothing."""
+    writes = []
+    real = store._write_window_if
+    monkeypatch.setattr(store, "_write_window_if", lambda *a: writes.append(a[2]) or real(*a))
+    store.advance_v2_window("kid-run", "dev", "0:1:0", "0:0:0")
+    other = open_store(store_config)
+    lost: list[bool] = []
+    try:
+        writes.clear()
+        with store.batch():
+            assert store.advance_v2_window("kid-run", "dev", "1:3:0", "0:1:0")
+            racer = threading.Thread(target=lambda: lost.append(
+                other.advance_v2_window("kid-run", "dev", "1:3:0", "0:1:0")))
+            racer.start()  # waits for the batch's lock
+            assert store.advance_v2_window("kid-run", "dev", "2:7:1", "1:3:0")
+            assert not store.advance_v2_window("kid-run", "dev", "2:7:0", "0:1:0")  # stale: loses
+            assert store.advance_v2_window("kid-run", "dev", "3:15:1", "2:7:0")  # ack bits apart
+            assert writes == ["1:3:0"]
+        racer.join(15)
+        assert writes == ["1:3:0", "3:15:1"] and lost == [False]
+        assert other.v2_window("kid-run") == "3:15:1"
+
+        writes.clear()
+        with store.batch():  # a read inside the batch sees the batch's window
+            assert store.advance_v2_window("kid-run", "dev", "4:1:0", "3:15:1")
+            assert store.advance_v2_window("kid-run", "dev", "5:3:0", "4:1:0")
+            assert store.v2_window("kid-run") == "5:3:0"
+            assert store.advance_v2_window("kid-run", "dev", "6:7:0", "5:3:0")
+        assert writes == ["4:1:0", "5:3:0", "6:7:0"] and other.v2_window("kid-run") == "6:7:0"
+
+        with pytest.raises(RuntimeError), store.batch():
+            assert store.advance_v2_window("kid-run", "dev", "7:1:0", "6:7:0")
+            assert store.advance_v2_window("kid-run", "dev", "8:3:0", "7:1:0")
+            raise RuntimeError("the stretch failed")
+        assert other.v2_window("kid-run") == store.v2_window("kid-run") == "6:7:0"
+        assert store.advance_v2_window("kid-run", "dev", "7:1:0", "6:7:0")  # outside: written at once
+        assert other.v2_window("kid-run") == "7:1:0"
+    finally:
+        other.close()
+
+
 class FailingWrites:
     """The key store, whose next `fail` window writes raise as a restarting PostgreSQL makes them."""
 
