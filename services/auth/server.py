@@ -34,6 +34,7 @@ from services.keystore.backends import open_store
 from services.keystore.models import KeyStoreError
 
 FLUSH_INTERVAL = 1.0
+SEEN_CHUNK = 100  # devices' counters a write: ~2 ms
 READ_CHUNK = 1 << 16
 # Requests identified together at most (one pass over the v1 keys each).
 BATCH = 256
@@ -122,10 +123,15 @@ class AuthServer:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            self._flush()
+            while self._service.flush(SEEN_CHUNK):
+                await asyncio.sleep(0)
+            self._write_metrics()
 
     def _flush(self) -> None:
         self._service.flush()
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
         if self._metrics_path is not None:
             try:
                 tmp = self._metrics_path.with_name(self._metrics_path.name + ".tmp")

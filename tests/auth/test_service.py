@@ -173,6 +173,17 @@ def test_counters_flushed_in_batches(store, client):
     assert device.connections == 1 and device.last_seen
 
 
+def test_counters_of_more_devices_than_one_chunk_all_land(store, client):
+    """The server writes the counters in chunks of SEEN_CHUNK devices, all within the same tick."""
+    keys = [f"{i:016d}" for i in range(150)]
+    for i, key in enumerate(keys):
+        add(store, f"many-{i}", key=key)
+    for conn, key in enumerate(keys):
+        assert client.reading(conn, encrypt(key, IV, GOOD))["status"] == "ok"
+    wait_until(lambda: all(store.get(f"many-{i}").readings == 1 for i in range(150)), 5,
+               what="every device's counters flushed")
+
+
 def test_rotation_overlap_then_old_key_refused(store, client):
     add(store, "pico-1")
     old = encrypt(KEY, IV, GOOD)
