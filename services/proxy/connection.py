@@ -228,8 +228,10 @@ class Connection:
         self.online = True
         count = self.state.add_device(device, self)
         self.state.metrics.observe(self.state.metrics.identify, self.loop.time() - self.first_byte_at)
-        log.info(kv(event="connect", conn=self.id, device=device, src=self.src_text, protocol=protocol,
-                    connections=count))
+        # DEBUG: a connection's one line is its close line (docs/operations.md); the connect
+        # event goes to the bus. Two lines a connection were a fifth of the proxy's CPU in a burst.
+        log.debug(kv(event="connect", conn=self.id, device=device, src=self.src_text, protocol=protocol,
+                     connections=count))
         self._event("connect", device, None, f"connections={count}")
 
     def _counted(self, future: asyncio.Future[None]) -> None:
