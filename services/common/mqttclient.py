@@ -82,6 +82,7 @@ class MqttClient:
         window: int | None = None,
         release_stored: bool = False,
         max_outgoing: int = MAX_IN_FLIGHT // 2,
+        before_flush: Callable[[], None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id
@@ -101,6 +102,8 @@ class MqttClient:
         # for the broker; its acknowledgements are still read. Issue 13: a handler that publishes
         # faster than the broker takes (the publisher under overload) ran out of packet ids otherwise.
         self.max_outgoing = max_outgoing
+        # Called first when the packets of a loop turn are written: what it publishes joins them.
+        self.before_flush = before_flush
         self.session = 0  # counts connections; an ack names the one its message came on
         self.connected = False
         self.stopping = False
@@ -220,6 +223,8 @@ class MqttClient:
             asyncio.get_running_loop().call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()  # still pending: its publishes need no flush of their own
         self._flush_pending = False
         if self._out and self._writer is not None:
             self._writer.write(bytes(self._out))

@@ -72,19 +72,22 @@ class Output:
         self.readings_waiting = 0
         self.events_waiting = 0
         self._on_key_event = on_key_event
-        # A clean session: key events matter only while connected (a revocation also closes
-        # connections through auth); readings in flight are resent after a reconnect anyway.
-        self.client = MqttClient(
-            config.broker_host, config.mqtt_port, client_id, "proxy", mqtt_password(config, "proxy"),
-            subscriptions=[(bus.KEY_EVENTS, 1)], on_message=self._on_message, log=log,
-        )
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         # Readings of this loop turn not yet handed to the client: payloads, their topic, one future.
         self._batch: list[bytes] = []
         self._batch_topic = ""
         self._batch_bytes = 0
         self._batch_future: asyncio.Future[None] | None = None
+        # A clean session: key events matter only while connected (a revocation also closes
+        # connections through auth); readings in flight are resent after a reconnect anyway.
+        # The batch joins the client's write of the same turn (a new device's connect event and
+        # its first reading: one write, not two loop turns apart).
+        self.client = MqttClient(
+            config.broker_host, config.mqtt_port, client_id, "proxy", mqtt_password(config, "proxy"),
+            subscriptions=[(bus.KEY_EVENTS, 1)], on_message=self._on_message, log=log,
+            before_flush=self._send_batch,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def subscribed(self) -> asyncio.Event:

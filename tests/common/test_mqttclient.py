@@ -72,6 +72,38 @@ def test_qos1_publish_completes_on_puback_and_arrives(config, broker) -> None:
     assert got == [b"%d" % n for n in range(200)]  # in order, each once
 
 
+def test_what_before_flush_publishes_joins_the_same_write(config, broker) -> None:
+    """The proxy's readings of a loop turn go out with the packets already waiting (a new device's
+    connect event and its first reading): one write of both, in the order they were published."""
+    first, second = topic("event"), topic("reading")
+
+    async def main() -> tuple[list[str], list[int]]:
+        got: list[str] = []
+        sub = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got.append(m.topic) if m.topic in (first, second) else None)
+        held: list[bytes] = []
+        pub = client(config, "proxy", before_flush=lambda: held and pub.publish(second, held.pop()))
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        await until(lambda: pub.connected and pub._writer is not None, 10, "connected")
+        writes: list[int] = []
+        real_write = pub._writer.write
+        pub._writer.write = lambda data: writes.append(len(data)) or real_write(data)
+        done = pub.publish(first, b"connect")
+        held.append(b"reading")  # handed over only when the client writes
+        await asyncio.wait_for(done, 10)
+        await until(lambda: len(got) == 2, 10, "both messages")
+        pub._writer.write = real_write
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got, writes
+
+    got, writes = asyncio.run(main())
+    assert got == [first, second]
+    assert len(writes) == 1, writes
+
+
 def test_publishes_made_while_the_broker_is_down_go_out_after_it_returns(config, broker, procs) -> None:
     t = topic("down")
 
