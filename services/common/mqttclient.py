@@ -223,9 +223,11 @@ class MqttClient:
             asyncio.get_running_loop().call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
-        if self.before_flush is not None:
-            self.before_flush()  # still pending: its publishes need no flush of their own
-        self._flush_pending = False
+        try:
+            if self.before_flush is not None:
+                self.before_flush()  # still pending: its publishes need no flush of their own
+        finally:
+            self._flush_pending = False  # never left set: no write would ever be scheduled again
         if self._out and self._writer is not None:
             self._writer.write(bytes(self._out))
             self._out.clear()
