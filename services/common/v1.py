@@ -14,6 +14,7 @@ text ending in '&' (the padding), so framing is split in two:
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -31,6 +32,7 @@ Variant = Literal["chained", "per_block"]
 
 _HEX_BYTES = b"0123456789abcdefABCDEF"
 _HEX = frozenset(_HEX_BYTES)
+_RUN = re.compile(rb"(?:[0-9a-fA-F]{%d}\+)*[0-9a-fA-F]{%d}" % (BLOCK_HEX, BLOCK_HEX))
 
 
 class V1Error(ReasonError, ValueError):
@@ -64,6 +66,22 @@ def scan(buf: bytes | bytearray | memoryview, max_blocks: int = 64) -> Scan | No
     block, a block not followed by '+' or a new block, a reading longer than
     max_blocks.
     """
+    # One regular-expression pass in C finds a well-formed run of blocks (issue 13: the loop
+    # below, a slice and a check per block, was a tenth of the proxy's CPU). Whatever it cannot
+    # settle (a '+' after the run: more bytes to come, or an error) goes to the loop.
+    found = _RUN.match(buf)
+    if found is not None:
+        end, n = found.end(), len(buf)
+        count = (end + 1) // (BLOCK_HEX + 1)
+        if count <= max_blocks and (end == n or buf[end] != SEPARATOR):
+            raw = binascii.unhexlify(bytes(buf[:end]).replace(b"+", b""))
+            blocks = tuple(raw[i:i + BLOCK] for i in range(0, len(raw), BLOCK))
+            return Scan(blocks, end, final=end < n)
+    return _scan_block_by_block(buf, max_blocks)
+
+
+def _scan_block_by_block(buf: bytes | bytearray | memoryview, max_blocks: int) -> Scan | None:
+    """scan(), one block at a time: the reference, and what locates an error."""
     view = memoryview(buf)
     blocks: list[bytes] = []
     pos = 0

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 from Crypto.Cipher import AES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.common import v1
 
@@ -136,3 +138,24 @@ def test_format_reading_matches_firmware_text():
               "Acel_z": 0.0, "TempMpu": 23.4}
     assert v1.format_reading(values).decode() == VECTORS[0]["plaintext"]
     assert b'"Acel_x":"-0.12"' in v1.format_reading({**values, "Acel_x": -0.12})
+
+
+_BLOCK_HEX = st.text("0123456789abcdefABCDEF", min_size=32, max_size=32).map(str.encode)
+_TOKEN = st.one_of(
+    _BLOCK_HEX, _BLOCK_HEX, _BLOCK_HEX, st.just(b"+"), st.just(b"\n"),
+    st.text("0123456789abcdef", min_size=1, max_size=31).map(str.encode),  # a block cut short
+    st.binary(min_size=1, max_size=2),  # anything at all
+)
+
+
+@settings(max_examples=2000)
+@given(st.lists(_TOKEN, max_size=12).map(b"".join), st.integers(1, 6),
+       st.sampled_from([bytes, bytearray, memoryview]))
+def test_scan_agrees_with_the_block_by_block_reference(data, max_blocks, kind) -> None:
+    """The one-pass scan (issue 13) gives what the block-by-block loop gives, errors included."""
+    def outcome(fn):
+        try:
+            return fn(kind(data), max_blocks)
+        except v1.V1Error as exc:
+            return ("error", exc.reason)
+    assert outcome(v1.scan) == outcome(v1._scan_block_by_block)
