@@ -62,6 +62,10 @@ class Connection:
         self._closing = False
         self._asked_auth = False
         self._acks: deque[asyncio.Future[None]] = deque()
+        # Readings published and maybe not yet acknowledged, oldest first, and the one timer that
+        # watches the oldest of them (a timer per reading was a twentieth of the proxy's CPU).
+        self._unacked: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._out = bytearray()  # answers to the device, written at the end of the loop turn
 
     def now(self) -> float:
@@ -123,19 +127,33 @@ class Connection:
                                  self.state.next_uid(), time.time(), gen)
         future = self.state.output.publish_reading(device, payload)
         self._acks.append(future)
-        # A device may send nothing more for a while: the broker's silence must close it anyway.
-        watchdog = self.loop.call_later(self.config.bus_timeout, self._ack_overdue, future)
-
-        def acked(f: asyncio.Future[None]) -> None:
-            watchdog.cancel()
-            self._counted(f)
-
-        future.add_done_callback(acked)
+        self._watch(future)
+        future.add_done_callback(self._counted)
         return future
 
-    def _ack_overdue(self, future: asyncio.Future[None]) -> None:
-        if not future.done():
-            self.kill("bus_unavailable", f"no PUBACK within {self.config.bus_timeout:g} s")
+    def _watch(self, future: asyncio.Future[None]) -> None:
+        """A device may send nothing more for a while: the broker's silence must close it anyway."""
+        unacked = self._unacked
+        while unacked and unacked[0][1].done():
+            unacked.popleft()
+        unacked.append((self.loop.time(), future))
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_at(unacked[0][0] + self.config.bus_timeout, self._check_acks)
+
+    def _check_acks(self) -> None:
+        """Close the connection if its oldest unacknowledged reading is bus_timeout old; else
+        watch the next one."""
+        self._watchdog = None
+        unacked = self._unacked
+        while unacked and unacked[0][1].done():
+            unacked.popleft()
+        if not unacked:
+            return
+        due = unacked[0][0] + self.config.bus_timeout
+        if self.loop.time() < due:
+            self._watchdog = self.loop.call_at(due, self._check_acks)
+            return
+        self.kill("bus_unavailable", f"no PUBACK within {self.config.bus_timeout:g} s")
 
     def write(self, data: bytes) -> None:
         """For protocols that answer the device (v2 acknowledgements).
@@ -241,7 +259,7 @@ class Connection:
 
     async def _await_ack(self, future: asyncio.Future[None], bounded: bool = True) -> None:
         """Wait for a reading's PUBACK (shielded: the bus message may carry other connections'
-        readings). Unbounded while the connection runs: the reading's watchdog closes it when the
+        readings). Unbounded while the connection runs: its watchdog (_check_acks) closes it when the
         broker stays silent, and a timer per wait was a twentieth of the proxy's CPU (issue 13).
         Bounded once it is closing, when kill() no longer acts."""
         try:
@@ -308,6 +326,8 @@ class Connection:
 
     def _finish(self, reason: str, detail: str, hint: str | None) -> None:
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._write_out()  # the acks of readings confirmed in this very turn
         self.writer.close()
         state = self.state
