@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from services.common.logs import kv
@@ -77,8 +78,8 @@ class SQLKeyStoreBase:
         self.integrity_failures = integrity.Failures()
         self._verified: dict[str, tuple[str, tuple]] = {}
         self._batch: str | None = None  # batch(): None, "wanted" (no write yet) or "open"
-        # The v2 windows the open batch wrote: key id -> [device id, window written, window now].
-        self._held: dict[str, list[str]] = {}
+        # The v2 windows the open batch wrote (their rows locked until it commits), by key id.
+        self._held: dict[str, _HeldWindow] = {}
 
     # --- the schema: one migration path for both backends ---
     def _migrate(self) -> None:
@@ -597,23 +598,22 @@ class SQLKeyStoreBase:
         with self._lock:  # the batch's thread holds it throughout: `_held` is that thread's
             held = self._held.get(key_id)
             if held is not None:
-                if _accepted(held[2]) != _accepted(base):
+                if _accepted(held.now) != _accepted(base):
                     return False
-                held[0], held[2] = device_id, window
+                held.device_id, held.now = device_id, window
                 return True
             written = self._write_window_if(key_id, device_id, window, _accepted(base))
             if written and self._batch == "open":
-                self._held[key_id] = [device_id, window, window]
+                self._held[key_id] = _HeldWindow(device_id, window, window)
             return written
 
     def _write_held(self, key_id: str) -> None:
         """Write the last window the open batch accepted for `key_id`, if it moved since written."""
         with self._lock:
             held = self._held.pop(key_id, None)
-            if held is None or held[1] == held[2]:
+            if held is None or held.now == held.written:
                 return
-            device_id, written, window = held
-            if not self._write_window_if(key_id, device_id, window, _accepted(written)):
+            if not self._write_window_if(key_id, held.device_id, held.now, _accepted(held.written)):
                 # Cannot happen while the batch holds the row's lock: fail the batch, write nothing.
                 raise KeyStoreError(f"the replay window of key id {key_id} changed inside a batch")
 
@@ -766,6 +766,15 @@ class SQLKeyStoreBase:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@dataclass(slots=True)
+class _HeldWindow:
+    """A v2 window the open batch wrote (`written`) and where the batch has taken it since (`now`)."""
+
+    device_id: str
+    written: str
+    now: str
 
 
 def _accepted(window: str) -> str:

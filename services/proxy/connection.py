@@ -133,27 +133,32 @@ class Connection:
 
     def _watch(self, future: asyncio.Future[None]) -> None:
         """A device may send nothing more for a while: the broker's silence must close it anyway."""
-        unacked = self._unacked
-        while unacked and unacked[0][1].done():
-            unacked.popleft()
-        unacked.append((self.loop.time(), future))
+        self._oldest_unacked()  # drops the acknowledged ones in front: the deque stays short
+        self._unacked.append((self.loop.time(), future))
         if self._watchdog is None:
-            self._watchdog = self.loop.call_at(unacked[0][0] + self.config.bus_timeout, self._check_acks)
+            self._watchdog = self.loop.call_at(self._unacked[0][0] + self.config.bus_timeout,
+                                               self._check_acks)
 
     def _check_acks(self) -> None:
         """Close the connection if its oldest unacknowledged reading is bus_timeout old; else
         watch the next one."""
         self._watchdog = None
-        unacked = self._unacked
-        while unacked and unacked[0][1].done():
-            unacked.popleft()
-        if not unacked:
+        oldest = self._oldest_unacked()
+        if oldest is None:
             return
-        due = unacked[0][0] + self.config.bus_timeout
+        due = oldest + self.config.bus_timeout
         if self.loop.time() < due:
             self._watchdog = self.loop.call_at(due, self._check_acks)
             return
         self.kill("bus_unavailable", f"no PUBACK within {self.config.bus_timeout:g} s")
+
+    def _oldest_unacked(self) -> float | None:
+        """When the oldest reading still waiting for its PUBACK was published; the acknowledged
+        ones in front of it are dropped."""
+        unacked = self._unacked
+        while unacked and unacked[0][1].done():
+            unacked.popleft()
+        return unacked[0][0] if unacked else None
 
     def write(self, data: bytes) -> None:
         """For protocols that answer the device (v2 acknowledgements).

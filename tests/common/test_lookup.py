@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.error
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
@@ -73,7 +74,6 @@ def api_port():
     (TimeoutError("timed out"), False),
 ])
 def test_only_eai_again_is_temporary_raw_or_wrapped_by_urllib(exc, temporary) -> None:
-    import urllib.error
     assert lookup.is_temporary(exc) is temporary
     assert lookup.is_temporary(urllib.error.URLError(exc)) is temporary
 
