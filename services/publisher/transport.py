@@ -39,6 +39,9 @@ KEEPALIVE = 15
 # so the publisher ends by itself. Whatever is still open then is not lost: the incoming message
 # was not acknowledged (redelivered), or the broker holds it until the next run releases it.
 STOP_DRAIN = 0.8
+# Under load, the broker's PUBRECs and PUBCOMPs are read every millisecond, not as each arrives
+# (services/common/mqttclient.py, gather_acks): a bus message waits at most this much longer.
+GATHER_ACKS = 0.001
 
 
 class BusTransport:
@@ -52,6 +55,7 @@ class BusTransport:
             config.broker_host, config.mqtt_port, client_id, "publisher", mqtt_password(config, "publisher"),
             clean_session=False, keepalive=KEEPALIVE, subscriptions=subscriptions or SUBSCRIPTIONS,
             on_message=self._on_message, log=log, window=BROKER_INFLIGHT, release_stored=True,
+            gather_acks=GATHER_ACKS,
         )
 
     @property

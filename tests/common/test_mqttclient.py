@@ -512,3 +512,51 @@ def test_incoming_messages_wait_while_max_outgoing_publishes_wait_for_the_broker
     assert handled == [b"%d" % n for n in range(60)]  # each once, in order
     assert max(started_at) < 3  # never started with 3 publishes waiting
     assert out == [b"%d.%d" % (n, k) for n in range(60) for k in range(5)]
+
+
+def _reads_to_complete(config: Config, monkeypatch, count: int, gather_acks: float) -> int:
+    """How many reads of the socket a client needs until `count` QoS 2 publishes are complete."""
+    reads = 0
+    real_read = asyncio.StreamReader.read
+
+    async def counted(self: asyncio.StreamReader, n: int = -1) -> bytes:
+        nonlocal reads
+        reads += 1
+        return await real_read(self, n)
+
+    monkeypatch.setattr(asyncio.StreamReader, "read", counted)
+
+    async def main() -> None:
+        pub = client(config, "proxy", window=BROKER_WINDOW, gather_acks=gather_acks)
+        stop, task = await running(pub)
+        await until(lambda: pub.connected, 10, "connected")
+        await asyncio.wait_for(asyncio.gather(*(pub.publish(topic("gather"), b"x", qos=2)
+                                                for _ in range(count))), 20)
+        await shut(stop, task)
+
+    asyncio.run(main())
+    monkeypatch.undo()
+    return reads
+
+
+def test_gather_acks_reads_the_acks_of_many_publishes_in_bulk(config, broker, monkeypatch) -> None:
+    """The publisher's setting (issue 13): with many publishes in flight, the broker's PUBRECs and
+    PUBCOMPs gather in the socket and are read together, not one read each."""
+    at_once = _reads_to_complete(config, monkeypatch, 600, 0.0)
+    gathered = _reads_to_complete(config, monkeypatch, 600, 0.02)
+    assert gathered * 3 < at_once, (gathered, at_once)
+
+
+def test_gather_acks_never_delays_a_lone_publish(config, broker) -> None:
+    """Below GATHER_IN_FLIGHT publishes in flight the client reads at once: a device's first reading
+    is not held back (with a pause of 30 s, a held one would time out here)."""
+
+    async def main() -> None:
+        pub = client(config, "proxy", window=BROKER_WINDOW, gather_acks=30.0)
+        stop, task = await running(pub)
+        await until(lambda: pub.connected, 10, "connected")
+        for _ in range(3):
+            await asyncio.wait_for(pub.publish(topic("lone"), b"x", qos=2), 5)
+        await shut(stop, task)
+
+    asyncio.run(main())
