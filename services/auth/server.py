@@ -39,11 +39,15 @@ READ_CHUNK = 1 << 16
 # Requests identified together at most (one pass over the v1 keys each).
 BATCH = 256
 # Answering a batch lets the loop turn after this many requests (other clients: another proxy's
-# readings): ~1 ms of v1 readings, ~3 ms of v2 frames. A count, not a clock: wall time counted the
-# waits for PostgreSQL's answers (a millisecond or more each between containers) and cut stretches
-# to a write or two, each paying BEGIN and COMMIT, so auth fell behind the devices' resends after an
-# outage; a thread's CPU clock is a system call that took a sixth of auth's CPU (py-spy, issue 13).
-STRETCH = 32
+# readings): ~4 ms of v1 readings, ~12 ms of v2 frames. Each stretch is one commit, and a device's
+# replay window is written once a stretch (keystore/sql.py): at 32, twenty devices flat out wrote
+# each window about once a frame (issue 13). The answers of a batch leave together at its end
+# anyway, so a longer stretch delays no answer of the proxy that asked. A count, not a clock: wall
+# time counted the waits for PostgreSQL's answers (a millisecond or more each between containers)
+# and cut stretches to a write or two, each paying BEGIN and COMMIT, so auth fell behind the
+# devices' resends after an outage; a thread's CPU clock is a system call that took a sixth of
+# auth's CPU (py-spy, issue 13).
+STRETCH = 128
 
 
 class Metrics(Protocol):
