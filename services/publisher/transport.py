@@ -39,9 +39,9 @@ KEEPALIVE = 15
 # so the publisher ends by itself. Whatever is still open then is not lost: the incoming message
 # was not acknowledged (redelivered), or the broker holds it until the next run releases it.
 STOP_DRAIN = 0.8
-# Under load, the broker's PUBRECs and PUBCOMPs are read every millisecond, not as each arrives
+# Under load, the broker's PUBRECs and PUBCOMPs are read every 2 ms, not as each arrives
 # (services/common/mqttclient.py, gather_acks): a bus message waits at most this much longer.
-GATHER_ACKS = 0.001
+GATHER_ACKS = 0.002
 
 
 class BusTransport:
