@@ -17,7 +17,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "Acel_z": (-16.0, 16.0),
     "TempMpu": (-40.0, 85.0),  # MPU6050 die temperature
 }
-_NUMBER = re.compile(r"^-?[0-9]{1,3}(\.[0-9]{1,6})?$")
+# The whole value, nothing before or after: `$` would let a trailing newline through.
+_NUMBER = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,6})?")
+_BOUNDS = tuple((name, *RANGES[name]) for name in FIELDS)
 
 
 class ReadingError(ReasonError, ValueError):
@@ -25,18 +27,36 @@ class ReadingError(ReasonError, ValueError):
 
 
 def validate(values: dict[str, str]) -> dict[str, float]:
-    """Check the seven fields; return them as numbers. Raises ReadingError with a reason code."""
+    """Check the seven fields; return them as numbers. Raises ReadingError with a reason code.
+
+    One pass for the common case, a valid reading (auth and the publisher check every reading:
+    a tenth of auth's CPU per v1 reading, issue 13); `_refusal` says what is wrong otherwise."""
+    numbers: dict[str, float] = {}
+    try:
+        for name, low, high in _BOUNDS:
+            text = values[name]
+            if _NUMBER.fullmatch(text) is None:
+                break
+            value = float(text)
+            if not low <= value <= high:
+                break
+            numbers[name] = value
+        else:
+            return numbers
+    except (KeyError, TypeError):  # a field missing, or not a string
+        pass
+    raise _refusal(values)
+
+
+def _refusal(values: dict[str, str]) -> ReadingError:
+    """Why `values` is not a valid reading: every missing field first, then the first bad value."""
     missing = [f for f in FIELDS if f not in values]
     if missing:
-        raise ReadingError("missing_field", f"reading lacks {', '.join(missing)}")
-    numbers: dict[str, float] = {}
-    for name in FIELDS:
+        return ReadingError("missing_field", f"reading lacks {', '.join(missing)}")
+    for name, low, high in _BOUNDS:
         text = values[name]
-        if not isinstance(text, str) or not _NUMBER.match(text):
-            raise ReadingError("not_numeric", f"{name} is not a number: {str(text)[:20]!r}")
-        value = float(text)
-        low, high = RANGES[name]
-        if not low <= value <= high:
-            raise ReadingError("out_of_range", f"{name}={text} outside [{low}, {high}]")
-        numbers[name] = value
-    return numbers
+        if not isinstance(text, str) or not _NUMBER.fullmatch(text):
+            return ReadingError("not_numeric", f"{name} is not a number: {str(text)[:20]!r}")
+        if not low <= float(text) <= high:
+            return ReadingError("out_of_range", f"{name}={text} outside [{low}, {high}]")
+    raise AssertionError("_refusal called on a valid reading")
