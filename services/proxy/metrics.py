@@ -25,9 +25,10 @@ class Metrics:
         self._last = (time.monotonic(), 0)
         self.rate = 0.0
 
-    def observe(self, pair: list, seconds: float) -> None:
-        pair[0] += seconds
-        pair[1] += 1
+    def observe(self, pair: list, seconds: float, count: int = 1) -> None:
+        """`count` events that each took `seconds`."""
+        pair[0] += seconds * count
+        pair[1] += count
 
     def tick(self) -> None:
         """Update readings/s over the time since the last tick."""

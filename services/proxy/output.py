@@ -77,6 +77,7 @@ class Output:
         self._batch_topic = ""
         self._batch_bytes = 0
         self._batch_future: asyncio.Future[None] | None = None
+        self._batch_started = 0.0
         # A clean session: key events matter only while connected (a revocation also closes
         # connections through auth); readings in flight are resent after a reconnect anyway.
         # The batch joins the client's write of the same turn (a new device's connect event and
@@ -111,27 +112,27 @@ class Output:
         if self._batch_future is None:
             self._batch_future = self.loop.create_future()
             self._batch_topic = bus.INGEST.format(device=device)
+            self._batch_started = time.perf_counter()
             self.loop.call_soon(self._send_batch)
         self._batch.append(payload)
         self._batch_bytes += len(payload) + 1
-        future = self._batch_future
         self.readings_waiting += 1
-        started = time.perf_counter()
-
-        def done(f: asyncio.Future[None]) -> None:
-            self.readings_waiting -= 1
-            if not f.cancelled() and f.exception() is None:
-                self.metrics.observe(self.metrics.publish, time.perf_counter() - started)
-
-        future.add_done_callback(done)
-        return future
+        return self._batch_future
 
     def _send_batch(self) -> None:
         """Hand the readings gathered so far to the client as one bus message."""
-        batch, future = self._batch, self._batch_future
+        batch, future, started = self._batch, self._batch_future, self._batch_started
         if future is None:
             return
         self._batch, self._batch_bytes, self._batch_future = [], 0, None
+
+        def settled(f: asyncio.Future[None]) -> None:
+            # The batch's readings, counted once for all (a callback each was a cost per reading).
+            self.readings_waiting -= len(batch)
+            if not f.cancelled() and f.exception() is None:
+                self.metrics.observe(self.metrics.publish, time.perf_counter() - started, len(batch))
+
+        future.add_done_callback(settled)
         if len(batch) == 1:
             sent = self.client.publish(self._batch_topic, batch[0])
         else:

@@ -79,6 +79,7 @@ def test_one_loop_turn_is_one_bus_message_in_order_and_events_keep_their_place(c
         assert topics == ["medsec/ingest/d0", INGEST_BATCH, INGEST_BATCH, "medsec/events/d3", INGEST_BATCH]
         assert [len(json.loads(b)) for t, b in bus.got if t == INGEST_BATCH] == [64, 36, 50]
         assert bus.output.readings_waiting == 0 and bus.output.metrics.bus_messages == 4
+        assert bus.output.metrics.publish[1] == 151  # each reading timed once, from its batch
         await bus.close()
 
     asyncio.run(main())
