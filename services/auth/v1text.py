@@ -10,7 +10,7 @@ first block matched to those the reading can belong to.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.auth.identify import Candidate
 from services.common import v1
@@ -19,8 +19,7 @@ from services.common import v1
 PRINTABLE = bytes(range(0x20, 0x7F))
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):  # not a frozen dataclass: built per reading, in a third of the time
     """The blocks decrypted under one credential and variant: every byte printable so far."""
 
     cand: Candidate

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from services.common import fastjson
 from services.common.errors import ReasonError
@@ -39,8 +38,7 @@ class V1Error(ReasonError, ValueError):
     """Malformed v1 input. `reason` is a short stable code for logs and events."""
 
 
-@dataclass(frozen=True)
-class Scan:
+class Scan(NamedTuple):  # not a frozen dataclass: built per reading, in a third of the time
     """The blocks of the first reading in a buffer.
 
     `final` is True when a non-'+' byte follows the last block (the reading is

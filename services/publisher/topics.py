@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from services.common import fastjson
 from services.common.bus import MAX_BATCH_READINGS
@@ -51,8 +50,7 @@ class BusMessageError(ReasonError, ValueError):
     """A bus message the publisher refuses. `reason` is a short stable code (logs, events, metrics)."""
 
 
-@dataclass(frozen=True)
-class Ingest:
+class Ingest(NamedTuple):  # not a frozen dataclass: built per reading, in a third of the time
     """One validated reading from the internal bus."""
 
     device: str
