@@ -309,7 +309,7 @@ class MqttClient:
         self._written.clear()
         self._releasing = 0  # done again on the next connection if it did not finish
         self.subscribed.clear()
-        if was:
+        if was and not self.stopping:  # a stop's own DISCONNECT loses nothing
             self.log.warning(kv(event="bus_lost"))
 
     # --- one connection ---

@@ -104,7 +104,8 @@ def test_what_before_flush_publishes_joins_the_same_write(config, broker) -> Non
     assert len(writes) == 1, writes
 
 
-def test_publishes_made_while_the_broker_is_down_go_out_after_it_returns(config, broker, procs) -> None:
+def test_publishes_made_while_the_broker_is_down_go_out_after_it_returns(config, broker, procs,
+                                                                         caplog) -> None:
     t = topic("down")
 
     async def main() -> list[bytes]:
@@ -127,8 +128,10 @@ def test_publishes_made_while_the_broker_is_down_go_out_after_it_returns(config,
         await shut(s1, r1)
         return got
 
-    got = asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="test.mqtt"):
+        got = asyncio.run(main())
     assert sorted(set(got), key=int) == [b"%d" % n for n in range(20)]
+    assert caplog.text.count("event=bus_lost") == 2  # both clients saw the broker go
 
 
 def test_a_message_is_acknowledged_only_after_its_handler_ran(config, broker) -> None:
@@ -190,7 +193,7 @@ def test_refused_login_retries_with_back_off_and_never_connects(config, broker, 
     assert "wrong-password" not in caplog.text
 
 
-def test_stop_waits_for_in_flight_pubacks_then_disconnects(config, broker) -> None:
+def test_stop_waits_for_in_flight_pubacks_then_disconnects(config, broker, caplog) -> None:
     t = topic("drain")
 
     async def main() -> MqttClient:
@@ -202,8 +205,10 @@ def test_stop_waits_for_in_flight_pubacks_then_disconnects(config, broker) -> No
         assert all(f.done() and f.exception() is None for f in futures)
         return pub
 
-    pub = asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="test.mqtt"):
+        pub = asyncio.run(main())
     assert pub.drained and not pub.connected
+    assert "event=bus_lost" not in caplog.text  # a stop is not a lost connection
 
 
 @pytest.mark.parametrize("garbage", [b"\x20\x03\x00\x00\x00", b"\xf0\x00", b"\x20\xff\xff\xff\xff\x7f"])
