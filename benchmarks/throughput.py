@@ -200,6 +200,9 @@ def raw_broker(config: Config, sub: Subscriber, pids: dict[str, int], devices: i
         stop = asyncio.Event()
         # As the publisher sends them: its QoS per topic (MEDSEC_PUBLIC_QOS, MEDSEC_LEGACY_QOS)
         # within the broker's in-flight limit.
+        def qos_of(topic: str) -> int:
+            return qos_for(topic, config.public_qos, config.legacy_qos)
+
         client = MqttClient(config.host, config.mqtt_port, f"bench-raw-{os.getpid()}", "publisher",
                             mqtt_password(config, "publisher"), window=BROKER_INFLIGHT)
         task = asyncio.create_task(client.run(stop))
@@ -207,8 +210,7 @@ def raw_broker(config: Config, sub: Subscriber, pids: dict[str, int], devices: i
             await asyncio.sleep(0.01)
         for n in range(per_device):
             for name in names:
-                for topic, payload, retain in sets[name][n]:
-                    client.send(topic, payload, retain, qos_for(topic, config.public_qos, config.legacy_qos))
+                client.send_many(sets[name][n], qos_of)
             if client.in_flight > 20_000:  # a window, like the publisher's broker
                 while client.in_flight > 5_000:
                     await asyncio.sleep(0.001)

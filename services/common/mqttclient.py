@@ -50,9 +50,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from services.common import mqttwire as wire
 from services.common.logs import kv
@@ -63,6 +64,8 @@ MAX_IN_FLIGHT = 65535  # packet ids
 # mqtt.max_awaiting_rel): the window of a QoS 2 publisher (see `window` above).
 BROKER_INFLIGHT = 100
 GATHER_IN_FLIGHT = 16  # see gather_acks
+# The encoded topics of QoS 0 publishes, by topic: the publisher's seven value topics per device.
+_topic_field = functools.lru_cache(maxsize=1 << 16)(wire.topic_field)
 
 MessageHandler = Callable[[wire.Publish], Awaitable[None] | None]
 
@@ -149,17 +152,23 @@ class MqttClient:
 
         QoS 0: written once, in order with the rest (behind what waits for the window), never
         kept: lost if the connection is."""
-        if qos == 0:
-            if self._writer is None:
-                return
-            packet = wire.publish(topic, payload, 0, retain)
-            if self._backlog or self._releasing:
-                self._backlog.append(packet)
-            else:
-                self._out += packet
-            self._schedule_flush()
-            return
-        self._queue(topic, payload, retain, None, qos)
+        self.send_many(((topic, payload, retain),), lambda _topic: qos)
+
+    def send_many(self, messages: Iterable[tuple[str, bytes, bool]], qos_of: Callable[[str], int]) -> None:
+        """send() each (topic, payload, retain) in order, at qos_of(topic): the publisher's path,
+        one call per bus message rather than one per publish (issue 13)."""
+        out = self._out
+        for topic, payload, retain in messages:
+            qos = qos_of(topic)
+            if qos:
+                self._queue(topic, payload, retain, None, qos)
+            elif self._writer is not None:
+                packet = wire.publish_qos0(_topic_field(topic), payload, retain)
+                if self._backlog or self._releasing:
+                    self._backlog.append(packet)
+                else:
+                    out += packet
+        self._schedule_flush()
 
     def _queue(self, topic: str, payload: bytes, retain: bool, future: asyncio.Future[None] | None,
                qos: int) -> None:

@@ -72,15 +72,30 @@ def subscribe(mid: int, topics: list[tuple[str, int]]) -> bytes:
     return b"\x82" + _length(len(body)) + body
 
 
+def topic_field(topic: str) -> bytes:
+    """A PUBLISH's topic as the packet carries it: its length, then its UTF-8 bytes."""
+    name = topic.encode()
+    return _U16(len(name)) + name
+
+
+def publish_qos0(field: bytes, payload: bytes, retain: bool = False) -> bytes:
+    """A QoS 0 PUBLISH of a topic already encoded by topic_field (the publisher encodes each of
+    its value topics once: seven of a reading's eight publishes are these, issue 13)."""
+    size = len(field) + len(payload)
+    header = 0x31 if retain else 0x30
+    head = bytes((header, size)) if size < 128 else bytes((header,)) + _length(size)
+    return head + field + payload
+
+
 def publish(topic: str, payload: bytes, qos: int = 1, retain: bool = False, mid: int = 0,
             dup: bool = False) -> bytes:
+    if not qos:
+        return publish_qos0(topic_field(topic), payload, retain)
     name = topic.encode()
     header = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    size = 2 + len(name) + (2 if qos else 0) + len(payload)
+    size = 4 + len(name) + len(payload)
     head = bytes((header, size)) if size < 128 else bytes((header,)) + _length(size)
-    if qos:
-        return b"".join((head, _U16(len(name)), name, _U16(mid), payload))
-    return b"".join((head, _U16(len(name)), name, payload))
+    return b"".join((head, _U16(len(name)), name, _U16(mid), payload))
 
 
 def puback(mid: int) -> bytes:

@@ -51,6 +51,7 @@ class BusTransport:
         self.qos = config.public_qos
         self.legacy_qos = config.legacy_qos
         self.log = log
+        self._qos_of = lambda topic: qos_for(topic, self.qos, self.legacy_qos)
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, client_id, "publisher", mqtt_password(config, "publisher"),
             clean_session=False, keepalive=KEEPALIVE, subscriptions=subscriptions or SUBSCRIPTIONS,
@@ -72,5 +73,4 @@ class BusTransport:
 
     def _on_message(self, msg: wire.Publish) -> None:
         # Raising leaves the message unacknowledged (the client logs it): the broker redelivers it.
-        for topic, payload, retain in self.service.handle(msg.topic, msg.payload):
-            self.client.send(topic, payload, retain, qos_for(topic, self.qos, self.legacy_qos))
+        self.client.send_many(self.service.handle(msg.topic, msg.payload), self._qos_of)

@@ -349,6 +349,34 @@ def test_qos0_goes_out_in_order_with_the_rest_and_is_never_kept(config, broker) 
     assert in_flight <= 200  # only the QoS 2 messages are kept until acknowledged
 
 
+def test_send_many_sends_each_message_at_its_qos_in_order(config, broker) -> None:
+    """The publisher's call: one bus message's publishes in one send_many, QoS chosen per topic.
+    With a window of 2 most of them wait in the backlog; every one still arrives, in order, at
+    its own QoS, and only the QoS 1 and 2 ones are kept until acknowledged."""
+    names = {topic(f"many-q{q}"): q for q in (0, 1, 2)}
+
+    async def main() -> tuple[dict[str, list[tuple[bytes, int]]], int]:
+        got: dict[str, list[tuple[bytes, int]]] = {t: [] for t in names}
+        sub = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got[m.topic].append((m.payload, m.qos)) if m.topic in got else None)
+        pub = client(config, "proxy", window=2)
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        for n in range(50):
+            pub.send_many([(t, b"%d" % n, False) for t in names], names.__getitem__)
+        kept = pub.in_flight
+        await until(lambda: pub.drained and all(len(v) >= 50 for v in got.values()), 10, "everything")
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got, kept
+
+    got, kept = asyncio.run(main())
+    for name, qos in names.items():  # delivered at the lower of its QoS and the subscription's
+        assert got[name] == [(b"%d" % n, min(qos, 1)) for n in range(50)]
+    assert kept <= 100  # the QoS 1 and 2 ones
+
+
 def test_qos2_across_broker_restarts_every_message_once(config, broker, procs) -> None:
     """Broker stopped and started under a stream of QoS 2 publishes: every message arrives, and none
     twice as a new message (a QoS 1 resend after a restart would arrive again without DUP)."""

@@ -23,6 +23,20 @@ def test_qos0_publish_has_no_packet_id() -> None:
     assert (msg.mid, msg.payload, msg.qos) == (None, b"p", 0)
 
 
+@pytest.mark.parametrize("topic", ["t", "Pico/pico-1/Physiological_Data/Temperature", "ü/" + "x" * 300])
+@pytest.mark.parametrize("size", [0, 5, 80, 200])
+@pytest.mark.parametrize("retain", [False, True])
+def test_a_qos0_publish_of_an_encoded_topic_is_the_same_packet(topic: str, size: int, retain: bool) -> None:
+    payload = bytes(range(256))[:size]
+    packet = wire.publish_qos0(wire.topic_field(topic), payload, retain)
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name + payload
+    assert packet == bytes([0x31 if retain else 0x30]) + wire._length(len(body)) + body
+    assert packet == wire.publish(topic, payload, qos=0, retain=retain)
+    msg = wire.parse_publish(wire.read_packet(packet)[0])
+    assert (msg.topic, msg.payload, msg.qos, msg.retain, msg.mid) == (topic, payload, 0, retain, None)
+
+
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 2097151, 2097152])
 def test_remaining_length_boundaries(size: int) -> None:
     packet = wire.publish("t", b"x" * size, qos=0)
