@@ -131,6 +131,53 @@ def test_parse_plaintext_errors():
         v1.parse_plaintext(b'{"Temp":')
     with pytest.raises(v1.V1Error, match="missing_field"):
         v1.parse_plaintext(b'{"Temp":"36.600"}')
+    renamed = {("temp" if k == "Temp" else k): v for k, v in good.items()}  # seven keys, one wrong
+    with pytest.raises(v1.V1Error, match="missing_field"):
+        v1.parse_plaintext(json.dumps(renamed).encode())
+    with pytest.raises(v1.V1Error, match="unknown_field"):
+        v1.parse_plaintext(json.dumps({**good, "temp": "1"}).encode())
+    for wrong in (36.6, None, True, ["36.6"]):
+        with pytest.raises(v1.V1Error, match="not_string"):
+            v1.parse_plaintext(json.dumps({**good, "Temp": wrong}).encode())
+
+
+def _reference_parse(obj: object) -> dict[str, str]:
+    """parse_plaintext's rule, field by field, as it was first written (for the test below)."""
+    if not isinstance(obj, dict):
+        raise v1.V1Error("not_json", "")
+    if any(f not in obj for f in v1.FIELDS):
+        raise v1.V1Error("missing_field", "")
+    if any(k not in v1.FIELDS for k in obj):
+        raise v1.V1Error("unknown_field", "")
+    if any(not isinstance(obj[f], str) for f in v1.FIELDS):
+        raise v1.V1Error("not_string", "")
+    return {f: obj[f] for f in v1.FIELDS}
+
+
+# What JSON (and orjson: 64-bit integers, finite floats) can carry as a field's value.
+_FIELD_VALUE = st.one_of(st.text(max_size=6), st.integers(-2**63, 2**63 - 1), st.none(), st.booleans(),
+                         st.floats(allow_nan=False, allow_infinity=False),
+                         st.lists(st.text(max_size=2), max_size=1))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.fixed_dictionaries({f: st.just("1.5") | st.text(max_size=6) | _FIELD_VALUE for f in v1.FIELDS},
+                             optional={"Extra": _FIELD_VALUE, "temp": _FIELD_VALUE}),
+       st.sets(st.sampled_from(v1.FIELDS), max_size=2) | st.just(set()),
+       st.booleans())
+def test_parse_plaintext_takes_and_refuses_what_the_rule_says(fields: dict, left_out: set,
+                                                              array: bool) -> None:
+    """The one-check path for a good reading against the rule: same values, or the same reason."""
+    obj = list(fields.values()) if array else {k: v for k, v in fields.items() if k not in left_out}
+    text = json.dumps(obj).encode()
+    try:
+        expected = _reference_parse(json.loads(text))
+    except v1.V1Error as exc:
+        with pytest.raises(v1.V1Error) as err:
+            v1.parse_plaintext(text)
+        assert err.value.reason == exc.reason
+    else:
+        assert v1.parse_plaintext(text) == expected
 
 
 def test_format_reading_matches_firmware_text():
