@@ -61,10 +61,15 @@ class Connection:
         self._kill: tuple[str, str] | None = None
         self._closing = False
         self._asked_auth = False
-        self._acks: deque[asyncio.Future[None]] = deque()
-        # Readings published and maybe not yet acknowledged, oldest first, and the one timer that
-        # watches the oldest of them (a timer per reading was a twentieth of the proxy's CPU).
-        self._unacked: deque[tuple[float, asyncio.Future[None]]] = deque()
+        # Readings published and not yet seen acknowledged, oldest first: [PUBACK future, how many
+        # of this connection's readings it carries, when the first was published]. Readings that
+        # go in one bus batch share its future and one entry (issue 13: a callback per reading).
+        # Only successes leave from the front as they are seen; a failure stays until the
+        # reading loop or the close meets it, so it is always reported.
+        self._unacked: deque[list] = deque()
+        self._pending = 0  # readings in _unacked: at MAX_PENDING_ACKS the connection stops reading
+        # The one timer that watches the oldest of them (a timer per reading was a twentieth of
+        # the proxy's CPU).
         self._watchdog: asyncio.TimerHandle | None = None
         self._out = bytearray()  # answers to the device, written at the end of the loop turn
 
@@ -97,8 +102,7 @@ class Connection:
         started = time.perf_counter()
         replies = await self.state.auth.request_many(messages)
         elapsed = time.perf_counter() - started
-        for _ in replies:
-            self.state.metrics.observe(self.state.metrics.auth, elapsed)
+        self.state.metrics.observe(self.state.metrics.auth, elapsed, len(replies))
         return replies
 
     async def accept_reading(self, device: str, values: dict[str, str], protocol: str,
@@ -121,23 +125,25 @@ class Connection:
         self.guard.fresh(seq)
         if not self.online:
             self._identify(device, protocol)
-        while len(self._acks) >= MAX_PENDING_ACKS:
-            await self._await_ack(self._acks.popleft(), bounded=False)
+        self._oldest_unacked()  # takes off the acknowledged ones in front
+        while self._pending >= MAX_PENDING_ACKS:
+            await self._await_front(bounded=False)
         payload = ingest_payload(device, values, protocol, seq, self.src, self.gw,
                                  self.state.next_uid(), time.time(), gen)
         future = self.state.output.publish_reading(device, payload)
-        self._acks.append(future)
         self._watch(future)
-        future.add_done_callback(self._counted)
         return future
 
     def _watch(self, future: asyncio.Future[None]) -> None:
         """A device may send nothing more for a while: the broker's silence must close it anyway."""
-        self._oldest_unacked()  # drops the acknowledged ones in front: the deque stays short
-        self._unacked.append((self.loop.time(), future))
+        unacked = self._unacked
+        if unacked and unacked[-1][0] is future:
+            unacked[-1][1] += 1
+        else:
+            unacked.append([future, 1, self.loop.time()])
+        self._pending += 1
         if self._watchdog is None:
-            self._watchdog = self.loop.call_at(self._unacked[0][0] + self.config.bus_timeout,
-                                               self._check_acks)
+            self._watchdog = self.loop.call_at(unacked[0][2] + self.config.bus_timeout, self._check_acks)
 
     def _check_acks(self) -> None:
         """Close the connection if its oldest unacknowledged reading is bus_timeout old; else
@@ -153,12 +159,14 @@ class Connection:
         self.kill("bus_unavailable", f"no PUBACK within {self.config.bus_timeout:g} s")
 
     def _oldest_unacked(self) -> float | None:
-        """When the oldest reading still waiting for its PUBACK was published; the acknowledged
-        ones in front of it are dropped."""
+        """When the oldest reading not seen acknowledged was published; the acknowledged ones in
+        front of it are counted and taken off (a failed one stays: see _unacked)."""
         unacked = self._unacked
-        while unacked and unacked[0][1].done():
-            unacked.popleft()
-        return unacked[0][0] if unacked else None
+        while unacked and _succeeded(unacked[0][0]):
+            readings = unacked.popleft()[1]
+            self._pending -= readings
+            self.readings += readings
+        return unacked[0][2] if unacked else None
 
     def write(self, data: bytes) -> None:
         """For protocols that answer the device (v2 acknowledgements).
@@ -257,26 +265,25 @@ class Connection:
                      connections=count))
         self._event("connect", device, None, f"connections={count}")
 
-    def _counted(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.readings += 1
-            self.state.metrics.readings_accepted += 1
-
-    async def _await_ack(self, future: asyncio.Future[None], bounded: bool = True) -> None:
-        """Wait for a reading's PUBACK (shielded: the bus message may carry other connections'
-        readings). Unbounded while the connection runs: its watchdog (_check_acks) closes it when the
-        broker stays silent, and a timer per wait was a twentieth of the proxy's CPU (issue 13).
-        Bounded once it is closing, when kill() no longer acts."""
+    async def _await_front(self, bounded: bool = True) -> None:
+        """Wait for the PUBACK of the oldest readings not seen acknowledged (shielded: the bus
+        message may carry other connections' readings); they stay in _unacked meanwhile, under
+        the watchdog. Unbounded while the connection runs: the watchdog (_check_acks) closes it
+        when the broker stays silent, and a timer per wait was a twentieth of the proxy's CPU
+        (issue 13). Bounded once it is closing, when kill() no longer acts. BusUnavailable if
+        they were not acknowledged."""
+        future = self._unacked[0][0]
         try:
             if not bounded:
                 await asyncio.shield(future)
-                return
-            async with asyncio.timeout(self.config.bus_timeout):
-                await asyncio.shield(future)
+            else:
+                async with asyncio.timeout(self.config.bus_timeout):
+                    await asyncio.shield(future)
         except TimeoutError:
             raise BusUnavailable(f"no PUBACK within {self.config.bus_timeout:g} s") from None
         except ConnectionError as exc:
             raise BusUnavailable(str(exc)) from None
+        self._oldest_unacked()  # counts them and takes them off
 
     def _event(self, event: str, device: str | None, reason: str | None, detail: str) -> None:
         self.state.output.publish_event(device, event_payload(
@@ -326,8 +333,8 @@ class Connection:
             self._finish(reason, detail, hint)
 
     async def _drain_acks(self) -> None:
-        while self._acks:
-            await self._await_ack(self._acks.popleft())
+        while self._unacked:
+            await self._await_front()
 
     def _finish(self, reason: str, detail: str, hint: str | None) -> None:
         self._closing = True
@@ -381,3 +388,7 @@ class Connection:
             log.info(kv(event="duplicate_session_end", device=device, conn=self.id, src=self.src_text))
             self._event("duplicate_session_end", device, reason,
                         f"{device} is down to one connection ({self.src_text} closed)")
+
+
+def _succeeded(future: asyncio.Future[None]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None

@@ -130,6 +130,7 @@ class Output:
             # The batch's readings, counted once for all (a callback each was a cost per reading).
             self.readings_waiting -= len(batch)
             if not f.cancelled() and f.exception() is None:
+                self.metrics.readings_accepted += len(batch)
                 self.metrics.observe(self.metrics.publish, time.perf_counter() - started, len(batch))
 
         future.add_done_callback(settled)

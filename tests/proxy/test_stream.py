@@ -146,6 +146,22 @@ def test_a_bad_reading_after_good_ones_closes_with_rejected_then_disconnect(prox
     assert "readings=2" in line
 
 
+def test_a_burst_of_readings_is_published_and_counted_once_each(proxy):
+    """A device's whole burst (MEDSEC_DEVICE_BURST, 20) in one write: many share a bus message (one
+    bookkeeping entry each), more than may wait for their PUBACK at once (8). Each is published
+    once and counted once."""
+    dev = unique("burst")
+    key, iv = proxy.register(dev)
+    sock = connect(proxy.config.proxy_port)
+    src = f"src=127.0.0.1:{sock.getsockname()[1]} "
+    sock.sendall(b"".join(reading(key, iv, n) for n in range(20)))
+    wait_until(lambda: len(proxy.ingest(dev)) == 20, 10)
+    sock.close()
+    [line] = wait_until(lambda: [ln for ln in proxy.close_lines("eof") if src in ln], 5)
+    assert "readings=20 " in line
+    assert [m["values"]["Temp"] for m in proxy.ingest(dev)] == [f"{36 + n / 100:.3f}" for n in range(20)]
+
+
 @pytest.mark.parametrize("bad_at", [0, 1, 5])
 @pytest.mark.parametrize("bad", ["not_json", "foreign_key"])
 def test_readings_pipelined_in_one_write_stop_at_the_first_bad_one(proxy, bad_at, bad):
