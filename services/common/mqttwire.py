@@ -46,6 +46,8 @@ class Publish:
 
 
 def _length(n: int) -> bytes:
+    if n < 16384:  # the bus and public messages: one or two bytes, without the loop
+        return bytes((n,)) if n < 128 else bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while True:
         byte, n = n % 128, n // 128
