@@ -61,6 +61,7 @@ def test_a_valid_reading_gives_its_numbers() -> None:
 
 @pytest.mark.parametrize(("change", "reason"), [
     ({"Temp": "36.6\n"}, "not_numeric"),  # a trailing newline is not part of a number
+    ({"Temp": "36.6\n25.1"}, "not_numeric"),  # nor one inside (validate joins the texts with them)
     ({"Temp": " 36.6"}, "not_numeric"),
     ({"Temp": 36.6}, "not_numeric"),
     ({"Temp": "99.0"}, "out_of_range"),
