@@ -41,15 +41,21 @@ class V1Error(ReasonError, ValueError):
 class Scan(NamedTuple):  # not a frozen dataclass: built per reading, in a third of the time
     """The blocks of the first reading in a buffer.
 
-    `final` is True when a non-'+' byte follows the last block (the reading is
-    certainly over); False when the buffer ends right after it (it is over only
-    if the last block decrypts to padding). `consumed` counts the bytes of the
-    reading, not the byte that follows it.
+    `hex` is their text as sent, in lower case, without the '+' between them (what the proxy
+    hands to auth, which decrypts: the proxy never needs the bytes). `final` is True when a
+    non-'+' byte follows the last block (the reading is certainly over); False when the buffer
+    ends right after it (it is over only if the last block decrypts to padding). `consumed`
+    counts the bytes of the reading, not the byte that follows it.
     """
 
-    blocks: tuple[bytes, ...]
+    hex: bytes
     consumed: int
     final: bool
+
+    @property
+    def blocks(self) -> tuple[bytes, ...]:
+        raw = binascii.unhexlify(self.hex)
+        return tuple(raw[i:i + BLOCK] for i in range(0, len(raw), BLOCK))
 
 
 def is_v1_start(byte: int) -> bool:
@@ -72,9 +78,7 @@ def scan(buf: bytes | bytearray | memoryview, max_blocks: int = 64) -> Scan | No
         end, n = found.end(), len(buf)
         count = (end + 1) // (BLOCK_HEX + 1)
         if count <= max_blocks and (end == n or buf[end] != SEPARATOR):
-            raw = binascii.unhexlify(bytes(buf[:end]).replace(b"+", b""))
-            blocks = tuple(raw[i:i + BLOCK] for i in range(0, len(raw), BLOCK))
-            return Scan(blocks, end, final=end < n)
+            return Scan(bytes(buf[:end]).replace(b"+", b"").lower(), end, final=end < n)
     return _scan_block_by_block(buf, max_blocks)
 
 
@@ -100,9 +104,9 @@ def _scan_block_by_block(buf: bytes | bytearray | memoryview, max_blocks: int) -
         if len(blocks) > max_blocks:
             raise V1Error("too_long", f"reading longer than {max_blocks} blocks")
         if end == n:
-            return Scan(tuple(blocks), end, final=False)
+            return Scan(binascii.hexlify(b"".join(blocks)), end, final=False)
         if view[end] != SEPARATOR:
-            return Scan(tuple(blocks), end, final=True)
+            return Scan(binascii.hexlify(b"".join(blocks)), end, final=True)
         pos = end + 1
 
 

@@ -7,7 +7,6 @@ complete and decoded, "rejected" ends the connection.
 """
 from __future__ import annotations
 
-import binascii
 from typing import TYPE_CHECKING
 
 from services.common import v1 as codec
@@ -150,7 +149,7 @@ class V1Handler:
                 continue
             replies = await conn.ask_auth_many([{
                 "op": "v1", "conn": conn.id, "src": conn.src_text,
-                "blocks": binascii.hexlify(b"".join(found.blocks)).decode(), "final": found.final,
+                "blocks": found.hex.decode(), "final": found.final,
                 **({"open": True} if session.open and n == 0 else {}),
             } for n, found in enumerate(runs)])
             for found, reply in zip(runs, replies, strict=True):
@@ -167,7 +166,7 @@ class V1Handler:
             if not isinstance(device, str):
                 raise Reject("auth_protocol", "auth answered ok without a device")
             await conn.accept_reading(device, check_values(reply.get("values")), "v1", None,
-                                      reply.get("gen"), hash(b"".join(found.blocks)))
+                                      reply.get("gen"), hash(found.hex))
             session.accepted(found, conn.now())
         elif status == "rejected":
             device = reply.get("device")

@@ -110,6 +110,19 @@ def test_too_many_blocks():
     assert err.value.reason == "too_long"
 
 
+@pytest.mark.parametrize("tail", [b"", b"0"])  # over for certain, or maybe (the fast and the slow path)
+def test_a_reading_scans_to_one_text_whatever_the_case_of_its_hex(tail):
+    """The proxy recognises a replay by the scanned text: the same blocks in upper case (or mixed)
+    must give the same, or a replayer would only need to change the case."""
+    wire = VECTORS[0]["wire"].encode()
+    lower, upper = v1.scan(wire.lower() + tail), v1.scan(wire.upper() + tail)
+    mixed_case = bytes(c ^ 0x20 if i % 3 == 0 and c > 0x60 else c for i, c in enumerate(wire.lower()))
+    mixed = v1.scan(mixed_case + tail)
+    assert lower.hex == upper.hex == mixed.hex == wire.lower().replace(b"+", b"")
+    assert b"".join(lower.blocks) == b"".join(upper.blocks) == bytes.fromhex(lower.hex.decode())
+    assert v1._scan_block_by_block(wire.upper() + tail, 64) == lower
+
+
 def test_identification_uses_first_block_for_both_variants():
     for vec in VECTORS[:2]:
         found = v1.scan(vec["wire"].encode())
