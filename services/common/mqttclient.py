@@ -64,8 +64,9 @@ MAX_IN_FLIGHT = 65535  # packet ids
 # mqtt.max_awaiting_rel): the window of a QoS 2 publisher (see `window` above).
 BROKER_INFLIGHT = 100
 GATHER_IN_FLIGHT = 16  # see gather_acks
-# The encoded topics of QoS 0 publishes, by topic: the publisher's seven value topics per device.
-_topic_field = functools.lru_cache(maxsize=1 << 16)(wire.topic_field)
+# The encoded topics of QoS 0 publishes: the publisher's seven value topics of the devices that
+# send most (a miss only costs the encoding; 8192 entries are about 2.5 MB).
+_topic_field = functools.lru_cache(maxsize=8192)(wire.topic_field)
 
 MessageHandler = Callable[[wire.Publish], Awaitable[None] | None]
 
