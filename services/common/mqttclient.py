@@ -11,8 +11,9 @@ It only moves bytes and completes futures; the packets are services/common/mqttw
   keeps the packet ids of its session (persistence, clean_session=False) and
   forwards a message on PUBREL only once. If the broker comes back without the
   session, a released message is published again: a copy, never a loss.
-- QoS 1 in: `on_message(msg)` runs first, then the PUBACK is written, after
-  whatever the handler published, in the same write. A handler that raises
+- QoS 1 in (it subscribes at QoS 0 or 1; 2 is refused when the client is made):
+  `on_message(msg)` runs first, then the PUBACK is written, after whatever the
+  handler published, in the same write. A handler that raises
   (or a client that is stopping) leaves the message unacknowledged: with a
   persistent session (clean_session=False) the broker delivers it again. An
   async handler is awaited before the next packet is read, which is the
@@ -100,6 +101,9 @@ class MqttClient:
         self.username, self._password = username, password
         self.clean_session = clean_session
         self.keepalive = keepalive
+        if any(qos not in (0, 1) for _, qos in subscriptions):
+            # It acknowledges what it takes with PUBACK: a QoS 2 delivery would stall the session.
+            raise ValueError("the client subscribes at QoS 0 or 1 only")
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.log = log or logging.getLogger("medsec.mqtt")

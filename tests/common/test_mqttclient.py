@@ -242,6 +242,13 @@ def test_a_broker_that_sends_garbage_is_dropped_and_retried(config, garbage, cap
     assert "bus_connect_failed" in caplog.text and "bus_error" not in caplog.text
 
 
+@pytest.mark.parametrize("qos", [2, 3, -1])
+def test_a_subscription_the_client_cannot_acknowledge_is_refused_at_once(qos) -> None:
+    """It answers deliveries with PUBACK: at QoS 2 the broker would wait for a PUBREC for ever."""
+    with pytest.raises(ValueError, match="QoS 0 or 1"):
+        MqttClient("127.0.0.1", 1, "c", "u", "p", subscriptions=[("medsec/ingest/+", 1), ("t", qos)])
+
+
 def test_packet_ids_run_out_with_a_clear_error_not_a_hang() -> None:
     async def main() -> None:
         c = MqttClient("127.0.0.1", 1, "t", "u", "p")  # never started: everything stays in flight
