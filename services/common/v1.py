@@ -25,6 +25,7 @@ BLOCK_HEX = 32
 SEPARATOR = ord("+")
 PAD = ord("&")
 FIELDS = ("Temp", "TempMcu", "PulseSig", "Acel_x", "Acel_y", "Acel_z", "TempMpu")
+FIELD_SET = frozenset(FIELDS)  # for checking a reading's keys at once
 FIRST_BLOCK_PREFIX = b'{"Temp":"'
 VARIANTS = ("chained", "per_block")
 Variant = Literal["chained", "per_block"]
@@ -149,7 +150,7 @@ def strip_padding(plain: bytes) -> bytes:
     return text
 
 
-_FIELD_SET, _ONLY_STR = frozenset(FIELDS), {str}
+_ONLY_STR = {str}
 
 
 def parse_plaintext(text: bytes) -> dict[str, str]:
@@ -162,7 +163,7 @@ def parse_plaintext(text: bytes) -> dict[str, str]:
         raise V1Error("not_json", "plaintext is not a JSON object")
     # Every reading passes here (auth, v1 and v2): one check of the keys and one of the types for
     # a good one (half the time, issue 13); the field by field search only names what is wrong.
-    if obj.keys() == _FIELD_SET and set(map(type, obj.values())) == _ONLY_STR:
+    if obj.keys() == FIELD_SET and set(map(type, obj.values())) == _ONLY_STR:
         return obj
     missing = [f for f in FIELDS if f not in obj]
     if missing:

@@ -110,12 +110,9 @@ class V1Session:
         return idle, "idle_timeout"
 
 
-_FIELDS = frozenset(codec.FIELDS)
-
-
 def check_values(values: object) -> dict[str, str]:
     """Auth's decoded values: the seven fields as strings, else the answer is unusable."""
-    if not isinstance(values, dict) or values.keys() != _FIELDS:
+    if not isinstance(values, dict) or values.keys() != codec.FIELD_SET:
         raise Reject("auth_protocol", "auth answered ok without the seven fields")
     if not all(isinstance(v, str) for v in values.values()):
         raise Reject("auth_protocol", "auth answered ok with non-string values")

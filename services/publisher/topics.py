@@ -16,7 +16,7 @@ from services.common.bus import MAX_BATCH_READINGS
 from services.common.config import valid_device_id
 from services.common.errors import ReasonError
 from services.common.readings import ReadingError, validate
-from services.common.v1 import FIELDS
+from services.common.v1 import FIELD_SET
 
 INGEST_PREFIX = "medsec/ingest/"
 EVENTS_PREFIX = "medsec/events/"
@@ -35,7 +35,6 @@ VALUE_TOPICS: tuple[tuple[str, str], ...] = (
     ("Internal_Device_Data/Temperature/MPU", "TempMpu"),
 )
 _VALUE_ENDINGS = tuple("/" + sub for sub, _ in VALUE_TOPICS)
-_FIELD_SET = frozenset(FIELDS)
 PROTOCOLS = ("v1", "v2")
 T = TypeVar("T")
 
@@ -170,8 +169,8 @@ def parse_reading(obj: object) -> Ingest:
     values = obj.get("values")
     if type(values) is not dict:
         raise _bad("values must be an object")
-    if not _FIELD_SET.issuperset(values):
-        extra = sorted(set(values) - _FIELD_SET)
+    if not FIELD_SET.issuperset(values):
+        extra = sorted(set(values) - FIELD_SET)
         raise ReadingError("unknown_field", f"reading has unexpected fields {', '.join(extra)[:80]}")
     src = _address(obj, "src")
     gw = _address(obj, "gw")
