@@ -581,10 +581,15 @@ def _reads_to_complete(config: Config, monkeypatch, count: int, gather_acks: flo
 
 def test_gather_acks_reads_the_acks_of_many_publishes_in_bulk(config, broker, monkeypatch) -> None:
     """The publisher's setting (issue 13): with many publishes in flight, the broker's PUBRECs and
-    PUBCOMPs gather in the socket and are read together, not one read each."""
+    PUBCOMPs gather in the socket and are read together, not one read each.
+
+    The 1,200 acknowledgements of 600 QoS 2 publishes (a window of 100) take about 20 reads with a
+    20 ms pause, at least 30 acknowledgements a read. Reading at once took 141 on a quiet machine,
+    but only 38 on a loaded one (the acknowledgements pile up anyway), so the bound is on the
+    gathered reads themselves; reading at once must still need more."""
     at_once = _reads_to_complete(config, monkeypatch, 600, 0.0)
     gathered = _reads_to_complete(config, monkeypatch, 600, 0.02)
-    assert gathered * 3 < at_once, (gathered, at_once)
+    assert gathered <= 600 // 20 and gathered < at_once, (gathered, at_once)
 
 
 def test_gather_acks_never_delays_a_lone_publish(config, broker) -> None:
