@@ -8,8 +8,9 @@ Ops on the auth socket (docs/architecture.md):
         {"status": "rejected", "reason", "detail", "device"[, "refusal": base64]}
             `refusal` only for a verified reading refused for good (not_json, missing_field,
             not_numeric, out_of_range, ...): the authenticated refusal frame to write to the device
-  {"op": "v2acked", "conn", "kid": hex, "seq"}   the proxy wrote that ack after the PUBACK
-     -> {"status": "ok", "device", "seq"}
+  {"op": "v2acked", "conn", "kid": hex, "seqs": [seq, ...]}   the proxy wrote those acks after
+     the PUBACK of their bus message (or "seq": one seq)
+     -> {"status": "ok", "device", "seqs"} (or "seq")
   {"op": "v2ack", "conn", "kid": hex, "seq"}   the same, for a proxy that asks auth to seal it then
      -> {"status": "ok", "device", "seq", "ack": base64}
 
@@ -132,11 +133,29 @@ class V2Auth:
         return {"status": "ok", "device": entry.device_id, "seq": seq, "ack": _ack(entry, seq)}
 
     def acked(self, request: dict[str, Any]) -> Answer:
-        entry, seq = self._mark_acked(request)
-        return {"status": "ok", "device": entry.device_id, "seq": seq}
+        """One seq (`seq`), or the seqs of one key id whose acks the proxy wrote together (`seqs`:
+        one notification per connection and bus message, not one per reading). Each seq is marked
+        on its own: one never verified does not keep the others unmarked."""
+        seqs = request.get("seqs")
+        if seqs is None:
+            entry, seq = self._mark_acked(request)
+            return {"status": "ok", "device": entry.device_id, "seq": seq}
+        if not isinstance(seqs, list) or not 0 < len(seqs) <= v2.ReplayWindow.WINDOW:
+            raise V2Rejected("bad_request", f"seqs must be a list of 1 to {v2.ReplayWindow.WINDOW} seqs")
+        refused: V2Rejected | None = None
+        for seq in seqs:
+            try:
+                entry, _ = self._mark_acked(request, seq)
+            except V2Rejected as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
+        return {"status": "ok", "device": entry.device_id, "seqs": seqs}
 
-    def _mark_acked(self, request: dict[str, Any]) -> tuple[Entry, int]:
-        kid_text, seq = request.get("kid"), request.get("seq")
+    def _mark_acked(self, request: dict[str, Any], seq: Any = None) -> tuple[Entry, int]:
+        kid_text = request.get("kid")
+        if seq is None:
+            seq = request.get("seq")
         if (not isinstance(kid_text, str) or not isinstance(seq, int) or isinstance(seq, bool)
                 or not 0 < seq <= v2.SEQ_MAX):
             raise V2Rejected("bad_request", "v2ack/v2acked need kid (hex) and seq (a frame's counter)")

@@ -107,7 +107,7 @@ class V2Handler:
         session.feed(first, conn.now())
         acks: set[asyncio.Task[None]] = set()
         try:
-            await self._serve(conn, session, acks)
+            await self._serve(conn, session, acks, AckGroups(conn))
         except asyncio.CancelledError:  # killed (revocation, broker silent, shutdown): no more acks
             for task in acks:
                 task.cancel()
@@ -119,7 +119,8 @@ class V2Handler:
                 with contextlib.suppress(Exception):
                     await asyncio.wait(pending, timeout=conn.config.bus_timeout)
 
-    async def _serve(self, conn: Connection, session: V2Session, acks: set[asyncio.Task[None]]) -> None:
+    async def _serve(self, conn: Connection, session: V2Session, acks: set[asyncio.Task[None]],
+                     groups: AckGroups) -> None:
         while True:
             frames = session.next_frames(conn.now(), PIPELINE)
             if not frames:
@@ -137,10 +138,10 @@ class V2Handler:
                 "frame": base64.b64encode(frame.raw).decode(),
             } for frame in frames])
             for frame, reply in zip(frames, replies, strict=True):
-                await self._answered(conn, frame, reply, acks)
+                await self._answered(conn, frame, reply, acks, groups)
 
     async def _answered(self, conn: Connection, frame: codec.Frame, reply: dict[str, Any],
-                        acks: set[asyncio.Task[None]]) -> None:
+                        acks: set[asyncio.Task[None]], groups: AckGroups) -> None:
         """One frame's auth answer, in the frames' order: publish and ack, ack again, refuse, or close."""
         status = reply.get("status")
         device = reply.get("device")
@@ -152,7 +153,7 @@ class V2Handler:
             puback = await conn.accept_reading(device, check_values(reply.get("values")), "v2", frame.seq,
                                                reply.get("gen"))
             if sealed is not None:
-                puback.add_done_callback(functools.partial(_ack_on_puback, conn, frame, sealed))
+                groups.add(puback, frame, sealed)
                 return
             task = asyncio.create_task(self._ack_after(conn, frame, puback), name=f"v2-ack-{conn.id}")
             acks.add(task)
@@ -217,14 +218,40 @@ class V2Handler:
             "rejected", device, "replay", detail, conn.src, "v2", time.time()))
 
 
-def _ack_on_puback(conn: Connection, frame: codec.Frame, ack: bytes, puback: asyncio.Future[None]) -> None:
-    """The broker has the reading: the device gets its ack, auth marks the seq acknowledged."""
+class AckGroups:
+    """A connection's sealed acks, grouped by the bus message that carries their readings: one
+    done callback, one write and one `v2acked` (with `seqs`) for each group once the broker's
+    PUBACK of that message arrives (issue 13: a callback and a notification per reading were a
+    cost per reading in the proxy and in auth)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._puback: asyncio.Future[None] | None = None
+        self._kid = b""
+        self._group: list[tuple[int, bytes]] = []
+
+    def add(self, puback: asyncio.Future[None], frame: codec.Frame, ack: bytes) -> None:
+        """`frame`'s ack, to write once `puback` completes. Readings are accepted in order and a
+        bus message's future never comes back once a later one was handed out, so a group is
+        only ever the last one."""
+        if (puback is not self._puback or frame.kid != self._kid
+                or len(self._group) >= codec.ReplayWindow.WINDOW):
+            self._puback, self._kid, self._group = puback, frame.kid, []
+            puback.add_done_callback(functools.partial(_acks_on_puback, self._conn, frame.kid, self._group))
+        self._group.append((frame.seq, ack))
+
+
+def _acks_on_puback(conn: Connection, kid: bytes, group: list[tuple[int, bytes]],
+                    puback: asyncio.Future[None]) -> None:
+    """The broker has the readings: the device gets their acks, auth marks their seqs acknowledged."""
+    seqs = [seq for seq, _ in group]
     if puback.cancelled() or puback.exception() is not None:
         error = "cancelled" if puback.cancelled() else type(puback.exception()).__name__
-        log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-", seq=frame.seq, detail=error))
+        log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-",
+                       seq=",".join(map(str, seqs)), detail=error))
         return
-    _send(conn, ack)
-    conn.state.auth.send({"op": "v2acked", "conn": conn.id, "kid": frame.kid.hex(), "seq": frame.seq})
+    _send(conn, b"".join(ack for _, ack in group))
+    conn.state.auth.send({"op": "v2acked", "conn": conn.id, "kid": kid.hex(), "seqs": seqs})
 
 
 def _send(conn: Connection, ack: bytes) -> None:

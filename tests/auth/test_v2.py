@@ -398,6 +398,28 @@ def test_the_ok_answer_carries_the_sealed_ack_and_v2acked_marks_it(store):
         assert answer["status"] == "rejected" and answer["reason"] in ("not_verified", "bad_request"), bad
 
 
+def test_v2acked_with_seqs_marks_each_seq_and_refuses_what_it_cannot_mark(store):
+    """The proxy reports the acks it wrote for one bus message in one notification (`seqs`). Each
+    seq is marked on its own: one never verified is refused (not_verified) without keeping the
+    others unacknowledged; seqs that are not a list of 1 to WINDOW counters are bad requests."""
+    keys = device(store, "pico-seqs")
+    auth = AuthService(store)
+    assert [auth.handle(frame(keys, seq))["status"] for seq in range(1, 6)] == ["ok"] * 5
+    kid = keys.kid.hex()
+    done = auth.handle({"id": 1, "op": "v2acked", "conn": 1, "kid": kid, "seqs": [1, 2]})
+    assert done == {"id": 1, "status": "ok", "device": "pico-seqs", "seqs": [1, 2]}
+    mixed = auth.handle({"id": 2, "op": "v2acked", "conn": 1, "kid": kid, "seqs": [3, 9, 4]})
+    assert mixed["status"] == "rejected" and mixed["reason"] == "not_verified"
+    assert [auth.handle(frame(keys, seq))["status"] for seq in range(1, 6)] == (
+        ["duplicate"] * 4 + ["ok"])  # 3 and 4 were marked beside the refused 9; 5 was never reported
+    too_many = list(range(1, ReplayWindow.WINDOW + 2))
+    for bad in ([], too_many, "1,2", [1, "2"], [True], [0], None):  # None: then "seq" is missing
+        answer = auth.handle({"id": 3, "op": "v2acked", "conn": 1, "kid": kid, "seqs": bad})
+        assert answer["status"] == "rejected" and answer["reason"] == "bad_request", bad
+    unknown = auth.handle({"id": 4, "op": "v2acked", "conn": 1, "kid": "0badc0de", "seqs": [1]})
+    assert unknown["status"] == "rejected" and unknown["reason"] == "unknown_kid"
+
+
 def test_an_ack_that_comes_after_the_window_moved_past_its_seq_is_taken_quietly(store):
     """A reading's PUBACK can come after the device's later readings (sent again on a new
     connection) moved the window more than WINDOW seqs on: its v2acked has no bit left to set and

@@ -95,6 +95,30 @@ def test_readings_are_published_then_acked_and_replays_are_reacked_not_republish
     other.close()
 
 
+def test_every_reading_of_a_long_write_is_acked_and_reported_acknowledged_to_auth(proxy):
+    """Forty frames in one write go out in several bus messages (at most MAX_PENDING_ACKS readings
+    of a connection wait for a PUBACK). The acks of each bus message are written and reported to
+    auth together (v2acked with seqs): the device gets all forty in order, and auth marked every
+    seq, so sending them all again on a new connection publishes nothing and each is acked again."""
+    from services.proxy.connection import MAX_PENDING_ACKS
+
+    count = 5 * MAX_PENDING_ACKS
+    secret = register_v2(proxy, "v2-long")
+    dev = session(secret)
+    frames = [dev.seal(reading(n))[1] for n in range(count)]
+    sock = connect(proxy.config.proxy_port)
+    sock.sendall(b"".join(frames))
+    assert [seq for seq, _ in read_acks(sock, dev, count)] == list(range(1, count + 1))
+    sock.close()
+    wait_until(lambda: seqs(proxy, "v2-long") == list(range(1, count + 1)), 5, what="every reading on the bus")
+    again = connect(proxy.config.proxy_port)
+    again.sendall(b"".join(frames))
+    assert [seq for seq, _ in read_acks(again, dev, count)] == list(range(1, count + 1))
+    again.close()
+    wait_until(lambda: len(proxy.rejected("replay", "v2-long")) == count, 5, what="a replay event each")
+    assert seqs(proxy, "v2-long") == list(range(1, count + 1))
+
+
 def test_readings_that_arrive_after_later_ones_are_published_and_acked_once(proxy):
     """A device's readings in any order inside the replay window: each published once, each acked
     (a reading refused on the way while later ones got through is resent, and must not loop)."""
