@@ -126,6 +126,21 @@ def read(
     return frame, end
 
 
+_ANSWER_BODY = {"ack": layout.ACK_BODY, "refusal": layout.REFUSAL_BODY}
+
+
+def answer_header(frame: Frame, kind: Literal["ack", "refusal"]) -> bytes:
+    """The header the gateway's answer of `kind` to a reading frame carries: the frame's key id and
+    seq under the answer's type and body length (an answer is that header and its body)."""
+    return bytes([_CODES[kind]]) + frame.header[1:-2] + _ANSWER_BODY[kind].to_bytes(2, "big")
+
+
+def is_answer_to(data: bytes, frame: Frame, kind: Literal["ack", "refusal"]) -> bool:
+    """Whether `data` is exactly one answer of `kind` to `frame` (its tag is the device's to check)."""
+    header = answer_header(frame, kind)
+    return len(data) == len(header) + _ANSWER_BODY[kind] and data.startswith(header)
+
+
 def derive_keys(master: bytes, kid: bytes) -> Keys:
     """HKDF-SHA256 from the device's master key; the key id is bound into every label."""
     try:

@@ -286,3 +286,33 @@ def test_replay_window_accepts_each_seq_inside_it_once_in_any_order():
     w.accept(101)  # the late seq slides out of the window with the rest
     assert w.classify(100 - n + 1) == "old_seq" and w.classify(101 - n + 1) == "new"
     assert w.to_text().startswith(f"101:{w.verified:x}:")  # what the key store's compare-and-set reads
+
+
+def _answers_reference(data: bytes, frame: v2.Frame, kind: str) -> bool:
+    """The proxy's check before is_answer_to: one whole answer frame of `kind` for frame's kid and seq."""
+    try:
+        answer, used = v2.read(data, expect=kind)
+    except v2.V2Error:
+        return False
+    return answer is not None and used == len(data) and answer.kid == frame.kid and answer.seq == frame.seq
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v["kid"])
+def test_is_answer_to_agrees_with_reading_the_answer_for_every_change_of_it(vec):
+    """The proxy checks auth's ack or refusal against the frame it answers by its header alone:
+    every byte changed, every cut and every byte added must be judged as a full read judges it."""
+    keys = keys_of(vec)
+    frame, _ = v2.read(H(vec["frame"]))
+    near = vec["seq"] - 1 if vec["seq"] > 1 else vec["seq"] + 1
+    other, _ = v2.read(v2device.seal_reading(keys.cipher("d2g"), keys.common_iv, keys.kid, near, b"{}"))
+    rng = random.Random(vec["seq"])
+    for kind, good in (("ack", v2.seal_ack(keys, vec["seq"])),
+                       ("refusal", v2.seal_refusal(keys, vec["seq"], "out_of_range"))):
+        assert v2.is_answer_to(good, frame, kind) and good.startswith(v2.answer_header(frame, kind))
+        assert not v2.is_answer_to(good, other, kind)  # a neighbouring seq's
+        changed = [good[:i] + bytes([good[i] ^ (1 << rng.randrange(8))]) + good[i + 1:]
+                   for i in range(len(good))]
+        changed += [good[:i] for i in range(len(good))] + [good + b"\x00", good + good, H(vec["frame"])]
+        changed += [v2.seal_ack(keys, vec["seq"]), v2.seal_refusal(keys, vec["seq"], "not_json")]
+        for data in changed:
+            assert v2.is_answer_to(data, frame, kind) == _answers_reference(data, frame, kind), data.hex()

@@ -107,16 +107,17 @@ def test_every_reading_of_a_long_write_is_acked_and_reported_acknowledged_to_aut
     dev = session(secret)
     frames = [dev.seal(reading(n))[1] for n in range(count)]
     sock = connect(proxy.config.proxy_port)
+    every = list(range(1, count + 1))
     sock.sendall(b"".join(frames))
-    assert [seq for seq, _ in read_acks(sock, dev, count)] == list(range(1, count + 1))
+    assert [seq for seq, _ in read_acks(sock, dev, count)] == every
     sock.close()
-    wait_until(lambda: seqs(proxy, "v2-long") == list(range(1, count + 1)), 5, what="every reading on the bus")
+    wait_until(lambda: seqs(proxy, "v2-long") == every, 5, what="every reading on the bus")
     again = connect(proxy.config.proxy_port)
     again.sendall(b"".join(frames))
-    assert [seq for seq, _ in read_acks(again, dev, count)] == list(range(1, count + 1))
+    assert [seq for seq, _ in read_acks(again, dev, count)] == every
     again.close()
     wait_until(lambda: len(proxy.rejected("replay", "v2-long")) == count, 5, what="a replay event each")
-    assert seqs(proxy, "v2-long") == list(range(1, count + 1))
+    assert seqs(proxy, "v2-long") == every
 
 
 def test_readings_that_arrive_after_later_ones_are_published_and_acked_once(proxy):
