@@ -73,6 +73,23 @@ class Keys:
     g2d: bytes  # gateway -> device (acknowledgements and refusals)
     common_iv: bytes
     _ciphers: dict[str, OpenSslCcm] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # A reading's and an ack's nonce is this XOR seq (the seq fills the nonce's last 5 bytes, where
+    # the key id part has zeros): computed once per key, not per frame.
+    _nonce_base: int = field(init=False, repr=False, compare=False)
+    _ack_head: bytes = field(init=False, repr=False, compare=False)  # an ack header before its seq
+
+    def __post_init__(self) -> None:
+        base = int.from_bytes(layout.nonce(self.common_iv, self.kid, 0), "big")
+        object.__setattr__(self, "_nonce_base", base)
+        object.__setattr__(self, "_ack_head", layout.header(ACK, self.kid, 1, TAG)[:4 + len(self.kid)])
+
+    def nonce(self, seq: int) -> bytes:
+        """The nonce of reading `seq` and of its ack (v2device.nonce with kind DATA), seq in 1..SEQ_MAX."""
+        return (self._nonce_base ^ seq).to_bytes(NONCE, "big")
+
+    def ack_header(self, seq: int) -> bytes:
+        """The header of the ack of reading `seq` (v2device.header for ACK), seq in 1..SEQ_MAX."""
+        return self._ack_head + seq.to_bytes(SEQ_BYTES, "big") + _ACK_LENGTH
 
     def cipher(self, direction: Literal["d2g", "g2d"]) -> OpenSslCcm:
         """The direction's AES-CCM, built on first use and kept (per device key, not per frame;
@@ -127,6 +144,7 @@ def read(
 
 
 _ANSWER_BODY = {"ack": layout.ACK_BODY, "refusal": layout.REFUSAL_BODY}
+_ACK_LENGTH = layout.ACK_BODY.to_bytes(2, "big")
 
 
 def answer_header(frame: Frame, kind: Literal["ack", "refusal"]) -> bytes:
@@ -165,8 +183,7 @@ def build_header(kind: FrameKind, kid: bytes, seq: int, body_len: int) -> bytes:
 def open_data(keys: Keys, frame: Frame) -> bytes:
     """Verify and decrypt a reading frame; nothing comes out unless the tag verifies."""
     try:
-        n = layout.nonce(keys.common_iv, keys.kid, frame.seq)
-        return keys.cipher("d2g").decrypt(n, frame.header, frame.body)
+        return keys.cipher("d2g").decrypt(keys.nonce(frame.seq), frame.header, frame.body)
     except ccm.CcmError:
         raise V2Error("bad_tag", "authentication tag does not verify") from None
 
@@ -177,8 +194,10 @@ def seal_ack(keys: Keys, seq: int) -> bytes:
     Deterministic: acknowledging the same seq again gives the same bytes, so a
     re-sent ack reuses its nonce only with identical input and reveals nothing new.
     """
-    header = build_header("ack", keys.kid, seq, TAG)
-    return header + keys.cipher("g2d").encrypt(layout.nonce(keys.common_iv, keys.kid, seq), header, b"")
+    if not 1 <= seq <= SEQ_MAX:
+        raise V2Error("bad_seq", "sequence number must be 1..2**40-1")
+    header = keys.ack_header(seq)
+    return header + keys.cipher("g2d").encrypt(keys.nonce(seq), header, b"")
 
 
 def seal_refusal(keys: Keys, seq: int, reason: str) -> bytes:

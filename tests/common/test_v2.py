@@ -316,3 +316,20 @@ def test_is_answer_to_agrees_with_reading_the_answer_for_every_change_of_it(vec)
         changed += [v2.seal_ack(keys, vec["seq"]), v2.seal_refusal(keys, vec["seq"], "not_json")]
         for data in changed:
             assert v2.is_answer_to(data, frame, kind) == _answers_reference(data, frame, kind), data.hex()
+
+
+def test_a_keys_nonce_and_ack_header_are_the_shared_constructions_for_every_kid_length_and_seq():
+    """The gateway computes a key's nonce and ack header from per-key parts: the same bytes as
+    v2device's nonce and header for key ids of 1 to 7 bytes and seqs across 1..SEQ_MAX."""
+    rng = random.Random(13)
+    for kid_len in range(v2.KID_MIN, v2.KID_MAX + 1):
+        for _ in range(50):
+            kid = bytes(rng.randrange(256) for _ in range(kid_len))
+            keys = v2.derive_keys(bytes(rng.randrange(256) for _ in range(16)), kid)
+            for seq in (1, 2, 255, 256, v2.SEQ_MAX - 1, v2.SEQ_MAX, rng.randrange(1, v2.SEQ_MAX)):
+                assert keys.nonce(seq) == v2device.nonce(keys.common_iv, kid, seq)
+                assert keys.ack_header(seq) == v2device.header(v2.ACK, kid, seq, v2.TAG)
+    for seq in (0, -1, v2.SEQ_MAX + 1):
+        with pytest.raises(v2.V2Error) as refused:
+            v2.seal_ack(keys, seq)
+        assert refused.value.reason == "bad_seq"
