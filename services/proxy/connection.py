@@ -72,21 +72,51 @@ class Connection:
         # the proxy's CPU).
         self._watchdog: asyncio.TimerHandle | None = None
         self._out = bytearray()  # answers to the device, written at the end of the loop turn
+        # The deadline of the read in progress, under one timer per connection that is moved only
+        # when a deadline comes earlier than it (issue 13: asyncio.timeout made and cancelled a
+        # timer per read). The timer cancels the task; read() turns that into Reject(reason).
+        self._read_deadline: tuple[float, str] | None = None  # set only while a read waits
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_overdue = False
 
     def now(self) -> float:
         return self.loop.time()
 
     # --- what protocol handlers use ---
     async def read(self, limit: int, deadline: float, reason: str) -> bytes:
-        """Up to `limit` bytes; b"" at end of stream; Reject(reason) if nothing came by `deadline`."""
-        timeout = deadline - self.loop.time()
-        if timeout <= 0:
+        """Up to `limit` bytes; b"" at end of stream; Reject(reason) if nothing came by `deadline`.
+        Called from the connection's task (run())."""
+        if deadline <= self.loop.time():
             raise Reject(reason, self._timeout_detail(reason))
+        timer = self._read_timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._read_timer = self.loop.call_at(deadline, self._check_read)
+        self._read_deadline = (deadline, reason)
         try:
-            async with asyncio.timeout(timeout):
-                return await self.reader.read(limit)
-        except TimeoutError:
+            return await self.reader.read(limit)
+        except asyncio.CancelledError:
+            # Ours (the deadline passed) unless the task was cancelled for another reason too
+            # (kill, shutdown): then that cancellation goes on.
+            if not self._read_overdue or self.task is None or self.task.uncancel() > 0:
+                raise
             raise Reject(reason, self._timeout_detail(reason)) from None
+        finally:
+            self._read_deadline = None
+            self._read_overdue = False
+
+    def _check_read(self) -> None:
+        """The read timer: cancel the task if its read is past its deadline; else wait for it."""
+        self._read_timer = None
+        if self._read_deadline is None or self.task is None:
+            return  # no read waits: the next one sets the timer again
+        deadline = self._read_deadline[0]
+        if self.loop.time() < deadline:
+            self._read_timer = self.loop.call_at(deadline, self._check_read)
+        elif not self._read_overdue:
+            self._read_overdue = True
+            self.task.cancel()
 
     def _timeout_detail(self, reason: str) -> str:
         if reason == "reading_timeout":
@@ -340,6 +370,8 @@ class Connection:
         self._closing = True
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._read_timer is not None:
+            self._read_timer.cancel()
         self._write_out()  # the acks of readings confirmed in this very turn
         self.writer.close()
         state = self.state

@@ -131,6 +131,28 @@ def test_a_slow_drip_of_bytes(proxy, good):
     assert_only_good_device_affected(proxy, good, "reading_timeout", "~unidentified")
 
 
+def test_each_read_has_its_own_deadline_however_long_the_connection_lives(proxy):
+    """One timer per connection watches the read in progress and follows its deadline: a device
+    whose readings come every 0.6 s (MEDSEC_IDLE_TIMEOUT=1.5) outlives its first reads' deadlines,
+    every reading published; one that then falls silent is closed at idle_timeout, not earlier."""
+    device = f"steady-{uuid.uuid4().hex[:6]}"
+    key, iv = proxy.register(device)
+    steady = Streamer(proxy.config.proxy_port, key, iv, interval=0.6, device=device)
+    steady.start()
+    wait_until(lambda: len(proxy.ingest(device)) >= 7, 10, what="seven readings, 3.6 s of streaming")
+    steady.stop()
+    assert steady.error is None
+    assert not [ln for ln in proxy.close_lines("idle_timeout") if f"device={device} " in ln]
+    silent = connect(proxy.config.proxy_port)
+    silent.sendall(reading(key, iv, 99))
+    sent = time.monotonic()
+    assert closed_by_peer(silent, timeout=5)
+    assert time.monotonic() - sent >= 1.4  # the idle deadline counts from the last bytes
+    silent.close()
+    wait_until(lambda: [ln for ln in proxy.close_lines("idle_timeout") if f"device={device} " in ln], 5,
+               what="the silent connection's close line")
+
+
 def test_a_client_that_connects_and_resets(proxy, good):
     key, iv = proxy.register(f"resetter-{uuid.uuid4().hex[:6]}")
     sock = connect(proxy.config.proxy_port)
