@@ -39,7 +39,10 @@ class AuthClient:
         self.connect_timeout = connect_timeout
         self.wait = wait
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # Requests in flight, oldest first: id -> (future, deadline). One timer fails those past
+        # their deadline (issue 13: asyncio.timeout made and cancelled a timer per request_many).
+        self._pending: dict[int, tuple[asyncio.Future[dict[str, Any]], float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._attempt: asyncio.Task[asyncio.StreamWriter] | None = None
@@ -61,13 +64,16 @@ class AuthClient:
         writer = await self._ensure_connected()
         loop = asyncio.get_running_loop()
         futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        deadline = loop.time() + self.timeout
         for message in messages:
             rid = next(self._ids)
-            futures[rid] = self._pending[rid] = loop.create_future()
+            futures[rid] = future = loop.create_future()
+            self._pending[rid] = (future, deadline)
             self._write(writer, authwire.encode({**message, "id": rid}))
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadline, self._sweep)
         try:
-            async with asyncio.timeout(self.timeout):
-                return [await future for future in futures.values()]
+            return [await future for future in futures.values()]
         except TimeoutError:
             raise AuthUnavailable(f"no answer from auth within {self.timeout:g} s") from None
         except (ConnectionError, OSError) as exc:
@@ -77,6 +83,18 @@ class AuthClient:
                 self._pending.pop(rid, None)
                 if future.done() and not future.cancelled():
                     future.exception()  # one failure is raised above, not one per request logged
+
+    def _sweep(self) -> None:
+        """Fail the requests past their deadline (TimeoutError); then wait for the oldest left."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for future, deadline in self._pending.values():  # oldest first: the deadlines grow
+            if deadline > now:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+                return
+            if not future.done():
+                future.set_exception(TimeoutError())
 
     def send(self, message: dict[str, Any]) -> None:
         """A notification (ops close, v2acked): no id, so auth answers nothing."""
@@ -147,9 +165,9 @@ class AuthClient:
                     break
                 buf += data
                 for message in authwire.messages(buf):
-                    future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-                    if future is not None and not future.done():
-                        future.set_result(message)
+                    entry = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+                    if entry is not None and not entry[0].done():
+                        entry[0].set_result(message)
         except authwire.AuthWireError as exc:
             why = f"bad answer from auth: {exc}"
         except (ConnectionError, OSError) as exc:
@@ -166,7 +184,7 @@ class AuthClient:
                 log.warning(kv(event="auth_lost", detail=why, in_flight=len(self._pending)))
 
     def _fail_pending(self, why: str) -> None:
-        for future in list(self._pending.values()):
+        for future, _ in list(self._pending.values()):
             if not future.done():
                 future.set_exception(AuthUnavailable(why))
 

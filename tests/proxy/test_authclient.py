@@ -98,6 +98,47 @@ def test_a_silent_peer_times_out(tmp_path):
     assert "no answer from auth within 0.2 s" in asyncio.run(main()).detail
 
 
+def test_each_request_times_out_at_its_own_deadline(tmp_path):
+    """One timer watches every request in flight: a request fails when its own deadline passes,
+    never at an earlier request's, and an answer inside the deadline is taken."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = bytearray()
+        while data := await reader.read(65536):
+            buf += data
+            for msg in authwire.messages(buf):
+                if msg["n"] % 2:  # odd ones are answered 0.3 s late, even ones never
+                    asyncio.get_running_loop().call_later(0.3, writer.write, authwire.encode(
+                        {"id": msg["id"], "status": "ok", "echo": msg["n"]}))
+
+    async def timed(client: AuthClient, n: int) -> tuple[int, float, object]:
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        try:
+            outcome: object = (await client.request({"op": "v1", "n": n}))["echo"]
+        except AuthUnavailable as exc:
+            outcome = exc.detail
+        return n, loop.time() - asked, outcome
+
+    async def main():
+        path = tmp_path / "e.sock"
+        server = await asyncio.start_unix_server(serve, path=str(path))
+        client = AuthClient(path, timeout=0.5)
+        first = asyncio.ensure_future(timed(client, 0))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(timed(client, 1))
+        await asyncio.sleep(0.1)
+        third = asyncio.ensure_future(timed(client, 2))
+        results = await asyncio.gather(first, second, third)
+        await client.close()
+        server.close()
+        return results
+
+    (_, waited0, lost0), (_, waited1, echo1), (_, waited2, lost2) = asyncio.run(main())
+    assert echo1 == 1 and 0.25 <= waited1 < 0.5  # answered inside its deadline
+    for waited, lost in ((waited0, lost0), (waited2, lost2)):
+        assert "no answer from auth within 0.5 s" in lost and 0.45 <= waited < 2.0
+
+
 def test_a_restarting_peer_is_waited_for(tmp_path):
     async def main():
         path = tmp_path / "d.sock"
