@@ -31,6 +31,8 @@ FIRST_READ = 4096
 # Readings of one connection that may wait for their PUBACK before the connection stops reading.
 MAX_PENDING_ACKS = 8
 MAX_WRITE_BUFFER = 64 * 1024
+# Acknowledgements held while later readings of the connection wait for their PUBACK: about 16.
+HELD_ACK_BYTES = 512
 # Failed identifications that count toward throttling an address: keys or key ids nobody registered.
 GUESSES = frozenset({"unknown_key", "unknown_kid"})
 # Closes that count too, although the readings decoded: replaying sniffed traffic.
@@ -72,6 +74,7 @@ class Connection:
         # the proxy's CPU).
         self._watchdog: asyncio.TimerHandle | None = None
         self._out = bytearray()  # answers to the device, written at the end of the loop turn
+        self._write_scheduled = False
         # The deadline of the read in progress, under one timer per connection that is moved only
         # when a deadline comes earlier than it (issue 13: asyncio.timeout made and cancelled a
         # timer per read). The timer cancels the task; read() turns that into Reject(reason).
@@ -199,18 +202,38 @@ class Connection:
         return unacked[0][2] if unacked else None
 
     def write(self, data: bytes) -> None:
-        """For protocols that answer the device (v2 acknowledgements).
+        """For protocols that answer the device (v2 acknowledgements and refusals).
 
         The answers of one loop turn go out in one write at its end (issue 13: the PUBACK of a bus
         batch completes several of a connection's readings at once; a system call per ack was a
         fifth of the proxy's time). A device that does not read its answers must not make the
         proxy buffer them without end.
         """
-        if not self._out:
-            self.loop.call_soon(self._write_out)
         self._out += data
+        self._schedule_write()
+
+    def write_acks(self, data: bytes) -> None:
+        """Acknowledgements of readings the broker has: written with write() when none of the
+        connection's later readings still waits for its PUBACK; else held for the write that
+        comes with theirs, up to HELD_ACK_BYTES (issue 13: a device streaming flat out got a
+        write per bus message, a quarter of the v2 proxy's time; at a reading every 100 ms
+        nothing waits behind an ack, so none is held). The close writes what is held."""
+        self._out += data
+        if self._oldest_unacked() is None or len(self._out) >= HELD_ACK_BYTES:
+            self._schedule_write()
+
+    def flush_answers(self) -> None:
+        """Write the answers held now: the PUBACK they were held for failed."""
+        if self._out:
+            self._schedule_write()
+
+    def _schedule_write(self) -> None:
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_out)
 
     def _write_out(self) -> None:
+        self._write_scheduled = False
         if self._out and not self.writer.is_closing():
             self.writer.write(bytes(self._out))
             if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:

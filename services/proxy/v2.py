@@ -249,8 +249,10 @@ def _acks_on_puback(conn: Connection, kid: bytes, group: list[tuple[int, bytes]]
         error = "cancelled" if puback.cancelled() else type(puback.exception()).__name__
         log.warning(kv(event="no_ack", conn=conn.id, device=conn.device or "-",
                        seq=",".join(map(str, seqs)), detail=error))
+        conn.flush_answers()  # the acks held for this group's PUBACK
         return
-    _send(conn, b"".join(ack for _, ack in group))
+    if not conn.writer.is_closing():
+        conn.write_acks(b"".join(ack for _, ack in group))
     conn.state.auth.send({"op": "v2acked", "conn": conn.id, "kid": kid.hex(), "seqs": seqs})
 
 
