@@ -31,8 +31,10 @@ FIRST_READ = 4096
 # Readings of one connection that may wait for their PUBACK before the connection stops reading.
 MAX_PENDING_ACKS = 8
 MAX_WRITE_BUFFER = 64 * 1024
-# Acknowledgements held while later readings of the connection wait for their PUBACK: about 16.
+# Acknowledgements held while later readings of the connection are on their way: about 20 at
+# most, for at most 20 ms.
 HELD_ACK_BYTES = 512
+HELD_ACK_SECONDS = 0.02
 # Failed identifications that count toward throttling an address: keys or key ids nobody registered.
 GUESSES = frozenset({"unknown_key", "unknown_kid"})
 # Closes that count too, although the readings decoded: replaying sniffed traffic.
@@ -63,6 +65,7 @@ class Connection:
         self._kill: tuple[str, str] | None = None
         self._closing = False
         self._asked_auth = False
+        self._asking = False  # readings are with auth: their acks will follow soon
         # Readings published and not yet seen acknowledged, oldest first: [PUBACK future, how many
         # of this connection's readings it carries, when the first was published]. Readings that
         # go in one bus batch share its future and one entry (issue 13: a callback per reading).
@@ -75,6 +78,7 @@ class Connection:
         self._watchdog: asyncio.TimerHandle | None = None
         self._out = bytearray()  # answers to the device, written at the end of the loop turn
         self._write_scheduled = False
+        self._held_since = 0.0  # when the oldest answer in _out was put there
         # The deadline of the read in progress, under one timer per connection that is moved only
         # when a deadline comes earlier than it (issue 13: asyncio.timeout made and cancelled a
         # timer per read). The timer cancels the task; read() turns that into Reject(reason).
@@ -133,7 +137,11 @@ class Connection:
         """Auth's answers to `messages`, asked together (one write, pipelined), in order."""
         self._asked_auth = True
         started = time.perf_counter()
-        replies = await self.state.auth.request_many(messages)
+        self._asking = True
+        try:
+            replies = await self.state.auth.request_many(messages)
+        finally:
+            self._asking = False
         elapsed = time.perf_counter() - started
         self.state.metrics.observe(self.state.metrics.auth, elapsed, len(replies))
         return replies
@@ -213,13 +221,19 @@ class Connection:
         self._schedule_write()
 
     def write_acks(self, data: bytes) -> None:
-        """Acknowledgements of readings the broker has: written with write() when none of the
-        connection's later readings still waits for its PUBACK; else held for the write that
-        comes with theirs, up to HELD_ACK_BYTES (issue 13: a device streaming flat out got a
-        write per bus message, a quarter of the v2 proxy's time; at a reading every 100 ms
-        nothing waits behind an ack, so none is held). The close writes what is held."""
+        """Acknowledgements of readings the broker has. Written with write() when nothing of the
+        connection's is on its way (no later reading with auth or waiting for its PUBACK); else
+        held for the write that comes with the next ones, up to HELD_ACK_SECONDS and
+        HELD_ACK_BYTES (issue 13: a device streaming flat out got a write per bus message; at a
+        reading every 100 ms nothing is on its way behind an ack, so none is held). Whatever is
+        on its way ends in another write_acks, a write (refusal, duplicate) or the close, each
+        of which writes what is held."""
+        now = self.loop.time()
+        if not self._out:
+            self._held_since = now
         self._out += data
-        if self._oldest_unacked() is None or len(self._out) >= HELD_ACK_BYTES:
+        if ((not self._asking and self._oldest_unacked() is None) or len(self._out) >= HELD_ACK_BYTES
+                or now - self._held_since >= HELD_ACK_SECONDS):
             self._schedule_write()
 
     def flush_answers(self) -> None:
