@@ -27,7 +27,7 @@ from benchmarks.results_file import run_and_report
 from benchmarks.stackbench import Device, cpu_seconds, service_pids
 from services.common import v1, v2device
 from services.common.config import Config
-from services.common.mqttclient import BROKER_INFLIGHT, MqttClient
+from services.common.mqttclient import BROKER_INFLIGHT, MqttClient, TopicTable
 from services.common.state import mqtt_password
 from services.publisher.service import PublisherService
 from services.publisher.topics import qos_for
@@ -200,8 +200,7 @@ def raw_broker(config: Config, sub: Subscriber, pids: dict[str, int], devices: i
         stop = asyncio.Event()
         # As the publisher sends them: its QoS per topic (MEDSEC_PUBLIC_QOS, MEDSEC_LEGACY_QOS)
         # within the broker's in-flight limit.
-        def qos_of(topic: str) -> int:
-            return qos_for(topic, config.public_qos, config.legacy_qos)
+        topics = TopicTable(lambda topic: qos_for(topic, config.public_qos, config.legacy_qos))
 
         client = MqttClient(config.host, config.mqtt_port, f"bench-raw-{os.getpid()}", "publisher",
                             mqtt_password(config, "publisher"), window=BROKER_INFLIGHT)
@@ -210,7 +209,7 @@ def raw_broker(config: Config, sub: Subscriber, pids: dict[str, int], devices: i
             await asyncio.sleep(0.01)
         for n in range(per_device):
             for name in names:
-                client.send_many(sets[name][n], qos_of)
+                client.send_many(sets[name][n], topics)
             if client.in_flight > 20_000:  # a window, like the publisher's broker
                 while client.in_flight > 5_000:
                     await asyncio.sleep(0.001)

@@ -27,7 +27,7 @@ import logging
 
 from services.common import mqttwire as wire
 from services.common.config import Config
-from services.common.mqttclient import BROKER_INFLIGHT, MqttClient
+from services.common.mqttclient import BROKER_INFLIGHT, MqttClient, TopicTable
 from services.common.state import mqtt_password
 from services.publisher.service import PublisherService
 from services.publisher.topics import qos_for
@@ -51,7 +51,7 @@ class BusTransport:
         self.qos = config.public_qos
         self.legacy_qos = config.legacy_qos
         self.log = log
-        self._qos_of = lambda topic: qos_for(topic, self.qos, self.legacy_qos)
+        self._topics = TopicTable(lambda topic: qos_for(topic, self.qos, self.legacy_qos))
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, client_id, "publisher", mqtt_password(config, "publisher"),
             clean_session=False, keepalive=KEEPALIVE, subscriptions=subscriptions or SUBSCRIPTIONS,
@@ -73,4 +73,4 @@ class BusTransport:
 
     def _on_message(self, msg: wire.Publish) -> None:
         # Raising leaves the message unacknowledged (the client logs it): the broker redelivers it.
-        self.client.send_many(self.service.handle(msg.topic, msg.payload), self._qos_of)
+        self.client.send_many(self.service.handle(msg.topic, msg.payload), self._topics)

@@ -14,7 +14,7 @@ import pytest
 from services.common import mqttwire as wire
 from services.common.config import Config
 from services.common.mqttclient import BROKER_INFLIGHT as BROKER_WINDOW
-from services.common.mqttclient import MqttClient
+from services.common.mqttclient import MqttClient, TopicTable
 from services.common.state import mqtt_password
 from tests.support.broker import start_mosquitto
 from tests.support.proc import port_open
@@ -370,8 +370,9 @@ def test_send_many_sends_each_message_at_its_qos_in_order(config, broker) -> Non
         s1, r1 = await running(sub)
         s2, r2 = await running(pub)
         await asyncio.wait_for(sub.subscribed.wait(), 10)
+        table = TopicTable(names.__getitem__)
         for n in range(50):
-            pub.send_many([(t, b"%d" % n, False) for t in names], names.__getitem__)
+            pub.send_many([(t, b"%d" % n, False) for t in names], table)
         kept = pub.in_flight
         await until(lambda: pub.drained and all(len(v) >= 50 for v in got.values()), 10, "everything")
         await shut(s2, r2)
@@ -605,3 +606,23 @@ def test_gather_acks_never_delays_a_lone_publish(config, broker) -> None:
         await shut(stop, task)
 
     asyncio.run(main())
+
+
+def test_a_topic_table_decides_each_topic_once_and_stays_bounded() -> None:
+    """send_many's table: a topic's QoS rule runs once, its field is the wire's encoding (non-ASCII
+    too), and past its limit the table starts again and still answers right."""
+    asked: list[str] = []
+
+    def qos_of(topic: str) -> int:
+        asked.append(topic)
+        return 2 if topic.endswith("/json") else 0
+
+    table = TopicTable(qos_of, limit=4)
+    for _ in range(3):
+        assert table["Pico/a/json"] == (2, wire.topic_field("Pico/a/json"))
+        assert table["Pico/ä/Temp"] == (0, wire.topic_field("Pico/ä/Temp"))
+    assert asked == ["Pico/a/json", "Pico/ä/Temp"]
+    names = [f"Pico/d{n}/json" for n in range(10)]
+    for name in names:
+        assert table[name] == (2, wire.topic_field(name))
+        assert len(table) <= 4
