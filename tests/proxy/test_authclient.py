@@ -122,7 +122,7 @@ def test_each_request_times_out_at_its_own_deadline(tmp_path):
     async def main():
         path = tmp_path / "e.sock"
         server = await asyncio.start_unix_server(serve, path=str(path))
-        client = AuthClient(path, timeout=0.5)
+        client = AuthClient(path, timeout=1.0)
         first = asyncio.ensure_future(timed(client, 0))
         await asyncio.sleep(0.1)
         second = asyncio.ensure_future(timed(client, 1))
@@ -134,9 +134,9 @@ def test_each_request_times_out_at_its_own_deadline(tmp_path):
         return results
 
     (_, waited0, lost0), (_, waited1, echo1), (_, waited2, lost2) = asyncio.run(main())
-    assert echo1 == 1 and 0.25 <= waited1 < 0.5  # answered inside its deadline
-    for waited, lost in ((waited0, lost0), (waited2, lost2)):
-        assert "no answer from auth within 0.5 s" in lost and 0.45 <= waited < 2.0
+    assert echo1 == 1 and 0.25 <= waited1 < 1.0  # answered inside its deadline
+    for waited, lost in ((waited0, lost0), (waited2, lost2)):  # each at its own deadline, not before
+        assert "no answer from auth within 1 s" in lost and 0.95 <= waited < 3.0
 
 
 def test_a_restarting_peer_is_waited_for(tmp_path):
