@@ -129,7 +129,8 @@ class V2Auth:
                 "redelivery": verdict == "redelivery", "gen": entry.generation, "ack": _ack(entry, frame.seq)}
 
     def ack(self, request: dict[str, Any]) -> Answer:
-        entry, seq = self._mark_acked(request)
+        seq = request.get("seq")
+        entry = self._mark_acked(request.get("kid"), seq)
         return {"status": "ok", "device": entry.device_id, "seq": seq, "ack": _ack(entry, seq)}
 
     def acked(self, request: dict[str, Any]) -> Answer:
@@ -138,24 +139,22 @@ class V2Auth:
         on its own: one never verified does not keep the others unmarked."""
         seqs = request.get("seqs")
         if seqs is None:
-            entry, seq = self._mark_acked(request)
+            seq = request.get("seq")
+            entry = self._mark_acked(request.get("kid"), seq)
             return {"status": "ok", "device": entry.device_id, "seq": seq}
         if not isinstance(seqs, list) or not 0 < len(seqs) <= v2.ReplayWindow.WINDOW:
             raise V2Rejected("bad_request", f"seqs must be a list of 1 to {v2.ReplayWindow.WINDOW} seqs")
         refused: V2Rejected | None = None
         for seq in seqs:
             try:
-                entry, _ = self._mark_acked(request, seq)
+                entry = self._mark_acked(request.get("kid"), seq)
             except V2Rejected as exc:
                 refused = refused or exc
         if refused is not None:
             raise refused
         return {"status": "ok", "device": entry.device_id, "seqs": seqs}
 
-    def _mark_acked(self, request: dict[str, Any], seq: Any = None) -> tuple[Entry, int]:
-        kid_text = request.get("kid")
-        if seq is None:
-            seq = request.get("seq")
+    def _mark_acked(self, kid_text: Any, seq: Any) -> Entry:
         if (not isinstance(kid_text, str) or not isinstance(seq, int) or isinstance(seq, bool)
                 or not 0 < seq <= v2.SEQ_MAX):
             raise V2Rejected("bad_request", "v2ack/v2acked need kid (hex) and seq (a frame's counter)")
@@ -169,14 +168,14 @@ class V2Auth:
             # Acknowledged after the device's later readings moved the window past it (they came
             # on another connection while this one waited for its PUBACK): a copy of it would be
             # refused as old_seq anyway, so there is no bit left to record.
-            return entry, seq
+            return entry
         if not window.ack(seq):
             raise V2Rejected("not_verified", f"seq {seq} was never accepted: no ack", entry.device_id)
         # Written within a second (flush), not before answering: an ack bit lost in a crash only
         # turns a later duplicate into a redelivery, which is published again and dropped by the
         # publisher. The counter itself (accept) is always written before the answer.
         self._dirty[kid] = entry.device_id
-        return entry, seq
+        return entry
 
     # --- internals ---
     def _entry(self, kid: bytes) -> Entry:

@@ -416,6 +416,10 @@ def test_v2acked_with_seqs_marks_each_seq_and_refuses_what_it_cannot_mark(store)
     for bad in ([], too_many, "1,2", [1, "2"], [True], [0], None):  # None: then "seq" is missing
         answer = auth.handle({"id": 3, "op": "v2acked", "conn": 1, "kid": kid, "seqs": bad})
         assert answer["status"] == "rejected" and answer["reason"] == "bad_request", bad
+    # a seqs item is a seq of its own: a null one never stands for the request's "seq"
+    both = auth.handle({"id": 5, "op": "v2acked", "conn": 1, "kid": kid, "seqs": [None], "seq": 5})
+    assert both["status"] == "rejected" and both["reason"] == "bad_request"
+    assert auth.handle(frame(keys, 5))["status"] == "ok"  # 5 still not acknowledged
     unknown = auth.handle({"id": 4, "op": "v2acked", "conn": 1, "kid": "0badc0de", "seqs": [1]})
     assert unknown["status"] == "rejected" and unknown["reason"] == "unknown_kid"
 
