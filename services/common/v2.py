@@ -81,7 +81,8 @@ class Keys:
     def __post_init__(self) -> None:
         base = int.from_bytes(layout.nonce(self.common_iv, self.kid, 0), "big")
         object.__setattr__(self, "_nonce_base", base)
-        object.__setattr__(self, "_ack_head", layout.header(ACK, self.kid, 1, TAG)[:4 + len(self.kid)])
+        head = layout.header(ACK, self.kid, 1, layout.ACK_BODY)[:4 + len(self.kid)]
+        object.__setattr__(self, "_ack_head", head)
 
     def nonce(self, seq: int) -> bytes:
         """The nonce of reading `seq` and of its ack (v2device.nonce with kind DATA), seq in 1..SEQ_MAX."""
@@ -89,7 +90,7 @@ class Keys:
 
     def ack_header(self, seq: int) -> bytes:
         """The header of the ack of reading `seq` (v2device.header for ACK), seq in 1..SEQ_MAX."""
-        return self._ack_head + seq.to_bytes(SEQ_BYTES, "big") + _ACK_LENGTH
+        return self._ack_head + seq.to_bytes(SEQ_BYTES, "big") + _ANSWER_LENGTH["ack"]
 
     def cipher(self, direction: Literal["d2g", "g2d"]) -> OpenSslCcm:
         """The direction's AES-CCM, built on first use and kept (per device key, not per frame;
@@ -144,13 +145,13 @@ def read(
 
 
 _ANSWER_BODY = {"ack": layout.ACK_BODY, "refusal": layout.REFUSAL_BODY}
-_ACK_LENGTH = layout.ACK_BODY.to_bytes(2, "big")
+_ANSWER_LENGTH = {kind: body.to_bytes(2, "big") for kind, body in _ANSWER_BODY.items()}  # as headers carry it
 
 
 def answer_header(frame: Frame, kind: Literal["ack", "refusal"]) -> bytes:
     """The header the gateway's answer of `kind` to a reading frame carries: the frame's key id and
     seq under the answer's type and body length (an answer is that header and its body)."""
-    return bytes([_CODES[kind]]) + frame.header[1:-2] + _ANSWER_BODY[kind].to_bytes(2, "big")
+    return bytes([_CODES[kind]]) + frame.header[1:-2] + _ANSWER_LENGTH[kind]
 
 
 def is_answer_to(data: bytes, frame: Frame, kind: Literal["ack", "refusal"]) -> bool:
