@@ -71,6 +71,13 @@ def _qos(env: Mapping[str, str], name: str, default: int, lowest: int = 1) -> in
     return value
 
 
+def _priority(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if not 0 <= value <= 39:  # nice levels run from 19 down to -20
+        raise ConfigError(f"{name} must be 0 to 39 nice levels, got {value}")
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "")
     if raw in ("", "0"):
@@ -164,6 +171,11 @@ class Config:
     # How long the proxy keeps trying to reach a restarting auth before closing the
     # connections that wait for it (auth_unavailable).
     auth_wait: float = 5.0
+    # How many nice levels above the other services auth runs (0: the same). Every new device's
+    # identification and every reading waits on auth's one loop: on a saturated machine the
+    # kernel serves it first. Raising a priority needs root or CAP_SYS_NICE; without, auth runs
+    # at the others' priority and says so in its log.
+    auth_priority: int = 10
     # The QoS of the public tree (Pico/...): 2 forwards a publish resent after a broker restart
     # once; 1 costs the broker half as much but such a resend reaches subscribers twice.
     public_qos: int = 2
@@ -229,6 +241,7 @@ class Config:
             max_duplicates=_int(env, "MEDSEC_MAX_DUPLICATES", 3),
             bus_timeout=_float(env, "MEDSEC_BUS_TIMEOUT", 5.0),
             auth_wait=_float(env, "MEDSEC_AUTH_WAIT", 5.0),
+            auth_priority=_priority(env, "MEDSEC_AUTH_PRIORITY", 10),
             public_qos=_qos(env, "MEDSEC_PUBLIC_QOS", 2),
             legacy_qos=_qos(env, "MEDSEC_LEGACY_QOS", 0, lowest=0),
             mqtt_host=env.get("MEDSEC_MQTT_HOST", ""),
@@ -324,6 +337,7 @@ ENV_NAMES = {
     "throttle_failures": "MEDSEC_THROTTLE_FAILURES", "throttle_window": "MEDSEC_THROTTLE_WINDOW",
     "throttle_cooldown": "MEDSEC_THROTTLE_COOLDOWN", "throttle_max_cooldown": "MEDSEC_THROTTLE_MAX_COOLDOWN",
     "bus_timeout": "MEDSEC_BUS_TIMEOUT", "auth_wait": "MEDSEC_AUTH_WAIT", "mqtt_host": "MEDSEC_MQTT_HOST",
+    "auth_priority": "MEDSEC_AUTH_PRIORITY",
     "auth_socket_override": "MEDSEC_AUTH_SOCKET", "keystore_url": "MEDSEC_KEYSTORE_URL",
     "proxy_protocol": "MEDSEC_PROXY_PROTOCOL", "emqx_api_url": "MEDSEC_EMQX_API",
     "publisher_shared": "MEDSEC_PUBLISHER_SHARED", "publisher_id": "MEDSEC_PUBLISHER_ID",

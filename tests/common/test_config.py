@@ -18,6 +18,7 @@ NON_DEFAULT = {
     "mqtt_port": 11883, "nodered_port": 11880, "max_reading_blocks": 9, "idle_timeout": 1.5,
     "reading_timeout": 2.5, "max_connections": 7, "throttle_failures": 0, "throttle_window": 3.5,
     "throttle_cooldown": 4.5, "throttle_max_cooldown": 5.5, "bus_timeout": 0.25, "auth_wait": 0.75,
+    "auth_priority": 3,
     "mqtt_host": "emqx", "auth_socket_override": "/run/a.sock",
     "keystore_url": "postgresql://u:p%40ss@db/medsec", "proxy_protocol": True,
     "emqx_api_url": "http://emqx:18083", "publisher_shared": True, "publisher_id": "p-2",
