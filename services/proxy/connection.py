@@ -82,7 +82,7 @@ class Connection:
         # The deadline of the read in progress, under one timer per connection that is moved only
         # when a deadline comes earlier than it (issue 13: asyncio.timeout made and cancelled a
         # timer per read). The timer cancels the task; read() turns that into Reject(reason).
-        self._read_deadline: tuple[float, str] | None = None  # set only while a read waits
+        self._read_deadline: float | None = None  # set only while a read waits
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_overdue = False
 
@@ -100,7 +100,7 @@ class Connection:
             if timer is not None:
                 timer.cancel()
             self._read_timer = self.loop.call_at(deadline, self._check_read)
-        self._read_deadline = (deadline, reason)
+        self._read_deadline = deadline
         try:
             return await self.reader.read(limit)
         except asyncio.CancelledError:
@@ -118,9 +118,8 @@ class Connection:
         self._read_timer = None
         if self._read_deadline is None or self.task is None:
             return  # no read waits: the next one sets the timer again
-        deadline = self._read_deadline[0]
-        if self.loop.time() < deadline:
-            self._read_timer = self.loop.call_at(deadline, self._check_read)
+        if self.loop.time() < self._read_deadline:
+            self._read_timer = self.loop.call_at(self._read_deadline, self._check_read)
         elif not self._read_overdue:
             self._read_overdue = True
             self.task.cancel()
