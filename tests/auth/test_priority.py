@@ -14,6 +14,7 @@ from services.keystore.models import NewDevice
 from tests.auth.test_bursts import GOOD
 from tests.auth.wire import AuthClient, encrypt
 from tests.support.proc import wait_until
+from tests.support.stores import start_auth
 
 
 def nice_levels(pid: int) -> set[int]:
@@ -23,13 +24,6 @@ def nice_levels(pid: int) -> set[int]:
         stat = (task / "stat").read_text()
         levels.add(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19 of proc(5): nice
     return levels
-
-
-def start_auth(procs, state, env: dict[str, str], prefix: list[str] = ()):
-    proc = procs.start("auth", [*prefix, sys.executable, "-m", "services.auth"], env=env)
-    wait_until(lambda: state.auth_socket.exists() or proc.poll() is not None, 10, what="auth socket")
-    assert proc.poll() is None, "auth exited at start"
-    return proc
 
 
 def serves(store, state) -> bool:

@@ -87,12 +87,19 @@ def store(store_config):
     s.close()
 
 
+def start_auth(procs, state: Config, env: dict[str, str], prefix: list[str] = ()):
+    """The real `python -m services.auth` on `state`, run under `prefix` (nice, setpriv, ...), once
+    its socket is there."""
+    proc = procs.start("auth", [*prefix, sys.executable, "-m", "services.auth"], env=env)
+    wait_until(lambda: state.auth_socket.exists() or proc.poll() is not None, 10, what="auth socket")
+    assert proc.poll() is None, "auth exited at start"
+    return proc
+
+
 @pytest.fixture
 def auth_proc(state, config_env, procs):
     """The real `python -m services.auth` on the test's state dir."""
-    proc = procs.start("auth", [sys.executable, "-m", "services.auth"], env=config_env)
-    wait_until(lambda: state.auth_socket.exists() or proc.poll() is not None, 10, what="auth socket")
-    assert proc.poll() is None, "auth exited at start"
+    proc = start_auth(procs, state, config_env)
     assert os.stat(state.auth_socket).st_mode & 0o777 == 0o600
     return proc
 
