@@ -267,6 +267,8 @@ class AuthService:
         if op == "close":
             self.close(client, conn)
             return {"id": rid, "status": "closed"}
+        if op == "v2acked" and "acks" in request:
+            return self._v2_acks(rid, client, request)
         if op in ("v2", "v2ack", "v2acked"):
             return self._v2_op(rid, client, conn, request)
         if op != "v1":
@@ -299,6 +301,26 @@ class AuthService:
             seen.last_seen = self._clock()
             self.metrics.accepted += 1
         return {"id": rid, **answer}
+
+    def _v2_acks(self, rid: Any, client: Any, request: dict[str, Any]) -> Answer:
+        """v2acked with `acks`, [[conn, kid, seqs], ...]: the acks the proxy wrote in one loop turn,
+        all its connections' in one notification (issue 13: one per connection and bus message was
+        a JSON message to write and to read per reading or two). Each entry is marked on its own;
+        one refused is logged as a v2acked of its own would be."""
+        acks = request.get("acks")
+        if not isinstance(acks, list) or not acks:
+            return self._reject(rid, client, None, request,
+                                Rejected("bad_request", "acks must be a list of [conn, kid, seqs]"))
+        self.refresh()
+        marked = 0
+        for item in acks:
+            conn, kid, seqs = item if isinstance(item, list) and len(item) == 3 else (None, None, None)
+            try:
+                self._v2.mark_acked(kid, seqs)
+                marked += 1
+            except V2Rejected as exc:
+                self._reject(rid, client, conn, request, Rejected(exc.reason, exc.detail, exc.device))
+        return {"id": rid, "status": "ok", "marked": marked}
 
     def close(self, client: Any, conn: Any) -> None:
         if not _hashable(conn):

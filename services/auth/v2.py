@@ -11,6 +11,9 @@ Ops on the auth socket (docs/architecture.md):
   {"op": "v2acked", "conn", "kid": hex, "seqs": [seq, ...]}   the proxy wrote those acks after
      the PUBACK of their bus message (or "seq": one seq)
      -> {"status": "ok", "device", "seqs"} (or "seq")
+  {"op": "v2acked", "acks": [[conn, kid hex, [seq, ...]], ...]}   what the proxy sends: the acks
+     it wrote in one loop turn, every connection's (AuthService marks each with `mark_acked`)
+     -> {"status": "ok", "marked": n}
   {"op": "v2ack", "conn", "kid": hex, "seq"}   the same, for a proxy that asks auth to seal it then
      -> {"status": "ok", "device", "seq", "ack": base64}
 
@@ -130,51 +133,46 @@ class V2Auth:
 
     def ack(self, request: dict[str, Any]) -> Answer:
         seq = request.get("seq")
-        entry = self._mark_acked(request.get("kid"), seq)
+        entry = self.mark_acked(request.get("kid"), [seq])
         return {"status": "ok", "device": entry.device_id, "seq": seq, "ack": _ack(entry, seq)}
 
     def acked(self, request: dict[str, Any]) -> Answer:
-        """One seq (`seq`), or the seqs of one key id whose acks the proxy wrote together (`seqs`:
-        one notification per connection and bus message, not one per reading). Each seq is marked
-        on its own: one never verified does not keep the others unmarked."""
+        """One seq (`seq`), or the seqs of one key id whose acks the proxy wrote together (`seqs`)."""
         seqs = request.get("seqs")
         if seqs is None:
             seq = request.get("seq")
-            entry = self._mark_acked(request.get("kid"), seq)
+            entry = self.mark_acked(request.get("kid"), [seq])
             return {"status": "ok", "device": entry.device_id, "seq": seq}
-        if not isinstance(seqs, list) or not 0 < len(seqs) <= v2.ReplayWindow.WINDOW:
-            raise V2Rejected("bad_request", f"seqs must be a list of 1 to {v2.ReplayWindow.WINDOW} seqs")
-        refused: V2Rejected | None = None
-        for seq in seqs:
-            try:
-                entry = self._mark_acked(request.get("kid"), seq)
-            except V2Rejected as exc:
-                refused = refused or exc
-        if refused is not None:
-            raise refused
+        entry = self.mark_acked(request.get("kid"), seqs)
         return {"status": "ok", "device": entry.device_id, "seqs": seqs}
 
-    def _mark_acked(self, kid_text: Any, seq: Any) -> Entry:
-        if (not isinstance(kid_text, str) or not isinstance(seq, int) or isinstance(seq, bool)
-                or not 0 < seq <= v2.SEQ_MAX):
-            raise V2Rejected("bad_request", "v2ack/v2acked need kid (hex) and seq (a frame's counter)")
+    def mark_acked(self, kid_text: Any, seqs: Any) -> Entry:
+        """Mark `seqs` (1 to WINDOW counters) of key id `kid_text` acknowledged: the proxy wrote
+        their acks after the broker's PUBACK. Each seq on its own: one never verified is refused
+        (not_verified) once the others are marked."""
+        if (not isinstance(kid_text, str) or not isinstance(seqs, list)
+                or not 0 < len(seqs) <= v2.ReplayWindow.WINDOW or not all(map(_is_seq, seqs))):
+            raise V2Rejected("bad_request", "v2ack/v2acked need kid (hex) and 1 to "
+                             f"{v2.ReplayWindow.WINDOW} seqs (frames' counters)")
         try:
             kid = bytes.fromhex(kid_text)
         except ValueError:
             raise V2Rejected("bad_request", "kid is not hex") from None
         entry = self._entry(kid)
         window = self._window(kid)
-        if window.classify(seq) == "old_seq":
-            # Acknowledged after the device's later readings moved the window past it (they came
-            # on another connection while this one waited for its PUBACK): a copy of it would be
-            # refused as old_seq anyway, so there is no bit left to record.
-            return entry
-        if not window.ack(seq):
-            raise V2Rejected("not_verified", f"seq {seq} was never accepted: no ack", entry.device_id)
-        # Written within a second (flush), not before answering: an ack bit lost in a crash only
-        # turns a later duplicate into a redelivery, which is published again and dropped by the
-        # publisher. The counter itself (accept) is always written before the answer.
-        self._dirty[kid] = entry.device_id
+        marked = [window.ack(seq) for seq in seqs]
+        if any(marked):
+            # Written within a second (flush), not before answering: an ack bit lost in a crash
+            # only turns a later duplicate into a redelivery, which is published again and dropped
+            # by the publisher. The counter itself (accept) is always written before the answer.
+            self._dirty[kid] = entry.device_id
+        # An old_seq was acknowledged after the device's later readings moved the window past it
+        # (they came on another connection while this one waited for its PUBACK): a copy of it
+        # would be refused as old_seq anyway, so there is no bit left to record.
+        never = [seq for seq, ok in zip(seqs, marked, strict=True)
+                 if not ok and window.classify(seq) != "old_seq"]
+        if never:
+            raise V2Rejected("not_verified", f"seq {never[0]} was never accepted: no ack", entry.device_id)
         return entry
 
     # --- internals ---
@@ -266,6 +264,10 @@ def _too_old(seq: int, window: v2.ReplayWindow, entry: Entry) -> V2Rejected:
 
 def _ack(entry: Entry, seq: int) -> str:
     return base64.b64encode(v2.seal_ack(entry.keys, seq)).decode()
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= v2.SEQ_MAX
 
 
 def _b64(value: Any, name: str) -> bytes:

@@ -29,6 +29,9 @@ RETRY_INTERVAL = 0.1
 # Readings of one device connection asked together (v1 readings, v2 frames: one round trip for
 # the whole ones of a read): a device streaming flat out does not wait a round trip per reading.
 PIPELINE = 16
+# Entries of one v2acked notification at most (each under 1 KB with 64 seqs: well under
+# authwire.MAX_MESSAGE).
+ACKS_PER_MESSAGE = 256
 
 
 class AuthClient:
@@ -49,6 +52,7 @@ class AuthClient:
         self.connected_once = False
         self._out = bytearray()  # requests of this loop turn: one write for all (issue 13)
         self._out_writer: asyncio.StreamWriter | None = None
+        self._acked: list[list[Any]] = []  # acks written this loop turn: [conn, kid, seqs]
 
     @property
     def connected(self) -> bool:
@@ -102,6 +106,22 @@ class AuthClient:
             return  # a new auth session knows nothing to forget
         assert self._writer is not None
         self._write(self._writer, authwire.encode(message))
+
+    def acked(self, conn: int, kid: str, seqs: list[int]) -> None:
+        """Tell auth that the acks of `seqs` (key id `kid`, hex) were written (op v2acked). The acks
+        of a loop turn, every connection's, go in one notification (issue 13: the PUBACK of a bus
+        message completes the acks of many connections at once, and a message for each was a JSON
+        message to write here and to read in auth per reading or two)."""
+        if not self.connected:
+            return  # a new auth session loads the window from the store: nothing to mark
+        if not self._acked:
+            asyncio.get_running_loop().call_soon(self._send_acked)
+        self._acked.append([conn, kid, seqs])
+
+    def _send_acked(self) -> None:
+        acks, self._acked = self._acked, []
+        for start in range(0, len(acks), ACKS_PER_MESSAGE):
+            self.send({"op": "v2acked", "acks": acks[start:start + ACKS_PER_MESSAGE]})
 
     def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Queue for the end of this loop turn: under load many connections ask auth in the same

@@ -220,9 +220,9 @@ class V2Handler:
 
 class AckGroups:
     """A connection's sealed acks, grouped by the bus message that carries their readings: one
-    done callback, one write and one `v2acked` (with `seqs`) for each group once the broker's
-    PUBACK of that message arrives (issue 13: a callback and a notification per reading were a
-    cost per reading in the proxy and in auth)."""
+    done callback, one write and one entry of a `v2acked` notification for each group once the
+    broker's PUBACK of that message arrives (issue 13: a callback and a notification per reading
+    were a cost per reading in the proxy and in auth)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -253,7 +253,7 @@ def _acks_on_puback(conn: Connection, kid: bytes, group: list[tuple[int, bytes]]
         return
     if not conn.writer.is_closing():
         conn.write_acks(b"".join(ack for _, ack in group))
-    conn.state.auth.send({"op": "v2acked", "conn": conn.id, "kid": kid.hex(), "seqs": seqs})
+    conn.state.auth.acked(conn.id, kid.hex(), seqs)
 
 
 def _send(conn: Connection, ack: bytes) -> None:

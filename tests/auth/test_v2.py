@@ -424,6 +424,32 @@ def test_v2acked_with_seqs_marks_each_seq_and_refuses_what_it_cannot_mark(store)
     assert unknown["status"] == "rejected" and unknown["reason"] == "unknown_kid"
 
 
+def test_v2acked_with_acks_marks_each_connections_seqs_and_logs_what_it_cannot_mark(store, caplog):
+    """What the proxy sends: the acks of one loop turn, every connection's, in one notification
+    (`acks`: [conn, kid, seqs] each). Each entry stands alone: a malformed one, an unknown key id
+    or a seq never verified is logged as a rejection of that conn, and the others are marked."""
+    first, second = device(store, "pico-acks-a"), device(store, "pico-acks-b")
+    auth = AuthService(store)
+    for keys in (first, second):
+        assert [auth.handle(frame(keys, seq))["status"] for seq in (1, 2, 3)] == ["ok"] * 3
+    a, b = first.kid.hex(), second.kid.hex()
+    acks = [[11, a, [1, 2]], [12, b, [3]], [13, a, [9]], [14, "0badc0de", [1]], [15, "zz", [1]],
+            [16, b, []], [17, b, [1, "2"]], [18, b], "junk", [19, b, [True]]]
+    caplog.set_level("WARNING", logger="medsec.auth")
+    done = auth.handle({"op": "v2acked", "acks": acks})
+    assert done == {"id": None, "status": "ok", "marked": 2}
+    rejected = [r.getMessage() for r in caplog.records if "event=rejected" in r.getMessage()]
+    assert len(rejected) == len(acks) - 2
+    assert "reason=not_verified" in rejected[0] and "conn=13" in rejected[0]
+    assert "reason=unknown_kid" in rejected[1] and "conn=14" in rejected[1]
+    assert all("reason=bad_request" in line for line in rejected[2:])
+    assert [auth.handle(frame(first, seq))["status"] for seq in (1, 2, 3)] == ["duplicate"] * 2 + ["ok"]
+    assert [auth.handle(frame(second, seq))["status"] for seq in (1, 2, 3)] == ["ok"] * 2 + ["duplicate"]
+    for bad in ([], "x", None, {"1": [a, [1]]}):
+        answer = auth.handle({"id": 7, "op": "v2acked", "acks": bad})
+        assert answer["status"] == "rejected" and answer["reason"] == "bad_request", bad
+
+
 def test_an_ack_that_comes_after_the_window_moved_past_its_seq_is_taken_quietly(store):
     """A reading's PUBACK can come after the device's later readings (sent again on a new
     connection) moved the window more than WINDOW seqs on: its v2acked has no bit left to set and

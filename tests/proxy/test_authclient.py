@@ -18,6 +18,7 @@ class Peer:
         self.path, self.batch, self.silent = path, batch, silent
         self.server: asyncio.AbstractServer | None = None
         self.writers: list[asyncio.StreamWriter] = []
+        self.notifications: list[dict] = []  # messages without an id: never answered
 
     async def start(self) -> None:
         self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
@@ -28,6 +29,9 @@ class Peer:
         while data := await reader.read(65536):
             buf += data
             for msg in authwire.messages(buf):
+                if "id" not in msg:
+                    self.notifications.append(msg)
+                    continue
                 held.append(msg)
                 if len(held) >= self.batch and not self.silent:
                     for m in reversed(held):
@@ -54,6 +58,43 @@ def test_pipelined_answers_are_matched_by_id(tmp_path):
 
     answers = asyncio.run(main())
     assert [a["echo"] for a in answers] == [0, 1, 2, 3, 4]
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_the_acks_of_a_loop_turn_go_to_auth_in_one_notification(tmp_path):
+    """Issue 13: a bus message's PUBACK completes the acks of many connections in one loop turn;
+    auth hears of them all in one v2acked (`acks`), at most ACKS_PER_MESSAGE entries a message, in
+    the order they were written. Before the first connection there is nobody to tell."""
+    from services.proxy.authclient import ACKS_PER_MESSAGE
+
+    async def main():
+        peer = Peer(tmp_path / "n.sock")
+        await peer.start()
+        client = AuthClient(tmp_path / "n.sock")
+        client.acked(1, "aa", [1])  # not connected yet: dropped (auth loads the window afresh)
+        await client.request({"op": "v1", "n": 0})
+        client.acked(1, "aa", [2, 3])
+        client.acked(2, "bb", [7])
+        await _until(lambda: len(peer.notifications) == 1)
+        first = list(peer.notifications)
+        many = ACKS_PER_MESSAGE + 3
+        for conn in range(many):
+            client.acked(conn, "cc", [conn + 1])
+        await _until(lambda: len(peer.notifications) == 3)
+        await client.close()
+        await peer.stop()
+        return first, peer.notifications[1:], many
+
+    first, split, many = asyncio.run(main())
+    assert first == [{"op": "v2acked", "acks": [[1, "aa", [2, 3]], [2, "bb", [7]]]}]
+    assert [len(m["acks"]) for m in split] == [ACKS_PER_MESSAGE, 3]
+    assert [entry[0] for m in split for entry in m["acks"]] == list(range(many))
 
 
 def test_a_lost_peer_fails_requests_in_flight_and_a_new_one_is_used(tmp_path):
