@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from services.auth.bursts import BurstDetector
 from services.auth.identify import Identified
-from services.auth.service import AuthService
+from services.auth.service import AuthService, weight
 from services.common import authwire
 from services.common.config import Config, service_config
 from services.common.logs import Throttled, kv, setup
@@ -36,7 +36,8 @@ from services.keystore.models import KeyStoreError
 FLUSH_INTERVAL = 1.0
 SEEN_CHUNK = 100  # devices' counters a write: ~2 ms
 READ_CHUNK = 1 << 16
-# Requests identified together at most (one pass over the v1 keys each).
+# Readings' requests answered as one batch at most (first readings of v1 connections are
+# identified together: one pass over the v1 keys each).
 BATCH = 256
 # Answering a batch lets the loop turn after this many requests (other clients: another proxy's
 # readings): ~4 ms of v1 readings, ~12 ms of v2 frames. Each stretch is one commit, and a device's
@@ -155,7 +156,7 @@ class AuthServer:
                     break
                 buf += chunk
                 while True:
-                    batch = list(itertools.islice(authwire.messages(buf), BATCH))
+                    batch = _take_batch(buf)
                     if not batch:
                         break
                     writer.write(await self._answers(batch, client))
@@ -201,16 +202,18 @@ class AuthServer:
 
     def _answer_stretch(self, todo: collections.deque[tuple[dict, Identified | None]],
                         client: int) -> list[tuple[dict, dict]]:
-        """Answer up to STRETCH requests from the front of `todo` (taking them off it),
+        """Answer about STRETCH readings' requests from the front of `todo` (taking them off it),
         with no wait in between: the key store writes of the stretch are committed together
         before any of its answers leaves. A failed commit turns its v2 frames' answers into
         keystore_unavailable (the device sends again: nothing was written); the others stand."""
         answered: list[tuple[dict, dict]] = []
+        readings = 0
         try:
             with self._service.committed():
-                while todo and len(answered) < STRETCH:
+                while todo and readings < STRETCH:
                     message, pre = todo.popleft()
                     answered.append((message, self._answer(message, client, pre)))
+                    readings += weight(message)
         except Exception as exc:
             self._store_away.warning(event="keystore_unavailable", client=client, error=str(exc)[:200])
             if not answered and todo:  # it failed before a request was taken: one goes, never a spin
@@ -233,6 +236,19 @@ class AuthServer:
             self._log.exception(kv(event="internal_error", client=client, error=type(exc).__name__))
             return {"id": message.get("id"), "status": "rejected", "reason": "internal_error",
                     "detail": "auth failed on this request; see its log", "device": None}
+
+
+def _take_batch(buf: bytearray) -> list[dict]:
+    """The messages at the front of buf, taken out of it, up to BATCH readings' worth (a v2
+    request with the frames of a connection's read counts each frame)."""
+    batch: list[dict] = []
+    readings = 0
+    for message in authwire.messages(buf):
+        batch.append(message)
+        readings += weight(message)
+        if readings >= BATCH:
+            break
+    return batch
 
 
 def _unavailable(message: dict) -> dict:

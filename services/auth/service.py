@@ -99,6 +99,16 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+# Frames of one v2 request at most: the proxy asks at most PIPELINE (16) of a connection at once.
+MAX_FRAMES = 64
+
+
+def weight(message: dict[str, Any]) -> int:
+    """The readings a request asks about (a stretch of answers is counted in readings)."""
+    frames = message.get("frames")
+    return len(frames) if isinstance(frames, list) else 1
+
+
 class Rejected(Exception):
     def __init__(self, reason: str, detail: str, device: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -269,6 +279,8 @@ class AuthService:
             return {"id": rid, "status": "closed"}
         if op == "v2acked" and "acks" in request:
             return self._v2_acks(rid, client, request)
+        if op == "v2" and "frames" in request:
+            return self._v2_frames(rid, client, conn, request)
         if op in ("v2", "v2ack", "v2acked"):
             return self._v2_op(rid, client, conn, request)
         if op != "v1":
@@ -301,6 +313,23 @@ class AuthService:
             seen.last_seen = self._clock()
             self.metrics.accepted += 1
         return {"id": rid, **answer}
+
+    def _v2_frames(self, rid: Any, client: Any, conn: Any, request: dict[str, Any]) -> Answer:
+        """v2 with `frames`: the whole frames of one read of a connection, in order (1 to
+        MAX_FRAMES), each answered as a request of its own would be, in `answers` (issue 13: a
+        device streaming flat out has about 13 frames in a read, and a message each was a JSON
+        message to write and to read, a future and a dispatch per reading in both processes)."""
+        frames = request.get("frames")
+        if not isinstance(frames, list) or not 0 < len(frames) <= MAX_FRAMES:
+            exc = Rejected("bad_request", f"frames must be a list of 1 to {MAX_FRAMES} base64 frames")
+            return self._reject(rid, client, conn, request, exc)
+        answers = []
+        for frame in frames:
+            answer = self._v2_op(None, client, conn, {"op": "v2", "conn": conn, "src": request.get("src"),
+                                                      "frame": frame})
+            del answer["id"]
+            answers.append(answer)
+        return {"id": rid, "status": "answers", "answers": answers}
 
     def _v2_acks(self, rid: Any, client: Any, request: dict[str, Any]) -> Answer:
         """v2acked with `acks`, [[conn, kid, seqs], ...]: the acks the proxy wrote in one loop turn,

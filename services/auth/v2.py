@@ -1,7 +1,8 @@
 """Protocol v2 in the auth service: find the device by key id, check the counter, verify, acknowledge.
 
 Ops on the auth socket (docs/architecture.md):
-  {"op": "v2", "conn", "src", "frame": base64 of one whole frame}
+  {"op": "v2", "conn", "src", "frame": base64 of one whole frame}   (AuthService also takes
+     "frames": [...] of one connection, answered {"status": "answers", "answers": [...]})
      -> {"status": "ok", "device", "seq", "values", "redelivery": bool, "gen", "ack": base64}
             `ack`: the ack frame, sealed now; the proxy writes it only after the broker's PUBACK
         {"status": "duplicate", "device", "seq", "ack": base64}   acknowledged before: re-ack, no publish

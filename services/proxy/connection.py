@@ -129,11 +129,14 @@ class Connection:
             return f"reading not complete within {self.config.reading_timeout:g} s of its first byte"
         return f"nothing received for {self.config.idle_timeout:g} s"
 
-    async def ask_auth(self, message: dict[str, Any]) -> dict[str, Any]:
-        return (await self.ask_auth_many([message]))[0]
+    async def ask_auth(self, message: dict[str, Any], readings: int = 1) -> dict[str, Any]:
+        """Auth's answer to `message`, about `readings` readings (for the auth time per reading)."""
+        return (await self.ask_auth_many([message], readings))[0]
 
-    async def ask_auth_many(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Auth's answers to `messages`, asked together (one write, pipelined), in order."""
+    async def ask_auth_many(self, messages: list[dict[str, Any]],
+                            readings: int | None = None) -> list[dict[str, Any]]:
+        """Auth's answers to `messages`, asked together (one write, pipelined), in order; they
+        are about `readings` readings (one each if not said)."""
         self._asked_auth = True
         started = time.perf_counter()
         self._asking = True
@@ -142,7 +145,7 @@ class Connection:
         finally:
             self._asking = False
         elapsed = time.perf_counter() - started
-        self.state.metrics.observe(self.state.metrics.auth, elapsed, len(replies))
+        self.state.metrics.observe(self.state.metrics.auth, elapsed, readings or len(replies))
         return replies
 
     async def accept_reading(self, device: str, values: dict[str, str], protocol: str,

@@ -7,8 +7,8 @@ published with its seq; once the broker's PUBACK arrives, the ack is written to
 the device and auth is told (op v2acked, its answer not awaited), so a reading
 costs one auth round trip (an auth that sends no ack is asked with op v2ack then).
 Frames are pipelined: reading the next frame does not wait for the previous
-frame's PUBACK, and the whole frames of a read are asked of auth together and
-answered in order (a bad frame closes the connection after the good ones in
+frame's PUBACK, and the whole frames of a read are asked of auth in one request
+(`frames`) and answered in order (a bad frame closes the connection after the good ones in
 front of it are served; those behind it are not published and the device sends
 them again, accepted late by the replay window). A duplicate of an acknowledged reading is acked
 again at once and nothing is published (reason `replay`, connection kept).
@@ -133,12 +133,12 @@ class V2Handler:
                     return
                 session.feed(data, conn.now())
                 continue
-            replies = await conn.ask_auth_many([{
+            reply = await conn.ask_auth({
                 "op": "v2", "conn": conn.id, "src": conn.src_text,
-                "frame": base64.b64encode(frame.raw).decode(),
-            } for frame in frames])
-            for frame, reply in zip(frames, replies, strict=True):
-                await self._answered(conn, frame, reply, acks, groups)
+                "frames": [base64.b64encode(frame.raw).decode() for frame in frames],
+            }, len(frames))
+            for frame, answer in zip(frames, _answers(reply, len(frames)), strict=True):
+                await self._answered(conn, frame, answer, acks, groups)
 
     async def _answered(self, conn: Connection, frame: codec.Frame, reply: dict[str, Any],
                         acks: set[asyncio.Task[None]], groups: AckGroups) -> None:
@@ -254,6 +254,17 @@ def _acks_on_puback(conn: Connection, kid: bytes, group: list[tuple[int, bytes]]
     if not conn.writer.is_closing():
         conn.write_acks(b"".join(ack for _, ack in group))
     conn.state.auth.acked(conn.id, kid.hex(), seqs)
+
+
+def _answers(reply: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """The answers to a request of `count` frames: one each, in order. A request refused whole
+    (the key store away, auth failing on it) answers each of its frames alike."""
+    answers = reply.get("answers")
+    if reply.get("status") == "answers" and isinstance(answers, list) and len(answers) == count:
+        return [a if isinstance(a, dict) else {} for a in answers]
+    if reply.get("status") == "rejected":
+        return [reply] * count
+    raise Reject("auth_protocol", f"auth answered {count} frames without an answer for each")
 
 
 def _send(conn: Connection, ack: bytes) -> None:

@@ -193,3 +193,59 @@ def test_a_stretch_whose_commit_fails_answers_keystore_unavailable_and_writes_no
     assert [(a["id"], a["status"], a.get("reason")) for a in answers[:3]] == [
         (1, *lost), (99, "closed", None), (2, *lost)]
     assert [(a["status"], a["redelivery"]) for a in answers[3:]] == [("ok", False)] * 2
+
+
+class Recording(Exploding):
+    """Answers everything; records which requests each batch (one_look) and stretch (committed) held."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+        self.stretches: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def one_look(self):
+        self.batches.append([])
+        yield
+
+    @contextlib.contextmanager
+    def committed(self):
+        self.stretches.append([])
+        yield
+
+    def handle(self, message, client=None, identified=None):
+        self.batches[-1].append(message["id"])
+        self.stretches[-1].append(message["id"])
+        return {"id": message["id"], "status": "ok"}
+
+
+def test_batches_and_stretches_are_counted_in_readings_not_requests(tmp_path):
+    """A v2 request carries the frames of a connection's read (up to 64): a batch (answered
+    together) and a stretch (one commit, then the loop turns) hold about BATCH and STRETCH
+    readings, not as many requests, or one batch of such requests would keep every answer and
+    every other client waiting for thousands of frames."""
+    from services.auth.server import BATCH, STRETCH
+
+    frames = STRETCH // 2
+    requests = [{"id": n, "op": "v2", "frames": ["x"] * frames} for n in range(BATCH // frames + 1)]
+    requests += [{"id": 100 + n, "op": "v1"} for n in range(3)]
+
+    async def scenario():
+        service = Recording()
+        server = AuthServer(service, tmp_path / "a.sock", logging.getLogger("test"))
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "a.sock"))
+        writer.write(b"".join(authwire.encode(r) for r in requests))
+        answers, buf = [], bytearray()
+        while len(answers) < len(requests):
+            buf += await asyncio.wait_for(reader.read(65536), 5)
+            answers += authwire.messages(buf)
+        writer.close()
+        server.stop()
+        await server.serve()
+        return service, answers
+
+    service, answers = asyncio.run(scenario())
+    assert [a["id"] for a in answers] == [r["id"] for r in requests]
+    per_batch = BATCH // frames
+    assert [len(b) for b in service.batches] == [per_batch, len(requests) - per_batch]
+    assert service.stretches == [[0, 1], [2, 3], [4, 100, 101, 102]]  # two requests reach STRETCH

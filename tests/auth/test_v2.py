@@ -7,7 +7,7 @@ import threading
 import pytest
 from Crypto.Cipher import AES
 
-from services.auth.service import AuthService
+from services.auth.service import MAX_FRAMES, AuthService
 from services.common import v1, v2, v2device
 from services.common.v2 import ReplayWindow
 from services.keystore.backends import open_store
@@ -422,6 +422,38 @@ def test_v2acked_with_seqs_marks_each_seq_and_refuses_what_it_cannot_mark(store)
     assert auth.handle(frame(keys, 5))["status"] == "ok"  # 5 still not acknowledged
     unknown = auth.handle({"id": 4, "op": "v2acked", "conn": 1, "kid": "0badc0de", "seqs": [1]})
     assert unknown["status"] == "rejected" and unknown["reason"] == "unknown_kid"
+
+
+def test_the_frames_of_a_read_in_one_request_are_answered_each_as_on_their_own(store):
+    """What the proxy sends: the whole frames of one read of a connection in one request
+    (`frames`). Each frame is answered in order exactly as a request of its own would be (ok,
+    duplicate, refusal, tag, unknown key id, bad base64 side by side), one bad frame costs only
+    itself, and the window advances are those of the good frames."""
+    keys, stranger = device(store, "pico-frames"), device(store, "pico-frames-other")
+    bad_tag = bytearray(base64.b64decode(frame(keys, 5)["frame"]))
+    bad_tag[-1] ^= 1
+    unknown = v2.Keys(kid=b"\x0b\xad", d2g=keys.d2g, g2d=keys.g2d, common_iv=keys.common_iv)
+    frames = [frame(keys, 1)["frame"], frame(keys, 2)["frame"], frame(keys, 2)["frame"],
+              frame(keys, 3, b"not json")["frame"], base64.b64encode(bytes(bad_tag)).decode(),
+              frame(unknown, 6)["frame"], "not base64!", frame(keys, 4)["frame"],
+              frame(stranger, 1)["frame"]]
+    auth = AuthService(store)
+    together = auth.handle({"id": 7, "op": "v2", "conn": 1, "src": "127.0.0.1:1", "frames": frames})
+    assert together["id"] == 7 and together["status"] == "answers"
+    statuses = [(a["status"], a.get("reason"), a.get("seq")) for a in together["answers"]]
+    assert statuses == [("ok", None, 1), ("ok", None, 2), ("ok", None, 2), ("rejected", "not_json", None),
+                        ("rejected", "bad_tag", None), ("rejected", "unknown_kid", None),
+                        ("rejected", "bad_request", None), ("ok", None, 4), ("ok", None, 1)]
+    assert together["answers"][2]["redelivery"] is True  # verified, never acked: published again
+    assert answer_of(keys, together["answers"][3]["refusal"])[:2] == (v2.REFUSAL, 3)
+    assert [ack_seq(keys, together["answers"][i]) for i in (0, 1, 7)] == [1, 2, 4]
+    assert all("id" not in a for a in together["answers"])
+    assert store.v2_window(keys.kid.hex()).startswith("4:f:")  # 1 to 4 accepted, 5 (bad tag) not
+    assert auth.handle(frame(keys, 5))["status"] == "ok"  # the genuine 5 still goes through
+    too_many = [frames[0]] * (MAX_FRAMES + 1)
+    for bad in ([], "x", None, {"0": frames[0]}, too_many):
+        answer = auth.handle({"id": 8, "op": "v2", "conn": 1, "src": "127.0.0.1:1", "frames": bad})
+        assert answer["status"] == "rejected" and answer["reason"] == "bad_request", bad
 
 
 def test_v2acked_with_acks_marks_each_connections_seqs_and_logs_what_it_cannot_mark(store, caplog):
