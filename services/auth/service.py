@@ -161,7 +161,7 @@ class AuthService:
         fails it raises, and the replay windows cached here are forgotten (they may be ahead of
         the store): they are loaded again at their next frame."""
         try:
-            with self._store.batch():
+            with self._store.batch(), self._v2.batch():
                 yield
         except BaseException:
             self._v2.forget_windows()

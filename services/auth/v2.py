@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from services.common import v2
 from services.common.logs import kv
 from services.common.readings import ReadingError, validate
 from services.keystore.integrity import IntegrityFailed
-from services.keystore.models import Credential
+from services.keystore.models import Credential, KeyStoreError
 
 Answer = dict[str, Any]
 
@@ -71,6 +72,9 @@ class V2Auth:
         self._by_kid: dict[bytes, Entry] = {}
         self._windows: dict[bytes, v2.ReplayWindow] = {}
         self._dirty: dict[bytes, str] = {}  # key id -> device id: acks not yet written
+        # Inside batch(): key id -> (device id, the window text the batch wrote, the cached window
+        # the batch's later frames advance in place).
+        self._advanced: dict[bytes, tuple[str, str, v2.ReplayWindow]] | None = None
 
     @property
     def devices(self) -> int:
@@ -202,6 +206,27 @@ class V2Auth:
         except IntegrityFailed as exc:
             raise V2Rejected("integrity_failed", str(exc), exc.device) from None
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Frames answered inside a batch of the store (AuthService.committed): a key's first new
+        seq is written at once, a compare-and-set that holds the key's row until the commit; its
+        later ones only advance the cached window, and the last state is handed to the store at
+        the end, before the commit (issue 13: a compare-and-set and two window texts per frame
+        were 8 µs of a v2 frame's ~55 in auth, with ~13 frames of a device in a batch)."""
+        self._advanced = {}
+        try:
+            yield
+            for kid, (device_id, written, window) in self._advanced.items():
+                text = window.to_text()
+                if text == written:
+                    continue
+                if not self._store.advance_v2_window(kid.hex(), device_id, text, written):
+                    # Cannot happen while the batch holds the row: fail the batch, write nothing.
+                    raise KeyStoreError(f"the replay window of key id {kid.hex()} changed inside a batch")
+                self._dirty.pop(kid, None)
+        finally:
+            self._advanced = None
+
     def _accept(self, kid: bytes, entry: Entry, window: v2.ReplayWindow,
                 seq: int) -> tuple[v2.Verdict, v2.ReplayWindow]:
         """Accept a verified new seq with a compare-and-set in the store: (verdict, window).
@@ -209,7 +234,12 @@ class V2Auth:
         "new" when this instance won. Another auth instance on the same store may have accepted
         this seq (or another) since this instance's window was cached: then the stored window
         is loaded and the seq classified again (new, duplicate, redelivery or old_seq), never
-        accepted twice."""
+        accepted twice. Inside batch(), a key already advanced in it is advanced in place: the
+        batch holds its row, so no other instance can have accepted anything since."""
+        advanced = self._advanced
+        if advanced is not None and kid in advanced:
+            advanced[kid][2].accept(seq)
+            return "new", advanced[kid][2]
         for _ in range(3):
             candidate = v2.ReplayWindow(window.last, window.verified, window.acked)
             candidate.accept(seq)
@@ -217,6 +247,8 @@ class V2Auth:
             if self._store.advance_v2_window(kid.hex(), entry.device_id, text, base):
                 self._windows[kid] = candidate
                 self._dirty.pop(kid, None)
+                if advanced is not None:
+                    advanced[kid] = (entry.device_id, text, candidate)
                 return "new", candidate
             window = self._reload(kid, entry.device_id, window)
             verdict = window.classify(seq)

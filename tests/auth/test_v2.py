@@ -306,6 +306,43 @@ def test_a_batch_writes_a_run_of_advances_of_one_key_once(store, store_config, m
         other.close()
 
 
+def test_a_stretch_writes_a_keys_run_of_frames_at_its_first_and_its_last(store, store_config, monkeypatch):
+    """Issue 13: in a stretch (AuthService.committed) a device's first new seq is a compare-and-set
+    at once (the stretch then holds the row), its later ones only advance the cached window, and
+    the last state is written before the commit: two writes for a run, one for a lone frame.
+    Another instance with an older window loses its compare-and-set and classifies the seq
+    against the stored window; a stretch that fails writes nothing of its advances."""
+    keys = device(store, "pico-run")
+    kid = keys.kid.hex()
+    writes: list[str] = []
+    real = store._write_window_if
+    monkeypatch.setattr(store, "_write_window_if", lambda *a: writes.append(a[2]) or real(*a))
+    other_store = open_store(store_config)
+    try:
+        first, second = AuthService(store), AuthService(other_store)
+        assert second.handle(frame(keys, 1))["status"] == "ok"  # `second` caches the window at 1
+        with first.committed():
+            answers = [first.handle(frame(keys, seq)) for seq in (2, 3, 4, 3, 6, 5)]
+        assert [(a["status"], a["redelivery"]) for a in answers] == [("ok", False)] * 3 + [
+            ("ok", True), ("ok", False), ("ok", False)]  # 3 again: verified, never acked
+        assert [w.split(":")[0] for w in writes] == ["2", "6"]
+        assert other_store.v2_window(kid).startswith("6:3f:")  # 1 to 6, every one verified
+        assert second.handle(frame(keys, 4))["redelivery"] is True  # its window was stale: reloaded
+        assert second.handle(frame(keys, 7))["status"] == "ok"
+        writes.clear()
+        with first.committed():  # a lone frame: its compare-and-set only (it lost, then won)
+            assert first.handle(frame(keys, 8))["status"] == "ok"
+        assert [w.split(":")[0] for w in writes] == ["8", "8"] and store.v2_window(kid).startswith("8:ff:")
+        with pytest.raises(RuntimeError), first.committed():
+            assert [first.handle(frame(keys, seq))["status"] for seq in (9, 10, 11)] == ["ok"] * 3
+            raise RuntimeError("the stretch failed")
+        assert other_store.v2_window(kid).startswith("8:ff:")
+        again = first.handle(frame(keys, 10))  # nothing of the failed stretch was kept
+        assert again["status"] == "ok" and again["redelivery"] is False
+    finally:
+        other_store.close()
+
+
 class FailingWrites:
     """The key store, whose next `fail` window writes raise as a restarting PostgreSQL makes them."""
 
