@@ -96,13 +96,15 @@ def test_readings_are_published_then_acked_and_replays_are_reacked_not_republish
 
 
 def test_every_reading_of_a_long_write_is_acked_and_reported_acknowledged_to_auth(proxy):
-    """Forty frames in one write go out in several bus messages (at most MAX_PENDING_ACKS readings
-    of a connection wait for a PUBACK). The acks of each bus message are written and reported to
-    auth together (v2acked with seqs): the device gets all forty in order, and auth marked every
-    seq, so sending them all again on a new connection publishes nothing and each is acked again."""
+    """A replay window's worth of frames in one write go out in several bus messages (at most
+    MAX_PENDING_ACKS readings of a connection wait for a PUBACK). The acks of each bus message are
+    written and reported to auth together (v2acked): the device gets them all in order, and auth
+    marked every seq, so sending them all again on a new connection publishes nothing and each is
+    acked again."""
     from services.proxy.connection import MAX_PENDING_ACKS
 
-    count = 5 * MAX_PENDING_ACKS
+    count = v2.ReplayWindow.WINDOW  # all of them still inside the window when they come again
+    assert count >= 2 * MAX_PENDING_ACKS
     secret = register_v2(proxy, "v2-long")
     dev = session(secret)
     frames = [dev.seal(reading(n))[1] for n in range(count)]
