@@ -195,7 +195,12 @@ class V2Auth:
     def _window(self, kid: bytes) -> v2.ReplayWindow:
         window = self._windows.get(kid)
         if window is None:
-            window = v2.ReplayWindow.from_text(self._stored_window(kid))
+            if self._advanced is not None and kid in self._advanced:
+                # Dropped from the cache inside the batch (a credentials reload): the batch's own
+                # window is ahead of the store's until its end.
+                window = self._advanced[kid][2]
+            else:
+                window = v2.ReplayWindow.from_text(self._stored_window(kid))
             self._windows[kid] = window
         return window
 
@@ -238,8 +243,10 @@ class V2Auth:
         batch holds its row, so no other instance can have accepted anything since."""
         advanced = self._advanced
         if advanced is not None and kid in advanced:
-            advanced[kid][2].accept(seq)
-            return "new", advanced[kid][2]
+            if window is not advanced[kid][2]:  # cannot happen (_window): fail the batch, never guess
+                raise KeyStoreError(f"two replay windows of key id {kid.hex()} inside a batch")
+            window.accept(seq)
+            return "new", window
         for _ in range(3):
             candidate = v2.ReplayWindow(window.last, window.verified, window.acked)
             candidate.accept(seq)

@@ -343,6 +343,23 @@ def test_a_stretch_writes_a_keys_run_of_frames_at_its_first_and_its_last(store, 
         other_store.close()
 
 
+def test_a_credentials_reload_inside_a_stretch_keeps_the_stretchs_own_window(store):
+    """A reload of the credentials can drop a key's cached window in the middle of a stretch (the
+    key gone, then back). The stretch's own window, ahead of the store's until the commit, is the
+    one used after it: a seq accepted before the reload is never taken as new again."""
+    keys = device(store, "pico-reload")
+    auth = AuthService(store)
+    with auth.committed():
+        assert [auth.handle(frame(keys, seq))["status"] for seq in (1, 2, 3)] == ["ok"] * 3
+        auth._v2.load([])  # as a reload that no longer finds the key
+        assert auth.handle(frame(keys, 4))["reason"] == "unknown_kid"
+        auth.refresh(force=True)  # the key is back
+        again = auth.handle(frame(keys, 2))
+        assert again["status"] == "ok" and again["redelivery"] is True
+        assert auth.handle(frame(keys, 4))["redelivery"] is False
+    assert store.v2_window(keys.kid.hex()).startswith("4:f:")
+
+
 class FailingWrites:
     """The key store, whose next `fail` window writes raise as a restarting PostgreSQL makes them."""
 
