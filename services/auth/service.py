@@ -297,13 +297,18 @@ class AuthService:
 
     def _v2_op(self, rid: Any, client: Any, conn: Any, request: dict[str, Any]) -> Answer:
         """Protocol v2 (services/auth/v2.py): frames are self-identifying, so no session is kept."""
+        return {"id": rid, **self._v2_answer(client, conn, request)}
+
+    def _v2_answer(self, client: Any, conn: Any, request: dict[str, Any]) -> Answer:
+        """`_v2_op`'s answer without the request's id."""
         try:
             self.refresh()
             op = request.get("op")
             answer = (self._v2.frame(request) if op == "v2" else self._v2.ack(request) if op == "v2ack"
                       else self._v2.acked(request))
         except V2Rejected as exc:
-            answer = self._reject(rid, client, conn, request, Rejected(exc.reason, exc.detail, exc.device))
+            answer = self._reject(None, client, conn, request, Rejected(exc.reason, exc.detail, exc.device))
+            del answer["id"]
             if exc.refusal is not None:
                 answer["refusal"] = exc.refusal  # a verified reading refused for good: the device's answer
             return answer
@@ -312,7 +317,7 @@ class AuthService:
             seen.readings += 1
             seen.last_seen = self._clock()
             self.metrics.accepted += 1
-        return {"id": rid, **answer}
+        return answer
 
     def _v2_frames(self, rid: Any, client: Any, conn: Any, request: dict[str, Any]) -> Answer:
         """v2 with `frames`: the whole frames of one read of a connection, in order (1 to
@@ -323,12 +328,9 @@ class AuthService:
         if not isinstance(frames, list) or not 0 < len(frames) <= MAX_FRAMES:
             exc = Rejected("bad_request", f"frames must be a list of 1 to {MAX_FRAMES} base64 frames")
             return self._reject(rid, client, conn, request, exc)
-        answers = []
-        for frame in frames:
-            answer = self._v2_op(None, client, conn, {"op": "v2", "conn": conn, "src": request.get("src"),
-                                                      "frame": frame})
-            del answer["id"]
-            answers.append(answer)
+        src = request.get("src")
+        answers = [self._v2_answer(client, conn, {"op": "v2", "conn": conn, "src": src, "frame": frame})
+                   for frame in frames]
         return {"id": rid, "status": "answers", "answers": answers}
 
     def _v2_acks(self, rid: Any, client: Any, request: dict[str, Any]) -> Answer:
