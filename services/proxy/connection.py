@@ -20,6 +20,7 @@ from typing import Any
 
 from services.common.logs import kv
 from services.proxy import protocols, proxyproto
+from services.proxy.authclient import PIPELINE
 from services.proxy.errors import NORMAL_CLOSE, BusUnavailable, Reject
 from services.proxy.output import event_payload, ingest_payload
 from services.proxy.replay import DuplicateGuard
@@ -33,7 +34,7 @@ FIRST_READ = 4096
 # stopped in the middle of each read for a PUBACK (issue 13: with 32, 20 devices flat out cost the
 # proxy 0.033-0.039 ms a v1 reading instead of 0.037-0.047, and a v2 reading 0.035-0.038 instead
 # of 0.047-0.050; auth and the publisher less too: fewer, fuller batches).
-MAX_PENDING_ACKS = 32
+MAX_PENDING_ACKS = 2 * PIPELINE  # 32
 MAX_WRITE_BUFFER = 64 * 1024
 # Acknowledgements held while later readings of the connection are on their way: about 20 at
 # most, for at most 20 ms.
