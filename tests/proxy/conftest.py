@@ -8,7 +8,7 @@ import pytest
 from services.common.config import Config
 from tests.proxy.support import Stack
 from tests.support.broker import Subscriber, broker_under
-from tests.support.proc import Processes, wait_until
+from tests.support.proc import Processes, wait_ready, wait_until
 
 
 def _start(config: Config, env: dict[str, str], procs: Processes, log_dir) -> Stack:
@@ -30,9 +30,8 @@ def stack(config, config_env, procs, broker, tmp_path):
 @pytest.fixture
 def publisher(stack):
     """The real publisher on the stack's broker; yields a dashboard client subscribed to Pico/#."""
-    stack.procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=stack.env)
-    log = stack.log_dir / "publisher.log"
-    wait_until(lambda: log.exists() and "bus_subscribed" in log.read_text(), 10,
+    proc = stack.procs.start("publisher", [sys.executable, "-m", "services.publisher"], env=stack.env)
+    wait_ready(proc, stack.log_dir / "publisher.log", lambda text: "bus_subscribed" in text, 10,
                what="publisher to subscribe")
     dashboard = Subscriber(stack.config, "dashboard")
     dashboard.subscribe("Pico/#")

@@ -18,7 +18,7 @@ from services.common.config import Config
 from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
 from tests.support.broker import Subscriber
-from tests.support.proc import Processes, wait_until
+from tests.support.proc import Processes, wait_ready
 from tests.support.stores import add_sqlite_device
 
 # Short limits so the timeout tests take about a second.
@@ -94,7 +94,8 @@ class Stack:
                                 env={**self.env, **FAST_ENV, "MEDSEC_PROXY_PORT": str(port), **env})
         log = self.log_dir / f"{name}.log"
         # From its log, not by probing the port: a probe would hold a connection slot for a moment.
-        wait_until(lambda: all(f"event={e}" in log.read_text() for e in ("listening", "bus_subscribed")), 10,
+        started = ("event=listening", "event=bus_subscribed")
+        wait_ready(proc, log, lambda text: all(e in text for e in started), 10,
                    what=f"{name} to listen and follow key events")
         self.proxies.append(proc)
         return proc

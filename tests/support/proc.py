@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,38 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no one listens on, below the kernel's ephemeral range: a port from bind(0) is one an
+    outgoing connection (a client of the broker, say) may take before the service binds it."""
+    low, _ = _ephemeral_range()
+    first = max(1024, low - 12000)
+    for _ in range(1000):
+        port = random.randrange(first, low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {first}-{low - 1}")
+
+
+class ProcessExited(AssertionError):
+    """A process a test waits on died first: waiting longer cannot help."""
 
 
 def wait_until(
@@ -35,10 +64,35 @@ def wait_until(
             result = condition()
             if result:
                 return result
+        except ProcessExited:
+            raise
         except Exception as exc:  # the condition may fail until the thing is up
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last_exc!r}")
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join((log.read_text(errors="replace") if log.exists() else "").splitlines()[-lines:])
+
+
+def wait_ready(proc: subprocess.Popen, log: Path, ready: Callable[[str], bool], timeout: float,
+               what: str) -> None:
+    """Wait until ready(the log's text); fail at once, with the log's end, if the process exits first."""
+    def check() -> bool:
+        if ready(log.read_text(errors="replace") if log.exists() else ""):
+            return True
+        if proc.poll() is not None:
+            raise ProcessExited(f"{what}: exited with {proc.returncode} first; its log ends:\n{_tail(log)}")
+        return False
+
+    try:
+        wait_until(check, timeout, what=what)
+    except ProcessExited:
+        raise
+    except AssertionError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                             f"its log ends:\n{_tail(log)}") from None
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
