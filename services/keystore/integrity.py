@@ -55,7 +55,7 @@ def _num(value: object) -> object:
 
 
 def mac(sealer: Sealer, table: str, fields: tuple) -> str:
-    return sealer.row_mac(table, tuple(_num(f) for f in fields))
+    return sealer.row_mac(table, tuple(map(_num, fields)))
 
 
 def intact(sealer: Sealer, table: str, fields: tuple, stored: str | None) -> bool:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -27,6 +28,15 @@ TAG = 16
 _VERSION = b"\x01"
 # json.dumps with separators builds an encoder per call (a third of a v2 window write's MAC).
 _ROW_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def row_json(row: list) -> str:
+    """`row` as _ROW_JSON encodes it; a row of strings only (a v2 window's, written per frame
+    run) is joined directly, in half the time, to the same text."""
+    for value in row:
+        if type(value) is not str:
+            return _ROW_JSON.encode(row)
+    return "[" + ",".join(map(encode_basestring_ascii, row)) + "]"
 
 
 class SealError(ValueError):
@@ -44,7 +54,9 @@ class Sealer:
         self._aead = AESGCM(master_key)
         # A separate key for fingerprints, so the sealing key is never used for two jobs.
         self._fp_key = hmac.new(master_key, b"medsec fingerprint v1", hashlib.sha256).digest()
-        self._row_key = hmac.new(master_key, b"medsec row mac v1", hashlib.sha256).digest()
+        row_key = hmac.new(master_key, b"medsec row mac v1", hashlib.sha256).digest()
+        # Keyed once: each MAC copies it (half the cost of hmac.digest, which keys it per call).
+        self._row_hmac = hmac.new(row_key, digestmod=hashlib.sha256)
         self.audit_key = hmac.new(master_key, b"medsec audit chain v1", hashlib.sha256).digest()
 
     @classmethod
@@ -73,5 +85,6 @@ class Sealer:
 
     def row_mac(self, table: str, fields: tuple) -> str:
         """A MAC over a row's protected fields (a canonical JSON list, the table name first)."""
-        body = _ROW_JSON.encode([table, *fields]).encode()
-        return hmac.digest(self._row_key, body, "sha256").hex()
+        mac = self._row_hmac.copy()
+        mac.update(row_json([table, *fields]).encode())
+        return mac.hexdigest()
