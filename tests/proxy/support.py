@@ -95,7 +95,8 @@ class Stack:
         log = self.log_dir / f"{name}.log"
         # From its log, not by probing the port: a probe would hold a connection slot for a moment.
         started = ("event=listening", "event=bus_subscribed")
-        wait_ready(proc, log, lambda text: all(e in text for e in started), 10,
+        # 20 s: a start slowed by a busy machine is not what these tests check; a dead one fails at once.
+        wait_ready(proc, log, lambda text: all(e in text for e in started), 20,
                    what=f"{name} to listen and follow key events")
         self.proxies.append(proc)
         return proc
