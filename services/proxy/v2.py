@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import functools
 import logging
@@ -276,9 +277,9 @@ def _send(conn: Connection, ack: bytes) -> None:
 def _answer_bytes(reply: dict[str, Any], name: str, frame: codec.Frame) -> bytes:
     """Auth's answer frame (`ack` or `refusal`), checked to answer exactly this frame's kid and seq."""
     value = reply.get(name)
-    try:
-        data = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-    except ValueError:
+    try:  # strict_mode: what b64decode(validate=True) refuses, without its regex pass first
+        data = binascii.a2b_base64(value, strict_mode=True) if isinstance(value, str) else b""
+    except ValueError:  # binascii.Error is one
         data = b""
     if not codec.is_answer_to(data, frame, name):  # type: ignore[arg-type]
         raise Reject("auth_protocol", f"auth answered without a valid {name} frame for seq {frame.seq}")
