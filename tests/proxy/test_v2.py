@@ -4,6 +4,7 @@ Devices are the firmware's own module (services/common/v2device.py, copied to th
 """
 from __future__ import annotations
 
+import base64
 import socket
 
 import pytest
@@ -13,6 +14,8 @@ from services.common import v1, v2, v2device
 from services.keystore.credentials import make_secret
 from services.keystore.models import NewDevice
 from services.keystore.sqlite import SQLiteKeyStore
+from services.proxy.errors import Reject
+from services.proxy.v2 import _answer_bytes
 from tests.proxy.support import GOOD, closed_by_peer, connect
 from tests.support.proc import wait_until
 
@@ -351,3 +354,28 @@ def test_revoking_a_v2_device_closes_its_connection_and_refuses_it(proxy):
     assert closed_by_peer(again)
     wait_until(lambda: proxy.rejected("revoked", "v2-revoked"), 5, what="revoked refusal")
     assert seqs(proxy, "v2-revoked") == [1]
+
+
+def _frame_and_keys(seq: int = 5) -> tuple[v2.Frame, v2.Keys]:
+    secret = make_secret("v2")
+    master, kid = bytes.fromhex(secret["master_key"]), bytes.fromhex(secret["key_id"])
+    raw = session(secret, seq).seal(reading(0))[1]
+    frame, _ = v2.read(raw)
+    assert frame is not None
+    return frame, v2.derive_keys(master, kid)
+
+
+def test_auths_ack_is_written_only_if_it_is_whole_base64_of_this_frames_ack():
+    """The proxy checks what auth hands it before the device gets it: exactly this frame's ack,
+    in strict base64 (anything else is auth_protocol, never bytes half decoded)."""
+    frame, keys = _frame_and_keys()
+    good = base64.b64encode(v2.seal_ack(keys, frame.seq)).decode()
+    assert _answer_bytes({"ack": good}, "ack", frame) == v2.seal_ack(keys, frame.seq)
+    other = base64.b64encode(v2.seal_ack(keys, frame.seq + 1)).decode()
+    for bad in (other, good[:-1], good + "=", " " + good, good[:8] + "\n" + good[8:], good.replace("A", "-"),
+                good + good, "", None, 7, "====", good.encode()):
+        if bad == good:
+            continue
+        with pytest.raises(Reject) as refused:
+            _answer_bytes({"ack": bad}, "ack", frame)
+        assert refused.value.reason == "auth_protocol"
