@@ -27,7 +27,7 @@ from services.sim.runner import SimOptions, Simulation
 from services.sim.v2 import V2Device, seq_counter
 from tests.support.broker import SeqDashboard
 from tests.support.haproxy import HAProxy, haproxy_binary
-from tests.support.proc import free_port, wait_until
+from tests.support.proc import free_port, wait_ready, wait_until
 
 DEVICES = 50
 RATE = 4.0
@@ -38,9 +38,7 @@ pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy not in
 def start_logged(procs, tmp_path, name: str, argv: list[str], env: dict[str, str], ready: str):
     proc = procs.start(name, argv, env=env)
     log = tmp_path / "proclogs" / f"{name}.log"
-    wait_until(lambda: log.exists() and ready in log.read_text() or proc.poll() is not None, 20,
-               what=f"{name}: {ready}")
-    assert proc.poll() is None, f"{name} exited: {log.read_text()[-2000:]}"
+    wait_ready(proc, log, lambda text: ready in text, 20, what=f"{name}: {ready}")
     return proc
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from services.common.v1 import FIELDS
 from services.history.readings import Row
-from tests.support.proc import Processes, wait_until
+from tests.support.proc import Processes, wait_ready
 
 VALUES = (36.6, 31.2, 1.65, 0.01, -0.02, 0.98, 30.5)
 
@@ -25,9 +25,8 @@ def start_history(procs: Processes, env: dict[str, str], log_dir: Path, name: st
     log = log_dir / f"{name}.log"
     before = log.read_text().count("event=bus_subscribed") if log.exists() else 0
     proc = procs.start(name, [sys.executable, "-m", "services.history"], env=env)
-    wait_until(lambda: proc.poll() is not None or log.read_text().count("event=bus_subscribed") > before,
-               20, what="history to subscribe")
-    assert proc.poll() is None, log.read_text()[-2000:]
+    wait_ready(proc, log, lambda text: text.count("event=bus_subscribed") > before, 20,
+               what="history to subscribe")
     return proc
 
 

@@ -78,13 +78,12 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 def wait_ready(proc: subprocess.Popen, log: Path, ready: Callable[[str], bool], timeout: float,
                what: str) -> None:
-    """Wait until ready(the log's text); fail at once, with the log's end, if the process exits first."""
+    """Wait until ready(the log's text); fail at once, with the log's end, if the process exits
+    (also one that logged ready and died: it is not ready)."""
     def check() -> bool:
-        if ready(log.read_text(errors="replace") if log.exists() else ""):
-            return True
         if proc.poll() is not None:
-            raise ProcessExited(f"{what}: exited with {proc.returncode} first; its log ends:\n{_tail(log)}")
-        return False
+            raise ProcessExited(f"{what}: exited with {proc.returncode}; its log ends:\n{_tail(log)}")
+        return ready(log.read_text(errors="replace") if log.exists() else "")
 
     try:
         wait_until(check, timeout, what=what)
