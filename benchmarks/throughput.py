@@ -223,7 +223,8 @@ def raw_broker(config: Config, sub: Subscriber, pids: dict[str, int], devices: i
         topics = TopicTable(lambda topic: qos_for(topic, config.public_qos, config.legacy_qos))
 
         client = MqttClient(config.host, config.mqtt_port, f"bench-raw-{os.getpid()}", "publisher",
-                            mqtt_password(config, "publisher"), window=BROKER_INFLIGHT)
+                            mqtt_password(config, "publisher"), window=BROKER_INFLIGHT,
+                            socket_path=config.broker_socket)  # as the publisher reaches it
         task = asyncio.create_task(client.run(stop))
         while not client.connected:
             await asyncio.sleep(0.01)

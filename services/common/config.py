@@ -28,6 +28,8 @@ EXIT_BAD_CONFIG = 2
 # The one rule for every place an id enters: key-admin API, import, stations, CLI, sim, bus.
 DEVICE_ID_RE = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,64}(?<!\.)$")
 DEVICE_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ . -, not starting or ending with a dot"
+# sockaddr_un.sun_path on Linux, with its terminating NUL.
+_SUN_PATH_MAX = 108
 
 
 def valid_device_id(device_id: object) -> bool:
@@ -290,6 +292,16 @@ class Config:
     @property
     def auth_socket(self) -> Path:
         return Path(self.auth_socket_override) if self.auth_socket_override else self.run_dir / "auth.sock"
+
+    @property
+    def broker_socket(self) -> Path | None:
+        """The local Mosquitto's Unix socket, which the services on this machine use instead of
+        TCP (issue 13); None with a broker elsewhere (MEDSEC_MQTT_HOST), or where the path cannot
+        be one (over 107 bytes, or a space, which Mosquitto's config cannot hold): TCP then."""
+        path = self.run_dir / "mqtt.sock"
+        if self.mqtt_host or len(os.fsencode(path)) >= _SUN_PATH_MAX or any(c.isspace() for c in str(path)):
+            return None
+        return path
 
     @property
     def broker_host(self) -> str:

@@ -54,6 +54,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 
 from services.common import mqttwire as wire
 from services.common.logs import kv
@@ -109,8 +110,10 @@ class MqttClient:
         max_outgoing: int = MAX_IN_FLIGHT // 2,
         before_flush: Callable[[], None] | None = None,
         gather_acks: float = 0.0,
+        socket_path: Path | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.socket_path = socket_path
         self.client_id = client_id
         self.username, self._password = username, password
         self.clean_session = clean_session
@@ -136,6 +139,7 @@ class MqttClient:
         self.gather_acks = gather_acks
         self.session = 0  # counts connections; an ack names the one its message came on
         self.connected = False
+        self.via = ""  # how the current or last connection reached the broker: "unix" or "tcp"
         self.stopping = False
         self.subscribed = asyncio.Event()
         # Sent (or to send) and not acknowledged: mid -> (topic, payload, retain, future or None, qos).
@@ -278,7 +282,7 @@ class MqttClient:
                 started = loop.time()
                 try:
                     async with asyncio.timeout(self.connect_timeout):
-                        reader, writer = await asyncio.open_connection(self.host, self.port)
+                        reader, writer = await self._open()
                 except (OSError, TimeoutError) as exc:
                     self.log.warning(kv(event="bus_connect_failed", error=exc or type(exc).__name__))
                 else:
@@ -294,6 +298,15 @@ class MqttClient:
             for _, _, _, future, _ in self._outgoing.values():
                 if future is not None and not future.done():
                     future.set_exception(ConnectionError("the bus client stopped"))
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The broker's Unix socket when it has one here (the local stack: a read or write costs
+        the broker about a sixth less than over loopback TCP, issue 13), else host:port."""
+        if self.socket_path is not None and self.socket_path.exists():
+            self.via = "unix"
+            return await asyncio.open_unix_connection(self.socket_path)
+        self.via = "tcp"
+        return await asyncio.open_connection(self.host, self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event,
                      drain: float) -> None:
@@ -360,7 +373,7 @@ class MqttClient:
         self.connected = True
         self.session += 1
         self._writer = writer
-        self.log.info(kv(event="bus_connected", client_id=self.client_id,
+        self.log.info(kv(event="bus_connected", client_id=self.client_id, via=self.via,
                          session_present=int(session_present)))
         if self._unreleased and session_present:
             # Every id: this process has written nothing yet, so what it queued waits in the backlog.

@@ -32,7 +32,7 @@ class DispatchTransport:
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, CLIENT_ID, "dispatch", mqtt_password(config, "dispatch"),
             clean_session=False, subscriptions=[(t, 1) for t in topics.subscriptions()],
-            on_message=self._on_message, log=log,
+            on_message=self._on_message, log=log, socket_path=config.broker_socket,
         )
         service.publish = self._publish_threadsafe
 

@@ -25,7 +25,7 @@ class HistoryTransport:
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, CLIENT_ID, ACCOUNT, mqtt_password(config, ACCOUNT),
             clean_session=False, keepalive=KEEPALIVE, subscriptions=[(SUBSCRIPTION, 1)],
-            on_message=self._on_message, log=log, auto_ack=False,
+            on_message=self._on_message, log=log, auto_ack=False, socket_path=config.broker_socket,
         )
         self.take: Callable[[str, bytes, Hashable], None] | None = None  # main: HistoryService.take
 

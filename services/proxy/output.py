@@ -85,7 +85,7 @@ class Output:
         self.client = MqttClient(
             config.broker_host, config.mqtt_port, client_id, "proxy", mqtt_password(config, "proxy"),
             subscriptions=[(bus.KEY_EVENTS, 1)], on_message=self._on_message, log=log,
-            before_flush=self._send_batch,
+            before_flush=self._send_batch, socket_path=config.broker_socket,
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

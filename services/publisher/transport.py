@@ -56,7 +56,7 @@ class BusTransport:
             config.broker_host, config.mqtt_port, client_id, "publisher", mqtt_password(config, "publisher"),
             clean_session=False, keepalive=KEEPALIVE, subscriptions=subscriptions or SUBSCRIPTIONS,
             on_message=self._on_message, log=log, window=BROKER_INFLIGHT, release_stored=True,
-            gather_acks=GATHER_ACKS,
+            gather_acks=GATHER_ACKS, socket_path=config.broker_socket,
         )
 
     @property

@@ -76,3 +76,16 @@ def test_every_service_and_the_cli_exit_2_with_one_line_on_a_bad_setting(config_
         assert done.returncode == EXIT_BAD_CONFIG, (argv, done.stderr)
         lines = [x for x in done.stderr.splitlines() if x.strip()]
         assert len(lines) == 1 and name in lines[0] and "bad configuration" in lines[0], (argv, done.stderr)
+
+
+@pytest.mark.parametrize("home, settings, expected", [
+    ("/var/lib/medsec", {}, "/var/lib/medsec/run/mqtt.sock"),
+    ("/var/lib/medsec", {"mqtt_host": "emqx"}, None),  # a broker elsewhere: TCP
+    ("/" + "h" * 92, {}, "/" + "h" * 92 + "/run/mqtt.sock"),  # 107 bytes: the longest that fits
+    ("/" + "h" * 93, {}, None),  # 108 bytes: no room for the address's NUL
+    ("/srv/medsec home", {}, None),  # Mosquitto's config cannot hold the path
+    ("/srv/medsec\thome", {}, None),
+])
+def test_the_broker_socket_is_in_the_run_dir_only_where_a_local_broker_can_have_one(home, settings, expected):
+    socket = Config(home=Path(home), **settings).broker_socket
+    assert (None if socket is None else str(socket)) == expected

@@ -628,3 +628,26 @@ def test_a_topic_table_decides_each_topic_once_and_stays_bounded() -> None:
     for name in names:
         assert table[name] == (2, wire.topic_field(name))
         assert len(table) <= 4
+
+
+@pytest.mark.parametrize("where, via", [("socket", "unix"), ("missing", "tcp"), (None, "tcp")])
+def test_the_client_takes_the_brokers_unix_socket_if_there_else_tcp(config, broker, where, via) -> None:
+    path = {"socket": config.broker_socket, "missing": config.run_dir / "no.sock", None: None}[where]
+    t = topic("via")
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        sub = client(config, "publisher", subscriptions=[("medsec/ingest/+", 1)],
+                     on_message=lambda m: got.append(m.payload) if m.topic == t else None)
+        pub = client(config, "proxy", socket_path=path)
+        s1, r1 = await running(sub)
+        s2, r2 = await running(pub)
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        await asyncio.wait_for(pub.publish(t, b"hello"), 10)
+        await until(lambda: got, 10, "the message")
+        assert pub.via == via
+        await shut(s2, r2)
+        await shut(s1, r1)
+        return got
+
+    assert asyncio.run(main()) == [b"hello"]

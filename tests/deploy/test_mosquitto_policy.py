@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from services.broker.mosquitto import dynsec_path, write_broker_files
 from services.common.state import init_state, load_passwords, write_secret
@@ -25,8 +27,10 @@ EXTRA = {WITNESS: "witness-pw-0123456789", "station-a": "station-a-pw-0123456789
          "station-b": "station-b-pw-0123456789"}
 
 
-@pytest.fixture
-def policy_broker(config, procs):
+@pytest.fixture(params=["tcp", "unix"])
+def policy_broker(config, procs, request):
+    """A case's user connects over TCP (dashboards, stations) or the Unix socket (the services on
+    the broker's machine): the same logins and rights on both."""
     init_state(config)
     passwords = {**load_passwords(config), **EXTRA}
     write_secret(config.mqtt_passwords_path, json.dumps(passwords).encode())
@@ -43,7 +47,9 @@ def policy_broker(config, procs):
 
     def client(user: str) -> Subscriber:
         if user not in clients:
-            clients[user] = Subscriber(config, user, passwords[user])
+            # The witness always on TCP: it stands for the other side of each case.
+            clients[user] = Subscriber(config, user, passwords[user],
+                                       unix=request.param == "unix" and user != WITNESS)
         return clients[user]
 
     yield client
@@ -95,3 +101,34 @@ def test_policy_table_on_real_mosquitto(policy_broker, request):
 def test_shared_and_wildcard_subscriptions_get_no_more_than_the_account_may_read(
         policy_broker, user, subscription, expected):
     assert (not policy_broker(user).subscribe(subscription)[0].is_failure) is expected
+
+
+@pytest.mark.parametrize("user, password", [(None, None), ("publisher", "not-its-password"),
+                                            ("nobody", "whatever-0123456789")])
+def test_either_listener_refuses_a_login_without_the_right_password(policy_broker, config, request,
+                                                                      user, password):
+    policy_broker(WITNESS)  # the broker is up
+    unix = request.node.callspec.params["policy_broker"] == "unix"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
+                         transport="unix" if unix else "tcp")
+    if user is not None:
+        client.username_pw_set(user, password)
+    answers: list = []
+    client.on_connect = lambda cl, ud, flags, code, props: answers.append(code)
+    if unix:
+        client.connect(str(config.broker_socket))
+    else:
+        client.connect(config.host, config.mqtt_port)
+    client.loop_start()
+    try:
+        wait_until(lambda: answers, 10, what="the CONNACK")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert answers[0] == "Not authorized"  # MQTT 3.1.1 CONNACK code 5
+
+
+def test_the_unix_socket_is_in_a_directory_only_its_owner_enters(policy_broker, config):
+    policy_broker(WITNESS)
+    assert config.broker_socket is not None and config.broker_socket.is_socket()
+    assert config.broker_socket.parent.stat().st_mode & 0o077 == 0

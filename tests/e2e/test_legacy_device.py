@@ -142,9 +142,11 @@ def test_mqtt_password_and_admin_token_commands(config, config_env, account):
 
 
 def test_a_new_devices_first_reading_is_not_held_by_a_delayed_ack(stack, request):
-    """Connect -> first publish takes milliseconds, not Linux's 40 ms delayed ACK: the broker sends
-    small packets at once (set_tcp_nodelay), so a PUBACK the publisher has not ACKed yet does not
-    hold the next reading back (it did, for 40 ms, for every device that connected alone)."""
+    """Connect -> first publish takes milliseconds, not Linux's 40 ms delayed ACK: a PUBACK the
+    publisher has not ACKed yet must not hold the next reading back (it did, for 40 ms, for every
+    device that connected alone, when the services reached the broker over TCP with Nagle on; now
+    they use its Unix socket, and TCP, if they are on it, gets set_tcp_nodelay). The dashboard
+    here is on TCP with Nagle: a lone reading's messages leave at once all the same."""
     import statistics
     import time
 

@@ -65,18 +65,23 @@ class Subscriber:
     messages: list[Received] = field(default_factory=list)
     client: Any = None
     denied: list[int] = field(default_factory=list)
+    unix: bool = False  # through the broker's Unix socket (Config.broker_socket), not TCP
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._subacks: dict[int, list] = {}
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:10]}",
-                        protocol=mqtt.MQTTv311)
+                        protocol=mqtt.MQTTv311, transport="unix" if self.unix else "tcp")
         c.username_pw_set(self.account, self.password or mqtt_password(self.config, self.account))
         c.on_connect = lambda cl, ud, fl, rc, pr: rc == 0 and self._connected.set()
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
-        c.connect(self.config.host, self.config.mqtt_port)
+        if self.unix:
+            assert self.config.broker_socket is not None, "this config's broker has no Unix socket"
+            c.connect(str(self.config.broker_socket))
+        else:
+            c.connect(self.config.host, self.config.mqtt_port)
         c.loop_start()
         self.client = c
         wait_until(self._connected.is_set, 10, what=f"{self.account} to connect")
