@@ -16,6 +16,7 @@ import secrets
 from pathlib import Path
 
 from services.common.accounts import EVERY_ACCOUNT, POLICY, Rule
+from services.common.mqttclient import BROKER_INFLIGHT
 
 # EMQX's pbkdf2 setting; the authenticator config and the hashes must agree.
 PBKDF2_MAC = "sha256"
@@ -102,6 +103,9 @@ mqtt {{
   # Persistent sessions (the publisher's) keep their queue while offline.
   max_mqueue_len = 1000000
   mqueue_store_qos0 = false
+  # QoS 2 messages a client may have awaiting PUBREL; EMQX drops those beyond it, so the
+  # publisher's window is the same number (BROKER_INFLIGHT).
+  max_awaiting_rel = {BROKER_INFLIGHT}
 }}
 listeners.tcp.default {{
   bind = "0.0.0.0:1883"

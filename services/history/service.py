@@ -22,7 +22,7 @@ from services.common.logs import kv
 from services.history.readings import ReadingRefused, Row, parse
 from services.history.store import HistoryStore, HistoryStoreError
 
-# Below Mosquitto's max_inflight_messages (100, services/broker/mosquitto.py): the broker never
+# Below the brokers' in-flight limit (BROKER_INFLIGHT, 400): the broker never
 # stalls waiting for acknowledgements of a batch that is still filling.
 BATCH_MAX = 64
 BATCH_WAIT = 0.25

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from services.broker import dynsec, emqx
+from services.common.mqttclient import BROKER_INFLIGHT
 from tests.deploy.acl_eval import DynsecAcl, EmqxAcl, parse_erlang_terms
 from tests.deploy.policy_cases import CASES, TOPICS, USERS
 
@@ -74,6 +75,8 @@ def test_emqx_conf_points_at_the_generated_files_and_matches_the_hash():
     assert f'path = "{emqx.ETC}/{emqx.ACL_NAME}"' in conf
     assert f"iterations = {emqx.PBKDF2_ITERATIONS}" in conf and "mac_fun = sha256" in conf
     assert "no_match = deny" in conf
+    # The publisher's QoS 2 window fits: EMQX drops QoS 2 messages beyond max_awaiting_rel.
+    assert f"max_awaiting_rel = {BROKER_INFLIGHT}" in conf
     # Secrets come from the env file, never from this file.
     assert "cookie =" not in conf and "default_password" not in conf
 
