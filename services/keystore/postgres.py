@@ -106,19 +106,22 @@ class PostgresKeyStore(SQLKeyStoreBase):
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                 yield
 
-    def _commit_batch(self) -> None:
+    def _check_batch(self) -> None:
         # PostgreSQL turns the COMMIT of a transaction with a failed statement (one a caller caught:
         # auth answers each request for itself) into a silent ROLLBACK: refuse it instead.
         if self._db.info.transaction_status != TransactionStatus.INTRANS:
             raise KeyStoreError("a write of the batch failed; nothing of it was written")
+
+    def _commit_batch(self) -> None:
+        self._check_batch()
         self._db.execute("COMMIT")
 
     def _rollback_batch(self) -> None:
         with contextlib.suppress(psycopg.Error):
             self._db.execute("ROLLBACK")
 
-    def _begin_with(self, sql: str, args: tuple) -> int:
-        """Begin the batch's transaction with its first write, in one round trip (a pipeline);
+    def _begin_with(self, sql: str, args: tuple) -> psycopg.Cursor:
+        """Begin the batch's transaction with its first statement, in one round trip (a pipeline);
         on a connection found dead, once more on a fresh one: nothing of the batch exists yet."""
         self._batch = "open"
         try:
@@ -127,11 +130,20 @@ class PostgresKeyStore(SQLKeyStoreBase):
             self._reconnect()
             return self._pipelined(("BEGIN", ()), (sql, args))
 
-    def _pipelined(self, *statements: tuple[str, tuple]) -> int:
-        """Send the statements without waiting for each answer; the rows the last one changed."""
+    def _pipelined(self, *statements: tuple[str, tuple]) -> psycopg.Cursor:
+        """Send the statements without waiting for each answer; the last one's cursor."""
         with self._db.pipeline():
             cursors = [self._db.execute(sql, args) for sql, args in statements]
-        return cursors[-1].rowcount
+        return cursors[-1]
+
+    def _read_locked(self, sql: str, args: tuple) -> list[tuple]:
+        sql = self._sql(sql) + " FOR UPDATE"
+        with self._lock:
+            if self._batch == "open":
+                return self._db.execute(sql, args).fetchall()  # no retry: the batch fails whole
+            if self._db.closed or self._db.broken:
+                self._reconnect()
+            return self._begin_with(sql, args).fetchall()
 
     def _ensure(self) -> None:
         """A live connection before a write: the server may have restarted since the last one."""
@@ -168,7 +180,7 @@ class PostgresKeyStore(SQLKeyStoreBase):
             if self._db.closed or self._db.broken:
                 self._reconnect()
             if self._batch == "wanted":
-                return self._begin_with(sql, args)
+                return self._begin_with(sql, args).rowcount
             try:
                 return self._db.execute(sql, args).rowcount
             except psycopg.OperationalError:

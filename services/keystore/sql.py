@@ -200,6 +200,12 @@ class SQLKeyStoreBase:
         """Run one idempotent write statement on its own (autocommit); the rows it changed."""
         raise NotImplementedError
 
+    def _read_locked(self, sql: str, args: tuple) -> list[tuple]:
+        """Inside a batch: one SELECT in the batch's transaction (begun by it if need be), and what
+        it read may change under no other writer until the batch ends (SQLite: the database's
+        write lock; PostgreSQL: FOR UPDATE, the rows it found)."""
+        raise NotImplementedError
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """The v2 window writes inside are committed together when it closes: one commit (one
@@ -213,6 +219,8 @@ class SQLKeyStoreBase:
             self._batch = "wanted"
             try:
                 yield
+                if self._batch == "open":
+                    self._check_batch()
                 for key_id in list(self._held):
                     self._write_held(key_id)
                 if self._batch == "open":
@@ -224,6 +232,10 @@ class SQLKeyStoreBase:
             finally:
                 self._batch = None
                 self._held.clear()
+
+    def _check_batch(self) -> None:
+        """Raise KeyStoreError if a statement of the open batch failed and the database will
+        take no more of it (PostgreSQL); SQLite's transaction goes on after a failed statement."""
 
     def _commit_batch(self) -> None:
         raise NotImplementedError
@@ -590,11 +602,14 @@ class SQLKeyStoreBase:
         a seq twice). False when the stored window accepted something since `base` was read
         (another auth instance): the caller must reload it and classify the seq again.
 
-        Inside a batch, only a key's first advance is written at once: that write locks the row
-        until the batch commits (SQLite: the database; PostgreSQL: the row), so no other instance
-        can change it meanwhile. Its later advances are compared with what the batch made of the
-        window and only the last is written, just before the commit (issue 13: a device's frames
-        come in runs; the write and its MAC were a quarter of a v2 frame's cost in auth)."""
+        Inside a batch nothing is written at once: a key's first advance reads the stored window
+        with a lock that holds it until the batch ends (`_read_locked`), so no other instance can
+        change it meanwhile, and compares; its later advances are compared with what the batch
+        made of the window; the last is written just before the commit, one write for the run
+        (issue 13: a device's frames come in runs, and with auth's batches small when it keeps
+        up, a write and its MAC at the first frame and another at the last were the most of what
+        a v2 frame cost auth beyond a v1 reading). A key with no stored window yet is inserted at
+        once: there is no row to lock."""
         with self._lock:  # the batch's thread holds it throughout: `_held` is that thread's
             held = self._held.get(key_id)
             if held is not None:
@@ -602,10 +617,18 @@ class SQLKeyStoreBase:
                     return False
                 held.device_id, held.now = device_id, window
                 return True
-            written = self._write_window_if(key_id, device_id, window, _accepted(base))
-            if written and self._batch == "open":
+            if self._batch is None:
+                return self._write_window_if(key_id, device_id, window, _accepted(base))
+            rows = self._read_locked('SELECT "window" FROM v2_windows WHERE key_id = ?', (key_id,))
+            if not rows:
+                if not self._write_window_if(key_id, device_id, window, _accepted(base)):
+                    return False
                 self._held[key_id] = _HeldWindow(device_id, window, window)
-            return written
+                return True
+            if _accepted(rows[0][0]) != _accepted(base):
+                return False
+            self._held[key_id] = _HeldWindow(device_id, rows[0][0], window)
+            return True
 
     def _write_held(self, key_id: str) -> None:
         """Write the last window the open batch accepted for `key_id`, if it moved since written."""

@@ -81,10 +81,18 @@ class SQLiteKeyStore(SQLKeyStoreBase):
 
     def _write_one(self, sql: str, args: tuple) -> int:
         with self._lock:
-            if self._batch == "wanted":
-                self._db.execute("BEGIN IMMEDIATE")
-                self._batch = "open"
+            self._begin_if_wanted()
             return self._x(sql, args).rowcount
+
+    def _read_locked(self, sql: str, args: tuple) -> list[tuple]:
+        with self._lock:
+            self._begin_if_wanted()  # IMMEDIATE: the database's write lock, held to the commit
+            return self._x(sql, args).fetchall()
+
+    def _begin_if_wanted(self) -> None:
+        if self._batch == "wanted":
+            self._db.execute("BEGIN IMMEDIATE")
+            self._batch = "open"
 
 
 @dataclass
