@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from services.broker.mosquitto import dynsec_path, write_broker_files
 from services.common.state import init_state, load_passwords, write_secret
 from tests.deploy.policy_cases import CASES
-from tests.support.broker import Subscriber, mosquitto_binary
+from tests.support.broker import Subscriber, connack, mosquitto_binary
 from tests.support.proc import port_open, wait_until
 
 # Only service and station accounts become broker logins: the witness is a station by name, and
@@ -109,23 +107,7 @@ def test_either_listener_refuses_a_login_without_the_right_password(policy_broke
                                                                       user, password):
     policy_broker(WITNESS)  # the broker is up
     unix = request.node.callspec.params["policy_broker"] == "unix"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
-                         transport="unix" if unix else "tcp")
-    if user is not None:
-        client.username_pw_set(user, password)
-    answers: list = []
-    client.on_connect = lambda cl, ud, flags, code, props: answers.append(code)
-    if unix:
-        client.connect(str(config.broker_socket))
-    else:
-        client.connect(config.host, config.mqtt_port)
-    client.loop_start()
-    try:
-        wait_until(lambda: answers, 10, what="the CONNACK")
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    assert answers[0] == "Not authorized"  # MQTT 3.1.1 CONNACK code 5
+    assert connack(config, user, password, unix) == "Not authorized"  # MQTT 3.1.1 CONNACK code 5
 
 
 def test_the_unix_socket_is_in_a_directory_only_its_owner_enters(policy_broker, config):

@@ -10,7 +10,7 @@ import pytest
 
 from services.common import envelope
 from tests.dispatch.conftest import Probe
-from tests.support.broker import Subscriber
+from tests.support.broker import Subscriber, connack
 from tests.support.proc import wait_until
 
 
@@ -235,23 +235,7 @@ def test_revoked_station_is_refused(running):
 
 
 def can_login(config, account: str, password: str) -> bool:
-    import uuid
-
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    codes: list = []
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex, protocol=mqtt.MQTTv311)
-    c.username_pw_set(account, password)
-    c.on_connect = lambda cl, ud, fl, rc, pr: codes.append(rc)
-    c.connect(config.host, config.mqtt_port)
-    c.loop_start()
-    try:
-        wait_until(lambda: codes, 5, what="CONNACK")
-    finally:
-        c.loop_stop()
-        c.disconnect()
-    return codes[0] == 0
+    return connack(config, account, password) == "Success"
 
 
 def test_a_broker_that_refuses_the_new_login_gets_a_clear_503(dstack, keys):

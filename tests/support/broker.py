@@ -154,3 +154,24 @@ class SeqDashboard(SeqCounts):
         with self.lock:
             self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
 
+
+def connack(config: Config, account: str | None, password: str | None, unix: bool = False) -> Any:
+    """The broker's answer (paho's reason code) to a login over TCP or its Unix socket;
+    no username at all when `account` is None."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:10]}",
+                    protocol=mqtt.MQTTv311, transport="unix" if unix else "tcp")
+    if account is not None:
+        c.username_pw_set(account, password)
+    codes: list = []
+    c.on_connect = lambda cl, ud, fl, rc, pr: codes.append(rc)
+    if unix:
+        c.connect(str(config.broker_socket))
+    else:
+        c.connect(config.host, config.mqtt_port)
+    c.loop_start()
+    try:
+        wait_until(lambda: codes, 10, what="the CONNACK")
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return codes[0]
