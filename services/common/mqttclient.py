@@ -302,8 +302,9 @@ class MqttClient:
                     future.set_exception(ConnectionError("the bus client stopped"))
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """The broker's Unix socket when it has one here (the local stack: a read or write costs
-        the broker about a sixth less than over loopback TCP, issue 13), else host:port."""
+        """The broker's Unix socket when it has one here (the local stack: Mosquitto spent a tenth
+        to a sixth less a reading than with the services on loopback TCP, issue 13), else
+        host:port."""
         if self.socket_path is not None and self.socket_path.exists():
             self.via = "unix"
             return await asyncio.open_unix_connection(self.socket_path)

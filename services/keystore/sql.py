@@ -606,10 +606,9 @@ class SQLKeyStoreBase:
         with a lock that holds it until the batch ends (`_read_locked`), so no other instance can
         change it meanwhile, and compares; its later advances are compared with what the batch
         made of the window; the last is written just before the commit, one write for the run
-        (issue 13: a device's frames come in runs, and with auth's batches small when it keeps
-        up, a write and its MAC at the first frame and another at the last were the most of what
-        a v2 frame cost auth beyond a v1 reading). A key with no stored window yet is inserted at
-        once: there is no row to lock."""
+        (issue 13: a device's frames come in runs; with auth keeping up, a stretch often holds
+        one run of ~13 frames, and the write and row MAC at its first frame were ~0.5 µs of each
+        of them). A key with no stored window yet is inserted at once: there is no row to lock."""
         with self._lock:  # the batch's thread holds it throughout: `_held` is that thread's
             held = self._held.get(key_id)
             if held is not None:
