@@ -71,17 +71,12 @@ class Subscriber:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._subacks: dict[int, list] = {}
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:10]}",
-                        protocol=mqtt.MQTTv311, transport="unix" if self.unix else "tcp")
+        c = _paho_client(self.unix)
         c.username_pw_set(self.account, self.password or mqtt_password(self.config, self.account))
         c.on_connect = lambda cl, ud, fl, rc, pr: rc == 0 and self._connected.set()
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
-        if self.unix:
-            assert self.config.broker_socket is not None, "this config's broker has no Unix socket"
-            c.connect(str(self.config.broker_socket))
-        else:
-            c.connect(self.config.host, self.config.mqtt_port)
+        _connect(c, self.config, self.unix)
         c.loop_start()
         self.client = c
         wait_until(self._connected.is_set, 10, what=f"{self.account} to connect")
@@ -158,16 +153,12 @@ class SeqDashboard(SeqCounts):
 def connack(config: Config, account: str | None, password: str | None, unix: bool = False) -> Any:
     """The broker's answer (paho's reason code) to a login over TCP or its Unix socket;
     no username at all when `account` is None."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:10]}",
-                    protocol=mqtt.MQTTv311, transport="unix" if unix else "tcp")
+    c = _paho_client(unix)
     if account is not None:
         c.username_pw_set(account, password)
     codes: list = []
     c.on_connect = lambda cl, ud, fl, rc, pr: codes.append(rc)
-    if unix:
-        c.connect(str(config.broker_socket))
-    else:
-        c.connect(config.host, config.mqtt_port)
+    _connect(c, config, unix)
     c.loop_start()
     try:
         wait_until(lambda: codes, 10, what="the CONNACK")
@@ -175,3 +166,17 @@ def connack(config: Config, account: str | None, password: str | None, unix: boo
         c.loop_stop()
         c.disconnect()
     return codes[0]
+
+
+def _paho_client(unix: bool) -> Any:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:10]}",
+                       protocol=mqtt.MQTTv311, transport="unix" if unix else "tcp")
+
+
+def _connect(client: Any, config: Config, unix: bool) -> None:
+    """Over TCP, or through the broker's Unix socket (Config.broker_socket)."""
+    if unix:
+        assert config.broker_socket is not None, "this config's broker has no Unix socket"
+        client.connect(str(config.broker_socket))
+    else:
+        client.connect(config.host, config.mqtt_port)
