@@ -20,6 +20,7 @@ use too; this module is the gateway's half. Nothing here does I/O:
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -125,10 +126,34 @@ def is_v2_start(byte: int) -> bool:
     return byte in _KINDS
 
 
+# A data frame's header after its first four bytes, by key id length (the fourth byte): key id,
+# seq (high byte, low four bytes), body length. None for a length no frame has.
+_DATA_HEADS = [struct.Struct(f">4x{n}sBIH") if KID_MIN <= n <= KID_MAX else None for n in range(256)]
+
+
 def read(
     buf: bytes | bytearray | memoryview, expect: FrameKind = "data", max_body: int = MAX_BODY
 ) -> tuple[Frame | None, int]:
     """The first frame in buf and the bytes it used, or (None, 0) when more bytes are needed."""
+    n = len(buf)
+    if expect == "data" and n >= 4 and buf[0] == DATA and buf[1] == VERSION and buf[2] == 0:
+        # A whole, well-formed reading frame, the common case: one struct unpack (0.9 us instead of
+        # 1.7, in the proxy and again in auth, issue 13). Anything else is _read's to judge.
+        head = _DATA_HEADS[buf[3]]
+        if head is not None and n >= head.size:
+            kid, seq_high, seq_low, length = head.unpack_from(buf)
+            size = head.size
+            end = size + length
+            if TAG < length <= max_body and (seq_high or seq_low) and n >= end:
+                whole = bytes(buf[:end])
+                return Frame("data", kid, seq_high << 32 | seq_low, whole[:size], whole[size:]), end
+    return _read(buf, expect, max_body)
+
+
+def _read(
+    buf: bytes | bytearray | memoryview, expect: FrameKind, max_body: int
+) -> tuple[Frame | None, int]:
+    """`read` for any bytes: the shared layout's checks (v2device.parse_header), error by error."""
     view = memoryview(buf)
     try:
         head = layout.parse_header(view, (_CODES[expect],), max_body)

@@ -170,6 +170,49 @@ def test_truncated_frames_need_more_at_every_length():
     assert used == len(frame) and parsed.raw == frame
 
 
+def _outcome(read, data, expect, max_body):
+    try:
+        return read(data, expect, max_body)
+    except v2.V2Error as exc:
+        return exc.reason
+
+
+def _frames_and_variants():
+    """Reading frames of every key id length, seqs at the edges of the header's two fields and
+    bodies at the length limits, then each with every byte position set to edge values, cut at
+    every length, and followed by more bytes."""
+    rng = random.Random(13)
+    for kid_len in range(v2.KID_MIN, v2.KID_MAX + 1):
+        kid = bytes(rng.randrange(256) for _ in range(kid_len))
+        for seq in (1, 255, 1 << 32, (1 << 32) - 1, v2.SEQ_MAX):
+            for body_len in (v2.TAG + 1, 100, v2.MAX_BODY):
+                frame = v2.build_header("data", kid, seq, body_len) + rng.randbytes(body_len)
+                yield frame
+                yield frame + frame[:7]
+                for n in range(len(frame)):
+                    yield frame[:n]
+                for pos in range(min(len(frame), 4 + kid_len + v2.SEQ_BYTES + 2)):
+                    for value in {0, 1, 2, 7, 8, 0xC2, 0xC3, 0xFF, frame[pos] ^ 1}:
+                        bad = bytearray(frame)
+                        bad[pos] = value
+                        yield bytes(bad)
+
+
+def test_read_takes_its_fast_path_only_where_the_full_checks_agree():
+    """`read` unpacks a whole, well-formed reading frame at once and leaves everything else to the
+    shared layout's checks (`_read`): the same frame, bytes used or reason for every input, every
+    kind expected, several body limits, whatever the buffer type."""
+    checked = 0
+    for data in _frames_and_variants():
+        for expect in ("data", "ack"):
+            for max_body in (v2.MAX_BODY, 100):
+                want = _outcome(v2._read, data, expect, max_body)
+                for buf in (data, bytearray(data), memoryview(data)):
+                    assert _outcome(v2.read, buf, expect, max_body) == want, (data.hex(), expect, max_body)
+                    checked += 1
+    assert checked > 100_000
+
+
 def test_header_errors_have_their_own_reasons_before_the_body_arrives():
     vec = VECTORS[1]
     frame = bytearray(H(vec["frame"]))
