@@ -2,7 +2,8 @@
 
 Ops on the auth socket (docs/architecture.md):
   {"op": "v2", "conn", "src", "frame": base64 of one whole frame}   (AuthService also takes
-     "frames": [...] of one connection, answered {"status": "answers", "answers": [...]})
+     "frames": base64 of `count` whole frames of one connection, back to back, and "count",
+     answered {"status": "answers", "answers": [...]})
      -> {"status": "ok", "device", "seq", "values", "redelivery": bool, "gen", "ack": base64}
             `ack`: the ack frame, sealed now; the proxy writes it only after the broker's PUBACK
         {"status": "duplicate", "device", "seq", "ack": base64}   acknowledged before: re-ack, no publish
@@ -99,14 +100,12 @@ class V2Auth:
         self._windows = {k: w for k, w in self._windows.items() if k in by_kid}
 
     # --- ops ---
-    def frame(self, request: dict[str, Any]) -> Answer:
-        raw = _b64(request.get("frame"), "frame")
-        try:
-            frame, used = v2.read(raw)
-        except v2.V2Error as exc:
-            raise V2Rejected(exc.reason, exc.detail) from None
-        if frame is None or used != len(raw):
-            raise V2Rejected("bad_request", "frame must be exactly one whole v2 frame")
+    def frame(self, text: Any) -> Answer:
+        """The answer to one reading frame, `text` its base64 (a request's "frame")."""
+        return self.answer(request_frames(text, 1, "frame")[0])
+
+    def answer(self, frame: v2.Frame) -> Answer:
+        """The answer to one reading frame, read whole from a request (`request_frames`)."""
         entry = self._entry(frame.kid)
         window = self._window(frame.kid)
         verdict = window.classify(frame.seq)
@@ -296,6 +295,29 @@ class V2Auth:
             except Exception as exc:  # a busy store: try again at the next flush
                 self._dirty[kid] = device_id
                 self._log.warning(kv(event="v2_flush_failed", error=type(exc).__name__))
+
+
+def request_frames(text: Any, count: int, name: str = "frames") -> list[v2.Frame]:
+    """The `count` reading frames whose bytes, back to back, `text` is the base64 of (a request's
+    "frame", or its "frames" and "count"), nothing more, nothing less; else V2Rejected: the
+    frame's own reason, or bad_request."""
+    data = _b64(text, name)
+    frames: list[v2.Frame] = []
+    offset = 0
+    with memoryview(data) as view:
+        while len(frames) < count:
+            try:
+                frame, used = v2.read(view[offset:])
+            except v2.V2Error as exc:
+                raise V2Rejected(exc.reason, exc.detail) from None
+            if frame is None:
+                break
+            frames.append(frame)
+            offset += used
+    if len(frames) != count or offset != len(data):
+        what = "one whole v2 frame" if count == 1 else f"{count} whole v2 frames, back to back"
+        raise V2Rejected("bad_request", f"{name} must be exactly {what}")
+    return frames
 
 
 def _too_old(seq: int, window: v2.ReplayWindow, entry: Entry) -> V2Rejected:

@@ -135,8 +135,8 @@ class V2Handler:
                 session.feed(data, conn.now())
                 continue
             reply = await conn.ask_auth({
-                "op": "v2", "conn": conn.id, "src": conn.src_text,
-                "frames": [base64.b64encode(frame.raw).decode() for frame in frames],
+                "op": "v2", "conn": conn.id, "src": conn.src_text, "count": len(frames),
+                "frames": base64.b64encode(b"".join([frame.raw for frame in frames])).decode(),
             }, len(frames))
             for frame, answer in zip(frames, _answers(reply, len(frames)), strict=True):
                 await self._answered(conn, frame, answer, acks, groups)

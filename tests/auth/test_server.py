@@ -226,7 +226,7 @@ def test_batches_and_stretches_are_counted_in_readings_not_requests(tmp_path):
     from services.auth.server import BATCH, STRETCH
 
     frames = STRETCH // 2
-    requests = [{"id": n, "op": "v2", "frames": ["x"] * frames} for n in range(BATCH // frames + 1)]
+    requests = [{"id": n, "op": "v2", "frames": "x", "count": frames} for n in range(BATCH // frames + 1)]
     requests += [{"id": 100 + n, "op": "v1"} for n in range(3)]
 
     async def scenario():

@@ -486,36 +486,70 @@ def test_v2acked_with_seqs_marks_each_seq_and_refuses_what_it_cannot_mark(store)
     assert unknown["status"] == "rejected" and unknown["reason"] == "unknown_kid"
 
 
+def frames_request(rid: int, raws: list[bytes], count: int | None = None) -> dict:
+    """What the proxy sends: a read's whole frames, back to back, in one base64 text."""
+    return {"id": rid, "op": "v2", "conn": 1, "src": "127.0.0.1:1",
+            "count": len(raws) if count is None else count,
+            "frames": base64.b64encode(b"".join(raws)).decode()}
+
+
+def raw(request: dict) -> bytes:
+    return base64.b64decode(request["frame"])
+
+
 def test_the_frames_of_a_read_in_one_request_are_answered_each_as_on_their_own(store):
     """What the proxy sends: the whole frames of one read of a connection in one request
-    (`frames`). Each frame is answered in order exactly as a request of its own would be (ok,
-    duplicate, refusal, tag, unknown key id, bad base64 side by side), one bad frame costs only
+    (`frames`, `count`). Each frame is answered in order exactly as a request of its own would
+    be (ok, duplicate, refusal, tag, unknown key id side by side), one bad frame costs only
     itself, and the window advances are those of the good frames."""
     keys, stranger = device(store, "pico-frames"), device(store, "pico-frames-other")
-    bad_tag = bytearray(base64.b64decode(frame(keys, 5)["frame"]))
+    bad_tag = bytearray(raw(frame(keys, 5)))
     bad_tag[-1] ^= 1
     unknown = v2.Keys(kid=b"\x0b\xad", d2g=keys.d2g, g2d=keys.g2d, common_iv=keys.common_iv)
-    frames = [frame(keys, 1)["frame"], frame(keys, 2)["frame"], frame(keys, 2)["frame"],
-              frame(keys, 3, b"not json")["frame"], base64.b64encode(bytes(bad_tag)).decode(),
-              frame(unknown, 6)["frame"], "not base64!", frame(keys, 4)["frame"],
-              frame(stranger, 1)["frame"]]
+    raws = [raw(frame(keys, 1)), raw(frame(keys, 2)), raw(frame(keys, 2)),
+            raw(frame(keys, 3, b"not json")), bytes(bad_tag), raw(frame(unknown, 6)),
+            raw(frame(keys, 4)), raw(frame(stranger, 1))]
     auth = AuthService(store)
-    together = auth.handle({"id": 7, "op": "v2", "conn": 1, "src": "127.0.0.1:1", "frames": frames})
+    together = auth.handle(frames_request(7, raws))
     assert together["id"] == 7 and together["status"] == "answers"
     statuses = [(a["status"], a.get("reason"), a.get("seq")) for a in together["answers"]]
     assert statuses == [("ok", None, 1), ("ok", None, 2), ("ok", None, 2), ("rejected", "not_json", None),
                         ("rejected", "bad_tag", None), ("rejected", "unknown_kid", None),
-                        ("rejected", "bad_request", None), ("ok", None, 4), ("ok", None, 1)]
+                        ("ok", None, 4), ("ok", None, 1)]
     assert together["answers"][2]["redelivery"] is True  # verified, never acked: published again
     assert answer_of(keys, together["answers"][3]["refusal"])[:2] == (v2.REFUSAL, 3)
-    assert [ack_seq(keys, together["answers"][i]) for i in (0, 1, 7)] == [1, 2, 4]
+    assert [ack_seq(keys, together["answers"][i]) for i in (0, 1, 6)] == [1, 2, 4]
     assert all("id" not in a for a in together["answers"])
     assert store.v2_window(keys.kid.hex()).startswith("4:f:")  # 1 to 4 accepted, 5 (bad tag) not
     assert auth.handle(frame(keys, 5))["status"] == "ok"  # the genuine 5 still goes through
-    too_many = [frames[0]] * (MAX_FRAMES + 1)
-    for bad in ([], "x", None, {"0": frames[0]}, too_many):
-        answer = auth.handle({"id": 8, "op": "v2", "conn": 1, "src": "127.0.0.1:1", "frames": bad})
-        assert answer["status"] == "rejected" and answer["reason"] == "bad_request", bad
+
+
+def test_frames_that_do_not_split_into_count_whole_frames_refuse_the_request_whole(store):
+    """The proxy sends only frames it has read whole with the same reader: frames that are not
+    exactly `count` whole frames back to back (fewer, more, a cut or a stray byte, a bad header
+    anywhere, bad base64, a bad count) are a broken proxy, refused whole, nothing accepted."""
+    keys = device(store, "pico-split")
+    auth = AuthService(store)
+    one, two, three = (raw(frame(keys, seq)) for seq in (1, 2, 3))
+    bad_type = b"\x7b" + two[1:]
+    cases = {
+        "fewer frames than count": frames_request(1, [one, two], count=3),
+        "more frames than count": frames_request(2, [one, two, three], count=2),
+        "a cut last frame": frames_request(3, [one, two[:-1]], count=2),
+        "a stray byte after them": frames_request(4, [one, two, b"\x00"], count=2),
+        "a bad header in the middle": frames_request(5, [one, bad_type, three]),
+        "over MAX_FRAMES": frames_request(6, [one] * (MAX_FRAMES + 1)),
+    }
+    for count in (0, -1, None, True, "2", 2.0):
+        cases[f"count {count!r}"] = {**frames_request(7, [one, two]), "count": count}
+    for text in ("", "not base64!", None, ["AAAA"], {"0": "AAAA"}):
+        cases[f"frames {text!r}"] = {**frames_request(8, [one]), "frames": text}
+    for name, request in cases.items():
+        answer = auth.handle(request)
+        assert answer["status"] == "rejected" and "answers" not in answer, name
+        assert answer["reason"] in ("bad_request", "bad_type"), name
+    assert store.v2_window(keys.kid.hex()) in (None, "0:0:0")  # nothing accepted
+    assert [a["status"] for a in auth.handle(frames_request(9, [one, two, three]))["answers"]] == ["ok"] * 3
 
 
 def test_v2acked_with_acks_marks_each_connections_seqs_and_logs_what_it_cannot_mark(store, caplog):
