@@ -73,79 +73,99 @@ def identification_v2(config: Config, devices: list[V2Device], samples: int = 20
             "p99_ms": percentile(times, 0.99) * 1000}
 
 
-async def _stream_v2(config: Config, frames: list[bytes], sent: list[float], acked: list[float],
-                     answers: list[bytes], interval: float = 0.0) -> None:
-    """Writes frames sealed beforehand and times each one's ack, found by its header; the acks'
-    tags are checked after the run (`check_acks`). Sealing and verifying are the device's work,
-    in pure Python here (services/common/ccm.py, ~15 µs each): done during the run, they took
-    the benchmark's CPU from the gateway's two cores, and v1's devices write ready-made bytes."""
+async def read_answers(reader: asyncio.StreamReader, frames: list[bytes],
+                       chunks: list[tuple[float, bytes]]) -> None:
+    """What the gateway writes back, each read with its arrival time, until it holds an answer to
+    each of `frames`. Answers are taken apart only once the bytes would do (an ack for each; a
+    refusal is one byte longer), and their tags are verified after the run: that is the device's
+    work, and the simulated devices share the gateway's two cores."""
+    want = len(frames) * ack_size(frames[0]) if frames else 0
+    got = 0
+    while got < want or len(answers_in(chunks)) < len(frames):
+        data = await reader.read(65536)
+        if not data:
+            return
+        chunks.append((time.perf_counter(), data))
+        got += len(data)
+
+
+def ack_size(frame: bytes) -> int:
+    """The size of the ack of a reading frame: the frame's header and a tag."""
+    return v2device.header_size(frame[3]) + v2device.ACK_BODY
+
+
+def answers_in(chunks: list[tuple[float, bytes]]) -> list[tuple[float, int, int, bytes]]:
+    """The answers in `chunks` (read_answers): (arrival time, kind, seq, bytes) each."""
+    data = b"".join(chunk for _, chunk in chunks)
+    ends, total = [], 0  # (offset where a read ended, its arrival time)
+    for when, chunk in chunks:
+        total += len(chunk)
+        ends.append((total, when))
+    out, offset, i = [], 0, 0
+    with memoryview(data) as view:
+        while (head := v2device.parse_header(view[offset:], (v2device.ACK, v2device.REFUSAL))) is not None:
+            kind, _, seq, size, length = head
+            end = offset + size + length
+            if end > len(data):
+                break
+            while ends[i][0] < end:
+                i += 1
+            out.append((ends[i][1], kind, seq, data[offset:end]))
+            offset = end
+    return out
+
+
+async def _stream_v2(config: Config, frames: list[bytes], sent: list[float],
+                     chunks: list[tuple[float, bytes]], interval: float = 0.0) -> None:
+    """Writes frames sealed beforehand (`sent`: when each went) and keeps what comes back. Sealing
+    and verifying are the device's work, in pure Python here (services/common/ccm.py, ~15 µs
+    each): during the run they took the gateway's cores, and v1's devices write ready-made bytes."""
     reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
-    written: dict[int, float] = {}
-
-    async def read_acks() -> None:
-        buf = bytearray()
-        while len(answers) < len(frames):
-            data = await reader.read(65536)
-            if not data:
-                return
-            buf += data
-            now = time.perf_counter()
-            while (head := v2device.parse_header(buf, (v2device.ACK, v2device.REFUSAL))) is not None:
-                _, _, seq, size, length = head
-                if len(buf) < size + length:
-                    break
-                answers.append(bytes(buf[:size + length]))
-                del buf[:size + length]
-                if seq in written:
-                    acked.append(now - written.pop(seq))
-
-    acks = asyncio.create_task(read_acks())
-    frame_seqs = iter([(frame, v2.read(frame)[0].seq) for frame in frames])
+    answers = asyncio.create_task(read_answers(reader, frames, chunks))
+    queue = iter(frames)
     async for _ in stackbench.paced(len(frames), interval):
-        frame, seq = next(frame_seqs)
-        now = time.perf_counter()
-        written[seq] = now
-        sent.append(now)
-        writer.write(frame)
+        sent.append(time.perf_counter())
+        writer.write(next(queue))
         await writer.drain()
     try:
-        await asyncio.wait_for(acks, 60)
+        await asyncio.wait_for(answers, 60)
     finally:
         writer.close()
 
 
-def check_acks(device: V2Device, frames: list[bytes], answers: list[bytes]) -> None:
-    """Every frame got exactly one answer, an ack whose tag the device verifies."""
-    want = sorted(v2.read(frame)[0].seq for frame in frames)
-    got = []
-    for answer in answers:
-        kind, seq, _, used = device.session.read_answer(answer)
-        if kind != v2device.ACK or used != len(answer):
-            raise RuntimeError(f"{device.id}: an answer that is not an ack: {answer.hex()}")
-        got.append(seq)
-    if sorted(got) != want:
-        raise RuntimeError(f"{device.id}: {len(got)} acks for {len(want)} readings")
+def ack_latencies(device: V2Device, frames: list[bytes], sent: list[float],
+                  chunks: list[tuple[float, bytes]]) -> list[float]:
+    """Each reading's time from its write to its ack, once every answer proved to be an ack of
+    this device's (its tag verified) for exactly the readings written."""
+    written = {v2.read(frame)[0].seq: when for frame, when in zip(frames, sent, strict=True)}
+    latencies = []
+    for when, _, seq, answer in answers_in(chunks):
+        kind, verified, _, used = device.session.read_answer(answer)
+        if kind != v2device.ACK or verified != seq or used != len(answer) or seq not in written:
+            raise RuntimeError(f"{device.id}: an answer that is no ack of a reading: {answer.hex()}")
+        latencies.append(when - written.pop(seq))
+    if written:
+        raise RuntimeError(f"{device.id}: {len(written)} readings without an ack")
+    return latencies
 
 
 def stream_v2(config: Config, counter: Counter, devices: list[V2Device], count: int, timeout: float,
               interval: float = 0.0) -> dict:
     counter.reset()
-    sent: dict[str, list[float]] = {d.id: [] for d in devices}
     frames = {d.id: [d.seal(READING) for _ in range(count)] for d in devices}
-    answers: dict[str, list[bytes]] = {d.id: [] for d in devices}
-    ack_latency: list[float] = []
+    sent: dict[str, list[float]] = {d.id: [] for d in devices}
+    chunks: dict[str, list[tuple[float, bytes]]] = {d.id: [] for d in devices}
 
     async def run() -> None:
-        await asyncio.gather(*(_stream_v2(config, frames[d.id], sent[d.id], ack_latency, answers[d.id],
-                                          interval) for d in devices))
+        await asyncio.gather(*(_stream_v2(config, frames[d.id], sent[d.id], chunks[d.id], interval)
+                               for d in devices))
 
     start = time.perf_counter()
     asyncio.run(run())
     expected = len(devices) * count
     counter.wait_total(expected, timeout)
     elapsed = max(max(v) for v in counter.arrivals.values()) - start if counter.arrivals else float("nan")
-    for d in devices:
-        check_acks(d, frames[d.id], answers[d.id])
+    ack_latency = [t for d in devices for t in ack_latencies(d, frames[d.id], sent[d.id], chunks[d.id])]
     latencies = [t_recv - t_sent for dev_id, times in sent.items()
                  for t_sent, t_recv in zip(times, counter.arrivals.get(dev_id, []), strict=False)]
     return {"readings": counter.total, "expected": expected, "acked": len(ack_latency), "seconds": elapsed,

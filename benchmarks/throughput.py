@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks import stackbench
-from benchmarks.bench_v2 import register_v2
+from benchmarks.bench_v2 import answers_in, read_answers, register_v2
 from benchmarks.results_file import run_and_report
 from benchmarks.stackbench import Device, cpu_seconds, service_pids
 from services.common import v1, v2device
@@ -118,26 +118,12 @@ async def _v1_device(config: Config, wires: list[bytes], sent: list[float]) -> N
     writer.close()
 
 
-async def _v2_device(config: Config, frames: list[bytes], acks: list[int]) -> None:
-    """Writes its frames flat out; counts the gateway's answers by their headers (verifying
-    each ack's tag is the device's work: the benchmark leaves its CPU to the gateway)."""
+async def _v2_device(config: Config, frames: list[bytes], chunks: list[tuple[float, bytes]]) -> None:
+    """Writes its frames flat out and keeps the gateway's answers, counted after the run
+    (bench_v2.read_answers: taking them apart and verifying each ack's tag is the device's work,
+    and the simulated devices share the gateway's two cores)."""
     reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
-
-    async def read_acks() -> None:
-        buf = bytearray()
-        while acks[0] + acks[1] < len(frames):
-            data = await reader.read(65536)
-            if not data:
-                return
-            buf += data
-            while (head := v2device.parse_header(buf, (v2device.ACK, v2device.REFUSAL))) is not None:
-                kind, _, _, size, length = head
-                if len(buf) < size + length:
-                    break
-                del buf[:size + length]
-                acks[0 if kind == v2device.ACK else 1] += 1
-
-    task = asyncio.create_task(read_acks())
+    task = asyncio.create_task(read_answers(reader, frames, chunks))
     for frame in frames:
         writer.write(frame)
         await writer.drain()
@@ -154,14 +140,14 @@ def run_fleet(config: Config, sub: Subscriber, pids: dict[str, int], protocol: s
         payloads = [[d.wire_text(reading_text(n)) for n in range(per_device)] for d in fleet]
     else:
         payloads = [[d.session.seal(reading_text(n))[1] for n in range(per_device)] for d in fleet]
-    acks = [[0, 0] for _ in fleet]
+    chunks: list[list[tuple[float, bytes]]] = [[] for _ in fleet]
     sub.reset()
 
     async def run() -> None:
         if protocol == "v1":
             await asyncio.gather(*(_v1_device(config, w, []) for w in payloads))
         else:
-            await asyncio.gather(*(_v2_device(config, f, a) for f, a in zip(payloads, acks, strict=True)))
+            await asyncio.gather(*(_v2_device(config, f, c) for f, c in zip(payloads, chunks, strict=True)))
 
     cpu_before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
     started = time.perf_counter()
@@ -173,8 +159,9 @@ def run_fleet(config: Config, sub: Subscriber, pids: dict[str, int], protocol: s
     result["cpu_ms"] = {name: round(seconds * 1000 / readings, 4) for name, seconds in cpu.items()}
     result["cpu_ms"]["gateway"] = round(sum(result["cpu_ms"][n] for n in GATEWAY), 4)
     if protocol == "v2":
-        result["acked"] = sum(a for a, _ in acks)
-        result["refused"] = sum(r for _, r in acks)
+        kinds = [kind for c in chunks for _, kind, _, _ in answers_in(c)]
+        result["acked"] = kinds.count(v2device.ACK)
+        result["refused"] = kinds.count(v2device.REFUSAL)
     return result
 
 
