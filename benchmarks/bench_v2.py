@@ -76,12 +76,13 @@ def identification_v2(config: Config, devices: list[V2Device], samples: int = 20
 async def read_answers(reader: asyncio.StreamReader, frames: list[bytes],
                        chunks: list[tuple[float, bytes]]) -> None:
     """What the gateway writes back, each read with its arrival time, until it holds an answer to
-    each of `frames`. Answers are taken apart only once the bytes would do (an ack for each; a
-    refusal is one byte longer), and their tags are verified after the run: that is the device's
-    work, and the simulated devices share the gateway's two cores."""
+    each of `frames`: exactly an ack's bytes for each (nothing to take apart during the run), or,
+    past that, as many answers (a refusal is one byte longer). Answers are taken apart and their
+    tags verified after the run: that is the device's work, and the simulated devices share the
+    gateway's two cores."""
     want = len(frames) * ack_size(frames[0]) if frames else 0
     got = 0
-    while got < want or len(answers_in(chunks)) < len(frames):
+    while got < want or (got > want and len(answers_in(chunks)) < len(frames)):
         data = await reader.read(65536)
         if not data:
             return
