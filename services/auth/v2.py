@@ -164,17 +164,16 @@ class V2Auth:
             raise V2Rejected("bad_request", "kid is not hex") from None
         entry = self._entry(kid)
         window = self._window(kid)
-        marked = [window.ack(seq) for seq in seqs]
-        if any(marked):
+        before = window.acked
+        # An old_seq was acknowledged after the device's later readings moved the window past it
+        # (they came on another connection while this one waited for its PUBACK): a copy of it
+        # would be refused as old_seq anyway, so there is no bit left to record.
+        never = window.ack_all(seqs)
+        if window.acked != before:
             # Written within a second (flush), not before answering: an ack bit lost in a crash
             # only turns a later duplicate into a redelivery, which is published again and dropped
             # by the publisher. The counter itself (accept) is always written before the answer.
             self._dirty[kid] = entry.device_id
-        # An old_seq was acknowledged after the device's later readings moved the window past it
-        # (they came on another connection while this one waited for its PUBACK): a copy of it
-        # would be refused as old_seq anyway, so there is no bit left to record.
-        never = [seq for seq, ok in zip(seqs, marked, strict=True)
-                 if not ok and window.classify(seq) != "old_seq"]
         if never:
             raise V2Rejected("not_verified", f"seq {never[0]} was never accepted: no ack", entry.device_id)
         return entry
@@ -326,7 +325,7 @@ def _too_old(seq: int, window: v2.ReplayWindow, entry: Entry) -> V2Rejected:
 
 
 def _ack(entry: Entry, seq: int) -> str:
-    return base64.b64encode(v2.seal_ack(entry.keys, seq)).decode()
+    return binascii.b2a_base64(v2.seal_ack(entry.keys, seq), newline=False).decode("ascii")
 
 
 def _is_seq(value: Any) -> bool:

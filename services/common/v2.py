@@ -308,6 +308,23 @@ class ReplayWindow:
         self.acked |= bit
         return True
 
+    def ack_all(self, seqs: list[int]) -> list[int]:
+        """`ack` for each of `seqs` (the proxy's acks of a bus message, ~13 seqs: one pass, not a
+        call each); the seqs it could not mark because they were never verified. A seq older than
+        the window is neither: there is no bit left to record."""
+        last, verified, acked = self.last, self.verified, self.acked
+        never = []
+        for seq in seqs:
+            age = last - seq
+            if age >= self.WINDOW:
+                continue
+            if age < 0 or not verified >> age & 1:
+                never.append(seq)
+            else:
+                acked |= 1 << age
+        self.acked = acked
+        return never
+
     def to_text(self) -> str:
         return f"{self.last}:{self.verified:x}:{self.acked:x}"
 

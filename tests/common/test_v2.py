@@ -303,6 +303,24 @@ def test_replay_window_classifies_and_survives_a_restart():
         restored.accept(3)
 
 
+def test_replay_window_acks_a_list_of_seqs_as_one_ack_each_would():
+    """`ack_all` (the proxy's acks of one bus message) marks what `ack` seq by seq marks and names
+    the seqs never verified, whatever the window and the seqs: ahead of it, inside it (verified
+    or not, acked or not), at its edge, older than it, repeated, in any order."""
+    n = v2.ReplayWindow.WINDOW
+    rng = random.Random(11)
+    for _ in range(3000):
+        last = rng.choice([0, 1, 5, n - 1, n, 1000, v2.SEQ_MAX])
+        verified = rng.getrandbits(n) | (1 if last else 0)
+        acked = rng.getrandbits(n)
+        seqs = [max(1, last + rng.randint(-n - 3, 3)) for _ in range(rng.randint(1, 20))]
+        one_by_one = v2.ReplayWindow(last, verified, acked)
+        never = [seq for seq in seqs if not one_by_one.ack(seq) and one_by_one.classify(seq) != "old_seq"]
+        together = v2.ReplayWindow(last, verified, acked)
+        assert together.ack_all(seqs) == never, (last, verified, acked, seqs)
+        assert together.to_text() == one_by_one.to_text()
+
+
 def test_replay_window_accepts_each_seq_inside_it_once_in_any_order():
     """Every order of arrival of the seqs of a window ends the same: each accepted once."""
     n = v2.ReplayWindow.WINDOW
