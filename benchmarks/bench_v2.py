@@ -12,7 +12,6 @@ v2: one key id lookup).
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import socket
 import statistics
@@ -62,7 +61,7 @@ def identification_v2(config: Config, devices: list[V2Device], samples: int = 20
     for n, dev in enumerate(picks):
         frame = dev.seal(READING)
         request = {"id": n, "op": "v2", "conn": 20_000_000 + n, "src": "127.0.0.1:1",
-                   "frame": base64.b64encode(frame).decode()}
+                   "frame": authwire.b64_text(frame)}
         start = time.perf_counter()
         answer = _ask(sock, buf, request)
         times.append(time.perf_counter() - start)

@@ -106,8 +106,13 @@ MAX_FRAMES = 64
 
 def weight(message: dict[str, Any]) -> int:
     """The readings a request asks about (a stretch of answers is counted in readings)."""
+    return frame_count(message) or 1
+
+
+def frame_count(message: dict[str, Any]) -> int | None:
+    """A v2 request's `count` of frames, or None when it has no valid one (1 to MAX_FRAMES)."""
     count = message.get("count")
-    return count if type(count) is int and 0 < count <= MAX_FRAMES else 1
+    return count if type(count) is int and 0 < count <= MAX_FRAMES else None
 
 
 class Rejected(Exception):
@@ -344,8 +349,8 @@ class AuthService:
         a read, and a message each was a JSON message to write and to read, a future and a
         dispatch per reading in both processes; one base64 text, not one per frame, ~0.6 µs a
         frame less in the two). Frames that do not split as `count` whole ones refuse it whole."""
-        count = request.get("count")
-        if type(count) is not int or not 0 < count <= MAX_FRAMES:
+        count = frame_count(request)
+        if count is None:
             exc = Rejected("bad_request", f"count must be 1 to {MAX_FRAMES}: the frames in `frames`")
             return self._reject(rid, client, conn, request, exc)
         try:

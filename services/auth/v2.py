@@ -29,15 +29,13 @@ again). Ack bits follow within a second.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import v2
+from services.common import authwire, v2
 from services.common.logs import kv
 from services.common.readings import ReadingError, validate
 from services.keystore.integrity import IntegrityFailed
@@ -128,7 +126,7 @@ class V2Auth:
             validate(values)
         except (v2.V2Error, ReadingError) as exc:
             # Verified, so the genuine device sent it: tell it, authenticated, to stop sending it.
-            refusal = base64.b64encode(v2.seal_refusal(entry.keys, frame.seq, exc.reason)).decode()
+            refusal = authwire.b64_text(v2.seal_refusal(entry.keys, frame.seq, exc.reason))
             raise V2Rejected(exc.reason, exc.detail, entry.device_id, refusal) from None
         # The ack is sealed with the answer (issue 13: one auth round trip per reading, not two);
         # the proxy holds it until the broker's PUBACK and then reports it with v2acked.
@@ -325,7 +323,7 @@ def _too_old(seq: int, window: v2.ReplayWindow, entry: Entry) -> V2Rejected:
 
 
 def _ack(entry: Entry, seq: int) -> str:
-    return binascii.b2a_base64(v2.seal_ack(entry.keys, seq), newline=False).decode("ascii")
+    return authwire.b64_text(v2.seal_ack(entry.keys, seq))
 
 
 def _is_seq(value: Any) -> bool:
@@ -335,8 +333,7 @@ def _is_seq(value: Any) -> bool:
 def _b64(value: Any, name: str) -> bytes:
     if not isinstance(value, str) or not value:
         raise V2Rejected("bad_request", f"{name} must be base64 text")
-    try:
-        # strict_mode: what b64decode(validate=True) refuses, without its regex pass first
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise V2Rejected("bad_request", f"{name} is not base64") from None
+    data = authwire.b64_bytes(value)
+    if data is None:
+        raise V2Rejected("bad_request", f"{name} is not base64")
+    return data

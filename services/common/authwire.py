@@ -14,6 +14,7 @@ Answers (auth -> proxy):
 """
 from __future__ import annotations
 
+import binascii
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +53,20 @@ def decode(buf: bytes | bytearray) -> tuple[dict[str, Any] | None, int]:
     if not isinstance(message, dict):
         raise AuthWireError("message is not a JSON object")
     return message, end
+
+
+def b64_text(data: bytes) -> str:
+    """A field of bytes (v2 frames, acks, refusals) as the base64 text the messages carry."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def b64_bytes(text: str) -> bytes | None:
+    """A base64 field's bytes, or None if it is not strict base64 (what b64decode(validate=True)
+    refuses, without its regex pass first)."""
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:  # binascii.Error is one
+        return None
 
 
 def messages(buf: bytearray) -> Iterator[dict[str, Any]]:

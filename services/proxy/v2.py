@@ -20,14 +20,13 @@ the connection with no answer (the device sends again later, backing off).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from services.common import authwire
 from services.common import v2 as codec
 from services.common.logs import kv
 from services.proxy.authclient import PIPELINE
@@ -136,7 +135,7 @@ class V2Handler:
                 continue
             reply = await conn.ask_auth({
                 "op": "v2", "conn": conn.id, "src": conn.src_text, "count": len(frames),
-                "frames": base64.b64encode(b"".join([frame.raw for frame in frames])).decode(),
+                "frames": authwire.b64_text(b"".join([frame.raw for frame in frames])),
             }, len(frames))
             for frame, answer in zip(frames, _answers(reply, len(frames)), strict=True):
                 await self._answered(conn, frame, answer, acks, groups)
@@ -277,10 +276,7 @@ def _send(conn: Connection, ack: bytes) -> None:
 def _answer_bytes(reply: dict[str, Any], name: str, frame: codec.Frame) -> bytes:
     """Auth's answer frame (`ack` or `refusal`), checked to answer exactly this frame's kid and seq."""
     value = reply.get(name)
-    try:  # strict_mode: what b64decode(validate=True) refuses, without its regex pass first
-        data = binascii.a2b_base64(value, strict_mode=True) if isinstance(value, str) else b""
-    except ValueError:  # binascii.Error is one
-        data = b""
+    data = (authwire.b64_bytes(value) if isinstance(value, str) else None) or b""
     if not codec.is_answer_to(data, frame, name):  # type: ignore[arg-type]
         raise Reject("auth_protocol", f"auth answered without a valid {name} frame for seq {frame.seq}")
     return data
