@@ -441,8 +441,9 @@ def history_effect(config: Config, counter: Counter, fleet: list[Device], per_de
 def start_stack(**settings: object) -> tuple[Config, dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="medsec-bench-"))
     # Capacity, not policy: each device here sends one reading again and again, flat out, which
-    # the per-device rate limit and the v1 replay check (issue 14) would rightly drop.
-    config = free_config(home, device_max_rate=0, replay_window=0, **settings)
+    # the per-device rate limit and the v1 replay check (issue 14) would rightly drop. A
+    # benchmark whose readings all differ turns the replay check back on (`replay_window`).
+    config = free_config(home, **{"device_max_rate": 0, "replay_window": 0, **settings})
     env = config.to_env()
     medsec(env, "up", "--detach", "--no-nodered")
     return config, env

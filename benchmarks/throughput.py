@@ -14,6 +14,7 @@ straight to Mosquitto with the publisher's own MQTT client, counted by the same 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -39,10 +40,17 @@ from tests.support.stack import medsec
 GATEWAY = ("proxy", "auth", "publisher")
 PROCESSES = (*GATEWAY, "mosquitto")
 FIRST_MARK = 30.0  # Temp of a device's first reading; each next one is 0.001 higher
+# The stacks here run the v1 replay check as users do (MEDSEC_REPLAY_WINDOW's default): every
+# reading differs, as a real sensor's do. The per-device rate limit stays off: flat out is
+# above any real device's rate (stackbench.start_stack).
+AS_USERS_RUN = {"replay_window": Config.replay_window}
+_runs = itertools.count(1)  # each run_fleet's readings differ from every earlier run's
 
 
-def reading_text(n: int) -> bytes:
-    return v1.format_reading({**stackbench.READING, "Temp": FIRST_MARK + n / 1000})
+def reading_text(n: int, run: int = 0) -> bytes:
+    """Reading `n` of a device in run `run`: Temp counts the readings, PulseSig tells the runs apart."""
+    marks = {"Temp": FIRST_MARK + n / 1000, "PulseSig": 1 + run / 1000}
+    return v1.format_reading({**stackbench.READING, **marks})
 
 
 class Subscriber:
@@ -135,10 +143,11 @@ async def _v2_device(config: Config, frames: list[bytes], chunks: list[tuple[flo
 def run_fleet(config: Config, sub: Subscriber, pids: dict[str, int], protocol: str,
               fleet: list, per_device: int, timeout: float = 180) -> dict:
     """Every device sends `per_device` readings flat out; figures from the subscriber and /proc."""
+    run = next(_runs)
     if protocol == "v1":
-        payloads = [[d.wire_text(reading_text(n)) for n in range(per_device)] for d in fleet]
+        payloads = [[d.wire_text(reading_text(n, run)) for n in range(per_device)] for d in fleet]
     else:
-        payloads = [[d.session.seal(reading_text(n))[1] for n in range(per_device)] for d in fleet]
+        payloads = [[d.session.seal(reading_text(n, run))[1] for n in range(per_device)] for d in fleet]
     chunks: list[list[tuple[float, bytes]]] = [[] for _ in fleet]
     sub.reset()
 
@@ -257,7 +266,7 @@ def quiet_load() -> float:
 
 
 def run_all(quick: bool = False) -> dict:
-    config, env = stackbench.start_stack()
+    config, env = stackbench.start_stack(**AS_USERS_RUN)
     results: dict = {"load_before": quiet_load()}
     try:
         pids = service_pids(config, (*PROCESSES, "history"))
@@ -296,7 +305,7 @@ def run_all(quick: bool = False) -> dict:
 def every_topic_at_qos_2(fleet: list[V1Fleet], per_device: int) -> dict:
     """v1 with 20 devices and its raw-broker ceiling again, on a stack with MEDSEC_LEGACY_QOS=2 (the
     seven value topics at QoS 2 like json): what the legacy values at QoS 0 (the default) save."""
-    config, env = stackbench.start_stack(legacy_qos=2)
+    config, env = stackbench.start_stack(legacy_qos=2, **AS_USERS_RUN)
     try:
         pids = service_pids(config, PROCESSES)
         sub = Subscriber(config)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.common.config import Config
 from services.proxy.probation import Probation
@@ -66,6 +68,47 @@ def test_a_replayed_sequence_is_caught_whatever_its_order():
     for n in range(20):
         memory.seen("d", n, float(n))
     assert all(memory.seen("d", n, 30.0) for n in reversed(range(20)))
+
+
+def _reference_seen(kept: list[tuple[float, int]], fingerprint: int, now: float, window: float,
+                    limit: int) -> bool:
+    """The rule as first written: forget what is older than the window and all but the newest
+    limit - 1, then a print among the rest is a replay; otherwise remember it."""
+    while kept and (kept[0][0] <= now - window or len(kept) >= limit):
+        kept.pop(0)
+    if any(p == fingerprint for _, p in kept):
+        return True
+    kept.append((now, fingerprint))
+    return False
+
+
+# Prints from a small pool (replays are frequent) and from the whole signed 64-bit range that
+# hash() gives, times that stand still or jump past the window.
+_prints = st.one_of(st.integers(0, 40), st.integers(-2**63, 2**63 - 1),
+                    st.sampled_from([-1, -2**63, 2**63 - 1, 256, 255 << 8]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), _prints, st.sampled_from([0.0, 0.01, 1.0, 7.0])),
+                max_size=400),
+       st.sampled_from([5.0, 30.0, 600.0]), st.sampled_from([1, 2, 3, 50, 1024]))
+def test_replay_memory_answers_as_the_rule_for_any_stream(stream, window, limit):
+    memory = ReplayMemory(window=window, per_device=limit)
+    kept: dict[str, list[tuple[float, int]]] = {"a": [], "b": []}
+    now = 0.0
+    for device, fingerprint, step in stream:
+        now += step
+        assert memory.seen(device, fingerprint, now) == _reference_seen(
+            kept[device], fingerprint, now, window, limit)
+
+
+def test_a_print_that_straddles_two_others_is_not_a_replay():
+    memory = ReplayMemory(window=600)
+    first, second = 0x1111111011111110, 0x2222222222222220  # both in bucket 0
+    assert not memory.seen("d", first, 0.0) and not memory.seen("d", second, 1.0)
+    straddle = int.from_bytes(first.to_bytes(8, "little")[4:] + second.to_bytes(8, "little")[:4], "little")
+    assert straddle % 16 == 0 and not memory.seen("d", straddle, 2.0)
+    assert memory.seen("d", straddle, 3.0) and memory.seen("d", first, 3.0)
 
 
 def test_window_zero_is_off():
