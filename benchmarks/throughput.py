@@ -7,7 +7,9 @@ Devices write readings as fast as the gateway takes them; a dashboard-like subsc
 v1 with 20 and 100 devices and v2 beside it, it reports readings/s, lost and reordered readings
 per device (each reading's Temp is a per-device counter), and the CPU each process spent per
 reading: proxy, auth, publisher (the gateway) and Mosquitto, read from /proc. v1 and v2 take
-turns, four legs each (LEGS), so a drift of the machine's speed weighs on both alike. The raw-broker
+turns, four legs each (LEGS), so a drift of the machine's speed weighs on both alike, and v2 is
+compared with v1 pair of legs by pair (paired_ratios). v1 readings pass the replay check and the
+rate limit's check as in a default install (AS_USERS_RUN). The raw-broker
 ceiling publishes, for each reading, the same public messages the publisher sends for one,
 straight to Mosquitto with the publisher's own MQTT client, counted by the same subscriber.
 """
@@ -355,7 +357,8 @@ def report(r: dict) -> str:
         f"Subscriber on Pico/# (QoS 1); load average {r['load_before']:.1f} before, "
         f"{r['load_after']:.1f} after. The 20 devices run {', '.join(LEGS[20])} and the 100 "
         f"{', '.join(LEGS[100])}; a row adds a protocol's four legs. Readings/s is bound by the two "
-        "cores all these processes share, the simulated devices' included (v2's read an ack a reading).",
+        "cores all these processes share, the simulated devices' included (v2's read their acks after "
+        "their last frame). v2 >= v1 is judged by pairs of legs run back to back (the i-th of each).",
         "",
         "| run | readings/s | lost / reordered / dup | msgs per reading | CPU ms per reading: proxy / auth / "
         "publisher = gateway; mosquitto; (benchmark's subscriber / simulated devices) "
