@@ -310,21 +310,19 @@ class AuthService:
         op = request.get("op")
         try:
             self.refresh()
-            if op == "v2":
-                answer = self._v2.frame(request.get("frame"))
-            else:
+            if op != "v2":
                 return self._v2.ack(request) if op == "v2ack" else self._v2.acked(request)
+            frame = request_frames(request.get("frame"), 1, "frame")[0]
         except V2Rejected as exc:
             return self._v2_refused(client, conn, request, exc)
-        self._count_v2(answer)
-        return answer
+        return self._v2_frame(client, conn, request, frame)
 
-    def _v2_frame(self, client: Any, conn: Any, src: Any, frame: Frame) -> Answer:
-        """One v2 frame's answer, the store looked at already."""
+    def _v2_frame(self, client: Any, conn: Any, request: dict[str, Any], frame: Frame) -> Answer:
+        """One v2 frame's answer (of `request`'s, which a refusal logs), the store looked at already."""
         try:
             answer = self._v2.answer(frame)
         except V2Rejected as exc:
-            return self._v2_refused(client, conn, {"op": "v2", "conn": conn, "src": src}, exc)
+            return self._v2_refused(client, conn, request, exc)
         self._count_v2(answer)
         return answer
 
@@ -358,8 +356,8 @@ class AuthService:
         except V2Rejected as exc:
             return self._reject(rid, client, conn, request, Rejected(exc.reason, exc.detail))
         self.refresh()
-        src = request.get("src")
-        answers = [self._v2_frame(client, conn, src, frame) for frame in frames]
+        as_one = {"op": "v2", "conn": conn, "src": request.get("src")}  # what a refusal logs
+        answers = [self._v2_frame(client, conn, as_one, frame) for frame in frames]
         return {"id": rid, "status": "answers", "answers": answers}
 
     def _v2_acks(self, rid: Any, client: Any, request: dict[str, Any]) -> Answer:

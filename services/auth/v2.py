@@ -98,10 +98,6 @@ class V2Auth:
         self._windows = {k: w for k, w in self._windows.items() if k in by_kid}
 
     # --- ops ---
-    def frame(self, text: Any) -> Answer:
-        """The answer to one reading frame, `text` its base64 (a request's "frame")."""
-        return self.answer(request_frames(text, 1, "frame")[0])
-
     def answer(self, frame: v2.Frame) -> Answer:
         """The answer to one reading frame, read whole from a request (`request_frames`)."""
         entry = self._entry(frame.kid)
