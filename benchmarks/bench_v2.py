@@ -119,14 +119,19 @@ async def _stream_v2(config: Config, frames: list[bytes], sent: list[float],
                      chunks: list[tuple[float, bytes]], interval: float = 0.0) -> None:
     """Writes frames sealed beforehand (`sent`: when each went) and keeps what comes back. Sealing
     and verifying are the device's work, in pure Python here (services/common/ccm.py, ~15 µs
-    each): during the run they took the gateway's cores, and v1's devices write ready-made bytes."""
+    each): during the run they took the gateway's cores, and v1's devices write ready-made bytes.
+    Flat out (`interval` 0) the acks are read after the last frame, as in the throughput
+    benchmark: a loop wake per ack read was the simulated devices' CPU, on the gateway's cores."""
     reader, writer = await asyncio.open_connection(config.host, config.proxy_port)
+    if not interval:
+        writer.transport.pause_reading()
     answers = asyncio.create_task(read_answers(reader, frames, chunks))
     queue = iter(frames)
     async for _ in stackbench.paced(len(frames), interval):
         sent.append(time.perf_counter())
         writer.write(next(queue))
         await writer.drain()
+    writer.transport.resume_reading()
     try:
         await asyncio.wait_for(answers, 60)
     finally:

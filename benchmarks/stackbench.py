@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import random
 import resource
+import socket
 import statistics
 import tempfile
 import threading
@@ -26,9 +27,11 @@ from Crypto.Cipher import AES
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.common import authwire, v1
+from services.common import mqttwire as wire
 from services.common.adminclient import AdminClient
 from services.common.config import Config
 from services.common.state import mqtt_password
+from services.history import transport as history
 from services.stack import control
 from tests.support.proc import free_config
 from tests.support.stack import medsec
@@ -406,6 +409,36 @@ def _settle(config: Config, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline and (now := history_stored(config)) != last:
         last = now
         time.sleep(2.5)  # one metrics period and a half
+
+
+def stop_history(config: Config) -> None:
+    """Stop the history service and end its broker session, for runs that measure the data path
+    without it. Stopped, it stays a durable subscriber of Pico/+/json: Mosquitto keeps every
+    reading for it (its memory and its database, saved every second, ~300 bytes a reading larger),
+    and its CPU a reading grew by a fifth over a throughput run (session 20)."""
+    control.rpc(config).supervisor.stopProcess("history")
+    with contextlib.closing(_broker_socket(config)) as sock:
+        # A clean session under the same client id discards the stored one (MQTT 3.1.1, 3.1.2.4).
+        sock.sendall(wire.connect(history.CLIENT_ID, history.ACCOUNT,
+                                  mqtt_password(config, history.ACCOUNT), True, 10))
+        buf = bytearray()
+        while (found := wire.read_packet(buf)) is None:
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionError("the broker closed the connection before its CONNACK")
+            buf += data
+        packet, _ = found
+        if packet.kind != wire.CONNACK or wire.parse_connack(packet)[1] != 0:
+            raise ConnectionError("the broker refused the history account's clean session")
+        sock.sendall(wire.DISCONNECT_PACKET)
+
+
+def _broker_socket(config: Config) -> socket.socket:
+    path = config.broker_socket
+    sock = socket.socket(socket.AF_UNIX) if path else socket.socket()
+    sock.settimeout(10)
+    sock.connect(str(path) if path else (config.broker_host, config.mqtt_port))
+    return sock
 
 
 def history_effect(config: Config, counter: Counter, fleet: list[Device], per_device: int) -> dict:

@@ -12,15 +12,14 @@ def test_pairs_are_the_ith_leg_of_each_protocol() -> None:
 
 
 def test_neighbours_are_the_legs_of_one_protocol_run_back_to_back() -> None:
-    legs = {"v1": _legs(1, 2, 3, 6), "v2": _legs(10, 30, 50, 70)}
-    # 20 devices: v1 v2 v2 v1 v2 v1 v1 v2 -> v2's first two, v1's last two
-    assert neighbour_ratios(LEGS[20], legs, "per_second") == [3.0, 2.0]
-    # 100 devices: v2 v1 v1 v2 v1 v2 v2 v1 -> v1's first two, v2's third and fourth
-    assert neighbour_ratios(LEGS[100], legs, "per_second") == [2.0, 1.4]
+    order = ("v1", "v2", "v2", "v1", "v1", "v2")
+    legs = {"v1": _legs(1, 2, 3), "v2": _legs(10, 30, 50)}
+    assert neighbour_ratios(order, legs, "per_second") == [3.0, 1.5]
 
 
-def test_every_order_has_two_neighbouring_pairs_and_four_legs_of_each() -> None:
+def test_every_order_alternates_pairs_of_one_leg_of_each() -> None:
     for order in LEGS.values():
-        assert order.count("v1") == order.count("v2") == 4
-        assert neighbour_ratios(order, {"v1": _legs(1, 1, 1, 1), "v2": _legs(1, 1, 1, 1)}, "per_second") == [
-            1.0, 1.0]
+        assert order.count("v1") == order.count("v2") == 6
+        assert all({order[i], order[i + 1]} == {"v1", "v2"} for i in range(0, len(order), 2))
+        flat = {"v1": _legs(*[1] * 6), "v2": _legs(*[1] * 6)}
+        assert neighbour_ratios(order, flat, "per_second") == [1.0, 1.0, 1.0]
