@@ -414,7 +414,7 @@ def _settle(config: Config, timeout: float = 30.0) -> None:
 def stop_history(config: Config) -> None:
     """Stop the history service and end its broker session, for runs that measure the data path
     without it. Stopped, it stays a durable subscriber of Pico/+/json: Mosquitto keeps every
-    reading for it (its memory and its database, saved every second, ~300 bytes a reading larger),
+    reading for it (~570 bytes of memory and ~290 of its database, saved every second, a reading),
     and its CPU a reading grew by a fifth over a throughput run (session 20)."""
     control.rpc(config).supervisor.stopProcess("history")
     with contextlib.closing(_broker_socket(config)) as sock:

@@ -178,11 +178,12 @@ def run_fleet(config: Config, sub: Subscriber, pids: dict[str, int], protocol: s
     return result
 
 
-# The order of the legs, half of a size's `per` readings each. The machine's speed drifts by
-# 10-30 % within a minute here, and single legs swing by as much: one leg each put all of a drift
-# into the v2/v1 ratio, and two each (v1 v2 v2 v1) still let one slow leg decide it (issue 13).
-# Legs 2k and 2k+1 are a pair, one of each protocol, seconds apart (paired_ratios); the verdict
-# takes the median of six pairs (four left one odd pair a third of the say: session 20).
+# The order of the legs, half of a size's `per` readings each. The machine's speed drifts within a
+# minute here (10-30 % before stop_history; a few % since), and single legs swing by as much: one
+# leg each put all of a drift into the v2/v1 ratio, and two each (v1 v2 v2 v1) still let one slow
+# leg decide it (issue 13). Legs 2k and 2k+1 are a pair, one of each protocol, seconds apart
+# (paired_ratios); the verdict takes the median of six pairs (of four, one pair in a slow phase
+# could carry the median across 1: session 20).
 LEGS = {20: ("v1", "v2", "v2", "v1", "v2", "v1", "v1", "v2", "v1", "v2", "v2", "v1"),
         100: ("v2", "v1", "v1", "v2", "v1", "v2", "v2", "v1", "v2", "v1", "v1", "v2")}
 
