@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import random
 import resource
-import socket
 import statistics
 import tempfile
 import threading
@@ -27,12 +26,12 @@ from Crypto.Cipher import AES
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.common import authwire, v1
-from services.common import mqttwire as wire
 from services.common.adminclient import AdminClient
 from services.common.config import Config
 from services.common.state import mqtt_password
 from services.history import transport as history
 from services.stack import control
+from tests.support.broker import connack
 from tests.support.proc import free_config
 from tests.support.stack import medsec
 
@@ -417,28 +416,11 @@ def stop_history(config: Config) -> None:
     reading for it (~570 bytes of memory and ~290 of its database, saved every second, a reading),
     and its CPU a reading grew by a fifth over a throughput run (session 20)."""
     control.rpc(config).supervisor.stopProcess("history")
-    with contextlib.closing(_broker_socket(config)) as sock:
-        # A clean session under the same client id discards the stored one (MQTT 3.1.1, 3.1.2.4).
-        sock.sendall(wire.connect(history.CLIENT_ID, history.ACCOUNT,
-                                  mqtt_password(config, history.ACCOUNT), True, 10))
-        buf = bytearray()
-        while (found := wire.read_packet(buf)) is None:
-            data = sock.recv(4096)
-            if not data:
-                raise ConnectionError("the broker closed the connection before its CONNACK")
-            buf += data
-        packet, _ = found
-        if packet.kind != wire.CONNACK or wire.parse_connack(packet)[1] != 0:
-            raise ConnectionError("the broker refused the history account's clean session")
-        sock.sendall(wire.DISCONNECT_PACKET)
-
-
-def _broker_socket(config: Config) -> socket.socket:
-    path = config.broker_socket
-    sock = socket.socket(socket.AF_UNIX) if path else socket.socket()
-    sock.settimeout(10)
-    sock.connect(str(path) if path else (config.broker_host, config.mqtt_port))
-    return sock
+    # A clean session under the same client id discards the stored one (MQTT 3.1.1, 3.1.2.4).
+    answer = connack(config, history.ACCOUNT, mqtt_password(config, history.ACCOUNT),
+                     client_id=history.CLIENT_ID)
+    if answer != "Success":
+        raise ConnectionError(f"the broker refused the history account's clean session: {answer}")
 
 
 def history_effect(config: Config, counter: Counter, fleet: list[Device], per_device: int) -> dict:

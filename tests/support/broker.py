@@ -150,10 +150,12 @@ class SeqDashboard(SeqCounts):
             self.seqs.setdefault(body["device"], Counter())[body["seq"]] += 1
 
 
-def connack(config: Config, account: str | None, password: str | None, unix: bool = False) -> Any:
-    """The broker's answer (paho's reason code) to a login over TCP or its Unix socket;
-    no username at all when `account` is None."""
-    c = _paho_client(unix)
+def connack(config: Config, account: str | None, password: str | None, unix: bool = False,
+            client_id: str | None = None) -> Any:
+    """The broker's answer (paho's reason code) to a login over TCP or its Unix socket, with a
+    clean session (under `client_id`, a fresh one if None); no username at all when `account`
+    is None."""
+    c = _paho_client(unix, client_id)
     if account is not None:
         c.username_pw_set(account, password)
     codes: list = []
@@ -168,8 +170,8 @@ def connack(config: Config, account: str | None, password: str | None, unix: boo
     return codes[0]
 
 
-def _paho_client(unix: bool) -> Any:
-    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:10]}",
+def _paho_client(unix: bool, client_id: str | None = None) -> Any:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{uuid.uuid4().hex[:10]}",
                        protocol=mqtt.MQTTv311, transport="unix" if unix else "tcp")
 
 
