@@ -147,6 +147,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def system_calls(pid: int) -> tuple[int, int]:
+    """The read-like and write-like system calls `pid` has made so far (/proc/<pid>/io)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
+
+
 def rss_mib(pids: list[int]) -> float:
     total = 0
     for pid in pids:

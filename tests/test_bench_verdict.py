@@ -1,5 +1,5 @@
 """The throughput benchmark's v2-against-v1 verdict: which legs it compares (benchmarks/throughput.py)."""
-from benchmarks.throughput import LEGS, neighbour_ratios, paired_ratios
+from benchmarks.throughput import LEGS, combined, neighbour_ratios, paired_ratios, per_reading
 
 
 def _legs(*rates: float) -> list[dict]:
@@ -23,3 +23,12 @@ def test_every_order_alternates_pairs_of_one_leg_of_each() -> None:
         assert all({order[i], order[i + 1]} == {"v1", "v2"} for i in range(0, len(order), 2))
         flat = {"v1": _legs(*[1] * 6), "v2": _legs(*[1] * 6)}
         assert neighbour_ratios(order, flat, "per_second") == [1.0, 1.0, 1.0]
+
+
+def test_broker_calls_are_per_reading_and_rows_weigh_legs_by_readings() -> None:
+    assert per_reading((100, 50), (400, 110), 20) == [15.0, 3.0]
+    leg = {"readings": 0, "expected": 0, "lost": 0, "reordered": 0, "duplicated": 0, "seconds": 1.0,
+           "devices": 2, "messages_per_reading": 8.0, "cpu_ms": {"gateway": 1.0}, "per_second": 1.0}
+    row = combined([{**leg, "readings": 100, "broker_calls": [30.0, 10.0]},
+                    {**leg, "readings": 300, "broker_calls": [34.0, 12.0]}])
+    assert row["broker_calls"] == [33.0, 11.5]
