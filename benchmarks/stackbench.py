@@ -139,12 +139,16 @@ class Counter:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    """CPU time the processes have used so far, every thread's (ended ones too), to the nanosecond:
+    each one's CPU-time clock (clock_getcpuclockid). /proc/<pid>/stat counts in clock ticks of 10 ms,
+    4 % of the ~250 ms a service spends in one leg of the throughput run."""
+    return sum(time.clock_gettime(_cpu_clock(pid)) for pid in pids)
+
+
+def _cpu_clock(pid: int) -> int:
+    # Linux's id of a process's CPU-time clock (MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED));
+    # Python has clock_gettime but not clock_getcpuclockid.
+    return (~pid << 3) | 2
 
 
 def system_calls(pid: int) -> tuple[int, int]:

@@ -1,4 +1,9 @@
-"""The throughput benchmark's v2-against-v1 verdict: which legs it compares (benchmarks/throughput.py)."""
+"""The throughput benchmark's v2-against-v1 verdict: which legs it compares (benchmarks/throughput.py),
+and the counts it is made of."""
+import subprocess
+import sys
+
+from benchmarks.stackbench import cpu_seconds
 from benchmarks.throughput import LEGS, combined, neighbour_ratios, paired_ratios, per_reading
 
 
@@ -32,3 +37,30 @@ def test_broker_calls_are_per_reading_and_rows_weigh_legs_by_readings() -> None:
     row = combined([{**leg, "readings": 100, "broker_calls": [30.0, 10.0]},
                     {**leg, "readings": 300, "broker_calls": [34.0, 12.0]}])
     assert row["broker_calls"] == [33.0, 11.5]
+
+
+SPIN_IN_A_THREAD = """
+import sys, threading, time
+def spin():
+    start = time.thread_time()
+    while time.thread_time() - start < 0.15:
+        pass
+worker = threading.Thread(target=spin)
+worker.start()
+worker.join()
+print(time.process_time(), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_cpu_seconds_are_another_process_s_whole_cpu_time_ended_threads_included() -> None:
+    child = subprocess.Popen([sys.executable, "-c", SPIN_IN_A_THREAD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        own_count = float(child.stdout.readline())  # after the thread ended; then it waits on stdin
+        measured = cpu_seconds([child.pid])
+        assert own_count >= 0.15
+        assert own_count <= measured < own_count + 0.005  # not 10 ms clock ticks
+    finally:
+        child.stdin.close()
+        child.wait(10)
