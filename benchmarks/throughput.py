@@ -6,7 +6,7 @@ Devices write readings as fast as the gateway takes them; a dashboard-like subsc
 `Pico/#` (benchmarks/subscriber.py, its own process) takes the whole public tree at QoS 1. For
 v1 with 20 and 100 devices and v2 beside it, it reports readings/s, lost and reordered readings
 per device (each reading's Temp is a per-device counter), and the CPU each process spent per
-reading: proxy, auth, publisher (the gateway) and Mosquitto, read from /proc. v1 and v2 take
+reading: proxy, auth, publisher (the gateway) and Mosquitto, from their CPU-time clocks. v1 and v2 take
 turns, six legs each (LEGS), so a drift of the machine's speed weighs on both alike, and v2 is
 compared with v1 pair of legs by pair (paired_ratios). v1 readings pass the replay check and the
 rate limit's check as in a default install (AS_USERS_RUN). The raw-broker
@@ -147,7 +147,7 @@ async def _v2_device(config: Config, frames: list[bytes], chunks: list[tuple[flo
 
 def run_fleet(config: Config, sub: Subscriber, pids: dict[str, int], protocol: str,
               fleet: list, per_device: int, timeout: float = 180) -> dict:
-    """Every device sends `per_device` readings flat out; figures from the subscriber and /proc."""
+    """Every device sends `per_device` readings flat out; figures from the subscriber and the CPU clocks."""
     run = next(_runs)
     if protocol == "v1":
         payloads = [[d.wire_text(reading_text(n, run)) for n in range(per_device)] for d in fleet]
