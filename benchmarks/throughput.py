@@ -231,8 +231,8 @@ def combined(runs: list[dict]) -> dict:
 
 
 def per_reading(before: tuple[int, int], after: tuple[int, int], readings: int) -> list[float]:
-    """Mosquitto's read-like and write-like system calls per reading between two counts: where
-    its time goes (73 % in the kernel, session 20), the same for whatever protocol a reading came in."""
+    """Mosquitto's read-like and write-like system calls per reading between two counts (its time
+    is mostly system calls: 73 % in the kernel, session 20)."""
     return [round((b - a) / readings, 2) for a, b in zip(before, after, strict=True)]
 
 
