@@ -201,11 +201,8 @@ def neighbour_ratios(order: tuple[str, ...], legs: dict[str, list[dict]], key: s
     """The later leg's figure over the earlier's, for each two legs of one protocol run back to
     back in `order` (LEGS has three such): the same code twice, seconds apart,
     so what a pair's v2/v1 may be off by for the machine alone (session 20)."""
-    taken = dict.fromkeys(legs, 0)
-    runs = []
-    for protocol in order:
-        runs.append((protocol, legs[protocol][taken[protocol]]))
-        taken[protocol] += 1
+    remaining = {protocol: iter(figures) for protocol, figures in legs.items()}
+    runs = [(protocol, next(remaining[protocol])) for protocol in order]
     return [b[key] / a[key] for (p, a), (q, b) in itertools.pairwise(runs) if p == q and a[key] > 0]
 
 
@@ -286,10 +283,10 @@ def raw_broker(config: Config, sub: Subscriber, pids: dict[str, int], devices: i
     asyncio.run(run())
     got = sub.wait(devices * per_device, timeout)
     result = tally(got, names, per_device, started)
-    result["broker_calls"] = per_reading(calls_before, system_calls(pids["mosquitto"]),
-                                         max(1, result["readings"]))
-    result["cpu_ms"] = {"mosquitto": round((cpu_seconds([pids["mosquitto"]]) - cpu_before) * 1000
-                                           / max(1, result["readings"]), 4)}
+    readings = max(1, result["readings"])
+    result["broker_calls"] = per_reading(calls_before, system_calls(pids["mosquitto"]), readings)
+    cpu = cpu_seconds([pids["mosquitto"]]) - cpu_before
+    result["cpu_ms"] = {"mosquitto": round(cpu * 1000 / readings, 4)}
     return result
 
 
