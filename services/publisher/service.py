@@ -16,7 +16,7 @@ from services.common.config import valid_device_id
 from services.common.logs import kv
 from services.common.readings import ReadingError
 from services.publisher.addresses import LastAddresses
-from services.publisher.dedup import RecentWindow
+from services.publisher.dedup import DuplicateWindow
 from services.publisher.topics import (
     EVENTS_PREFIX,
     INGEST_PREFIX,
@@ -63,13 +63,14 @@ class PublisherService:
     def __init__(
         self,
         log: logging.Logger,
-        dedup: RecentWindow | None = None,
+        dedup: DuplicateWindow | None = None,
         clock: Callable[[], float] = time.time,
         addresses: LastAddresses | None = None,
     ) -> None:
         self.log = log
-        self.dedup = dedup or RecentWindow()
-        self.addresses = addresses or LastAddresses()
+        # `is None`, not `or`: both have a length, so an empty one passed in is false.
+        self.dedup = DuplicateWindow() if dedup is None else dedup
+        self.addresses = LastAddresses() if addresses is None else addresses
         self.clock = clock
         self.counters = Counters()
 
