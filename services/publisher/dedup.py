@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from array import array
 from pathlib import Path
@@ -34,6 +35,7 @@ _ITEM = array("q").itemsize
 # Seqs remembered per device and key generation: 512 bytes; 6.8 minutes of a device at 10 readings/s.
 SEQ_WINDOW = 4096
 _SEQ_BITS = (1 << SEQ_WINDOW) - 1
+_BITS_HEX = re.compile(f"[0-9a-f]{{1,{SEQ_WINDOW // 4}}}")  # a saved window's bits
 
 
 def stable_digest(key: tuple[object, ...]) -> int:
@@ -114,9 +116,7 @@ class SeqWindow:
         older than the window cannot be told apart from a new one: False (published again)."""
         entry = self._seen.get((device, gen))
         if entry is None:
-            if len(self._seen) >= self.max_entries:
-                del self._seen[next(iter(self._seen))]  # the first added
-            self._seen[(device, gen)] = [seq, 1]
+            self._add((device, gen), seq, 1)
             return False
         newest, bits = entry
         if seq > newest:
@@ -141,9 +141,12 @@ class SeqWindow:
 
     def restore(self, snapshot: list[list[object]]) -> None:
         for device, gen, newest, bits in snapshot:
-            if len(self._seen) >= self.max_entries:
-                del self._seen[next(iter(self._seen))]
-            self._seen[(device, gen)] = [newest, int(bits, 16) & _SEQ_BITS]
+            self._add((device, gen), newest, int(bits, 16))
+
+    def _add(self, key: tuple[str, int | None], newest: int, bits: int) -> None:
+        if len(self._seen) >= self.max_entries:
+            del self._seen[next(iter(self._seen))]  # the first added
+        self._seen[key] = [newest, bits]
 
 
 class DuplicateWindow:
@@ -215,5 +218,4 @@ def _seq_entry(value: object) -> bool:
         return False
     device, gen, newest, bits = value
     return (isinstance(device, str) and (gen is None or type(gen) is int) and type(newest) is int
-            and newest >= 0 and isinstance(bits, str) and 0 < len(bits) <= SEQ_WINDOW // 4
-            and all(c in "0123456789abcdef" for c in bits))
+            and newest >= 0 and isinstance(bits, str) and _BITS_HEX.fullmatch(bits) is not None)
